@@ -1,0 +1,198 @@
+"""Readers for measured powder XRD patterns: two-column text and PANalytical .xrdml.
+
+Each reader returns a `MeasuredPattern` with 2θ in degrees (strictly
+increasing), raw intensities, and the wavelength stated in the file when the
+format carries one. Problems raise `PatternError` naming the file and line.
+"""
+
+import dataclasses
+import os
+import re
+from typing import Optional
+import xml.etree.ElementTree as ElementTree
+
+import numpy as np
+
+from xxact_jax.inference.errors import PatternError
+
+TEXT_SUFFIXES = (".xy", ".xye", ".csv", ".txt", ".dat")
+XRDML_SUFFIXES = (".xrdml",)
+_COMMENT_PREFIXES = ("#", ";", "!", "//", "%", "'")
+_SEPARATORS = re.compile(r"[\s,;]+")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasuredPattern:
+  two_theta: np.ndarray       # float64 [N], degrees, strictly increasing
+  intensity: np.ndarray       # float64 [N]
+  path: str
+  wavelength: Optional[float] = None  # Å, when the file states it
+
+
+def read_pattern(path: str) -> MeasuredPattern:
+  """Reads a pattern file, choosing the reader from the file suffix."""
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise PatternError("no such file", path=path)
+  suffix = os.path.splitext(path)[1].lower()
+  if suffix in XRDML_SUFFIXES:
+    return read_xrdml(path)
+  if suffix in TEXT_SUFFIXES:
+    return read_two_column(path)
+  raise PatternError(
+      f"unknown pattern format {suffix!r}; expected one of "
+      + ", ".join(TEXT_SUFFIXES + XRDML_SUFFIXES), path=path)
+
+
+def read_two_column(path: str) -> MeasuredPattern:
+  """Reads 2θ and intensity from the first two columns of a text file.
+
+  Blank lines and lines starting with a comment mark (#, ;, !, //, %, ') are
+  skipped anywhere; non-numeric lines are taken as a header only before the
+  first data row. Columns may be separated by spaces, tabs, commas or
+  semicolons; extra columns (the esd of .xye) are ignored.
+  """
+  two_theta, intensity, line_numbers = [], [], []
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for line_number, raw in enumerate(f, start=1):
+      line = raw.strip().lstrip("\ufeff")
+      if not line or line.startswith(_COMMENT_PREFIXES):
+        continue
+      fields = [x for x in _SEPARATORS.split(line) if x]
+      values = _parse_floats(fields[:2])
+      if values is None or len(fields) < 2:
+        if not two_theta:
+          continue  # header line before the data
+        raise PatternError(
+            f"expected two numbers (2θ, intensity), got {line[:60]!r}",
+            path=path, line=line_number)
+      for value, name in zip(values, ("2θ", "intensity")):
+        if not np.isfinite(value):
+          raise PatternError(f"{name} is {value} (not a finite number)",
+                             path=path, line=line_number, field=name)
+      two_theta.append(values[0])
+      intensity.append(values[1])
+      line_numbers.append(line_number)
+  if not two_theta:
+    raise PatternError("no numeric (2θ, intensity) rows found", path=path)
+  two_theta = np.asarray(two_theta, dtype=np.float64)
+  _check_increasing(two_theta, path, line_numbers)
+  return MeasuredPattern(two_theta, np.asarray(intensity, dtype=np.float64), path)
+
+
+def _parse_floats(fields):
+  try:
+    return [float(x) for x in fields]
+  except ValueError:
+    return None
+
+
+def _check_increasing(two_theta, path, line_numbers=None):
+  steps = np.diff(two_theta)
+  bad = np.flatnonzero(steps <= 0)
+  if bad.size:
+    i = int(bad[0]) + 1
+    line = line_numbers[i] if line_numbers is not None else None
+    where = "" if line is not None else f" at point {i + 1}"
+    raise PatternError(
+        f"2θ must increase{where}: {two_theta[i]:g} follows {two_theta[i - 1]:g}",
+        path=path, line=line, field="2θ")
+
+
+def read_xrdml(path: str) -> MeasuredPattern:
+  """Reads the first scan of a PANalytical .xrdml file.
+
+  Intensities come from `intensities` (older schema) or `counts` (1.5+);
+  2θ from `listPositions` or from `startPosition`/`endPosition`, evenly spaced.
+  The wavelength is the Kα1/Kα2 mean weighted by `ratioKAlpha2KAlpha1`.
+  """
+  try:
+    root = ElementTree.parse(path).getroot()
+  except ElementTree.ParseError as e:
+    raise PatternError(f"not valid XML ({e})", path=path) from None
+  scans = _find_all(root, "scan")
+  if not scans:
+    raise PatternError("no <scan> element", path=path)
+  data_points = _find(scans[0], "dataPoints")
+  if data_points is None:
+    raise PatternError("the first <scan> has no <dataPoints>", path=path)
+  values_element = _find(data_points, "counts")
+  if values_element is None:
+    values_element = _find(data_points, "intensities")
+  if values_element is None:
+    raise PatternError("<dataPoints> has neither <counts> nor <intensities>", path=path)
+  intensity = _floats(values_element.text, path, "intensities")
+  two_theta = _xrdml_positions(data_points, len(intensity), path)
+  if len(intensity) < 2:
+    raise PatternError("fewer than two data points", path=path)
+  for values, name in ((two_theta, "2θ"), (intensity, "intensities")):
+    if not np.all(np.isfinite(values)):
+      point = int(np.flatnonzero(~np.isfinite(values))[0]) + 1
+      raise PatternError(f"non-finite value at point {point}", path=path, field=name)
+  _check_increasing(two_theta, path)
+  return MeasuredPattern(two_theta, intensity, path, _xrdml_wavelength(root, path))
+
+
+def _xrdml_positions(data_points, count, path):
+  for positions in _find_all(data_points, "positions"):
+    if positions.get("axis", "").lower() != "2theta":
+      continue
+    listed = _find(positions, "listPositions")
+    if listed is not None:
+      two_theta = _floats(listed.text, path, "listPositions")
+      if len(two_theta) != count:
+        raise PatternError(
+            f"{len(two_theta)} listPositions but {count} intensities",
+            path=path, field="listPositions")
+      return two_theta
+    start, end = _find(positions, "startPosition"), _find(positions, "endPosition")
+    if start is None or end is None:
+      raise PatternError("2Theta <positions> lacks startPosition/endPosition",
+                         path=path, field="positions")
+    start = _floats(start.text, path, "startPosition")
+    end = _floats(end.text, path, "endPosition")
+    return np.linspace(start[0], end[0], count)
+  raise PatternError('no <positions axis="2Theta">', path=path, field="positions")
+
+
+def _xrdml_wavelength(root, path):
+  used = _find(root, "usedWavelength")
+  if used is None:
+    return None
+  alpha1, alpha2 = _find(used, "kAlpha1"), _find(used, "kAlpha2")
+  ratio = _find(used, "ratioKAlpha2KAlpha1")
+  if alpha1 is None:
+    return None
+  wavelength1 = _floats(alpha1.text, path, "kAlpha1")[0]
+  if alpha2 is None or ratio is None:
+    return wavelength1
+  wavelength2 = _floats(alpha2.text, path, "kAlpha2")[0]
+  weight = _floats(ratio.text, path, "ratioKAlpha2KAlpha1")[0]
+  return (wavelength1 + weight * wavelength2) / (1.0 + weight)
+
+
+def _floats(text, path, field):
+  try:
+    values = np.array((text or "").split(), dtype=np.float64)
+  except ValueError:
+    raise PatternError("contains a value that is not a number", path=path,
+                       field=field) from None
+  if values.size == 0:
+    raise PatternError("is empty", path=path, field=field)
+  return values
+
+
+def _local_name(tag):
+  return tag.rsplit("}", 1)[-1]
+
+
+def _find_all(element, name):
+  # .xrdml namespaces change with the schema version (1.0 ... 2.x); match local names.
+  return [e for e in element.iter() if _local_name(e.tag) == name]
+
+
+def _find(element, name):
+  for child in element.iter():
+    if child is not element and _local_name(child.tag) == name:
+      return child
+  return None
