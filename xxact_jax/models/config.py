@@ -1,0 +1,56 @@
+"""Model configurations: the paper's sizes and tiny ones that build the same code path."""
+
+import ml_collections
+
+MODEL_NAMES = ("xxact", "crabnet", "xrd_transformer", "pxrd_fcn", "pxrd_fcn_mlp")
+SIZES = ("paper", "tiny")
+PAPER_TARGETS = ("formation_energy_per_atom", "crystal_system")
+
+
+def _transformer(d_model: int, num_layers: int, num_heads: int, d_ff: int) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(
+      dict(d_model=d_model, num_layers=num_layers, num_heads=num_heads, d_ff=d_ff))
+
+
+def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
+  """Returns the configuration of model `name` at `size` ("paper" or "tiny").
+
+  The paper's sizes (Sec. 3.1): CrabNet composition encoder d=512, 3 layers, 4 heads, FFN 2048;
+  XRD encoder d=512, 3 layers, 4 heads, FFN 1024; fusion decoder d=768, 12 layers, 12 heads,
+  FFN 2048. "tiny" keeps every component with d_model 32-64 and one layer, for CPU tests.
+  """
+  if name not in MODEL_NAMES:
+    raise ValueError(f"Unknown model name {name!r}; known: {list(MODEL_NAMES)}")
+  if size not in SIZES:
+    raise ValueError(f"Unknown model size {size!r}; known: {list(SIZES)}")
+  tiny = size == "tiny"
+  c = ml_collections.ConfigDict()
+  c.name = name
+  c.targets = PAPER_TARGETS
+  c.mxm = False
+  c.contrastive = False
+  # "auto": bfloat16 on GPU/TPU, float32 on CPU. Parameters are always float32.
+  c.dtype = "auto"
+  c.dropout = 0.1
+  c.remat = False
+  # XRD intensities (max 100) are multiplied by this before the model sees them; the MXM
+  # reconstruction is in the same scaled units (see `xrd_tokens`).
+  c.xrd_scale = 0.01
+
+  c.composition = (_transformer(32, 1, 2, 64) if tiny else _transformer(512, 3, 4, 2048))
+  c.composition.resolution = 5000      # CrabNet's fractional-encoding table size
+  c.xrd = _transformer(32, 1, 2, 64) if tiny else _transformer(512, 3, 4, 1024)
+  c.fusion = _transformer(48, 1, 2, 64) if tiny else _transformer(768, 12, 12, 2048)
+  # CrabNet baseline's residual output network (per element, then a masked mean).
+  c.crabnet_hidden = (32, 16) if tiny else (1024, 512, 256, 128)
+
+  # PXRDPIAYN baselines, adapted to 4250 inputs: conv-LeakyReLU-maxpool-dropout blocks, one
+  # final convolution to `features` channels, a composition MLP over the fraction vector and a
+  # fusion MLP over the concatenation.
+  c.fcn = ml_collections.ConfigDict()
+  c.fcn.channels = ((4,) * 10 + (8,) if tiny else (16, 16, 32, 32, 64, 64, 128, 128, 256, 256, 512))
+  c.fcn.kernel_size = 5
+  c.fcn.features = 8 if tiny else 64
+  c.fcn.composition_hidden = (16,) if tiny else (512, 512)
+  c.fcn.fusion_hidden = (16,) if tiny else (256,)
+  return c

@@ -1,0 +1,58 @@
+"""Prediction heads: one linear layer per target, the MXM reconstruction and the temperature."""
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from xxact_jax import constants
+from xxact_jax.models import layers
+
+CONTRASTIVE_INIT_TEMPERATURE = 0.07
+
+
+def target_width(target: str) -> int:
+  """Output width of a target's head: 1 for regression, the class count for classification."""
+  if target in constants.REGRESSION_TARGETS:
+    return 1
+  if target in constants.CLASSIFICATION_TARGETS:
+    return constants.CLASSIFICATION_TARGETS[target]
+  raise ValueError(f"Unknown target {target!r} in model_config.targets; "
+                   f"known: {list(constants.ALL_TARGETS)}")
+
+
+class Heads(nn.Module):
+  """Linear heads on the [CLS] embedding; optional MXM and contrastive parameters.
+
+  Attributes:
+    targets: the targets to predict.
+    mxm: add ReLU(Linear(d -> 250)) on each XRD token (masked XRD modelling).
+    contrastive: add the learnable log(1/temperature), initialised to log(1/0.07).
+    dtype: compute dtype.
+  """
+  targets: Sequence[str]
+  mxm: bool
+  contrastive: bool
+  dtype: Any
+
+  @nn.compact
+  def __call__(self, embedding: jax.Array, xrd_tokens: jax.Array | None = None
+               ) -> dict[str, jax.Array]:
+    """Args: embedding [B, D]; xrd_tokens [B, 17, D] (the XRD tokens after [CLS]) for MXM."""
+    out = {}
+    for target in self.targets:
+      width = target_width(target)
+      y = layers.dense_general(width, target, self.dtype)(embedding).astype(jnp.float32)
+      out[target] = y[:, 0] if target in constants.REGRESSION_TARGETS else y
+    if self.mxm:
+      if xrd_tokens is None:
+        raise ValueError("model_config.mxm needs an XRD token sequence (XxaCT or XRD transformer)")
+      recon = layers.dense_general(constants.XRD_TOKEN_SIZE, "mxm", self.dtype)(xrd_tokens)
+      out["mxm"] = nn.relu(recon).astype(jnp.float32)
+    if self.contrastive:
+      out["logit_scale"] = self.param(
+          "logit_scale", nn.initializers.constant(math.log(1.0 / CONTRASTIVE_INIT_TEMPERATURE)),
+          (), jnp.float32)
+    return out
