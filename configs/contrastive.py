@@ -1,0 +1,11 @@
+r"""Pretraining with the contrastive objective on the XxaCT-NN model (100 epochs).
+
+  python -m xxact_jax.main --config=configs/contrastive.py --workdir=DIR
+  python -m xxact_jax.main --config=configs/contrastive.py:runlocal --workdir=DIR   # small, CPU
+"""
+
+from xxact_jax.training import defaults
+
+
+def get_config(arg=None):
+  return defaults.experiment("xxact", "contrastive", arg, targets=(), num_epochs=100)

@@ -1,0 +1,27 @@
+r"""Trains and evaluates a model: python -m xxact_jax.main --config=configs/NAME.py --workdir=DIR.
+
+`--config.field=value` overrides any config field, e.g. `--config.global_batch_size=4096`.
+Re-running the same command resumes from the workdir's latest checkpoint.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  from xxact_jax.training import train_and_evaluate  # pylint: disable=g-import-not-at-top
+  train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,140 @@
+"""Orbax checkpoints: the last N and the best on validation, plus parameter-only restores.
+
+A checkpoint step holds four items: `params`, `train` (step + optimiser state), `data_iter` (the
+Grain iterator state, JSON) and `extra` (config and target statistics, JSON). Inference and
+fine-tuning restore `params` alone, so they never materialise optimiser state.
+"""
+
+import json
+import os
+from typing import Any
+
+from absl import logging
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+LATEST_DIR = "checkpoints"
+BEST_DIR = "checkpoints_best"
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint that cannot be used (missing, truncated, or from another model)."""
+
+
+def _manager(directory: str, keep: int, best_metric: str | None = None,
+             create: bool = True) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=create, enable_async_checkpointing=True,
+      best_fn=(lambda m: m[best_metric]) if best_metric else None,
+      best_mode="min")
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def _jsonable(x):
+  if isinstance(x, bytes):
+    return {"__bytes__": x.decode("latin-1")}
+  return x
+
+
+def _from_jsonable(x):
+  if isinstance(x, dict) and set(x) == {"__bytes__"}:
+    return x["__bytes__"].encode("latin-1")
+  return x
+
+
+class Checkpointer:
+  """Saves training state asynchronously into WORKDIR/checkpoints and WORKDIR/checkpoints_best."""
+
+  def __init__(self, workdir: str, keep: int, best_metric: str):
+    self.workdir = workdir
+    self.best_metric = best_metric
+    self.latest = _manager(os.path.join(workdir, LATEST_DIR), keep)
+    self.best = _manager(os.path.join(workdir, BEST_DIR), 1, best_metric)
+
+  def latest_step(self) -> int | None:
+    return self.latest.latest_step()
+
+  def _args(self, state, data_state, extra):
+    return ocp.args.Composite(
+        params=ocp.args.StandardSave(state["params"]),
+        train=ocp.args.StandardSave({"step": state["step"], "opt_state": state["opt_state"]}),
+        data_iter=ocp.args.JsonSave({"state": _jsonable(data_state)}),
+        extra=ocp.args.JsonSave(extra))
+
+  def save(self, step: int, state, data_state, extra: dict, eval_metrics: dict | None = None):
+    self.latest.save(step, args=self._args(state, data_state, extra), force=True)
+    if eval_metrics is not None and self.best_metric in eval_metrics:
+      self.best.save(step, args=self._args(state, data_state, extra),
+                     metrics={self.best_metric: float(eval_metrics[self.best_metric])}, force=True)
+
+  def restore(self, abstract_state) -> tuple[Any, Any, dict]:
+    """Restores the latest step onto `abstract_state`'s shapes and shardings."""
+    step = self.latest.latest_step()
+    path = os.path.join(self.workdir, LATEST_DIR, str(step))
+    try:
+      restored = self.latest.restore(step, args=ocp.args.Composite(
+          params=ocp.args.StandardRestore(abstract_state["params"]),
+          train=ocp.args.StandardRestore({"step": abstract_state["step"],
+                                          "opt_state": abstract_state["opt_state"]}),
+          data_iter=ocp.args.JsonRestore(),
+          extra=ocp.args.JsonRestore()))
+    except Exception as e:  # Orbax raises many types; all mean the same to the user.
+      raise CheckpointError(
+          f"Cannot restore checkpoint {path}: {type(e).__name__}: {str(e)[:500]}\n"
+          "It is truncated, corrupt or was written by a different model. Nothing was deleted; "
+          "move the workdir aside or train into a new --workdir.") from e
+    state = {"step": restored["train"]["step"], "params": restored["params"],
+             "opt_state": restored["train"]["opt_state"]}
+    return state, _from_jsonable(restored["data_iter"]["state"]), restored["extra"]
+
+  def wait(self):
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+  def close(self):
+    self.latest.close()
+    self.best.close()
+
+
+def _checkpoint_dir(workdir: str, which: str) -> tuple[str, int]:
+  order = {"best": (BEST_DIR, LATEST_DIR), "latest": (LATEST_DIR, BEST_DIR)}
+  if which not in order:
+    raise ValueError(f"which={which!r}: expected 'best' or 'latest'")
+  for name in order[which]:
+    directory = os.path.join(workdir, name)
+    if os.path.isdir(directory):
+      steps = ocp.utils.checkpoint_steps(directory)
+      if steps:
+        return directory, max(steps)
+  raise CheckpointError(f"No checkpoint in workdir {workdir!r} (looked in {LATEST_DIR}/ and "
+                        f"{BEST_DIR}/). Train first: python -m xxact_jax.main --workdir=...")
+
+
+def restore_params(workdir: str, which: str = "best"):
+  """(params, config, target_stats) of a trained workdir, without optimiser state.
+
+  `which="best"` falls back to the latest checkpoint when no best one was kept, and vice versa.
+  """
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  directory, step = _checkpoint_dir(workdir, which)
+  path = os.path.join(directory, str(step))
+  mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
+  try:
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(), extra=ocp.args.JsonRestore()))
+  except Exception as e:
+    raise CheckpointError(f"Cannot restore parameters from {path}: {type(e).__name__}: "
+                          f"{str(e)[:500]}") from e
+  finally:
+    mngr.close()
+  extra = restored["extra"]
+  params = jax.tree.map(np.asarray, restored["params"])
+  config = ml_collections.ConfigDict(extra["config"])
+  logging.info("Restored parameters of step %d from %s", step, path)
+  return params, config, extra["target_stats"]
+
+
+def config_to_json(config) -> dict:
+  """A JSON-safe dict of an ml_collections config (tuples become lists)."""
+  return json.loads(config.to_json_best_effort())

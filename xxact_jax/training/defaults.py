@@ -1,0 +1,134 @@
+"""Shared experiment defaults: every file in configs/ starts from `base_config`.
+
+The paper's hyper-parameters (Sec. 3.3): AdamW (0.9, 0.98, wd 0.01), linear warmup from 1e-6 to 5e-4
+over 10 % of training, cosine decay to 1e-7, global batch 32,768, dropout 0.1, 100 epochs for
+pretraining and 50 for supervised training.
+"""
+
+from typing import Any
+
+import ml_collections
+
+from xxact_jax import constants
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+  """Parses a config argument such as "runlocal,target=band_gap" (big_vision style).
+
+  A bare word sets a boolean default to True; `key=value` casts the value to the type of its default.
+  """
+  result = ml_collections.ConfigDict(dict(defaults))
+  for part in (arg or "").split(","):
+    part = part.strip()
+    if not part:
+      continue
+    key, _, value = part.partition("=")
+    if key not in defaults:
+      raise ValueError(f"Unknown config argument {key!r}; known: {sorted(defaults)}")
+    default = defaults[key]
+    if not value:
+      if not isinstance(default, bool):
+        raise ValueError(f"Config argument {key!r} needs a value ({key}=...)")
+      result[key] = True
+    elif isinstance(default, bool):
+      result[key] = value.lower() in ("1", "true", "yes", "on")
+    else:
+      result[key] = type(default)(value)
+  return result
+
+
+def base_config(*, model, objective: str, targets=(), runlocal: bool = False,
+                num_epochs: int = 50) -> ml_collections.ConfigDict:
+  """The common trainer configuration; config files adjust what differs."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.objective = objective            # supervised | mxm | contrastive | mxm_contrastive
+  c.targets = tuple(targets)         # supervised targets; the heads the model builds
+  # Multi-target training: each example is assigned one of its labelled targets uniformly at random
+  # and contributes only that target's loss (the paper's uniform task sampling).
+  c.task_sampling = "uniform"        # uniform | all (every labelled target of every example)
+  c.mxm_mask_ratio = 0.05            # of the 17 XRD tokens, at least one per sample
+  c.model = model
+
+  c.data = ml_collections.ConfigDict()
+  c.data.path = ""                   # "" = the embedded default dataset
+  c.data.train_split = "train"
+  c.data.eval_split = "test"
+  c.data.worker_count = 0
+  c.data.prefetch = 2                # batches staged on device ahead of the step
+
+  c.global_batch_size = 32_768
+  c.grad_accum_steps = 1
+  c.num_epochs = num_epochs
+  c.num_train_steps = -1             # > 0 overrides num_epochs
+  c.eval_batch_size = 4_096
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.init_lr = 1e-6
+  c.optimizer.peak_lr = 5e-4
+  c.optimizer.end_lr = 1e-7
+  c.optimizer.warmup_fraction = 0.1
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.98
+  c.optimizer.weight_decay = 0.01
+  c.optimizer.grad_clip_norm = 0.0   # the paper uses none
+
+  c.sharding = ml_collections.ConfigDict()
+  c.sharding.fsdp = False            # shard parameters and optimiser state along the data axis
+
+  # Initialisation from another run (finetune / transfer): parameters only.
+  c.init_from = ""                   # a workdir holding checkpoints
+  c.init_which = "latest"            # latest | best
+  c.init_exclude = ()                # parameter collections not taken (e.g. ("heads",))
+  c.trainable = ""                   # "" = everything; "heads" = freeze encoders and fusion
+
+  c.log_every_steps = 100
+  c.eval_every_steps = 1_000
+  c.checkpoint_every_steps = 1_000
+  c.keep_checkpoints = 3
+  c.best_metric = "eval/loss"        # lower is better
+  c.tensorboard = True
+
+  if runlocal:
+    c.global_batch_size = 64
+    c.eval_batch_size = 256
+    c.num_train_steps = 150
+    c.log_every_steps = 10
+    c.eval_every_steps = 50
+    c.checkpoint_every_steps = 50
+    c.optimizer.peak_lr = 1e-3
+  return c
+
+
+SUPERVISED_TARGETS = constants.ALL_TARGETS
+PAPER_MULTI_TARGETS = ("formation_energy_per_atom", "crystal_system")
+
+
+def experiment(model_name: str, objective: str, arg: str | None, *,
+               targets=PAPER_MULTI_TARGETS, num_epochs: int = 50,
+               **extra_args: Any) -> ml_collections.ConfigDict:
+  """Builds a config from `arg` = "[runlocal][,targets=a+b][,init=DIR][,...]".
+
+  `targets` may be "paper" (formation energy + crystal system, the paper's multi-target setting),
+  "all", or target names joined by "+".
+  """
+  from xxact_jax.models import model_config  # pylint: disable=g-import-not-at-top
+  a = parse_arg(arg, runlocal=False, targets="paper" if targets else "", init="", **extra_args)
+  if a.targets == "paper":
+    chosen = tuple(targets)
+  elif a.targets == "all":
+    chosen = constants.ALL_TARGETS
+  else:
+    chosen = tuple(t for t in a.targets.split("+") if t)
+  unknown = [t for t in chosen if t not in constants.ALL_TARGETS]
+  if unknown:
+    raise ValueError(f"Unknown target(s) {unknown}; known: {list(constants.ALL_TARGETS)}")
+  model = model_config(model_name, size="tiny" if a.runlocal else "paper")
+  model.targets = chosen
+  model.mxm = "mxm" in objective
+  model.contrastive = "contrastive" in objective
+  c = base_config(model=model, objective=objective, targets=chosen, runlocal=a.runlocal,
+                  num_epochs=num_epochs)
+  c.init_from = a.init
+  c.config_arg = arg or ""
+  return c

@@ -1,0 +1,95 @@
+"""Evaluation over a whole held-out split: regression MAE, class accuracies, MXM and contrastive."""
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from xxact_jax import constants
+from xxact_jax.training import sharding as sharding_lib
+from xxact_jax.training.step import INPUT_KEYS
+
+
+def batch_keys(targets) -> tuple[str, ...]:
+  return INPUT_KEYS + tuple(targets)
+
+
+def iterate_eval_batches(ds, batch_size: int, keys):
+  """Yields local batches of `batch_size // process_count` rows with a `valid` flag (last padded).
+
+  Every process yields the same number of batches, as the jitted step needs all of them.
+  """
+  pc, pi = jax.process_count(), jax.process_index()
+  local_bs = batch_size // pc
+  rows = np.arange(len(ds))
+  per_process = int(np.ceil(len(rows) / pc))
+  mine = rows[pi * per_process:(pi + 1) * per_process]
+  num_batches = int(np.ceil(per_process / local_bs))
+  for b in range(num_batches):
+    idx = mine[b * local_bs:(b + 1) * local_bs]
+    valid = np.zeros(local_bs, bool)
+    valid[:len(idx)] = True
+    padded = np.concatenate([idx, np.full(local_bs - len(idx), rows[0], idx.dtype)])
+    data = ds.read_batch(padded)
+    batch = {k: np.asarray(data[k]) for k in keys}
+    batch["valid"] = valid
+    batch["index"] = padded
+    yield batch
+
+
+def _fetch(tree):
+  if jax.process_count() > 1:
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.tree.map(np.asarray, tree)
+
+
+def evaluate(eval_step, params, ds, config, mesh, return_predictions: bool = False):
+  """Runs `eval_step` (jitted) over all of `ds`; returns {"eval/...": value} (and predictions)."""
+  targets = tuple(config.targets)
+  sharding = sharding_lib.batch_sharding(mesh)
+  outs = []
+  for batch in iterate_eval_batches(ds, config.eval_batch_size, batch_keys(targets)):
+    index = batch.pop("index")
+    res = eval_step(params, sharding_lib.global_batch(batch, sharding))
+    res = _fetch(res)
+    res["index"] = (multihost_utils.process_allgather(index, tiled=True)
+                    if jax.process_count() > 1 else index)
+    outs.append(res)
+  per_example = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]
+                 if not k.startswith("batch/")}
+  valid = per_example["valid"]
+  m = {}
+  loss = 0.0
+  for i, t in enumerate(targets):
+    sel = valid & per_example["labelled"][:, i]
+    pred, label = per_example[f"pred/{t}"][sel], per_example[f"label/{t}"][sel]
+    target_loss = float(per_example["losses"][sel, i].mean()) if sel.any() else float("nan")
+    m[f"eval/loss/{t}"] = target_loss
+    loss += target_loss
+    if t in constants.CLASSIFICATION_TARGETS:
+      m[f"eval/{t}_accuracy"] = float(np.mean(pred == label)) if sel.any() else float("nan")
+      if t == "crystal_system":
+        for c, name in enumerate(constants.CRYSTAL_SYSTEMS):
+          cls = label == c
+          m[f"eval/crystal_system_accuracy/{name}"] = (
+              float(np.mean(pred[cls] == c)) if cls.any() else float("nan"))
+    else:
+      mae = float(np.mean(np.abs(pred - label))) if sel.any() else float("nan")
+      m[f"eval/{t}_mae"] = mae
+      if t == "formation_energy_per_atom":
+        m["eval/formation_energy_per_atom_mae_meV"] = 1000.0 * mae
+  if "mxm_loss" in per_example:
+    m["eval/mxm_loss"] = float(per_example["mxm_loss"][valid].mean())
+    loss += m["eval/mxm_loss"]
+  if "contrastive" in config.objective:
+    weights = np.array([o["valid"].sum() for o in outs], np.float64)
+    for k in ("contrastive_loss", "retrieval_accuracy"):
+      vals = np.array([o[f"batch/{k}"] for o in outs], np.float64)
+      m[f"eval/{k}"] = float(np.sum(vals * weights) / weights.sum())
+    loss += m["eval/contrastive_loss"]
+  m["eval/loss"] = loss
+  m["eval/num_examples"] = int(valid.sum())
+  if return_predictions:
+    keep = {k: v[valid] for k, v in per_example.items()
+            if k.startswith(("pred/", "label/")) or k == "index"}
+    return m, keep
+  return m

@@ -1,0 +1,278 @@
+"""train_and_evaluate(config, workdir): the one trainer for every experiment of the paper.
+
+Data-parallel over all devices of all processes: parameters replicated (or FSDP-sharded), the batch
+sharded along the `data` axis, the step a pure jitted function with explicit shardings and donated
+state. The host never waits on the step it just launched: batches are staged on device ahead of time
+and metrics are read one step late.
+"""
+
+import collections
+import json
+import math
+import os
+import time
+
+from absl import logging
+import jax
+import numpy as np
+
+from xxact_jax import constants
+from xxact_jax import data as data_lib
+from xxact_jax.models import build_model
+from xxact_jax.training import checkpoints as ckpt_lib
+from xxact_jax.training import evaluate as eval_lib
+from xxact_jax.training import flops as flops_lib
+from xxact_jax.training import metric_writers
+from xxact_jax.training import optimizer as optimizer_lib
+from xxact_jax.training import sharding as sharding_lib
+from xxact_jax.training import step as step_lib
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+def open_splits(config):
+  """The train and eval datasets, with a clear error when the configured path holds none."""
+  path = config.data.path or data_lib.default_dataset_path()
+  try:
+    train = data_lib.open_dataset(path, split=config.data.train_split)
+    evaluation = data_lib.open_dataset(path, split=config.data.eval_split)
+  except (FileNotFoundError, OSError, ValueError, KeyError) as e:
+    raise FileNotFoundError(
+        f"config.data.path={path!r}: cannot open a prepared dataset there ({e}). "
+        "Create one with: python -m xxact_jax.prepare --input=... --output=DIR") from e
+  if len(train) == 0:
+    raise ValueError(f"The {config.data.train_split!r} split of {path!r} is empty")
+  return path, train, evaluation
+
+
+def target_statistics(metadata: dict, targets, path: str) -> dict:
+  """Mean/std of each regression target over the train split; errors for unlabelled targets."""
+  stats = metadata.get("label_stats", {})
+  result = {}
+  for t in targets:
+    if t not in constants.ALL_TARGETS:
+      raise ValueError(f"Unknown target {t!r}; known: {list(constants.ALL_TARGETS)}")
+    count = stats.get(t, {}).get("count", 0)
+    if not count:
+      raise ValueError(f"Target {t!r} has no labels in the train split of the dataset at "
+                       f"{path!r}; choose targets it has (config.targets)")
+    if t in constants.REGRESSION_TARGETS:
+      std = stats[t]["std"]
+      result[t] = {"mean": float(stats[t]["mean"]),
+                   "std": float(std) if std and math.isfinite(std) and std > 0 else 1.0}
+  return result
+
+
+def _first_difference(a, b, prefix=""):
+  if isinstance(a, dict) and isinstance(b, dict):
+    for k in sorted(set(a) | set(b)):
+      d = _first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
+      if d:
+        return d
+    return None
+  return None if a == b else (prefix.rstrip("."), a, b)
+
+
+def check_workdir(config, workdir: str):
+  """A workdir that already holds a run must hold one of the same model."""
+  path = os.path.join(workdir, "config.json")
+  new = ckpt_lib.config_to_json(config)
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    diff = _first_difference(old.get("model", {}), new["model"], "model.")
+    if diff:
+      raise ValueError(
+          f"Workdir {workdir!r} holds a run of a different model ({diff[0]}: {diff[1]!r} there, "
+          f"{diff[2]!r} now). Nothing was changed; use a new --workdir.")
+    for key in ("objective", "targets"):
+      if old.get(key) != new.get(key):
+        raise ValueError(f"Workdir {workdir!r} holds a run with {key}={old.get(key)!r}, not "
+                         f"{new.get(key)!r}. Nothing was changed; use a new --workdir.")
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(new, f, indent=2)
+  os.replace(tmp, path)
+
+
+def merge_pretrained(params, pretrained, exclude=()):
+  """Takes every pretrained array whose path and shape match, outside `exclude` collections."""
+  flat = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+  loaded, skipped = 0, []
+  pre = dict(jax.tree_util.tree_flatten_with_path(pretrained)[0])
+  pre = {jax.tree_util.keystr(k): v for k, v in pre.items()}
+  new_leaves = {}
+  for path, leaf in flat.items():
+    key = jax.tree_util.keystr(path)
+    top = path[0].key if hasattr(path[0], "key") else str(path[0])
+    if top not in exclude and key in pre and pre[key].shape == leaf.shape:
+      new_leaves[path] = np.asarray(pre[key], dtype=leaf.dtype)
+      loaded += 1
+    else:
+      new_leaves[path] = leaf
+      skipped.append(key)
+  if loaded == 0:
+    raise ValueError("The pretrained checkpoint shares no parameter (name and shape) with this "
+                     "model; check config.init_from and the model config")
+  treedef = jax.tree_util.tree_structure(params)
+  merged = jax.tree_util.tree_unflatten(treedef, [new_leaves[p] for p, _ in
+                                                   jax.tree_util.tree_flatten_with_path(params)[0]])
+  return merged, loaded, skipped
+
+
+def total_train_steps(config, num_train_examples: int) -> int:
+  if config.num_train_steps > 0:
+    return int(config.num_train_steps)
+  return max(1, int(config.num_epochs * num_train_examples // config.global_batch_size))
+
+
+def _select(batch, keys):
+  return {k: batch[k] for k in keys}
+
+
+def train_and_evaluate(config, workdir: str):
+  """Trains `config` into `workdir`, resuming from its latest checkpoint; returns final eval metrics."""
+  sharding_lib.maybe_initialize_distributed()
+  os.makedirs(workdir, exist_ok=True)
+  data_path, ds_train, ds_eval = open_splits(config)
+  if config.objective == "supervised" and not config.targets:
+    raise ValueError("objective='supervised' needs config.targets")
+  target_stats = target_statistics(ds_train.metadata, config.targets, data_path)
+  check_workdir(config, workdir)
+  max_elements = int(ds_train.metadata["max_elements"])
+
+  mesh = sharding_lib.make_mesh()
+  sharding_lib.check_batch_divisible(config.global_batch_size, mesh, config.grad_accum_steps)
+  batch_sharding = sharding_lib.batch_sharding(mesh)
+  replicated = sharding_lib.replicated(mesh)
+  total_steps = total_train_steps(config, len(ds_train))
+
+  model = build_model(config.model)
+  tx, schedule = optimizer_lib.make_optimizer(config.optimizer, total_steps, config.trainable)
+  init_fn = step_lib.make_init_fn(model, tx, max_elements)
+  rng = jax.random.key(config.seed)
+  abstract_state = jax.eval_shape(init_fn, rng)
+  state_shardings = sharding_lib.state_shardings(mesh, abstract_state, config.sharding.fsdp)
+  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state["params"]))
+  logging.info("Model %s: %.2f M parameters; %d train / %d eval examples; %d steps of %d",
+               config.model.name, num_params / 1e6, len(ds_train), len(ds_eval), total_steps,
+               config.global_batch_size)
+
+  checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints, config.best_metric)
+  data_state = None
+  if checkpointer.latest_step() is not None:
+    abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                            abstract_state, state_shardings)
+    state, data_state, extra = checkpointer.restore(abstract)
+    target_stats = extra.get("target_stats", target_stats)
+    logging.info("Resumed from %s at step %d", workdir, int(state["step"]))
+  else:
+    state = jax.jit(init_fn, out_shardings=state_shardings)(rng)
+    if config.init_from:
+      pretrained, _, _ = ckpt_lib.restore_params(config.init_from, config.init_which)
+      params, loaded, skipped = merge_pretrained(jax.device_get(state["params"]), pretrained,
+                                                 tuple(config.init_exclude))
+      logging.info("Initialised %d arrays from %s; %d fresh: %s", loaded, config.init_from,
+                   len(skipped), ", ".join(skipped[:8]) + (" ..." if len(skipped) > 8 else ""))
+      params = jax.device_put(params, state_shardings["params"])
+      state = jax.jit(lambda p: {"step": state["step"], "params": p,
+                                 "opt_state": tx.init(p)},
+                      out_shardings=state_shardings)(params)
+  extra = {"config": ckpt_lib.config_to_json(config), "target_stats": target_stats,
+           "data_path": data_path, "max_elements": max_elements}
+  with open(os.path.join(workdir, "target_stats.json"), "w") as f:
+    json.dump(target_stats, f, indent=2)
+
+  keys = eval_lib.batch_keys(config.targets)
+  loader = data_lib.make_loader(
+      ds_train, batch_size=config.global_batch_size // jax.process_count(), seed=config.seed,
+      shuffle=True, num_epochs=None, shard_index=jax.process_index(),
+      shard_count=jax.process_count(), worker_count=config.data.worker_count)
+  data_iter = iter(loader)
+  if data_state is not None:
+    data_iter.set_state(data_state)
+
+  train_step = jax.jit(
+      step_lib.make_train_step(model, tx, schedule, config, target_stats,
+                               num_shards=mesh.shape[sharding_lib.DATA_AXIS]),
+      in_shardings=(state_shardings, batch_sharding),
+      out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+  eval_step = jax.jit(step_lib.make_eval_step(model, config, target_stats),
+                      in_shardings=(state_shardings["params"], batch_sharding))
+
+  def stage_next():
+    """(iterator state before the batch, the batch on device)."""
+    before = data_iter.get_state()
+    batch = _select(next(data_iter), keys)
+    return before, sharding_lib.global_batch(batch, batch_sharding)
+
+  writer = metric_writers.MetricWriter(workdir, config.tensorboard)
+  start_step = int(state["step"])
+  queue = collections.deque(stage_next() for _ in range(max(1, config.data.prefetch)))
+
+  t0 = time.perf_counter()
+  compiled = train_step.lower(state, queue[0][1]).compile()
+  compile_seconds = time.perf_counter() - t0
+  step_flops = flops_lib.compiled_flops(compiled)
+  peak = flops_lib.peak_flops_per_device(jax.devices()[0])
+  logging.info("Train step compiled in %.1f s; %.3g GFLOP per step", compile_seconds,
+               (step_flops or float("nan")) / 1e9)
+
+  rates = metric_writers.RateTracker(start_step, total_steps, config.global_batch_size)
+  last_metrics = None
+  previous = None          # (step, device metrics) of the step before the one in flight
+
+  def log(step, device_metrics, exclude_seconds=0.0):
+    m = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+    if not math.isfinite(m["loss"]):
+      raise NonFiniteLossError(
+          f"Loss is {m['loss']} at step {step}; stopping. The last good checkpoint in "
+          f"{os.path.join(workdir, ckpt_lib.LATEST_DIR)} is kept; lower the learning rate or "
+          "check the data.")
+    m.update(rates.update(step, exclude_seconds))
+    if step_flops and peak:
+      m["mfu"] = step_flops * m["steps_per_sec"] / (peak * jax.device_count())
+    writer.write(step, m)
+    metric_writers.log_console(step, total_steps, m)
+    return m
+
+  eval_metrics = {}
+  try:
+    for step in range(start_step + 1, total_steps + 1):
+      _, batch = queue.popleft()
+      state, metrics = compiled(state, batch)
+      queue.append(stage_next())       # runs while the device computes
+      if previous is not None and previous[0] % config.log_every_steps == 0:
+        last_metrics = log(*previous)
+      previous = (step, metrics)
+      is_last = step == total_steps
+      do_eval = step % config.eval_every_steps == 0 or is_last
+      do_ckpt = step % config.checkpoint_every_steps == 0 or is_last
+      if do_eval or do_ckpt:
+        last_metrics = log(*previous) if step % config.log_every_steps == 0 or is_last else None
+        if last_metrics is None:   # not a log step: still never checkpoint a non-finite state
+          loss = float(jax.device_get(metrics["loss"]))
+          if not math.isfinite(loss):
+            raise NonFiniteLossError(f"Loss is {loss} at step {step}; stopping. The last good "
+                                     f"checkpoint in {workdir} is kept.")
+        previous = None
+        eval_metrics = {}
+        if do_eval:
+          eval_metrics = eval_lib.evaluate(eval_step, state["params"], ds_eval, config, mesh)
+          writer.write(step, eval_metrics)
+          logging.info("eval step %d: %s", step, ", ".join(
+              f"{k[5:]}={v:.4g}" for k, v in eval_metrics.items()
+              if "/" not in k[5:] or k.startswith("eval/loss")))
+        if do_ckpt:
+          checkpointer.save(step, state, queue[0][0], extra, eval_metrics or None)
+        writer.flush()
+        rates.update(step)   # evaluation and checkpointing are not training time
+    if previous is not None and previous[0] % config.log_every_steps == 0:
+      log(*previous)
+  finally:
+    checkpointer.wait()
+    checkpointer.close()
+    writer.close()
+  return eval_metrics
