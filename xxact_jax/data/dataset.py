@@ -1,0 +1,114 @@
+"""Random access over a prepared dataset (one split or all valid rows)."""
+
+import numpy as np
+
+from xxact_jax.data import schema
+from xxact_jax.data import store
+
+_BATCH_FIELDS = tuple(schema.BATCH_DTYPES)
+
+
+class Dataset:
+  """Valid rows of one split; `read_batch` does one TensorStore read per array.
+
+  Picklable: worker processes reopen the arrays from the path.
+  """
+
+  def __init__(self, path: str, split: str | None, metadata: dict, rows: np.ndarray):
+    self.path, self.split = path, split
+    self._metadata, self._rows = metadata, rows
+    self._arrays = None
+
+  def __getstate__(self):
+    state = self.__dict__.copy()
+    state["_arrays"] = None
+    return state
+
+  @property
+  def metadata(self) -> dict:
+    return self._metadata
+
+  @property
+  def rows(self) -> np.ndarray:
+    """Row numbers in the on-disk arrays of this split's records (int64, ascending)."""
+    return self._rows
+
+  def _open(self):
+    if self._arrays is None:
+      self._arrays = store.open_arrays(self.path, (*_BATCH_FIELDS, "material_id"))
+    return self._arrays
+
+  def __len__(self) -> int:
+    return len(self._rows)
+
+  def _global_rows(self, indices) -> tuple[np.ndarray, np.ndarray]:
+    indices = np.asarray(indices)
+    if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
+      raise ValueError(f"indices must be a 1-D integer array, got shape {indices.shape} "
+                       f"dtype {indices.dtype}.")
+    n = len(self._rows)
+    if indices.size and (indices.min() < -n or indices.max() >= n):
+      raise IndexError(f"Index out of range for a split of {n} rows: "
+                       f"[{indices.min()}, {indices.max()}].")
+    indices = np.where(indices < 0, indices + n, indices).astype(np.int64)
+    return indices, self._rows[indices]
+
+  def _read_sorted(self, names, rows: np.ndarray) -> dict[str, np.ndarray]:
+    # Sorted unique rows give each array one ordered batched read; `inverse` restores order.
+    unique, inverse = np.unique(rows, return_inverse=True)
+    arrays = self._open()
+    futures = {n: arrays[n].oindex[unique].read() for n in names}
+    return {n: f.result()[inverse] for n, f in futures.items()}
+
+  def read_batch(self, indices) -> dict[str, np.ndarray]:
+    """Batch dict (ARCHITECTURE.md) for split-relative `indices`, in their order."""
+    indices, rows = self._global_rows(indices)
+    raw = self._read_sorted(_BATCH_FIELDS, rows)
+    batch = {n: raw[n].astype(schema.BATCH_DTYPES[n], copy=False) for n in _BATCH_FIELDS}
+    batch["index"] = indices
+    return batch
+
+  def material_ids(self, indices) -> list[str]:
+    _, rows = self._global_rows(indices)
+    return schema.decode_material_ids(self._read_sorted(("material_id",), rows)["material_id"])
+
+  def __getitem__(self, i: int) -> dict:
+    indices, rows = self._global_rows(np.asarray([i]))
+    raw = self._read_sorted((*_BATCH_FIELDS, "material_id"), rows)
+    record = {n: raw[n][0].astype(schema.BATCH_DTYPES[n], copy=False) for n in _BATCH_FIELDS}
+    record["index"] = int(indices[0])
+    record["material_id"] = schema.decode_material_ids(raw["material_id"])[0]
+    return record
+
+  def __repr__(self) -> str:
+    return f"Dataset({self.path!r}, split={self.split!r}, rows={len(self)})"
+
+
+def open_dataset(path: str, split: str | None = None) -> Dataset:
+  """Opens a prepared dataset (local directory or kvstore URL).
+
+  Args:
+    path: the --output of `python -m xxact_jax.prepare`.
+    split: None (all valid rows), "train" or "test".
+
+  Raises:
+    ValueError / FileNotFoundError naming the path when it is not a complete dataset.
+  """
+  if split is not None and split not in schema.SPLIT_CODES:
+    raise ValueError(f"split must be None or one of {sorted(schema.SPLIT_CODES)}, got {split!r}.")
+  kv = store.open_kvstore(path)
+  metadata = store.read_json(kv, schema.METADATA_FILE)
+  if metadata is None:
+    plan = store.read_json(kv, schema.PLAN_FILE)
+    if plan is None:
+      raise FileNotFoundError(f"{path!r} is not a prepared dataset (no {schema.METADATA_FILE}).")
+    raise ValueError(f"Dataset {path!r} is incomplete: prepare has not finished every block; "
+                     f"re-run it with the same arguments to resume.")
+  if metadata.get("schema_version") != schema.SCHEMA_VERSION:
+    raise ValueError(f"Dataset {path!r} has schema_version {metadata.get('schema_version')}, "
+                     f"this package reads {schema.SCHEMA_VERSION}; re-run prepare.")
+  columns = {n: store.read_full(a) for n, a in store.open_arrays(path, ("valid", "split")).items()}
+  keep = columns["valid"].astype(bool)
+  if split is not None:
+    keep &= columns["split"] == schema.SPLIT_CODES[split]
+  return Dataset(path, split, metadata, np.flatnonzero(keep).astype(np.int64))

@@ -1,0 +1,90 @@
+"""On-disk schema of a prepared dataset: array names, dtypes, fill values, chunk layout."""
+
+import dataclasses
+
+import numpy as np
+
+from xxact_jax import constants
+
+SCHEMA_VERSION = 1
+DEFAULT_MAX_ELEMENTS = 10
+DEFAULT_BLOCK_ROWS = 1024
+MATERIAL_ID_BYTES = 64
+
+SPLIT_CODES = {"train": 0, "test": 1}
+METADATA_FILE = "metadata.json"
+PLAN_FILE = "plan.json"
+ERRORS_FILE = "errors.jsonl"
+PROGRESS_DIR = "progress/"
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+  """One array: dtype on disk, per-row shape, fill value (also the value of a failed row)."""
+  dtype: str
+  row_shape: tuple
+  fill_value: object
+  row_chunked: bool = False   # True: one inner (sharded) chunk per row, for big rows
+
+
+def fields(max_elements: int) -> dict[str, Field]:
+  """All arrays of a dataset with K = max_elements."""
+  return {
+      "xrd": Field("float16", (constants.NUM_XRD_POINTS,), 0.0, row_chunked=True),
+      "species": Field("uint8", (max_elements,), 0),
+      "fractions": Field("float32", (max_elements,), 0.0),
+      "formation_energy_per_atom": Field("float32", (), float("nan")),
+      "band_gap": Field("float32", (), float("nan")),
+      "crystal_system": Field("int8", (), -1),
+      "spacegroup_number": Field("int16", (), -1),
+      "material_id": Field("uint8", (MATERIAL_ID_BYTES,), 0),
+      "split": Field("int8", (), -1),
+      "valid": Field("uint8", (), 0),
+  }
+
+
+# Dtypes handed to the loader (ARCHITECTURE.md batch table).
+BATCH_DTYPES = {
+    "species": np.int32, "fractions": np.float32, "xrd": np.float16,
+    "formation_energy_per_atom": np.float32, "band_gap": np.float32,
+    "crystal_system": np.int32, "spacegroup_number": np.int32,
+}
+
+
+def encode_material_id(material_id: str) -> np.ndarray:
+  raw = str(material_id).encode("utf-8")
+  if len(raw) > MATERIAL_ID_BYTES:
+    raise ValueError(f"material_id {material_id!r} is longer than {MATERIAL_ID_BYTES} bytes.")
+  out = np.zeros(MATERIAL_ID_BYTES, np.uint8)
+  out[:len(raw)] = np.frombuffer(raw, np.uint8)
+  return out
+
+
+def decode_material_ids(rows: np.ndarray) -> list[str]:
+  rows = np.ascontiguousarray(np.atleast_2d(rows), np.uint8)
+  return [bytes(r).rstrip(b"\0").decode("utf-8") for r in rows]
+
+
+def zarr3_metadata(field: Field, num_rows: int, block_rows: int) -> dict:
+  """zarr v3 metadata: one storage chunk (shard) per block of rows.
+
+  Row-chunked fields use the sharding codec with one zstd-compressed inner chunk
+  per row, so a random row read fetches only that row's bytes; small fields keep
+  a whole block in one compressed chunk (they are read in full and cached).
+  """
+  shape = [num_rows, *field.row_shape]
+  outer = [block_rows, *field.row_shape]
+  compressed = [{"name": "bytes", "configuration": {"endian": "little"}},
+                {"name": "zstd", "configuration": {"level": 3}}]
+  if field.row_chunked:
+    codecs = [{"name": "sharding_indexed", "configuration": {
+        "chunk_shape": [1, *field.row_shape],
+        "codecs": compressed,
+        "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
+                         {"name": "crc32c"}],
+    }}]
+  else:
+    codecs = compressed
+  return {"shape": shape, "data_type": field.dtype,
+          "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": outer}},
+          "codecs": codecs, "fill_value": field.fill_value}
