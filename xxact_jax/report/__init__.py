@@ -1,0 +1,1 @@
+"""Figures and summaries from a trained workdir (`python -m xxact_jax.report`)."""

@@ -1,0 +1,166 @@
+"""Convergence comparison of several runs (paper Sec. 4.2, the 4.2x speed-up).
+
+  python -m xxact_jax.report.compare BASELINE_DIR PRETRAINED_DIR ... \
+      [--metric=eval/formation_energy_per_atom_mae] [--fraction=0.25] [--threshold=X]
+
+The threshold defaults to the first run's metric at `fraction` of its
+training; for each run the report gives the first evaluated step at which the
+metric reaches the threshold, and the speed-up relative to the first run.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from xxact_jax.inference.errors import InputError
+from xxact_jax.report import curves
+from xxact_jax.report import plots
+
+DEFAULT_METRICS = ("eval/formation_energy_per_atom_mae", "eval/crystal_system_accuracy")
+
+
+def total_steps(workdir: str, records: list[dict]) -> int:
+  """Planned training length: config.json's num_train_steps, else the last logged step."""
+  config_path = os.path.join(workdir, "config.json")
+  if os.path.isfile(config_path):
+    with open(config_path) as f:
+      try:
+        planned = json.load(f).get("num_train_steps", -1)
+      except (json.JSONDecodeError, AttributeError):
+        planned = -1
+    if isinstance(planned, int) and planned > 0:
+      return planned
+  return max(int(r["step"]) for r in records)
+
+
+def value_at_fraction(steps: np.ndarray, values: np.ndarray, total: int,
+                      fraction: float) -> tuple[int, float]:
+  """The evaluation nearest to `fraction` of training (earlier one on ties)."""
+  if steps.size == 0:
+    raise ValueError("no evaluations")
+  index = int(np.argmin(np.abs(steps - fraction * total)))
+  return int(steps[index]), float(values[index])
+
+
+def first_reach(steps: np.ndarray, values: np.ndarray, threshold: float,
+                lower_is_better: bool):
+  """First evaluated step whose value meets the threshold, or None."""
+  reached = values <= threshold if lower_is_better else values >= threshold
+  hits = np.flatnonzero(reached)
+  return int(steps[hits[0]]) if hits.size else None
+
+
+def compare(workdirs: list[str], metric: str, fraction: float = 0.25,
+            threshold: float | None = None, names: list[str] | None = None) -> dict:
+  """Threshold, steps to reach it and speed-up versus the first run, for one metric."""
+  names = names or [os.path.basename(os.path.normpath(w)) or w for w in workdirs]
+  lower = curves.lower_is_better(metric)
+  runs = []
+  for name, workdir in zip(names, workdirs):
+    records = curves.read_metrics(workdir)
+    steps, values = curves.series(records, metric)
+    if steps.size == 0:
+      raise InputError(f"metric {metric!r} never logged; logged metrics: "
+                       + ", ".join(curves.metric_keys(records)),
+                       path=os.path.join(workdir, "metrics.jsonl"))
+    runs.append({"name": name, "workdir": workdir, "steps": steps, "values": values,
+                 "total_steps": total_steps(workdir, records)})
+  reference = runs[0]
+  threshold_step = None
+  if threshold is None:
+    threshold_step, threshold = value_at_fraction(
+        reference["steps"], reference["values"], reference["total_steps"], fraction)
+  for run in runs:
+    run["reach_step"] = first_reach(run["steps"], run["values"], threshold, lower)
+  reference_reach = reference["reach_step"]
+  for run in runs:
+    reach = run["reach_step"]
+    run["speedup"] = (reference_reach / reach
+                      if reach and reference_reach is not None else None)
+  return {"metric": metric, "lower_is_better": lower, "threshold": float(threshold),
+          "threshold_from": (f"{reference['name']} at step {threshold_step} "
+                             f"({fraction:.0%} of {reference['total_steps']} steps)"
+                             if threshold_step is not None else "given"),
+          "runs": runs}
+
+
+def to_markdown(result: dict) -> str:
+  sense = "≤" if result["lower_is_better"] else "≥"
+  lines = [f"### {result['metric']}", "",
+           f"Threshold: {sense} {result['threshold']:.6g} (from {result['threshold_from']}).", "",
+           "| run | steps trained | best value | first step reaching threshold | speed-up vs first run |",
+           "|---|---|---|---|---|"]
+  for run in result["runs"]:
+    best = run["values"].min() if result["lower_is_better"] else run["values"].max()
+    reach = run["reach_step"] if run["reach_step"] is not None else "not reached"
+    speedup = f"{run['speedup']:.2f}×" if run["speedup"] is not None else "—"
+    lines.append(f"| {run['name']} | {int(run['steps'][-1])} | {best:.6g} | {reach} | {speedup} |")
+  return "\n".join(lines) + "\n"
+
+
+def _json_ready(result: dict) -> dict:
+  out = {k: v for k, v in result.items() if k != "runs"}
+  out["runs"] = [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in run.items()}
+                 for run in result["runs"]]
+  return out
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="python -m xxact_jax.report.compare", description=__doc__.split("\n\n")[0])
+  parser.add_argument("workdirs", nargs="+", help="run workdirs; the first is the reference")
+  parser.add_argument("--metric", action="append",
+                      help="metric key in metrics.jsonl (repeatable); default: "
+                      + ", ".join(DEFAULT_METRICS) + " where logged")
+  parser.add_argument("--fraction", type=float, default=0.25,
+                      help="fraction of the first run's training that sets the threshold")
+  parser.add_argument("--threshold", type=float, help="explicit threshold (one --metric only)")
+  parser.add_argument("--names", help="comma-separated run names for the legend")
+  parser.add_argument("--output_dir", help="default: FIRST_WORKDIR/report/compare")
+  args = parser.parse_args(argv)
+  try:
+    names = args.names.split(",") if args.names else None
+    if names is not None and len(names) != len(args.workdirs):
+      raise InputError(f"--names has {len(names)} names for {len(args.workdirs)} workdirs")
+    if not 0 < args.fraction <= 1:
+      raise InputError(f"--fraction must lie in (0, 1], got {args.fraction}")
+    metrics = args.metric
+    if metrics is None:
+      logged = set(curves.metric_keys(curves.read_metrics(args.workdirs[0])))
+      metrics = [m for m in DEFAULT_METRICS if m in logged]
+      if not metrics:
+        raise InputError("none of the default metrics is logged; pass --metric "
+                         f"(logged: {', '.join(sorted(logged))})",
+                         path=os.path.join(args.workdirs[0], "metrics.jsonl"))
+    if args.threshold is not None and len(metrics) != 1:
+      raise InputError("--threshold needs exactly one --metric")
+    results = [compare(args.workdirs, m, args.fraction, args.threshold, names) for m in metrics]
+  except (InputError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+  output_dir = args.output_dir or os.path.join(args.workdirs[0], "report", "compare")
+  os.makedirs(output_dir, exist_ok=True)
+  markdown = ["# Convergence comparison", ""]
+  for result in results:
+    slug = result["metric"].replace("/", "_")
+    plots.plot_convergence(
+        result["metric"],
+        [(r["name"], r["steps"], r["values"], r["reach_step"]) for r in result["runs"]],
+        result["threshold"], os.path.join(output_dir, f"compare_{slug}.png"))
+    markdown += [to_markdown(result), f"![{result['metric']}](compare_{slug}.png)", ""]
+  text = "\n".join(markdown)
+  with open(os.path.join(output_dir, "compare.md"), "w") as f:
+    f.write(text)
+  with open(os.path.join(output_dir, "compare.json"), "w") as f:
+    json.dump([_json_ready(r) for r in results], f, indent=2)
+  print(text)
+  print(f"wrote {output_dir}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,43 @@
+"""Classification and regression scores computed from arrays (paper Table 4, parity plots)."""
+
+import numpy as np
+
+
+def confusion_matrix(true: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+  """[num_classes, num_classes] counts; rows are true classes, columns predictions."""
+  true = np.asarray(true, dtype=np.int64)
+  predicted = np.asarray(predicted, dtype=np.int64)
+  for name, values in (("true", true), ("predicted", predicted)):
+    if values.size and (values.min() < 0 or values.max() >= num_classes):
+      raise ValueError(f"{name} labels must lie in [0, {num_classes}), got "
+                       f"[{values.min()}, {values.max()}]")
+  matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+  np.add.at(matrix, (true, predicted), 1)
+  return matrix
+
+
+def per_class_accuracy(matrix: np.ndarray) -> np.ndarray:
+  """Fraction of each true class predicted correctly (recall); NaN for absent classes."""
+  support = matrix.sum(axis=1)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(support > 0, np.diag(matrix) / np.maximum(support, 1), np.nan)
+
+
+def accuracy(matrix: np.ndarray) -> float:
+  total = matrix.sum()
+  return float(np.trace(matrix) / total) if total else float("nan")
+
+
+def regression_scores(true: np.ndarray, predicted: np.ndarray) -> dict:
+  """MAE, RMSE and R² over the finite labels."""
+  true = np.asarray(true, dtype=np.float64)
+  predicted = np.asarray(predicted, dtype=np.float64)
+  keep = np.isfinite(true) & np.isfinite(predicted)
+  true, predicted = true[keep], predicted[keep]
+  if true.size == 0:
+    return {"count": 0, "mae": float("nan"), "rmse": float("nan"), "r2": float("nan")}
+  error = predicted - true
+  spread = np.sum((true - true.mean()) ** 2)
+  r2 = 1.0 - np.sum(error ** 2) / spread if spread > 0 else float("nan")
+  return {"count": int(true.size), "mae": float(np.abs(error).mean()),
+          "rmse": float(np.sqrt(np.mean(error ** 2))), "r2": float(r2)}
