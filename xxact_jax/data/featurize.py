@@ -68,7 +68,9 @@ def featurize_structure(structure: Structure, max_elements: int) -> dict:
   except Exception as e:  # pymatgen raises many types; report them all as data errors
     raise FeaturizationError(f"xrd: {type(e).__name__}: {e}") from None
   try:
-    crystal_system, spacegroup_number = symmetry_labels(structure)
+    with warnings.catch_warnings():   # spglib's deprecation notices, once per structure
+      warnings.simplefilter("ignore")
+      crystal_system, spacegroup_number = symmetry_labels(structure)
   except Exception as e:
     raise FeaturizationError(f"symmetry: {type(e).__name__}: {e}") from None
   return dict(species=species, fractions=fractions, xrd=xrd,

@@ -121,7 +121,7 @@ def _done_blocks(kv) -> set[int]:
 # ---------------------------------------------------------------- writing
 
 
-class _BlockBuffer:
+class BlockBuffer:
   """Rows of one block, filled in order, written with one write per array."""
 
   def __init__(self, block: int, start: int, stop: int, split: np.ndarray, fields: dict):
@@ -296,7 +296,7 @@ def prepare_dataset(inputs: Sequence[str], output: str, *, workers: int | None =
                                             workers):
     if buffer is None or buffer.block != block:
       b_start = block * block_rows
-      buffer = _BlockBuffer(block, b_start, min(b_start + block_rows, num_rows), split, fields)
+      buffer = BlockBuffer(block, b_start, min(b_start + block_rows, num_rows), split, fields)
     new_errors = len(buffer.errors)
     for record, result in zip(records, results):
       buffer.add(record, result, min_formation_energy)
