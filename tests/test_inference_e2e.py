@@ -1,0 +1,324 @@
+"""End to end on one small trained `:runlocal` workdir: load, predict CLI, report CLI, compare.
+
+One training run (session fixture) serves every test here.
+"""
+
+import csv
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn import metrics as sk_metrics
+
+import xxact_jax
+from xxact_jax import constants
+from xxact_jax import predict as predict_cli
+from xxact_jax.report import __main__ as report_cli
+from xxact_jax.report import compare
+
+pytestmark = pytest.mark.slow
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures", "patterns")
+TRAIN_STEPS = 20
+
+
+def fixture(name):
+  return os.path.join(FIXTURES, name)
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory):
+  spec = importlib.util.spec_from_file_location(
+      "supervised_config", os.path.join(ROOT, "configs", "supervised.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("runlocal,targets=all")
+  config.num_train_steps = TRAIN_STEPS
+  config.eval_every_steps = 10
+  config.checkpoint_every_steps = 10
+  config.log_every_steps = 5
+  config.tensorboard = False
+  directory = str(tmp_path_factory.mktemp("runlocal"))
+  from xxact_jax.training import train_and_evaluate  # pylint: disable=g-import-not-at-top
+  train_and_evaluate(config, directory)
+  return directory
+
+
+@pytest.fixture(scope="session")
+def predictor(workdir):
+  return xxact_jax.load(workdir)
+
+
+@pytest.fixture(scope="session")
+def test_split(predictor):
+  from xxact_jax import data  # pylint: disable=g-import-not-at-top
+  return data.open_dataset(predictor.extra["data_path"], split="test")
+
+
+def check_prediction(record):
+  assert np.isfinite(record["formation_energy_per_atom"]["value"])
+  assert record["formation_energy_per_atom"]["unit"] == "eV/atom"
+  assert record["band_gap"]["unit"] == "eV"
+  probabilities = record["crystal_system"]["probabilities"]
+  assert list(probabilities) == list(constants.CRYSTAL_SYSTEMS)
+  assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+  assert record["crystal_system"]["prediction"] == max(probabilities, key=probabilities.get)
+  top5 = record["spacegroup_number"]["top5"]
+  assert len(top5) == 5 and all(1 <= g["spacegroup_number"] <= 230 for g in top5)
+  assert [g["probability"] for g in top5] == sorted((g["probability"] for g in top5),
+                                                    reverse=True)
+
+
+def run_predict(args, tmp_path, name="out.jsonl"):
+  output = tmp_path / name
+  code = predict_cli.main(list(args) + [f"--output={output}"])
+  records = ([json.loads(line) for line in output.read_text().splitlines()]
+             if output.exists() else None)
+  return code, records
+
+
+# Python API.
+
+def test_load_restores_the_trained_heads(predictor, workdir):
+  assert predictor.targets == constants.ALL_TARGETS
+  assert predictor.step == TRAIN_STEPS
+  assert predictor.max_elements == predictor.extra["max_elements"]
+  latest = xxact_jax.load(workdir, which="latest")
+  assert latest.step == TRAIN_STEPS
+
+
+def test_predict_formula_and_measured_pattern(predictor):
+  with pytest.warns(UserWarning, match="set to zero"):
+    record = predictor.predict("Si", fixture("Si_CuKa.xy"))
+  check_prediction(record)
+
+
+def test_batched_predictions_equal_single_ones(predictor):
+  formulas = ["NaCl", "Al2O3", "TiO2"]
+  patterns = [fixture("NaCl_CuKa.csv"), fixture("Al2O3_MoKa.xrdml"),
+              fixture("TiO2_CuKa_list.xrdml")]
+  with pytest.warns(UserWarning):
+    batch = predictor.predict_batch(formulas, patterns)
+    singles = [predictor.predict(f, p) for f, p in zip(formulas, patterns)]
+  for i, single in enumerate(singles):
+    assert batch["formation_energy_per_atom"][i] == pytest.approx(
+        single["formation_energy_per_atom"]["value"], rel=1e-5, abs=1e-6)
+    np.testing.assert_allclose(batch["crystal_system"][i],
+                               list(single["crystal_system"]["probabilities"].values()),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_embed_returns_composition_xrd_and_fused_cls(predictor):
+  with pytest.warns(UserWarning):
+    single = predictor.embed("NaCl", fixture("NaCl_CuKa.xye"))
+    many = predictor.embed(["NaCl", "Si"], [fixture("NaCl_CuKa.xye"), fixture("Si_CuKa.xy")])
+  assert set(single) == {"embedding", "comp_cls", "xrd_cls"}
+  for key, value in single.items():
+    assert value.ndim == 1 and np.all(np.isfinite(value))
+    np.testing.assert_allclose(many[key][0], value, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(many["embedding"][0], many["embedding"][1])
+
+
+def test_predictions_agree_between_eval_loop_api_and_cli(predictor, workdir, test_split,
+                                                         tmp_path):
+  """The same records through the trainer's evaluation, load().predict_arrays and the CLI."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from xxact_jax.models import build_model  # pylint: disable=g-import-not-at-top
+  from xxact_jax.training import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax.training import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
+
+  config = predictor.config
+  eval_step = jax.jit(step_lib.make_eval_step(build_model(config.model), config,
+                                              predictor.target_stats))
+  _, evaluated = eval_lib.evaluate(eval_step, predictor.params, test_split, config,
+                                   sharding_lib.make_mesh(), return_predictions=True)
+  order = np.argsort(evaluated["index"])
+  rows = evaluated["index"][order][:6]
+  batch = test_split.read_batch(rows)
+  api = predictor.predict_arrays(batch["species"], batch["fractions"],
+                                 batch["xrd"].astype(np.float32))
+
+  # The CLI gets each record as a formula and a two-column file on the model grid.
+  grid = constants.two_theta_grid()
+  table = tmp_path / "records.csv"
+  with open(table, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["id", "formula", "xrd_file"])
+    for i, row in enumerate(rows):
+      species, fractions = batch["species"][i], batch["fractions"][i]
+      formula = "".join(f"{constants.ELEMENTS[z - 1]}{x:.9f}"
+                        for z, x in zip(species, fractions) if z)
+      name = f"record{row}.xy"
+      np.savetxt(tmp_path / name, np.stack([grid, batch["xrd"][i].astype(np.float64)], 1),
+                 fmt="%.10g")
+      writer.writerow([str(row), formula, name])
+  code, cli = run_predict([f"--workdir={workdir}", f"--input={table}"], tmp_path)
+  assert code == 0 and len(cli) == len(rows)
+
+  for i, row in enumerate(rows):
+    e = np.flatnonzero(evaluated["index"] == row)[0]
+    for target in constants.REGRESSION_TARGETS:
+      looped = evaluated[f"pred/{target}"][e]
+      assert api[target][i] == pytest.approx(looped, rel=1e-4, abs=1e-5)
+      assert cli[i][target]["value"] == pytest.approx(looped, rel=1e-4, abs=1e-4)
+    assert np.argmax(api["crystal_system"][i]) == evaluated["pred/crystal_system"][e]
+    assert (constants.CRYSTAL_SYSTEMS.index(cli[i]["crystal_system"]["prediction"])
+            == evaluated["pred/crystal_system"][e])
+    assert np.argmax(api["spacegroup_number"][i]) + 1 == evaluated["pred/spacegroup_number"][e]
+    assert cli[i]["spacegroup_number"]["top5"][0]["spacegroup_number"] == (
+        evaluated["pred/spacegroup_number"][e])
+
+
+# The predict CLI.
+
+def test_cli_formula_with_xy_and_xrdml(workdir, tmp_path):
+  code, records = run_predict([f"--workdir={workdir}", "--formula=Si",
+                               f"--xrd={fixture('Si_CuKa.xy')}"], tmp_path, "xy.jsonl")
+  assert code == 0 and len(records) == 1
+  check_prediction(records[0])
+  assert records[0]["formula"] == "Si" and "set to zero" in records[0]["warnings"][0]
+
+  code, records = run_predict([f"--workdir={workdir}", "--formula=Al2O3",
+                               f"--xrd={fixture('Al2O3_MoKa.xrdml')}"], tmp_path, "mo.jsonl")
+  assert code == 0
+  check_prediction(records[0])
+
+
+def test_cli_cif_matches_the_dataset_featurisation(workdir, predictor, tmp_path):
+  code, records = run_predict([f"--workdir={workdir}", f"--cif={fixture('NaCl.cif')}"],
+                              tmp_path)
+  assert code == 0
+  check_prediction(records[0])
+  assert records[0]["formula"] == "NaCl"
+  from xxact_jax.data import featurize  # pylint: disable=g-import-not-at-top
+  from pymatgen.core import Structure  # pylint: disable=g-import-not-at-top
+  features = featurize.featurize_structure(Structure.from_file(fixture("NaCl.cif")),
+                                           predictor.max_elements)
+  direct = predictor.predict_arrays(features["species"][None], features["fractions"][None],
+                                    features["xrd"].astype(np.float16).astype(np.float32)[None])
+  assert records[0]["band_gap"]["value"] == pytest.approx(float(direct["band_gap"][0]),
+                                                          rel=1e-5, abs=1e-6)
+
+
+def test_cli_csv_of_several_rows_as_subprocess(workdir, tmp_path):
+  table = tmp_path / "samples.csv"
+  table.write_text(
+      "id,formula,xrd_file,wavelength\n"
+      f"si,Si,{fixture('Si_CuKa.xy')},\n"
+      f"nacl,NaCl,{fixture('NaCl_CuKa.csv')},Cu\n"
+      f"alumina,Al2O3,{fixture('Al2O3_MoKa.xrdml')},\n"
+      f"rutile,TiO2,{fixture('TiO2_CuKa_list.xrdml')},1.5406\n")
+  result = subprocess.run(
+      [sys.executable, "-m", "xxact_jax.predict", f"--workdir={workdir}", f"--input={table}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr
+  records = [json.loads(line) for line in result.stdout.splitlines()]
+  assert [r["id"] for r in records] == ["si", "nacl", "alumina", "rutile"]
+  assert [r["line"] for r in records] == [2, 3, 4, 5]
+  for record in records:
+    check_prediction(record)
+  cif_table = tmp_path / "cifs.csv"
+  cif_table.write_text(f"cif\n{fixture('NaCl.cif')}\n{fixture('NaCl.cif')}\n")
+  code, cifs = run_predict([f"--workdir={workdir}", f"--input={cif_table}"], tmp_path)
+  assert code == 0 and cifs[0]["band_gap"] == cifs[1]["band_gap"]
+
+
+# Bad input: a clear error, exit code 2, and no output file.
+
+def write_bad_pattern(tmp_path, line_number, text, name="bad.xy"):
+  lines = open(fixture("Si_CuKa.xy")).read().splitlines()
+  lines[line_number - 1] = text
+  path = tmp_path / name
+  path.write_text("\n".join(lines) + "\n")
+  return str(path)
+
+
+@pytest.mark.parametrize("formula, message", [
+    ("Xx2O3", r"unknown element symbol 'Xx'"),
+    ("Fe2(O3", r"Bad formula 'Fe2\(O3'"),
+])
+def test_cli_bad_formula(workdir, tmp_path, capsys, formula, message):
+  code, records = run_predict([f"--workdir={workdir}", f"--formula={formula}",
+                               f"--xrd={fixture('NaCl_CuKa.csv')}"], tmp_path)
+  assert code == 2 and records is None
+  assert re.search(message, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("line, text, message", [
+    (40, "10.7400 nan", r"bad\.xy, line 40, field 'intensity': intensity is nan"),
+    (41, "10.7600 abc", r"bad\.xy, line 41: expected two numbers"),
+    (42, "10.0000 300", r"bad\.xy, line 42, field '2θ': 2θ must increase"),
+])
+def test_cli_bad_pattern_file(workdir, tmp_path, capsys, line, text, message):
+  path = write_bad_pattern(tmp_path, line, text)
+  code, records = run_predict([f"--workdir={workdir}", "--formula=Si", f"--xrd={path}"],
+                              tmp_path)
+  assert code == 2 and records is None
+  assert re.search(message, capsys.readouterr().err)
+
+
+def test_cli_pattern_outside_range_and_bad_csv_row(workdir, tmp_path, capsys):
+  high = tmp_path / "high.xy"
+  high.write_text("".join(f"{92 + 0.05 * i:.2f} {1 + i % 5}\n" for i in range(200)))
+  code, records = run_predict([f"--workdir={workdir}", "--formula=Si", f"--xrd={high}"],
+                              tmp_path)
+  assert code == 2 and records is None
+  assert "high.xy: 2θ range 92.00–101.95° (92.00–101.95° on the Cu Kα scale) lies entirely " \
+         "outside" in capsys.readouterr().err
+
+  table = tmp_path / "rows.csv"
+  table.write_text(f"formula,xrd_file\nSi,{fixture('Si_CuKa.xy')}\nQq,{fixture('Si_CuKa.xy')}\n")
+  code, records = run_predict([f"--workdir={workdir}", f"--input={table}"], tmp_path)
+  assert code == 2 and records is None   # the good first row is not written either
+  assert re.search(r"rows\.csv, line 3, field 'formula': .*'Qq'", capsys.readouterr().err)
+
+
+def test_workdir_without_checkpoint(tmp_path, capsys):
+  empty = tmp_path / "empty_run"
+  empty.mkdir()
+  code, records = run_predict([f"--workdir={empty}", "--formula=Si",
+                               f"--xrd={fixture('Si_CuKa.xy')}"], tmp_path)
+  assert code == 2 and records is None
+  assert re.search(r"empty_run: No checkpoint in workdir", capsys.readouterr().err)
+  assert report_cli.main([f"--workdir={empty}"]) == 2
+  assert not (empty / "report").exists()
+
+
+# The report and the convergence comparison.
+
+def test_report_writes_figures_and_silhouette_matches_sklearn(workdir, predictor, test_split):
+  assert report_cli.main([f"--workdir={workdir}", "--split=test"]) == 0
+  report = os.path.join(workdir, "report")
+  expected = {"pca_embedding.png", "confusion_crystal_system.png",
+              "accuracy_per_crystal_system.png", "parity_formation_energy_per_atom.png",
+              "parity_band_gap.png", "learning_curves.png", "summary.md"}
+  assert expected <= set(os.listdir(report))
+  for name in expected:
+    assert os.path.getsize(os.path.join(report, name)) > 1000
+  assert not [n for n in os.listdir(workdir) if n.startswith(".report-staging")]
+
+  batch = test_split.read_batch(np.arange(len(test_split)))
+  embedding = predictor.predict_arrays(batch["species"], batch["fractions"],
+                                       batch["xrd"].astype(np.float32))["embedding"]
+  known = batch["crystal_system"] >= 0
+  reference = sk_metrics.silhouette_score(embedding[known], batch["crystal_system"][known])
+  text = open(os.path.join(report, "summary.md")).read()
+  mean = float(re.search(r"\| \*\*mean\*\* \| \d+ \| \*\*([-\d.]+)\*\*", text).group(1))
+  assert mean == pytest.approx(reference, abs=6e-5)
+
+
+def test_compare_cli_on_real_metrics(workdir, tmp_path):
+  out = tmp_path / "compare"
+  assert compare.main([workdir, workdir, f"--output_dir={out}", "--names=a,b"]) == 0
+  saved = json.loads((out / "compare.json").read_text())
+  assert {r["metric"] for r in saved} == {"eval/formation_energy_per_atom_mae",
+                                          "eval/crystal_system_accuracy"}
+  for result in saved:
+    assert [run["speedup"] for run in result["runs"]] == [1.0, 1.0]

@@ -1,0 +1,90 @@
+"""Turns user inputs (formula, composition, pattern, CIF) into model arrays.
+
+No JAX here; pymatgen only inside `featurize_cif`.
+"""
+
+import os
+from typing import Any, Union
+
+import numpy as np
+
+from xxact_jax import constants
+from xxact_jax.data import composition as composition_lib
+from xxact_jax.inference import patterns
+from xxact_jax.inference import resample
+from xxact_jax.inference.errors import InputError
+
+CompositionLike = Union[str, dict, Any]   # formula, {symbol: amount}, pymatgen Composition
+XrdLike = Union[str, os.PathLike, np.ndarray, patterns.MeasuredPattern, tuple, None]
+
+
+def composition_amounts(value: CompositionLike) -> dict[str, float]:
+  """{symbol: amount} from a formula string, a dict, or a pymatgen Composition."""
+  if isinstance(value, str):
+    return composition_lib.parse_formula(value)
+  if hasattr(value, "get_el_amt_dict"):   # pymatgen Composition, duck-typed
+    return {str(k): float(v) for k, v in value.get_el_amt_dict().items()}
+  if isinstance(value, dict):
+    return {str(k): float(v) for k, v in value.items()}
+  raise ValueError(f"composition {value!r}: expected a formula string, a {{symbol: amount}} "
+                   "dict or a pymatgen Composition")
+
+
+def encode(value: CompositionLike, max_elements: int) -> tuple[np.ndarray, np.ndarray]:
+  """(species int32[K], fractions float32[K]); ValueError naming the formula or symbol."""
+  return composition_lib.encode_composition(composition_amounts(value), max_elements)
+
+
+def pattern_on_grid(value: XrdLike, wavelength=None) -> np.ndarray:
+  """float32[4250] model input (max 100) from a file path, a (2θ, I) pair or a grid array.
+
+  An array of length 4250 is taken as already on the 5–90° Cu Kα grid.
+  """
+  if isinstance(value, (str, os.PathLike)):
+    return resample.load_measured_pattern(os.fspath(value), wavelength)
+  if isinstance(value, patterns.MeasuredPattern):
+    return resample.to_model_grid(value, wavelength)
+  if isinstance(value, tuple) and len(value) == 2:
+    two_theta = np.asarray(value[0], np.float64)
+    intensity = np.asarray(value[1], np.float64)
+    if two_theta.shape != intensity.shape or two_theta.ndim != 1:
+      raise InputError(f"2θ and intensity arrays must be 1-D and equal in length, got "
+                       f"{two_theta.shape} and {intensity.shape}", path="<arrays>")
+    if not (np.all(np.isfinite(two_theta)) and np.all(np.isfinite(intensity))):
+      raise InputError("2θ or intensity holds NaN or Inf", path="<arrays>")
+    if np.any(np.diff(two_theta) <= 0):
+      raise InputError("2θ must increase", path="<arrays>", field="2θ")
+    return resample.to_model_grid(patterns.MeasuredPattern(two_theta, intensity, "<arrays>"),
+                                  wavelength)
+  array = np.asarray(value, dtype=np.float64)
+  if array.shape != (constants.NUM_XRD_POINTS,):
+    raise InputError(f"an XRD array must have {constants.NUM_XRD_POINTS} points on the "
+                     f"5–90° grid, got shape {array.shape}; pass (two_theta, intensity) "
+                     "to resample", path="<array>")
+  if not np.all(np.isfinite(array)) or array.max() <= 0:
+    raise InputError("XRD array holds NaN/Inf or no positive intensity", path="<array>")
+  return (np.maximum(array, 0.0) * (constants.XRD_MAX_INTENSITY / array.max())).astype(np.float32)
+
+
+def as_stored(xrd: np.ndarray) -> np.ndarray:
+  """Rounds a pattern through float16, the precision the dataset stores and training saw."""
+  return np.asarray(xrd, np.float32).astype(np.float16).astype(np.float32)
+
+
+def featurize_cif(path: str, max_elements: int) -> dict:
+  """Composition and simulated Cu Kα pattern of a CIF file, as the dataset featurises it."""
+  if not os.path.isfile(path):
+    raise InputError("no such file", path=path)
+  with open(path, encoding="utf-8", errors="replace") as f:
+    return featurize_cif_text(f.read(), max_elements, source=path)
+
+
+def featurize_cif_text(text: str, max_elements: int, source: str = "<cif>") -> dict:
+  from xxact_jax.data import featurize  # pylint: disable=g-import-not-at-top  (pymatgen)
+  try:
+    structure = featurize.structure_from_payload("cif", text)
+    features = featurize.featurize_structure(structure, max_elements)
+  except ValueError as e:
+    raise InputError(f"cannot use this CIF ({e})", path=source) from None
+  features["formula"] = structure.composition.reduced_formula
+  return features

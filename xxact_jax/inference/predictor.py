@@ -1,0 +1,193 @@
+"""`load(workdir)` -> Predictor: restored parameters behind one jitted forward pass."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xxact_jax import constants
+from xxact_jax.inference import inputs
+from xxact_jax.inference.errors import InputError
+
+# Models that read each modality; the other input is fed as zeros.
+_USES_COMPOSITION = ("xxact", "crabnet", "pxrd_fcn_mlp")
+_USES_XRD = ("xxact", "xrd_transformer", "pxrd_fcn", "pxrd_fcn_mlp")
+_EMBEDDING_KEYS = ("embedding", "comp_cls", "xrd_cls")
+DEFAULT_MAX_ELEMENTS = 10
+
+
+class Predictor:
+  """Predictions and embeddings of a trained model.
+
+  Regression outputs are de-standardised (value·std + mean, in eV/atom or eV);
+  classification outputs are softmax probabilities. Batches are padded to a
+  power of two up to `batch_size` so a handful of shapes are ever compiled.
+  """
+
+  def __init__(self, params, config, target_stats: dict, max_elements: int,
+               workdir: str = "", step: int | None = None, batch_size: int = 256,
+               extra: dict | None = None):
+    from xxact_jax.models import build_model  # pylint: disable=g-import-not-at-top
+    self.params = jax.device_put(params)
+    self.config = config
+    self.target_stats = target_stats
+    self.max_elements = int(max_elements)
+    self.workdir = workdir
+    self.step = step
+    self.extra = extra or {}
+    self.batch_size = int(batch_size)
+    self.model_name = config.model.name
+    self.targets = tuple(config.model.targets)
+    self.uses_composition = self.model_name in _USES_COMPOSITION
+    self.uses_xrd = self.model_name in _USES_XRD
+    model = build_model(config.model)
+    stats = {t: (float(s["std"]), float(s["mean"])) for t, s in target_stats.items()}
+    targets = self.targets
+
+    def forward(params, species, fractions, xrd):
+      out = model.apply({"params": params}, species, fractions, xrd, train=False)
+      result = {k: out[k].astype(jnp.float32) for k in _EMBEDDING_KEYS if k in out}
+      for t in targets:
+        if t in constants.CLASSIFICATION_TARGETS:
+          result[t] = jax.nn.softmax(out[t].astype(jnp.float32), axis=-1)
+        else:
+          std, mean = stats[t]
+          result[t] = out[t].astype(jnp.float32) * std + mean
+      return result
+
+    self._forward = jax.jit(forward)
+
+  # Array-level API.
+
+  def predict_arrays(self, species, fractions, xrd) -> dict[str, np.ndarray]:
+    """Outputs for [N, K] species/fractions and [N, 4250] patterns, in batches.
+
+    Returns numpy arrays: regression [N], class probabilities [N, C], and the
+    embeddings the model exposes ("embedding", "comp_cls", "xrd_cls") [N, D].
+    """
+    species = np.asarray(species, np.int32)
+    fractions = np.asarray(fractions, np.float32)
+    xrd = np.asarray(xrd, np.float32)
+    n = species.shape[0]
+    if n == 0:
+      raise ValueError("predict_arrays needs at least one sample")
+    chunks = []
+    for start in range(0, n, self.batch_size):
+      stop = min(start + self.batch_size, n)
+      size = self._padded_size(stop - start)
+      pad = lambda a: np.concatenate([a[start:stop], np.repeat(a[start:start + 1],
+                                                               size - (stop - start), 0)])
+      out = self._forward(self.params, pad(species), pad(fractions), pad(xrd))
+      chunks.append({k: np.asarray(v)[:stop - start] for k, v in out.items()})
+    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+  def _padded_size(self, count: int) -> int:
+    return min(self.batch_size, 1 << max(0, count - 1).bit_length())
+
+  # Sample-level API.
+
+  def prepare(self, composition=None, xrd=None, wavelength=None):
+    """(species, fractions, xrd) model arrays of one sample; zeros for an unused modality."""
+    if self.uses_composition:
+      if composition is None:
+        raise InputError(f"the {self.model_name} model needs a composition")
+      species, fractions = inputs.encode(composition, self.max_elements)
+    else:
+      species = np.zeros(self.max_elements, np.int32)
+      fractions = np.zeros(self.max_elements, np.float32)
+      if composition is not None:   # still validated, so a typo is not silently ignored
+        inputs.encode(composition, self.max_elements)
+    if self.uses_xrd:
+      if xrd is None:
+        raise InputError(f"the {self.model_name} model needs an XRD pattern")
+      pattern = inputs.as_stored(inputs.pattern_on_grid(xrd, wavelength))
+    else:
+      pattern = np.zeros(constants.NUM_XRD_POINTS, np.float32)
+    return species, fractions, pattern
+
+  def predict_batch(self, compositions, xrds=None, wavelength=None) -> dict[str, np.ndarray]:
+    """Batched predictions for lists of compositions and patterns (see `prepare`)."""
+    arrays = self._stack(compositions, xrds, wavelength)
+    out = self.predict_arrays(*arrays)
+    return {k: v for k, v in out.items() if k not in _EMBEDDING_KEYS}
+
+  def predict(self, formula_or_composition=None, xrd=None, wavelength=None) -> dict:
+    """One sample's predictions as a JSON-ready dict (see `format_prediction`)."""
+    out = self.predict_batch([formula_or_composition], [xrd], wavelength)
+    return format_prediction({k: v[0] for k, v in out.items()}, self.targets)
+
+  def embed(self, compositions, xrds=None, wavelength=None) -> dict[str, np.ndarray]:
+    """Composition, XRD and fused [CLS] embeddings ("comp_cls", "xrd_cls", "embedding").
+
+    A single composition (not a list) gives arrays without the batch axis.
+    """
+    single = not isinstance(compositions, (list, tuple))
+    if single:
+      compositions, xrds = [compositions], [xrds]
+    out = self.predict_arrays(*self._stack(compositions, xrds, wavelength))
+    result = {k: out[k] for k in _EMBEDDING_KEYS if k in out}
+    return {k: v[0] for k, v in result.items()} if single else result
+
+  def _stack(self, compositions, xrds, wavelength):
+    compositions = list(compositions)
+    xrds = [None] * len(compositions) if xrds is None else list(xrds)
+    if len(xrds) != len(compositions):
+      raise ValueError(f"{len(compositions)} compositions but {len(xrds)} patterns")
+    rows = [self.prepare(c, x, wavelength) for c, x in zip(compositions, xrds)]
+    return tuple(np.stack(column) for column in zip(*rows))
+
+
+def format_prediction(outputs: dict, targets) -> dict:
+  """One sample's outputs as {target: ...}: values with units, class probabilities, top-5 groups."""
+  result = {}
+  for t in targets:
+    value = np.asarray(outputs[t])
+    if t == "crystal_system":
+      probabilities = {name: float(p) for name, p in zip(constants.CRYSTAL_SYSTEMS, value)}
+      result[t] = {"prediction": constants.CRYSTAL_SYSTEMS[int(np.argmax(value))],
+                   "probabilities": probabilities}
+    elif t == "spacegroup_number":
+      top = np.argsort(-value)[:5]
+      result[t] = {"top5": [{"spacegroup_number": int(i) + 1, "probability": float(value[i])}
+                            for i in top]}
+    else:
+      result[t] = {"value": float(value), "unit": constants.TARGET_UNITS[t]}
+  return result
+
+
+def _checkpoint_extra(directory: str, step: int) -> dict:
+  """The `extra` item the trainer saves beside the parameters (config, max_elements, data_path)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  manager = ocp.CheckpointManager(directory,
+                                  options=ocp.CheckpointManagerOptions(create=False))
+  try:
+    return dict(manager.restore(step, args=ocp.args.Composite(
+        extra=ocp.args.JsonRestore()))["extra"])
+  except Exception as e:  # pylint: disable=broad-except  (Orbax raises many types)
+    raise InputError(f"cannot read the checkpoint's extra item ({type(e).__name__}: {e})",
+                     path=os.path.join(directory, str(step))) from None
+  finally:
+    manager.close()
+
+
+def load(workdir: str, which: str = "best", batch_size: int = 256) -> Predictor:
+  """Restores parameters (only) of a trained workdir's best or latest checkpoint.
+
+  Raises:
+    InputError: naming the workdir when it holds no usable checkpoint.
+  """
+  from xxact_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
+  workdir = os.fspath(workdir)
+  if not os.path.isdir(workdir):
+    raise InputError("no such workdir", path=workdir)
+  try:
+    directory, step = checkpoints._checkpoint_dir(workdir, which)  # pylint: disable=protected-access
+    params, config, target_stats = checkpoints.restore_params(workdir, which)
+  except checkpoints.CheckpointError as e:
+    raise InputError(str(e), path=workdir) from None
+  extra = _checkpoint_extra(directory, step)
+  return Predictor(params, config, target_stats,
+                   extra.get("max_elements") or DEFAULT_MAX_ELEMENTS, workdir=workdir,
+                   step=step, batch_size=batch_size, extra=extra)

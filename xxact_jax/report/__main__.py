@@ -1,0 +1,117 @@
+r"""Evaluation report of a trained workdir: figures and summary.md in DIR/report/.
+
+  python -m xxact_jax.report --workdir=DIR [--split=test] [--which=best]
+
+Writes a 2-D PCA of the model's embedding coloured by crystal system (paper
+Fig. 2), silhouette scores per crystal system (Table 5), accuracy per crystal
+system (Table 4), a confusion matrix, parity plots for each regression head,
+learning curves from metrics.jsonl, and summary.md. The report is assembled
+in a staging folder and moved into place only when complete.
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+from xxact_jax import constants
+from xxact_jax.inference.errors import InputError
+
+EMBEDDING_NAMES = {"xxact": "fused [CLS]", "crabnet": "CrabNet pooled composition",
+                   "xrd_transformer": "XRD [CLS]", "pxrd_fcn": "FCN feature",
+                   "pxrd_fcn_mlp": "FCN + MLP feature"}
+
+
+def _parse_args(argv):
+  parser = argparse.ArgumentParser(prog="python -m xxact_jax.report",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--workdir", required=True)
+  parser.add_argument("--which", choices=("best", "latest"), default="best")
+  parser.add_argument("--split", help="dataset split (default: the run's eval split)")
+  parser.add_argument("--data_path", help="prepared dataset (default: the run's)")
+  parser.add_argument("--max_samples", type=int, default=0,
+                      help="evaluate only the first N rows of the split (0 = all)")
+  parser.add_argument("--max_embedding_samples", type=int, default=10_000,
+                      help="PCA and silhouette use a seeded subset of at most this many rows")
+  parser.add_argument("--batch_size", type=int, default=256)
+  parser.add_argument("--output_dir", help="default: WORKDIR/report")
+  return parser.parse_args(argv)
+
+
+def run_split(predictor, dataset, max_samples: int = 0) -> tuple[dict, dict]:
+  """(outputs, labels) over a dataset split, in row order, with progress on stderr."""
+  from xxact_jax.inference.progress import Progress  # pylint: disable=g-import-not-at-top
+  count = len(dataset) if max_samples <= 0 else min(max_samples, len(dataset))
+  if count == 0:
+    raise InputError(f"split {dataset.split!r} is empty", path=dataset.path)
+  progress = Progress(count, "report: predicting")
+  label_keys = constants.REGRESSION_TARGETS + tuple(constants.CLASSIFICATION_TARGETS)
+  outputs, labels = [], []
+  for start in range(0, count, predictor.batch_size):
+    batch = dataset.read_batch(np.arange(start, min(start + predictor.batch_size, count)))
+    outputs.append(predictor.predict_arrays(batch["species"], batch["fractions"],
+                                            batch["xrd"].astype(np.float32)))
+    labels.append({k: batch[k] for k in label_keys if k in batch})
+    progress.update(min(start + predictor.batch_size, count))
+  join = lambda parts: {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  return join(outputs), join(labels)
+
+
+def build(args) -> str:
+  from xxact_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax.report import analysis  # pylint: disable=g-import-not-at-top
+  from xxact_jax.report import curves  # pylint: disable=g-import-not-at-top
+
+  predictor = predictor_lib.load(args.workdir, args.which, args.batch_size)
+  config = predictor.config
+  data_path = (args.data_path or predictor.extra.get("data_path") or config.data.get("path")
+               or data_lib.default_dataset_path())
+  split = args.split or config.data.get("eval_split", "test")
+  try:
+    dataset = data_lib.open_dataset(data_path, split=split)
+  except (OSError, ValueError, KeyError) as e:
+    raise InputError(f"cannot open split {split!r} ({e})", path=data_path) from None
+  outputs, labels = run_split(predictor, dataset, args.max_samples)
+  results = analysis.analyse(outputs, labels, args.max_embedding_samples)
+  try:
+    records = curves.read_metrics(args.workdir)
+  except InputError as e:
+    print(f"warning: no learning curves: {e}", file=sys.stderr)
+    records = None
+
+  out_dir = os.path.abspath(args.output_dir or os.path.join(args.workdir, "report"))
+  parent = os.path.dirname(out_dir)
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix=".report-staging-", dir=parent)
+  try:
+    header = {"workdir": os.path.abspath(args.workdir), "model": config.model.name,
+              "targets": ", ".join(predictor.targets),
+              "checkpoint": f"{args.which} (step {predictor.step})",
+              "dataset": f"{data_path} (split {split!r}, {len(dataset)} rows)"}
+    analysis.write_report(results, records, staging, header,
+                          EMBEDDING_NAMES.get(config.model.name, "model"))
+    if os.path.isdir(out_dir):
+      shutil.rmtree(out_dir)
+    os.rename(staging, out_dir)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  return out_dir
+
+
+def main(argv=None) -> int:
+  args = _parse_args(argv)
+  try:
+    out_dir = build(args)
+  except InputError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(f"wrote {out_dir}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
