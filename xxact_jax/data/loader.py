@@ -1,5 +1,6 @@
 """Grain pipeline over a Dataset: shard -> per-epoch shuffle -> index batches -> read_batch."""
 
+from absl import flags
 import grain
 import numpy as np
 
@@ -45,5 +46,8 @@ def make_loader(ds: dataset_lib.Dataset, batch_size: int, seed: int = 0, shuffle
   pipeline = batches.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
                                                        prefetch_buffer_size=prefetch_batches))
   if worker_count > 0:
+    # Grain's worker processes read absl flags; outside an absl app they are unparsed.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
     pipeline = pipeline.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return pipeline
