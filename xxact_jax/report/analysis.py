@@ -76,12 +76,22 @@ def analyse(outputs: dict, labels: dict, max_embedding_samples: int = 10_000,
 
 
 def learning_curve_panels(records: list[dict]) -> dict:
-  """Groups metrics.jsonl series: training losses in one panel, each eval metric in its own."""
+  """Groups metrics.jsonl series into panels: {panel title: {series name: (steps, values)}}.
+
+  Training losses share a panel; "eval/<group>/<name>" series (per-target
+  losses, per-class accuracies) share their group's panel with the group total;
+  every other eval metric gets its own.
+  """
   panels = {"training loss": {}}
   for key in curves.metric_keys(records):
+    if key.endswith(("num_examples", "_meV")):
+      continue
     steps, values = curves.series(records, key)
-    if key.startswith("eval/"):
-      panels.setdefault(key, {})[key.split("/", 1)[1]] = (steps, values)
+    parts = key.split("/")
+    if parts[0] == "eval":
+      group = "/".join(parts[:2])
+      name = parts[-1] if len(parts) > 2 else "overall"
+      panels.setdefault(group, {})[name] = (steps, values)
     elif "loss" in key:
       panels["training loss"][key] = (steps, values)
   return panels

@@ -34,10 +34,11 @@ def plot_pca(coords: np.ndarray, labels: np.ndarray, class_names, explained: np.
   figure = Figure(figsize=(6.4, 5.6))
   ax = figure.add_subplot()
   colours = _colours(len(class_names))
+  size = float(np.clip(4000.0 / max(len(coords), 1), 4.0, 24.0))  # bigger dots when few
   for index, name in enumerate(class_names):
     members = labels == index
     if members.any():
-      ax.scatter(coords[members, 0], coords[members, 1], s=6, alpha=0.6,
+      ax.scatter(coords[members, 0], coords[members, 1], s=size, alpha=0.6,
                  color=colours[index], label=f"{name} ({int(members.sum())})",
                  edgecolors="none")
   ax.set_xlabel(f"PC 1 ({100 * explained[0]:.1f} % of variance)")

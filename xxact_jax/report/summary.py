@@ -6,6 +6,10 @@ from xxact_jax import constants
 from xxact_jax.report import curves
 
 
+_EMBEDDING_COLUMNS = {"embedding": "model embedding (fused [CLS] for XxaCT)",
+                      "comp_cls": "composition [CLS]", "xrd_cls": "XRD [CLS]"}
+
+
 def _number(value, digits=4):
   return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
@@ -43,8 +47,8 @@ def render(results: dict, records, header: dict, figures: list[str]) -> str:
 
   if results["silhouette"]:
     keys = list(results["silhouette"])
-    columns = [("embedding space: " + key, results["silhouette"][key]) for key in keys]
-    columns.append(("2-D PCA of embedding", results["silhouette_pca"]))
+    columns = [(_EMBEDDING_COLUMNS.get(key, key), results["silhouette"][key]) for key in keys]
+    columns.append(("2-D PCA of model embedding", results["silhouette_pca"]))
     n = len(results.get("embedding_indices", []))
     lines += ["## Silhouette scores per crystal system (Table 5)", "",
               f"Euclidean silhouette over {n} labelled samples, by true crystal system; "
