@@ -2,7 +2,19 @@
 
 import os
 
-import pytest
+# Tests compile many small XLA programs on CPU; LLVM's optimisation passes dominate their compile
+# time and buy nothing for tiny test models. Compiled programs are also cached across test files.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_backend_optimization_level=0").strip()
+
+import jax  # pylint: disable=g-import-not-at-top
+import pytest  # pylint: disable=g-import-not-at-top
+
+jax.config.update("jax_compilation_cache_dir",
+                  os.environ.get("XXACT_JAX_TEST_JIT_CACHE", "/tmp/xxact_jax_test_jit_cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 FIXTURES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 
