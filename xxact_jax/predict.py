@@ -96,6 +96,7 @@ def samples_from_csv(path: str, default_wavelength=None) -> list[Sample]:
 def prepare_all(predictor, samples: list[Sample]):
   """Model arrays of every sample; the first bad one raises, naming its file and line."""
   from xxact_jax.inference import inputs  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import wavelengths  # pylint: disable=g-import-not-at-top
   rows = []
   for sample in samples:
     where = sample.source.get("input")
@@ -109,6 +110,11 @@ def prepare_all(predictor, samples: list[Sample]):
         rows.append((features["species"], features["fractions"],
                      inputs.as_stored(features["xrd"])))
       else:
+        if sample.wavelength is not None:
+          try:
+            wavelengths.parse_wavelength(sample.wavelength)
+          except ValueError as e:
+            raise InputError(str(e), path=where, line=line, field="wavelength") from None
         with warnings.catch_warnings(record=True) as caught:
           warnings.simplefilter("always")
           rows.append(predictor.prepare(sample.formula, sample.xrd, sample.wavelength))
@@ -117,10 +123,8 @@ def prepare_all(predictor, samples: list[Sample]):
           sample.source.setdefault("warnings", []).append(str(w.message))
     except InputError:
       raise
-    except ValueError as e:   # formula problems from the shared composition parser
-      if where:
-        raise InputError(str(e), path=where, line=line, field="formula") from None
-      raise InputError(str(e), field="formula") from None
+    except ValueError as e:   # what is left: the formula (shared composition parser)
+      raise InputError(str(e), path=where, line=line, field="formula") from None
   return tuple(np.stack(column) for column in zip(*rows))
 
 
