@@ -48,7 +48,8 @@ def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
   # final convolution to `features` channels, a composition MLP over the fraction vector and a
   # fusion MLP over the concatenation.
   c.fcn = ml_collections.ConfigDict()
-  c.fcn.channels = ((4,) * 10 + (8,) if tiny else (16, 16, 32, 32, 64, 64, 128, 128, 256, 256, 512))
+  c.fcn.channels = ((4,) * 10 + (8,) if tiny
+                    else (16, 16, 32, 32, 64, 64, 128, 128, 256, 256, 512))
   c.fcn.kernel_size = 5
   c.fcn.features = 8 if tiny else 64
   c.fcn.composition_hidden = (16,) if tiny else (512, 512)

@@ -1,0 +1,41 @@
+r"""Prints parameter counts per component and forward FLOPs per sample of a config's model.
+
+  python -m xxact_jax.models --config=configs/supervised.py
+  python -m xxact_jax.models --config=configs/supervised.py:runlocal --batch_size=16
+
+The last line is JSON: {"composition_encoder": ..., "xrd_encoder": ..., "fusion": ...,
+"heads": ..., "total": ..., "forward_flops_per_sample": ...}.
+"""
+
+import json
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from xxact_jax.models import summary
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/NAME.py).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Batch size of the program whose FLOPs are "
+                                   "counted (the figure is divided by it).")
+_MAX_ELEMENTS = flags.DEFINE_integer("max_elements", 10, "Element slots per composition.")
+
+
+def main(argv):
+  del argv
+  if _CONFIG.value is None:
+    raise app.UsageError("--config=configs/NAME.py is required")
+  model_config = _CONFIG.value.model
+  counts = summary.parameter_counts(summary.abstract_params(model_config, _MAX_ELEMENTS.value))
+  print(f"model: {model_config.name}  dtype: {model_config.dtype}  "
+        f"targets: {', '.join(model_config.targets) or '-'}")
+  print(f"{'component':<22}{'parameters':>14}")
+  for name, value in counts.items():
+    print(f"{name:<22}{value:>14,}")
+  flops = summary.forward_flops_per_sample(model_config, _BATCH_SIZE.value, _MAX_ELEMENTS.value)
+  print(f"{'forward FLOPs/sample':<22}{flops:>14.4g}")
+  print(json.dumps({**counts, "forward_flops_per_sample": flops}))
+
+
+if __name__ == "__main__":
+  app.run(main)
