@@ -202,7 +202,8 @@ class TestBadInput:
     model, variables = xxact
     species, fractions, xrd = random_batch()
     species[1, 0] = bad_z
-    with pytest.raises(ValueError, match=rf"atomic number {bad_z} at \[1, 0\].*0 \(padding\) to 118"):
+    message = rf"atomic number {bad_z} at \[1, 0\].*0 \(padding\) to 118"
+    with pytest.raises(ValueError, match=message):
       model.apply(variables, species, fractions, xrd)
 
   def test_atomic_number_outside_the_table_for_crabnet(self):

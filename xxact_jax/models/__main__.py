@@ -15,7 +15,8 @@ from ml_collections import config_flags
 
 from xxact_jax.models import summary
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/NAME.py).")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (configs/NAME.py).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Batch size of the program whose FLOPs are "
                                    "counted (the figure is divided by it).")
 _MAX_ELEMENTS = flags.DEFINE_integer("max_elements", 10, "Element slots per composition.")

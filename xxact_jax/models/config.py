@@ -7,7 +7,8 @@ SIZES = ("paper", "tiny")
 PAPER_TARGETS = ("formation_energy_per_atom", "crystal_system")
 
 
-def _transformer(d_model: int, num_layers: int, num_heads: int, d_ff: int) -> ml_collections.ConfigDict:
+def _transformer(d_model: int, num_layers: int, num_heads: int,
+                 d_ff: int) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(
       dict(d_model=d_model, num_layers=num_layers, num_heads=num_heads, d_ff=d_ff))
 

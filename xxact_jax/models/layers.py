@@ -1,4 +1,4 @@
-"""Transformer layers for short sequences, post-LN as PyTorch's nn.Transformer{Encoder,Decoder}Layer.
+"""Post-LN transformer layers for short sequences (as PyTorch's nn.TransformerEncoderLayer).
 
 Sequences here are tiny (18 XRD tokens, at most ~11 composition tokens), so attention is two
 einsums with the softmax in float32; a flash kernel would not pay for itself. Projections are

@@ -5,7 +5,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from xxact_jax import constants
 from xxact_jax.models import composition_encoder
 from xxact_jax.models import dtypes
 from xxact_jax.models import fusion
