@@ -1,5 +1,8 @@
 """Model zoo: output shapes, parameter counts at the paper's sizes, config and input errors."""
 
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -256,3 +259,20 @@ class TestBadInput:
       build_model(tiny("xxact", dtype="int8")).init(jax.random.key(0), species, fractions, xrd)
     with pytest.raises(ValueError, match="no XRD input"):
       build_model(tiny("crabnet", mxm=True)).init(jax.random.key(0), species, fractions, xrd)
+
+
+def test_remat_traces_for_every_model():
+  """Every model differentiates with remat on (traced only; nothing is compiled)."""
+  for name in MODEL_NAMES:
+    model = build_model(tiny(name, remat=True))
+    inputs = random_batch()
+    params = jax.eval_shape(model.init, jax.random.key(0), *inputs)["params"]
+    loss = lambda p: model.apply({"params": p}, *inputs, train=True,
+                                 rngs={"dropout": jax.random.key(1)})["embedding"].sum()
+    grads = jax.eval_shape(jax.grad(loss), params)
+    assert jax.tree.structure(grads) == jax.tree.structure(params)
+
+
+def test_importing_models_does_not_import_pymatgen():
+  code = "import sys, xxact_jax.models; sys.exit('pymatgen' in sys.modules)"
+  assert subprocess.run([sys.executable, "-c", code], timeout=300).returncode == 0
