@@ -81,8 +81,8 @@ def compare(workdirs: list[str], metric: str, fraction: float = 0.25,
     run["speedup"] = (reference_reach / reach
                       if reach and reference_reach is not None else None)
   return {"metric": metric, "lower_is_better": lower, "threshold": float(threshold),
-          "threshold_from": (f"{reference['name']} at step {threshold_step} "
-                             f"({fraction:.0%} of {reference['total_steps']} steps)"
+          "threshold_from": (f"{reference['name']} at step {threshold_step}, its evaluation "
+                             f"nearest {fraction:.0%} of {reference['total_steps']} steps"
                              if threshold_step is not None else "given"),
           "runs": runs}
 
