@@ -4,6 +4,8 @@ r"""Trains and evaluates a model: python -m xxact_jax.main --config=configs/NAME
 Re-running the same command resumes from the workdir's latest checkpoint.
 """
 
+import logging as logging_std
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -15,10 +17,18 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and m
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietLibraries:
+  """Keeps INFO lines of checkpointing internals out of the console (warnings still show)."""
+
+  def filter(self, record):
+    return record.levelno >= logging_std.WARNING or "/orbax/" not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   from xxact_jax.training import train_and_evaluate  # pylint: disable=g-import-not-at-top
   train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

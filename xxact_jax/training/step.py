@@ -88,7 +88,7 @@ def make_train_step(model, tx, schedule, config, target_stats, num_shards: int =
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     new_params = optax.apply_updates(params, updates)
     metrics = dict(metrics, learning_rate=schedule(state["step"]),
-                   grad_norm=optax.global_norm(grads))
+                   grad_norm=optax.tree.norm(grads))
     return {"step": state["step"] + 1, "params": new_params, "opt_state": opt_state}, metrics
 
   return train_step

@@ -135,11 +135,11 @@ def _select(batch, keys):
 def train_and_evaluate(config, workdir: str):
   """Trains `config` into `workdir`, resuming from its latest checkpoint; returns final eval metrics."""
   sharding_lib.maybe_initialize_distributed()
-  os.makedirs(workdir, exist_ok=True)
   data_path, ds_train, ds_eval = open_splits(config)
   if config.objective == "supervised" and not config.targets:
     raise ValueError("objective='supervised' needs config.targets")
   target_stats = target_statistics(ds_train.metadata, config.targets, data_path)
+  os.makedirs(workdir, exist_ok=True)
   check_workdir(config, workdir)
   max_elements = int(ds_train.metadata["max_elements"])
 
@@ -208,6 +208,8 @@ def train_and_evaluate(config, workdir: str):
     batch = _select(next(data_iter), keys)
     return before, sharding_lib.global_batch(batch, batch_sharding)
 
+  all_finite = jax.jit(lambda tree: jax.tree.reduce(
+      lambda a, b: a & b, jax.tree.map(lambda x: jax.numpy.isfinite(x).all(), tree)))
   writer = metric_writers.MetricWriter(workdir, config.tensorboard)
   start_step = int(state["step"])
   queue = collections.deque(stage_next() for _ in range(max(1, config.data.prefetch)))
@@ -257,6 +259,9 @@ def train_and_evaluate(config, workdir: str):
           if not math.isfinite(loss):
             raise NonFiniteLossError(f"Loss is {loss} at step {step}; stopping. The last good "
                                      f"checkpoint in {workdir} is kept.")
+        if do_ckpt and not bool(all_finite(state["params"])):
+          raise NonFiniteLossError(f"Parameters became NaN or Inf at step {step}; stopping. The "
+                                   f"last good checkpoint in {workdir} is kept.")
         previous = None
         eval_metrics = {}
         if do_eval:

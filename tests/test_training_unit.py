@@ -1,0 +1,104 @@
+"""Objectives, schedule and config parsing (no dataset, no model)."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from xxact_jax.training import defaults, objectives, optimizer
+
+
+def test_schedule_hits_paper_values():
+  c = defaults.base_config(model=ml_collections.ConfigDict(), objective="supervised").optimizer
+  total = 1000
+  lr = optimizer.learning_rate_schedule(c, total)
+  assert float(lr(0)) == pytest.approx(1e-6, rel=1e-4)
+  assert float(lr(100)) == pytest.approx(5e-4, rel=1e-4)          # peak at 10 % of training
+  assert float(lr(50)) == pytest.approx((1e-6 + 5e-4) / 2, rel=1e-3)   # linear warmup
+  assert float(lr(total)) == pytest.approx(1e-7, rel=1e-3)
+  assert float(lr(550)) < float(lr(300)) < float(lr(100))   # cosine decay is monotone
+
+
+def test_parse_arg():
+  a = defaults.parse_arg("runlocal,targets=band_gap", runlocal=False, targets="paper")
+  assert a.runlocal is True and a.targets == "band_gap"
+  with pytest.raises(ValueError, match="Unknown config argument 'bogus'"):
+    defaults.parse_arg("bogus=1", runlocal=False)
+
+
+def test_mxm_mask_at_least_one_token_per_sample():
+  m = np.asarray(objectives.sample_xrd_mask(jax.random.key(0), 512, 17, 0.05))
+  assert m.shape == (512, 17)
+  assert (m.sum(1) == 1).all()                 # round(0.05 * 17) = 1
+  assert len(np.unique(np.argmax(m, 1))) == 17  # every position gets masked somewhere
+  m = np.asarray(objectives.sample_xrd_mask(jax.random.key(1), 8, 17, 0.3))
+  assert (m.sum(1) == 5).all()
+
+
+def test_mxm_loss_counts_masked_tokens_only():
+  xrd = jnp.arange(2 * 4250, dtype=jnp.float32).reshape(2, 4250) % 100
+  recon = xrd.reshape(2, 17, 250)
+  mask = jnp.zeros((2, 17), bool).at[:, 3].set(True)
+  # Wrong everywhere except the masked token: loss 0.
+  wrong = jnp.where(mask[..., None], recon, recon + 7.0)
+  assert float(objectives.mxm_loss(wrong, xrd, mask)) == pytest.approx(0.0)
+  # Wrong by 2 on the masked token only: per-sample MSE 4.
+  off = jnp.where(mask[..., None], recon + 2.0, recon)
+  assert float(objectives.mxm_loss(off, xrd, mask)) == pytest.approx(4.0)
+  assert float(objectives.mxm_loss(off * 0.5, xrd, mask, xrd_scale=0.5)) == pytest.approx(1.0)
+
+
+def test_uniform_task_sampling_uses_one_labelled_task_per_example():
+  b = 4000
+  rng = np.random.default_rng(0)
+  batch = {"formation_energy_per_atom": rng.normal(size=b).astype(np.float32),
+           "crystal_system": rng.integers(0, 7, b).astype(np.int32)}
+  batch["formation_energy_per_atom"][:1000] = np.nan       # only crystal system labelled
+  batch["crystal_system"][1000:2000] = -1                  # only formation energy labelled
+  stats = {"formation_energy_per_atom": {"mean": 0.0, "std": 1.0}}
+  # Outputs that make formation-energy loss exactly 1 and crystal-system loss exactly log 7.
+  outputs = {"formation_energy_per_atom": jnp.nan_to_num(jnp.asarray(
+                 batch["formation_energy_per_atom"])) + 1.0,
+             "crystal_system": jnp.zeros((b, 7))}
+  targets = ("formation_energy_per_atom", "crystal_system")
+  loss, metrics = objectives.supervised_loss(outputs, batch, targets, stats, jax.random.key(0))
+  # 1000 forced CE, 1000 forced MSE, 2000 split ~evenly: expected mean ≈ (1 + log 7) / 2.
+  assert float(loss) == pytest.approx((1.0 + np.log(7)) / 2, rel=0.03)
+  assert float(metrics["loss/formation_energy_per_atom"]) == pytest.approx(1.0)
+  assert float(metrics["loss/crystal_system"]) == pytest.approx(np.log(7), rel=1e-5)
+  all_loss, _ = objectives.supervised_loss(outputs, batch, targets, stats, jax.random.key(0),
+                                           task_sampling="all")
+  assert float(all_loss) == pytest.approx(1.0 + np.log(7), rel=1e-5)
+
+
+def test_missing_labels_never_contribute():
+  batch = {"band_gap": np.array([np.nan, np.nan], np.float32)}
+  outputs = {"band_gap": jnp.array([5.0, -3.0])}
+  loss, _ = objectives.supervised_loss(outputs, batch, ("band_gap",),
+                                       {"band_gap": {"mean": 0.0, "std": 1.0}}, jax.random.key(0))
+  assert float(loss) == 0.0
+
+
+def test_contrastive_loss_is_low_for_aligned_pairs_and_ignores_padding():
+  rng = np.random.default_rng(0)
+  e = rng.normal(size=(16, 8)).astype(np.float32)
+  aligned, m = objectives.contrastive_loss(e, e, jnp.log(1 / 0.07))
+  shuffled, _ = objectives.contrastive_loss(e, e[::-1], jnp.log(1 / 0.07))
+  assert float(m["retrieval_accuracy"]) == 1.0
+  assert float(aligned) < float(shuffled)
+  valid = np.array([True] * 10 + [False] * 6)
+  garbage = e.copy()
+  garbage[10:] = rng.normal(size=(6, 8))
+  padded, _ = objectives.contrastive_loss(e, garbage, jnp.log(1 / 0.07), valid=valid)
+  small, _ = objectives.contrastive_loss(e[:10], e[:10], jnp.log(1 / 0.07))
+  assert float(padded) == pytest.approx(float(small), rel=1e-5)
+
+
+def test_trainable_mask_freezes_all_but_heads():
+  params = {"composition_encoder": {"w": 1.0}, "fusion": {"w": 2.0}, "heads": {"band_gap": 3.0}}
+  mask = optimizer.trainable_mask(params, "heads")
+  assert mask == {"composition_encoder": {"w": False}, "fusion": {"w": False},
+                  "heads": {"band_gap": True}}
+  with pytest.raises(ValueError, match="not among the model's parameter collections"):
+    optimizer.trainable_mask(params, "decoder")
