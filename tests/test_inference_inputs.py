@@ -75,3 +75,19 @@ def test_csv_rows_resolve_paths_and_name_bad_lines(tmp_path):
   table.write_text("name,pattern\nSi,scan.xy\n")
   with pytest.raises(InputError, match="needs columns formula and xrd_file, or cif"):
     predict_cli.samples_from_csv(str(table))
+
+
+def test_imports_stay_light():
+  """`import xxact_jax` pulls in neither JAX nor pymatgen; the predict path never pymatgen."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  code = (
+      "import sys, xxact_jax\n"
+      "heavy = lambda: sorted({m.split('.')[0] for m in sys.modules} & {'jax', 'pymatgen', 'flax'})\n"
+      "assert heavy() == [], heavy()\n"
+      "import xxact_jax.predict, xxact_jax.inference.predictor, xxact_jax.report.__main__\n"
+      "from xxact_jax import load\n"
+      "assert 'pymatgen' not in heavy(), heavy()\n")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, timeout=120)
+  assert result.returncode == 0, result.stderr

@@ -136,9 +136,9 @@ def run(argv=None) -> list[dict]:
   elif args.cif:
     samples = [Sample({"cif": args.cif}, cif=args.cif)]
   else:
-    if not (args.formula and args.xrd):
-      raise InputError("--formula and --xrd go together (a measured pattern needs its formula)")
-    samples = [Sample({"formula": args.formula, "xrd_file": args.xrd}, formula=args.formula,
+    # Unimodal checkpoints need only one of the two; the predictor says which is missing.
+    source = {k: v for k, v in (("formula", args.formula), ("xrd_file", args.xrd)) if v}
+    samples = [Sample(source, formula=args.formula,
                       xrd=args.xrd, wavelength=args.wavelength)]
   predictor = predictor_lib.load(args.workdir, args.which, args.batch_size)
   arrays = prepare_all(predictor, samples)
