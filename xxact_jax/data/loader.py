@@ -29,6 +29,11 @@ class IndexBatches:
     self._length = (_UNBOUNDED if num_epochs is None else num_epochs * self._per_epoch)
     self._cached = (-1, None)    # (epoch, order), swapped as one tuple: reader threads share it
 
+  def __getstate__(self):
+    state = self.__dict__.copy()
+    state["_cached"] = (-1, None)   # workers recompute the permutation instead of unpickling it
+    return state
+
   def __len__(self) -> int:
     return self._length
 
