@@ -86,7 +86,11 @@ def featurize_records(records: Sequence[readers.RawRecord], max_elements: int) -
 
 
 def _make_plan(config: PrepareConfig) -> dict:
-  counts = [readers.count_records(path) for path in config.inputs]
+  counts = []
+  for path in config.inputs:   # inputs past --limit are not read
+    if config.limit is not None and sum(counts) >= config.limit:
+      break
+    counts.append(readers.count_records(path))
   total = sum(counts)
   num_rows = total if config.limit is None else min(total, config.limit)
   if num_rows == 0:
