@@ -163,3 +163,14 @@ def test_output_may_be_a_kvstore_url(tmp_path, fixtures_dir):
   assert ds.material_ids([0, 1, 2]) == ["mp-149", "mp-22862", "mp-2534"]
   assert (tmp_path / "url_dataset" / "metadata.json").exists()
   assert np.isnan(ds[2]["band_gap"]) and not np.isnan(ds[0]["band_gap"])
+
+
+def test_formation_energy_filter_keeps_the_row_and_masks_the_label(tmp_path, fixtures_dir):
+  source = os.path.join(fixtures_dir, "mp_small.csv.gz")
+  e_form = pd.read_csv(source)["formation_energy_per_atom"].to_numpy()
+  out = str(tmp_path / "filtered")
+  prepare.prepare_dataset([source], out, workers=0, min_formation_energy=-1.0)
+  ds = open_dataset(out)
+  stored = ds.read_batch(np.arange(len(ds)))["formation_energy_per_atom"]
+  assert len(ds) == 8 and np.isnan(stored).sum() == (e_form < -1.0).sum() > 0
+  np.testing.assert_array_equal(stored[e_form >= -1.0], e_form[e_form >= -1.0].astype(np.float32))

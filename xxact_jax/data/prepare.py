@@ -251,6 +251,39 @@ def _run_tasks(tasks, max_elements: int, workers: int):
       yield block, records, future.result()
 
 
+def _process_blocks(config: PrepareConfig, output: str, kv, num_rows: int, todo: set[int],
+                    workers: int, progress: "_Progress", label: str) -> tuple[int, int]:
+  """Featurises and writes the blocks in `todo`; returns (valid rows, error rows)."""
+  arrays = store.create_arrays(output, num_rows, config.block_rows, config.max_elements)
+  split = split_assignment(num_rows, config.seed, config.test_fraction)
+  fields = schema.fields(config.max_elements)
+  block_rows = config.block_rows
+  buffer = None
+  valid = errors = 0
+  for block, records, results in _run_tasks(_tasks(config, num_rows, todo), config.max_elements,
+                                            workers):
+    if buffer is None or buffer.block != block:
+      b_start = block * block_rows
+      buffer = BlockBuffer(block, b_start, min(b_start + block_rows, num_rows), split, fields)
+    before = len(buffer.errors)
+    for record, result in zip(records, results):
+      buffer.add(record, result, config.min_formation_energy)
+    for error in buffer.errors[before:]:
+      if errors < _LOG_ERRORS:
+        logging.warning("%s error: %s", label, error["reason"])
+      errors += 1
+    progress.update(len(records), len(buffer.errors) - before)
+    if buffer.filled == buffer.stop - buffer.start:
+      buffer.write(arrays, kv)
+      valid += int(buffer.data["valid"].sum())
+      buffer = None
+  if buffer is not None:
+    raise RuntimeError(f"Inputs ended early: block {buffer.block} has {buffer.filled} of "
+                       f"{buffer.stop - buffer.start} rows; did an input file change?")
+  progress.update(0, 0, force=True)
+  return valid, errors
+
+
 def prepare_dataset(inputs: Sequence[str], output: str, *, workers: int | None = None,
                     limit: int | None = None, seed: int = 0, test_fraction: float = 0.1,
                     max_elements: int = schema.DEFAULT_MAX_ELEMENTS,
@@ -281,9 +314,6 @@ def prepare_dataset(inputs: Sequence[str], output: str, *, workers: int | None =
   plan = _load_or_make_plan(kv, config, output)
   num_rows = plan["num_rows"]
   num_blocks = -(-num_rows // block_rows)
-  arrays = store.create_arrays(output, num_rows, block_rows, max_elements)
-  split = split_assignment(num_rows, seed, test_fraction)
-  fields = schema.fields(max_elements)
 
   mine = {b for b in range(num_blocks) if b % num_shards == shard}
   done_before = mine & _done_blocks(kv)
@@ -294,30 +324,7 @@ def prepare_dataset(inputs: Sequence[str], output: str, *, workers: int | None =
                "on %d workers.", label, num_rows, num_blocks, len(mine), len(done_before),
                todo_rows, workers)
   progress = _Progress(todo_rows, label, log_every_s)
-  buffer = None
-  valid = errors = 0
-  for block, records, results in _run_tasks(_tasks(config, num_rows, todo), max_elements,
-                                            workers):
-    if buffer is None or buffer.block != block:
-      b_start = block * block_rows
-      buffer = BlockBuffer(block, b_start, min(b_start + block_rows, num_rows), split, fields)
-    new_errors = len(buffer.errors)
-    for record, result in zip(records, results):
-      buffer.add(record, result, min_formation_energy)
-    new_errors = len(buffer.errors) - new_errors
-    for error in buffer.errors[len(buffer.errors) - new_errors:]:
-      if errors < _LOG_ERRORS:
-        logging.warning("%s error: %s", label, error["reason"])
-      errors += 1
-    progress.update(len(records), new_errors)
-    if buffer.filled == buffer.stop - buffer.start:
-      buffer.write(arrays, kv)
-      valid += int(buffer.data["valid"].sum())
-      buffer = None
-  if buffer is not None:
-    raise RuntimeError(f"Inputs ended early: block {buffer.block} has {buffer.filled} of "
-                       f"{buffer.stop - buffer.start} rows; did an input file change?")
-  progress.update(0, 0, force=True)
+  valid, errors = _process_blocks(config, output, kv, num_rows, todo, workers, progress, label)
 
   complete = _done_blocks(kv) >= set(range(num_blocks))
   metadata = finalize(output, plan) if complete else None
