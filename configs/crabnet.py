@@ -1,11 +1,14 @@
-r"""Baseline: CrabNet (composition only), supervised (50 epochs).
+r"""Baseline: CrabNet (composition only), supervised (50 epochs), with CrabNet's RobustL1 loss.
 
   python -m xxact_jax.main --config=configs/crabnet.py --workdir=DIR
   python -m xxact_jax.main --config=configs/crabnet.py:runlocal,targets=crystal_system --workdir=DIR
+  --config.regression_loss=mse trains the regression heads with MSE like the other models.
 """
 
 from xxact_jax.training import defaults
 
 
 def get_config(arg=None):
-  return defaults.experiment("crabnet", "supervised", arg)
+  c = defaults.experiment("crabnet", "supervised", arg)
+  c.regression_loss = "robust_l1"
+  return c

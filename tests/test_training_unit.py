@@ -102,3 +102,14 @@ def test_trainable_mask_freezes_all_but_heads():
                   "heads": {"band_gap": True}}
   with pytest.raises(ValueError, match="not among the model's parameter collections"):
     optimizer.trainable_mask(params, "decoder")
+
+
+def test_robust_l1_regression_loss():
+  batch = {"band_gap": np.array([1.0, 3.0, np.nan], np.float32)}
+  outputs = {"band_gap": jnp.array([1.0, 1.0, 0.0]), "band_gap_log_std": jnp.zeros(3)}
+  stats = {"band_gap": {"mean": 0.0, "std": 1.0}}
+  losses = objectives.per_example_losses(outputs, batch, ("band_gap",), stats, "robust_l1")
+  np.testing.assert_allclose(np.asarray(losses[:, 0]), [0.0, 2 * np.sqrt(2), 0.0], rtol=1e-6)
+  with pytest.raises(ValueError, match="band_gap_log_std"):
+    objectives.per_example_losses({"band_gap": outputs["band_gap"]}, batch, ("band_gap",), stats,
+                                  "robust_l1")

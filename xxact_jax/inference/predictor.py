@@ -157,21 +157,6 @@ def format_prediction(outputs: dict, targets) -> dict:
   return result
 
 
-def _checkpoint_extra(directory: str, step: int) -> dict:
-  """The `extra` item the trainer saves beside the parameters (config, max_elements, data_path)."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  manager = ocp.CheckpointManager(directory,
-                                  options=ocp.CheckpointManagerOptions(create=False))
-  try:
-    return dict(manager.restore(step, args=ocp.args.Composite(
-        extra=ocp.args.JsonRestore()))["extra"])
-  except Exception as e:  # pylint: disable=broad-except  (Orbax raises many types)
-    raise InputError(f"cannot read the checkpoint's extra item ({type(e).__name__}: {e})",
-                     path=os.path.join(directory, str(step))) from None
-  finally:
-    manager.close()
-
-
 def load(workdir: str, which: str = "best", batch_size: int = 256) -> Predictor:
   """Restores parameters (only) of a trained workdir's best or latest checkpoint.
 
@@ -183,11 +168,10 @@ def load(workdir: str, which: str = "best", batch_size: int = 256) -> Predictor:
   if not os.path.isdir(workdir):
     raise InputError("no such workdir", path=workdir)
   try:
-    directory, step = checkpoints._checkpoint_dir(workdir, which)  # pylint: disable=protected-access
-    params, config, target_stats = checkpoints.restore_params(workdir, which)
+    restored = checkpoints.restore_checkpoint(workdir, which)
   except checkpoints.CheckpointError as e:
     raise InputError(str(e), path=workdir) from None
-  extra = _checkpoint_extra(directory, step)
-  return Predictor(params, config, target_stats,
+  extra = restored.extra
+  return Predictor(restored.params, restored.config, restored.target_stats,
                    extra.get("max_elements") or DEFAULT_MAX_ELEMENTS, workdir=workdir,
-                   step=step, batch_size=batch_size, extra=extra)
+                   step=restored.step, batch_size=batch_size, extra=extra)

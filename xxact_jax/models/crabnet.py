@@ -104,6 +104,11 @@ def robust_l1(prediction: jax.Array, log_std: jax.Array, target: jax.Array,
   if valid is None:
     valid = ~jnp.isnan(target)
   target = jnp.where(valid, target, 0.0)
-  loss = math.sqrt(2.0) * jnp.abs(prediction - target) * jnp.exp(-log_std) + log_std
-  loss = jnp.where(valid, loss, 0.0)
+  loss = jnp.where(valid, robust_l1_per_example(prediction, log_std, target), 0.0)
   return loss.sum() / jnp.maximum(valid.sum(), 1)
+
+
+def robust_l1_per_example(prediction: jax.Array, log_std: jax.Array,
+                          target: jax.Array) -> jax.Array:
+  """sqrt(2) |y - t| exp(-log_std) + log_std: the Laplace negative log-likelihood up to a constant."""
+  return math.sqrt(2.0) * jnp.abs(prediction - target) * jnp.exp(-log_std) + log_std

@@ -5,6 +5,7 @@ Grain iterator state, JSON) and `extra` (config and target statistics, JSON). In
 fine-tuning restore `params` alone, so they never materialise optimiser state.
 """
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -111,8 +112,19 @@ def _checkpoint_dir(workdir: str, which: str) -> tuple[str, int]:
                         f"{BEST_DIR}/). Train first: python -m xxact_jax.main --workdir=...")
 
 
-def restore_params(workdir: str, which: str = "best"):
-  """(params, config, target_stats) of a trained workdir, without optimiser state.
+@dataclasses.dataclass(frozen=True)
+class RestoredCheckpoint:
+  """Parameters of a trained workdir and what the trainer saved beside them."""
+  params: Any
+  config: Any            # ml_collections.ConfigDict of the run
+  target_stats: dict     # {target: {"mean", "std"}} for de-standardising regression outputs
+  step: int
+  path: str
+  extra: dict            # config, target_stats, data_path, max_elements
+
+
+def restore_checkpoint(workdir: str, which: str = "best") -> RestoredCheckpoint:
+  """Parameters (no optimiser state) and metadata of a workdir's best or latest checkpoint.
 
   `which="best"` falls back to the latest checkpoint when no best one was kept, and vice versa.
   """
@@ -123,16 +135,23 @@ def restore_params(workdir: str, which: str = "best"):
   try:
     restored = mngr.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(), extra=ocp.args.JsonRestore()))
-  except Exception as e:
+  except Exception as e:  # Orbax raises many types; all mean the same to the user.
     raise CheckpointError(f"Cannot restore parameters from {path}: {type(e).__name__}: "
                           f"{str(e)[:500]}") from e
   finally:
     mngr.close()
-  extra = restored["extra"]
+  extra = dict(restored["extra"])
   params = jax.tree.map(np.asarray, restored["params"])
-  config = ml_collections.ConfigDict(extra["config"])
   logging.info("Restored parameters of step %d from %s", step, path)
-  return params, config, extra["target_stats"]
+  return RestoredCheckpoint(params=params, config=ml_collections.ConfigDict(extra["config"]),
+                            target_stats=extra["target_stats"], step=step, path=path,
+                            extra=extra)
+
+
+def restore_params(workdir: str, which: str = "best"):
+  """(params, config, target_stats) of a trained workdir, without optimiser state."""
+  r = restore_checkpoint(workdir, which)
+  return r.params, r.config, r.target_stats
 
 
 def config_to_json(config) -> dict:

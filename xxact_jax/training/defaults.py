@@ -47,6 +47,7 @@ def base_config(*, model, objective: str, targets=(), runlocal: bool = False,
   # Multi-target training: each example is assigned one of its labelled targets uniformly at random
   # and contributes only that target's loss (the paper's uniform task sampling).
   c.task_sampling = "uniform"        # uniform | all (every labelled target of every example)
+  c.regression_loss = "mse"          # mse | robust_l1 (CrabNet's; needs a log-std output)
   c.mxm_mask_ratio = 0.05            # of the 17 XRD tokens, at least one per sample
   c.model = model
 

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from xxact_jax import constants
+from xxact_jax.models.crabnet import robust_l1_per_example
 
 # The largest CLIP logit scale, as in CLIP (exp(scale) ≤ 100).
 MAX_LOGIT_SCALE = 4.6052
@@ -24,8 +25,9 @@ def label_mask(batch, target):
   return jnp.isfinite(y)
 
 
-def per_example_losses(outputs, batch, targets, target_stats):
-  """Per-example loss for each target: MSE on standardised values, or cross-entropy. [B, T]."""
+def per_example_losses(outputs, batch, targets, target_stats, regression_loss="mse"):
+  """Per-example loss for each target: MSE (or CrabNet's RobustL1) on standardised values, or
+  cross-entropy. [B, T]."""
   losses = []
   for t in targets:
     y = batch[t]
@@ -39,19 +41,29 @@ def per_example_losses(outputs, batch, targets, target_stats):
     else:
       mean, std = target_stats[t]["mean"], target_stats[t]["std"]
       z = (jnp.nan_to_num(y) - mean) / std
-      loss = jnp.square(outputs[t].astype(jnp.float32) - z)
+      pred = outputs[t].astype(jnp.float32)
+      if regression_loss == "mse":
+        loss = jnp.square(pred - z)
+      elif regression_loss == "robust_l1":
+        if t + "_log_std" not in outputs:
+          raise ValueError(f"regression_loss='robust_l1' needs the model to output "
+                           f"{t}_log_std (the crabnet model does)")
+        loss = robust_l1_per_example(pred, outputs[t + "_log_std"].astype(jnp.float32), z)
+      else:
+        raise ValueError(f"Unknown regression_loss {regression_loss!r} (mse | robust_l1)")
     losses.append(jnp.where(label_mask(batch, t), loss, 0.0))
   return jnp.stack(losses, axis=-1)
 
 
-def supervised_loss(outputs, batch, targets, target_stats, rng, task_sampling="uniform"):
+def supervised_loss(outputs, batch, targets, target_stats, rng, task_sampling="uniform",
+                    regression_loss="mse"):
   """The supervised objective and per-target metrics.
 
   task_sampling="uniform": every example is assigned one of its labelled targets uniformly at random
   and contributes only that target's loss (the paper's multi-target training); with one target this
   is plain masked MSE / cross-entropy. "all": the mean over labelled examples of each target, summed.
   """
-  losses = per_example_losses(outputs, batch, targets, target_stats)            # [B, T]
+  losses = per_example_losses(outputs, batch, targets, target_stats, regression_loss)  # [B, T]
   labelled = jnp.stack([label_mask(batch, t) for t in targets], axis=-1)       # [B, T]
   if task_sampling == "uniform":
     noise = jax.random.gumbel(rng, labelled.shape)
@@ -130,7 +142,7 @@ def objective_loss(outputs, batch, config, target_stats: Mapping, rng, xrd_mask=
   total = jnp.zeros((), jnp.float32)
   if objective == "supervised":
     total, metrics = supervised_loss(outputs, batch, config.targets, target_stats, rng,
-                                     config.task_sampling)
+                                     config.task_sampling, config.get("regression_loss", "mse"))
   if "mxm" in objective:
     mloss = mxm_loss(outputs["mxm"], batch["xrd"], xrd_mask, config.model.get("xrd_scale", 1.0))
     metrics["mxm_loss"] = mloss

@@ -109,7 +109,8 @@ def make_eval_step(model, config, target_stats):
                           xrd_mask=xrd_mask, train=False)
     res = {"valid": batch["valid"]}
     if targets:
-      res["losses"] = objectives.per_example_losses(outputs, batch, targets, target_stats)
+      res["losses"] = objectives.per_example_losses(outputs, batch, targets, target_stats,
+                                                    config.get("regression_loss", "mse"))
       res["labelled"] = jnp.stack([objectives.label_mask(batch, t) for t in targets], -1)
     for t in targets:
       if t in constants.CLASSIFICATION_TARGETS:
