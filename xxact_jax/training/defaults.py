@@ -55,7 +55,7 @@ def base_config(*, model, objective: str, targets=(), runlocal: bool = False,
   c.data.path = ""                   # "" = the embedded default dataset
   c.data.train_split = "train"
   c.data.eval_split = "test"
-  c.data.worker_count = 0
+  c.data.worker_count = 8             # Grain worker processes reading TensorStore batches
   c.data.prefetch = 2                # batches staged on device ahead of the step
 
   c.global_batch_size = 32_768
@@ -91,6 +91,7 @@ def base_config(*, model, objective: str, targets=(), runlocal: bool = False,
   c.tensorboard = True
 
   if runlocal:
+    c.data.worker_count = 0
     c.global_batch_size = 64
     c.eval_batch_size = 256
     c.num_train_steps = 150

@@ -28,7 +28,11 @@ def peak_flops_per_device(device: jax.Device) -> float | None:
 
 
 def compiled_flops(compiled) -> float | None:
-  """Total FLOPs of one call of a compiled computation (all devices), from XLA's cost analysis."""
+  """FLOPs of one call of a compiled computation on one device, from XLA's cost analysis.
+
+  For an SPMD-partitioned program XLA analyses the per-device module, so with a batch sharded
+  over n devices this is about 1/n of the whole step's FLOPs.
+  """
   try:
     analysis = compiled.cost_analysis()
   except Exception:  # Some backends do not implement it.

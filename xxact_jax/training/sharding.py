@@ -65,6 +65,6 @@ def check_batch_divisible(global_batch_size: int, mesh: Mesh, grad_accum_steps: 
   n = mesh.shape[DATA_AXIS]
   if global_batch_size % (n * grad_accum_steps) or global_batch_size % jax.process_count():
     raise ValueError(
-        f"global_batch_size={global_batch_size} must be divisible by the number of devices ({n}) "
+        f"Batch size {global_batch_size} must be divisible by the number of devices ({n}) "
         f"times grad_accum_steps ({grad_accum_steps}) and by the process count "
         f"({jax.process_count()})")

@@ -145,6 +145,7 @@ def train_and_evaluate(config, workdir: str):
 
   mesh = sharding_lib.make_mesh()
   sharding_lib.check_batch_divisible(config.global_batch_size, mesh, config.grad_accum_steps)
+  sharding_lib.check_batch_divisible(config.eval_batch_size, mesh)
   batch_sharding = sharding_lib.batch_sharding(mesh)
   replicated = sharding_lib.replicated(mesh)
   total_steps = total_train_steps(config, len(ds_train))
@@ -219,7 +220,7 @@ def train_and_evaluate(config, workdir: str):
   compile_seconds = time.perf_counter() - t0
   step_flops = flops_lib.compiled_flops(compiled)
   peak = flops_lib.peak_flops_per_device(jax.devices()[0])
-  logging.info("Train step compiled in %.1f s; %.3g GFLOP per step", compile_seconds,
+  logging.info("Train step compiled in %.1f s; %.3g GFLOP per step per device", compile_seconds,
                (step_flops or float("nan")) / 1e9)
 
   rates = metric_writers.RateTracker(start_step, total_steps, config.global_batch_size)
@@ -235,7 +236,7 @@ def train_and_evaluate(config, workdir: str):
           "check the data.")
     m.update(rates.update(step, exclude_seconds))
     if step_flops and peak:
-      m["mfu"] = step_flops * m["steps_per_sec"] / (peak * jax.device_count())
+      m["mfu"] = step_flops * m["steps_per_sec"] / peak   # both per device
     writer.write(step, m)
     metric_writers.log_console(step, total_steps, m)
     return m
