@@ -1,0 +1,296 @@
+r"""Train-step throughput: the trainer's jitted, sharded, donated step on synthetic or loaded batches.
+
+  python benchmarks/train_step.py --config=configs/supervised.py:runlocal
+  python benchmarks/train_step.py --config=configs/mxm_contrastive.py --per_device_batch=4096
+  python benchmarks/train_step.py --config=configs/supervised.py:runlocal --data=DIR
+
+The step is built as `xxact_jax.training.train` builds it (same init, optimiser, shardings,
+donation), compiled once, then timed over `--steps` steps per repeat on device-resident synthetic
+batches of the real shapes and dtypes; the figure is the median of `--repeats` repeats after
+`--warmup` untimed steps. With `--data=DIR` the same step is also fed from the Grain/TensorStore
+loader with the next batch staged on device while the step runs, and the ratio of the two rates
+shows what the input pipeline costs. The last line of stdout is a JSON object with every figure.
+"""
+
+import collections
+import functools
+import itertools
+import json
+import statistics
+import sys
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+from ml_collections import config_flags
+import numpy as np
+
+import _common
+from xxact_jax import constants
+from xxact_jax import data as data_lib
+from xxact_jax.models import build_model
+from xxact_jax.models import dtypes as model_dtypes
+from xxact_jax.training import evaluate as eval_lib
+from xxact_jax.training import flops as flops_lib
+from xxact_jax.training import optimizer as optimizer_lib
+from xxact_jax.training import sharding as sharding_lib
+from xxact_jax.training import step as step_lib
+from xxact_jax.training import train as train_lib
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+_PER_DEVICE_BATCH = flags.DEFINE_integer(
+    "per_device_batch", None, "Examples per device per step (default: the config's global batch "
+    "divided by the device count).")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per repeat.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats; the median is reported.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
+_MAX_ELEMENTS = flags.DEFINE_integer(
+    "max_elements", None, "Element slots K of synthetic batches (default 10; with --data, the "
+    "dataset's max_elements).")
+_DATA = flags.DEFINE_string("data", None, "Prepared dataset: also time the step fed by the loader.")
+flags.mark_flag_as_required("config")
+
+DEFAULT_MAX_ELEMENTS = 10
+# Synthetic compositions have 1..this many elements, as most inorganic crystals do.
+SYNTHETIC_MAX_ELEMENTS_PRESENT = 6
+
+
+def synthetic_batch_fn(batch_size: int, max_elements: int, targets):
+  """key -> a random batch with the shapes and dtypes of `step.batch_struct`."""
+  struct = step_lib.batch_struct(batch_size, max_elements, targets)
+
+  def make(key):
+    keys = iter(jax.random.split(key, 4 + len(targets)))
+    present_max = min(max_elements, SYNTHETIC_MAX_ELEMENTS_PRESENT)
+    n = jax.random.randint(next(keys), (batch_size, 1), 1, present_max + 1)
+    present = jnp.arange(max_elements)[None, :] < n
+    species = jnp.where(present, jax.random.randint(next(keys), present.shape, 1, 95), 0)
+    raw = jnp.where(present, jax.random.uniform(next(keys), present.shape, minval=0.05), 0.0)
+    raw = -jnp.sort(-raw, axis=-1)                     # descending; padding (0) stays last
+    # Sparse peaks on a flat background, max 100, like a smeared powder pattern.
+    xrd = jax.random.uniform(next(keys), (batch_size, constants.NUM_XRD_POINTS)) ** 8
+    xrd = 100.0 * xrd / xrd.max(axis=-1, keepdims=True)
+    batch = {"species": species, "fractions": raw / raw.sum(-1, keepdims=True), "xrd": xrd}
+    for t in targets:
+      k = next(keys)
+      if t == "spacegroup_number":
+        batch[t] = jax.random.randint(k, (batch_size,), 1, 231)
+      elif t in constants.CLASSIFICATION_TARGETS:
+        batch[t] = jax.random.randint(k, (batch_size,), 0, constants.CLASSIFICATION_TARGETS[t])
+      else:
+        batch[t] = jax.random.normal(k, (batch_size,))
+    return {k: batch[k].astype(s.dtype) for k, s in struct.items()}
+
+  return make
+
+
+def device_peak_memory(devices) -> int | None:
+  """Largest peak_bytes_in_use over local devices, where the backend reports it (not on CPU)."""
+  peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in devices]
+  peaks = [p for p in peaks if p is not None]
+  return max(peaks) if peaks else None
+
+
+def compiled_memory(compiled) -> int | None:
+  """XLA's static estimate for one device: arguments + outputs + temporaries - aliased (donated)."""
+  try:
+    m = compiled.memory_analysis()
+  except Exception:  # Not implemented on every backend.
+    return None
+  if m is None:
+    return None
+  return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+             - m.alias_size_in_bytes)
+
+
+class StepTimer:
+  """Runs the compiled step over batches from `take()`, calling `refill()` while the device works."""
+
+  def __init__(self, compiled, state, global_batch: int):
+    self.compiled, self.state, self.global_batch = compiled, state, global_batch
+    self.metrics = None
+
+  def run(self, steps, take, refill=lambda: None):
+    for _ in range(steps):
+      self.state, self.metrics = self.compiled(self.state, take())
+      refill()
+    jax.block_until_ready((self.state, self.metrics))
+
+  def measure(self, take, refill, steps, repeats, warmup, label) -> dict:
+    self.run(warmup, take, refill)
+    seconds = _common.timed_repeats(lambda: self.run(steps, take, refill), repeats, label)
+    median = statistics.median(seconds)
+    steps_per_s = steps / median
+    loss = float(jax.device_get(self.metrics["loss"]))
+    if not np.isfinite(loss):
+      raise FloatingPointError(f"{label}: the loss is {loss} after the timed steps")
+    return {"steps_per_s": steps_per_s, "samples_per_s": steps_per_s * self.global_batch,
+            "samples_per_s_per_device": steps_per_s * self.global_batch / jax.device_count(),
+            "seconds_per_repeat": seconds, "final_loss": loss}
+
+
+def loader_feed(config, ds, global_batch: int, batch_sharding):
+  """(take, refill): batches from the trainer's loader, `config.data.prefetch` staged on device."""
+  keys = eval_lib.batch_keys(config.targets)
+  loader = data_lib.make_loader(
+      ds, batch_size=global_batch // jax.process_count(), seed=config.seed, shuffle=True,
+      num_epochs=None, shard_index=jax.process_index(), shard_count=jax.process_count(),
+      worker_count=config.data.worker_count)
+  it = iter(loader)
+
+  def stage():
+    host = next(it)
+    return sharding_lib.global_batch({k: host[k] for k in keys}, batch_sharding)
+
+  queue = collections.deque(stage() for _ in range(max(1, config.data.prefetch)))
+  return queue.popleft, lambda: queue.append(stage())
+
+
+def with_mfu(figures: dict, step_flops, peak) -> dict:
+  figures["mfu"] = (step_flops * figures["steps_per_s"] / (peak * jax.device_count())
+                    if step_flops and peak else None)
+  return figures
+
+
+def dataset_and_stats(config, data_path, max_elements):
+  """(train split or None, K, regression target statistics) as the trainer derives them."""
+  if not data_path:
+    stats = {t: {"mean": 0.0, "std": 1.0} for t in config.targets
+             if t in constants.REGRESSION_TARGETS}
+    return None, max_elements or DEFAULT_MAX_ELEMENTS, stats
+  config.data.path = data_path
+  data_path, ds, _ = train_lib.open_splits(config)
+  dataset_k = int(ds.metadata["max_elements"])
+  if max_elements is not None and max_elements != dataset_k:
+    raise ValueError(f"--max_elements={max_elements} but the dataset at {data_path!r} has "
+                     f"max_elements={dataset_k}; leave --max_elements out with --data")
+  return ds, dataset_k, train_lib.target_statistics(ds.metadata, config.targets, data_path)
+
+
+def build_train_step(config, mesh, max_elements, target_stats):
+  """(initial state, jitted step, parameter count), built as xxact_jax/training/train.py does."""
+  model = build_model(config.model)
+  total_steps = config.num_train_steps if config.num_train_steps > 0 else 100_000
+  tx, schedule = optimizer_lib.make_optimizer(config.optimizer, total_steps, config.trainable)
+  init_fn = step_lib.make_init_fn(model, tx, max_elements)
+  rng = jax.random.key(config.seed)
+  abstract_state = jax.eval_shape(init_fn, rng)
+  state_shardings = sharding_lib.state_shardings(mesh, abstract_state, config.sharding.fsdp)
+  state = jax.jit(init_fn, out_shardings=state_shardings)(rng)
+  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state["params"]))
+  train_step = jax.jit(
+      step_lib.make_train_step(model, tx, schedule, config, target_stats,
+                               num_shards=mesh.shape[sharding_lib.DATA_AXIS]),
+      in_shardings=(state_shardings, sharding_lib.batch_sharding(mesh)),
+      out_shardings=(state_shardings, sharding_lib.replicated(mesh)), donate_argnums=(0,))
+  return state, train_step, num_params
+
+
+def benchmark(config, per_device_batch, steps, repeats, warmup, max_elements, data_path) -> dict:
+  mesh = sharding_lib.make_mesh()
+  num_devices = mesh.shape[sharding_lib.DATA_AXIS]
+  if per_device_batch is None:
+    per_device_batch = max(1, config.global_batch_size // num_devices)
+  if per_device_batch < 1 or steps < 1 or repeats < 1 or warmup < 0:
+    raise ValueError("--per_device_batch, --steps and --repeats must be positive and --warmup "
+                     f"non-negative (got {per_device_batch}, {steps}, {repeats}, {warmup})")
+  global_batch = per_device_batch * num_devices
+  config.global_batch_size = global_batch
+  sharding_lib.check_batch_divisible(global_batch, mesh, config.grad_accum_steps)
+  ds, max_elements, target_stats = dataset_and_stats(config, data_path, max_elements)
+  state, train_step, num_params = build_train_step(config, mesh, max_elements, target_stats)
+
+  batch_sharding = sharding_lib.batch_sharding(mesh)
+  make_batch = jax.jit(synthetic_batch_fn(global_batch, max_elements, tuple(config.targets)),
+                       out_shardings=batch_sharding)
+  # Two batches alternate so that no step sees the previous step's inputs again.
+  batches = [make_batch(jax.random.key(i)) for i in range(2)]
+  _common.progress(f"Compiling the train step: {config.model.name}, objective "
+                   f"{config.objective}, {num_params / 1e6:.2f} M parameters, global batch "
+                   f"{global_batch} on {num_devices} device(s)")
+  t0 = time.perf_counter()
+  compiled = train_step.lower(state, batches[0]).compile()
+  compile_seconds = time.perf_counter() - t0
+  step_flops = flops_lib.compiled_flops(compiled)
+  peak = flops_lib.peak_flops_per_device(jax.devices()[0])
+
+  timer = StepTimer(compiled, state, global_batch)
+  synthetic = timer.measure(functools.partial(next, itertools.cycle(batches)), lambda: None,
+                            steps, repeats, warmup, "synthetic")
+  result = {
+      "config": config.get("config_arg", ""), "model": config.model.name,
+      "objective": config.objective, "targets": list(config.targets),
+      "compute_dtype": jnp.dtype(model_dtypes.compute_dtype(config.model.dtype)).name,
+      "num_params": num_params, "per_device_batch": per_device_batch,
+      "global_batch": global_batch, "max_elements": max_elements, "steps": steps,
+      "repeats": repeats, "warmup": warmup, "compile_seconds": compile_seconds,
+      "step_flops": step_flops,
+      "flops_per_sample": step_flops / global_batch if step_flops else None,
+      "peak_flops_per_device": peak,
+      "synthetic": with_mfu(synthetic, step_flops, peak),
+  }
+  if ds is not None:
+    take, refill = loader_feed(config, ds, global_batch, batch_sharding)
+    result["data"] = with_mfu(timer.measure(take, refill, steps, repeats, warmup, "loader"),
+                              step_flops, peak)
+    result["data_path"] = config.data.path
+    result["data_worker_count"] = config.data.worker_count
+    result["data_to_synthetic_ratio"] = (result["data"]["samples_per_s"]
+                                         / synthetic["samples_per_s"])
+  result["peak_device_memory_bytes"] = device_peak_memory(jax.local_devices())
+  result["xla_memory_estimate_bytes"] = compiled_memory(compiled)
+  # A persistent compilation cache turns compile_seconds into a cache load.
+  result["compilation_cache_dir"] = jax.config.jax_compilation_cache_dir or None
+  result.update(_common.environment())
+  return result
+
+
+def _fmt(value, unit=""):
+  if value is None:
+    return "n/a"
+  return f"{value:,.4g}{unit}" if isinstance(value, float) else f"{value}{unit}"
+
+
+def summary_lines(r: dict) -> list[str]:
+  lines = [f"{r['model']} / {r['objective']} ({r['config'] or 'default'}), "
+           f"{r['num_params'] / 1e6:.2f} M parameters, compute {r['compute_dtype']}",
+           f"device: {r['num_devices']} x {r['device_kind']} ({r['host_cpu']}); "
+           f"jax {r['jax']}, flax {r['flax']}, optax {r['optax']}",
+           f"global batch {r['global_batch']} ({r['per_device_batch']} per device), K="
+           f"{r['max_elements']}, median of {r['repeats']} x {r['steps']} steps",
+           f"compile: {r['compile_seconds']:.1f} s; XLA cost analysis: "
+           f"{_fmt(r['step_flops'] and r['step_flops'] / 1e9)} GFLOP/step, "
+           f"{_fmt(r['flops_per_sample'] and r['flops_per_sample'] / 1e9)} GFLOP/sample; "
+           f"device peak {_fmt(r['peak_flops_per_device'] and r['peak_flops_per_device'] / 1e12)}"
+           " TFLOP/s",
+           f"memory: device peak {_fmt(r['peak_device_memory_bytes'])} B, XLA estimate "
+           f"{_fmt(r['xla_memory_estimate_bytes'])} B"]
+  for name in ("synthetic", "data"):
+    if name in r:
+      f = r[name]
+      mfu = "n/a" if f["mfu"] is None else f"{100 * f['mfu']:.1f}%"
+      lines.append(f"{name:>9}: {f['steps_per_s']:.3f} steps/s, {f['samples_per_s']:,.0f} "
+                   f"samples/s, {f['samples_per_s_per_device']:,.0f} samples/s/device, MFU {mfu}")
+  if "data_to_synthetic_ratio" in r:
+    lines.append(f"loader-fed / synthetic: {r['data_to_synthetic_ratio']:.3f}")
+  return lines
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  sharding_lib.maybe_initialize_distributed()
+  try:
+    result = benchmark(_CONFIG.value, _PER_DEVICE_BATCH.value, _STEPS.value, _REPEATS.value,
+                       _WARMUP.value, _MAX_ELEMENTS.value, _DATA.value)
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f"train_step.py: {e}")
+  if jax.process_index() == 0:
+    print("\n".join(summary_lines(result)))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  app.run(main)
