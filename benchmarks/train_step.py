@@ -1,4 +1,4 @@
-r"""Train-step throughput: the trainer's jitted, sharded, donated step on synthetic or loaded batches.
+r"""Train-step throughput: the trainer's jitted, sharded, donated step on synthetic or real batches.
 
   python benchmarks/train_step.py --config=configs/supervised.py:runlocal
   python benchmarks/train_step.py --config=configs/mxm_contrastive.py --per_device_batch=4096
@@ -106,7 +106,7 @@ def compiled_memory(compiled) -> int | None:
 
 
 class StepTimer:
-  """Runs the compiled step over batches from `take()`, calling `refill()` while the device works."""
+  """Runs the compiled step on batches from `take()`, calling `refill()` while the device works."""
 
   def __init__(self, compiled, state, global_batch: int):
     self.compiled, self.state, self.global_batch = compiled, state, global_batch
@@ -148,9 +148,9 @@ def loader_feed(config, ds, global_batch: int, batch_sharding):
   return queue.popleft, lambda: queue.append(stage())
 
 
-def with_mfu(figures: dict, step_flops, peak) -> dict:
-  figures["mfu"] = (step_flops * figures["steps_per_s"] / (peak * jax.device_count())
-                    if step_flops and peak else None)
+def with_mfu(figures: dict, step_flops_per_device, peak) -> dict:
+  figures["mfu"] = (step_flops_per_device * figures["steps_per_s"] / peak
+                    if step_flops_per_device and peak else None)
   return figures
 
 
@@ -226,8 +226,9 @@ def benchmark(config, per_device_batch, steps, repeats, warmup, max_elements, da
       "num_params": num_params, "per_device_batch": per_device_batch,
       "global_batch": global_batch, "max_elements": max_elements, "steps": steps,
       "repeats": repeats, "warmup": warmup, "compile_seconds": compile_seconds,
-      "step_flops": step_flops,
-      "flops_per_sample": step_flops / global_batch if step_flops else None,
+      # XLA analyses the per-device program of the SPMD-partitioned step.
+      "step_flops_per_device": step_flops,
+      "flops_per_sample": step_flops / per_device_batch if step_flops else None,
       "peak_flops_per_device": peak,
       "synthetic": with_mfu(synthetic, step_flops, peak),
   }
@@ -254,17 +255,18 @@ def _fmt(value, unit=""):
 
 
 def summary_lines(r: dict) -> list[str]:
+  per_device_gflop = r["step_flops_per_device"] and r["step_flops_per_device"] / 1e9
+  sample_gflop = r["flops_per_sample"] and r["flops_per_sample"] / 1e9
+  peak_tflops = r["peak_flops_per_device"] and r["peak_flops_per_device"] / 1e12
   lines = [f"{r['model']} / {r['objective']} ({r['config'] or 'default'}), "
            f"{r['num_params'] / 1e6:.2f} M parameters, compute {r['compute_dtype']}",
            f"device: {r['num_devices']} x {r['device_kind']} ({r['host_cpu']}); "
            f"jax {r['jax']}, flax {r['flax']}, optax {r['optax']}",
            f"global batch {r['global_batch']} ({r['per_device_batch']} per device), K="
            f"{r['max_elements']}, median of {r['repeats']} x {r['steps']} steps",
-           f"compile: {r['compile_seconds']:.1f} s; XLA cost analysis: "
-           f"{_fmt(r['step_flops'] and r['step_flops'] / 1e9)} GFLOP/step, "
-           f"{_fmt(r['flops_per_sample'] and r['flops_per_sample'] / 1e9)} GFLOP/sample; "
-           f"device peak {_fmt(r['peak_flops_per_device'] and r['peak_flops_per_device'] / 1e12)}"
-           " TFLOP/s",
+           f"compile: {r['compile_seconds']:.1f} s; XLA cost analysis: {_fmt(per_device_gflop)} "
+           f"GFLOP/step/device, {_fmt(sample_gflop)} GFLOP/sample; device peak "
+           f"{_fmt(peak_tflops)} TFLOP/s",
            f"memory: device peak {_fmt(r['peak_device_memory_bytes'])} B, XLA estimate "
            f"{_fmt(r['xla_memory_estimate_bytes'])} B"]
   for name in ("synthetic", "data"):

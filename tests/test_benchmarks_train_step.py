@@ -47,8 +47,8 @@ def check_common(result: dict, max_elements: int):
   assert result["max_elements"] == max_elements
   assert result["num_params"] > 10_000
   assert result["compile_seconds"] > 0
-  assert result["step_flops"] > 0
-  assert result["flops_per_sample"] == pytest.approx(result["step_flops"] / 8)
+  assert result["step_flops_per_device"] > 0
+  assert result["flops_per_sample"] == pytest.approx(result["step_flops_per_device"] / 8)
   assert result["xla_memory_estimate_bytes"] > 0
   assert result["peak_flops_per_device"] is None and result["peak_device_memory_bytes"] is None
   assert result["device_kind"] and result["platform"] == "cpu"
