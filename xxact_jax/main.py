@@ -5,6 +5,7 @@ Re-running the same command resumes from the workdir's latest checkpoint.
 """
 
 import logging as logging_std
+import os
 
 from absl import app
 from absl import flags
@@ -29,8 +30,13 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  config = _CONFIG.value
+  flags_now = os.environ.get("XLA_FLAGS", "")
+  if config.get("xla_fast_compile") and "xla_backend_optimization_level" not in flags_now:
+    # Read when the XLA backend starts, which has not happened yet.
+    os.environ["XLA_FLAGS"] = (flags_now + " --xla_backend_optimization_level=0").strip()
   from xxact_jax.training import train_and_evaluate  # pylint: disable=g-import-not-at-top
-  train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  train_and_evaluate(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":

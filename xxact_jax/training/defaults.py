@@ -89,8 +89,11 @@ def base_config(*, model, objective: str, targets=(), runlocal: bool = False,
   c.keep_checkpoints = 3
   c.best_metric = "eval/loss"        # lower is better
   c.tensorboard = True
+  # Skip XLA's backend optimisation passes: for tiny CPU runs compiling costs more than it saves.
+  c.xla_fast_compile = False
 
   if runlocal:
+    c.xla_fast_compile = True
     c.data.worker_count = 0
     c.global_batch_size = 64
     c.eval_batch_size = 256
