@@ -42,16 +42,21 @@ def progress(message: str):
   print(message, file=sys.stderr, flush=True)
 
 
-def timed_repeats(run_once, repeats: int, label: str) -> list[float]:
-  """Calls `run_once()` (which must block until its work is done) `repeats` times; seconds each."""
-  seconds = []
+def timed_repeats(runs: dict, repeats: int) -> dict:
+  """Times each of `runs` (name -> function that blocks until its work is done) `repeats` times.
+
+  The runs take turns within each repeat, so that a shared machine's changing load falls on all
+  of them alike. Returns name -> seconds of each repeat.
+  """
+  seconds = {name: [] for name in runs}
   start = time.perf_counter()
   for r in range(repeats):
-    t0 = time.perf_counter()
-    run_once()
-    seconds.append(time.perf_counter() - t0)
+    for name, run_once in runs.items():
+      t0 = time.perf_counter()
+      run_once()
+      seconds[name].append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - start
     eta = elapsed / (r + 1) * (repeats - r - 1)
-    progress(f"  {label}: repeat {r + 1}/{repeats} took {seconds[-1]:.2f}s "
-             f"(median so far {statistics.median(seconds):.2f}s), ETA {eta:.0f}s")
+    took = ", ".join(f"{name} {s[-1]:.2f}s" for name, s in seconds.items())
+    progress(f"  repeat {r + 1}/{repeats}: {took}; ETA {eta:.0f}s")
   return seconds
