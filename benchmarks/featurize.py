@@ -30,7 +30,9 @@ from xxact_jax.data import schema
 from xxact_jax.data import store
 from xxact_jax.data import xrd
 
-MP36K = "/work/shared/data/mp_36k/mp_36k.csv.xz"
+# The shared data folder beside the repository, where present.
+MP36K = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
+                     "mp_36k", "mp_36k.csv.xz")
 
 _SOURCE = flags.DEFINE_string("source", MP36K if os.path.exists(MP36K) else embedded.SAMPLE_FILE,
                               "CSV with a cif column.")
