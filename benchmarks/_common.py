@@ -2,7 +2,6 @@
 
 import os
 import platform
-import statistics
 import sys
 import time
 from importlib import metadata
