@@ -34,7 +34,7 @@ def compare_layouts(path: str, batch_size: int, num: int) -> list[dict]:
   """Rewrites the dataset's xrd rows in other chunk layouts and times random batched reads."""
   import tempfile  # pylint: disable=g-import-not-at-top
   import tensorstore as ts  # pylint: disable=g-import-not-at-top
-  from xxact_jax.data import schema, store  # pylint: disable=g-import-not-at-top
+  from xxact_jax.data import store  # pylint: disable=g-import-not-at-top
   xrd = store.read_full(store.open_arrays(path, ["xrd"])["xrd"])
   n = xrd.shape[0]
   zstd = [{"name": "bytes", "configuration": {"endian": "little"}},

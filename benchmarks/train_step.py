@@ -203,11 +203,8 @@ def build_train_step(config, mesh, max_elements, target_stats):
   state_shardings = sharding_lib.state_shardings(mesh, abstract_state, config.sharding.fsdp)
   state = jax.jit(init_fn, out_shardings=state_shardings)(rng)
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state["params"]))
-  train_step = jax.jit(
-      step_lib.make_train_step(model, tx, schedule, config, target_stats,
-                               num_shards=mesh.shape[sharding_lib.DATA_AXIS]),
-      in_shardings=(state_shardings, sharding_lib.batch_sharding(mesh)),
-      out_shardings=(state_shardings, sharding_lib.replicated(mesh)), donate_argnums=(0,))
+  train_step = step_lib.jit_train_step(model, tx, schedule, config, target_stats, mesh,
+                                       state_shardings)
   return state, train_step, num_params
 
 

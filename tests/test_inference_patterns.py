@@ -1,7 +1,6 @@
 """Measured-pattern readers, wavelength conversion and resampling onto the model grid."""
 
 import os
-import shutil
 import warnings
 
 import numpy as np

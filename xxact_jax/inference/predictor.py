@@ -1,6 +1,5 @@
 """`load(workdir)` -> Predictor: restored parameters behind one jitted forward pass."""
 
-import json
 import os
 
 import jax

@@ -1,7 +1,7 @@
 """Puts a measured pattern on the model's input grid (Cu Kα, 5–90°, 0.02°, max 100)."""
 
 import warnings
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 

@@ -147,7 +147,6 @@ def train_and_evaluate(config, workdir: str):
   sharding_lib.check_batch_divisible(config.global_batch_size, mesh, config.grad_accum_steps)
   sharding_lib.check_batch_divisible(config.eval_batch_size, mesh)
   batch_sharding = sharding_lib.batch_sharding(mesh)
-  replicated = sharding_lib.replicated(mesh)
   total_steps = total_train_steps(config, len(ds_train))
 
   model = build_model(config.model)
@@ -195,11 +194,8 @@ def train_and_evaluate(config, workdir: str):
   if data_state is not None:
     data_iter.set_state(data_state)
 
-  train_step = jax.jit(
-      step_lib.make_train_step(model, tx, schedule, config, target_stats,
-                               num_shards=mesh.shape[sharding_lib.DATA_AXIS]),
-      in_shardings=(state_shardings, batch_sharding),
-      out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+  train_step = step_lib.jit_train_step(model, tx, schedule, config, target_stats, mesh,
+                                       state_shardings)
   eval_step = jax.jit(step_lib.make_eval_step(model, config, target_stats),
                       in_shardings=(state_shardings["params"], batch_sharding))
 
