@@ -126,6 +126,13 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
   assert not os.path.exists(tmp_path / "workdir")
 
 
+def test_paper_batch_on_the_small_embedded_sample_is_a_clear_error(tmp_path, embedded_dataset):
+  config = load_config("supervised", global_batch_size=32_768)
+  with pytest.raises(ValueError, match="global_batch_size=32768 exceeds"):
+    train.train_and_evaluate(config, str(tmp_path / "workdir"))
+  assert not os.path.exists(tmp_path / "workdir")
+
+
 def test_unlabelled_target_is_a_clear_error(tmp_path, fixtures_dir):
   from xxact_jax.data import prepare  # pylint: disable=g-import-not-at-top
   cifs = tmp_path / "cifs"

@@ -139,6 +139,11 @@ def train_and_evaluate(config, workdir: str):
   if config.objective == "supervised" and not config.targets:
     raise ValueError("objective='supervised' needs config.targets")
   target_stats = target_statistics(ds_train.metadata, config.targets, data_path)
+  if config.global_batch_size > len(ds_train):
+    raise ValueError(
+        f"global_batch_size={config.global_batch_size} exceeds the {len(ds_train)} examples of the "
+        f"{config.data.train_split!r} split of {data_path!r}. Point --config.data.path at a prepared "
+        "dataset (python -m xxact_jax.prepare) or lower --config.global_batch_size.")
   os.makedirs(workdir, exist_ok=True)
   check_workdir(config, workdir)
   max_elements = int(ds_train.metadata["max_elements"])
