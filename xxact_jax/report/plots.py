@@ -11,6 +11,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from xxact_jax import constants
+
 _DPI = 150
 
 
@@ -122,6 +124,15 @@ def plot_parity(true: np.ndarray, predicted: np.ndarray, target: str, unit: str,
   return _save(figure, path)
 
 
+def _metric_label(metric: str) -> str:
+  """An axis label with the unit of MAE metrics (eval/band_gap_mae -> "band gap MAE (eV)")."""
+  name = metric.rsplit("/", 1)[-1]
+  for target, unit in constants.TARGET_UNITS.items():
+    if name == f"{target}_mae":
+      return f"{target.replace('_', ' ')} MAE ({unit})"
+  return name.replace("_", " ")
+
+
 def plot_learning_curves(panels: dict, path: str) -> str:
   """One panel per metric group: {title: {series name: (steps, values)}}."""
   panels = {title: lines for title, lines in panels.items() if lines}
@@ -135,7 +146,7 @@ def plot_learning_curves(panels: dict, path: str) -> str:
     for name, (steps, values) in lines.items():
       ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3, label=name)
     ax.set_xlabel("training step")
-    ax.set_ylabel(title.rsplit("/", 1)[-1].replace("_", " "))
+    ax.set_ylabel(_metric_label(title))
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
