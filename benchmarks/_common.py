@@ -16,6 +16,11 @@ def cpu_model() -> str:
   return platform.processor() or "unknown CPU"
 
 
+def machine() -> str:
+  """One line: CPU model, core count and Python version."""
+  return f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
 def software_versions(packages=("jax", "jaxlib", "flax", "optax", "grain", "tensorstore")) -> dict:
   versions = {"python": platform.python_version()}
   for name in packages:

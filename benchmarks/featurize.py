@@ -10,7 +10,6 @@ Stage times are CPU seconds of this process (robust to other load on the machine
 """
 
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -21,6 +20,7 @@ from absl import flags
 import numpy as np
 import pandas as pd
 
+import _common
 from xxact_jax import constants
 from xxact_jax.data import embedded
 from xxact_jax.data import featurize
@@ -41,14 +41,6 @@ _SEED = flags.DEFINE_integer("seed", 0, "Row sampling seed.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "10 structures of the embedded sample.")
 _CHECK_DATASET = flags.DEFINE_string("check_dataset", None,
                                      "Compare this dataset's XRD with an independent computation.")
-
-
-def machine() -> str:
-  model = "unknown CPU"
-  if os.path.exists("/proc/cpuinfo"):
-    with open("/proc/cpuinfo") as f:
-      model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), model)
-  return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def sample_rows(source: str, num: int, seed: int) -> pd.DataFrame:
@@ -143,7 +135,7 @@ def check_dataset(path: str, num: int, seed: int) -> dict:
 
 def main(argv):
   del argv
-  print(f"machine: {machine()}")
+  print(f"machine: {_common.machine()}")
   if _CHECK_DATASET.value:
     print(check_dataset(_CHECK_DATASET.value, _NUM.value, _SEED.value))
     return

@@ -7,7 +7,6 @@ Numbers are samples/s over `--num_batches` batches after `--warmup` batches.
 """
 
 import os
-import platform
 import sys
 import time
 
@@ -15,6 +14,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
+import _common
 from xxact_jax.data import default_dataset_path
 from xxact_jax.data import make_loader
 from xxact_jax.data import open_dataset
@@ -77,14 +77,6 @@ def compare_layouts(path: str, batch_size: int, num: int) -> list[dict]:
   return results
 
 
-def machine() -> str:
-  model = "unknown CPU"
-  if os.path.exists("/proc/cpuinfo"):
-    with open("/proc/cpuinfo") as f:
-      model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), model)
-  return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
 def time_batches(batches, batch_size: int, num: int, warmup: int, label: str) -> dict:
   for _ in range(warmup):
     next(batches)
@@ -116,7 +108,7 @@ def main(argv):
     path = _DATASET.value or default_dataset_path()
     batch_size, num, workers = _BATCH_SIZE.value, _NUM_BATCHES.value, [int(w) for w in _WORKERS.value]
   ds = open_dataset(path, _SPLIT.value)
-  print(f"machine: {machine()}")
+  print(f"machine: {_common.machine()}")
   if _COMPARE_LAYOUTS.value:
     print("| xrd layout | random rows/s | bytes/row on disk |\n|---|---|---|")
     for r in compare_layouts(path, batch_size, num):

@@ -23,6 +23,8 @@ from xxact_jax.training import optimizer as optimizer_lib
 from xxact_jax.training import step as step_lib
 from xxact_jax.training import train as train_lib
 
+from test_models import random_batch
+
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 BATCH = 16
 WARMUP_STEPS = 3
@@ -38,19 +40,6 @@ def relative_error(a, b) -> float:
   return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
-def random_inputs(seed=0, batch=4, max_elements=5):
-  rng = np.random.default_rng(seed)
-  species = np.zeros((batch, max_elements), np.int32)
-  fractions = np.zeros((batch, max_elements), np.float32)
-  for i in range(batch):
-    n = rng.integers(1, max_elements + 1)
-    species[i, :n] = rng.choice(np.arange(1, 90), n, replace=False)
-    f = np.sort(rng.random(n))[::-1] + 0.05
-    fractions[i, :n] = f / f.sum()
-  xrd = (rng.random((batch, constants.NUM_XRD_POINTS)) ** 8 * 100).astype(np.float32)
-  return species, fractions, xrd
-
-
 @pytest.mark.parametrize("name", ["crabnet", "xrd_transformer", "pxrd_fcn_mlp"])
 def test_baseline_forward_in_bfloat16_agrees_with_float32(name):
   configs = {}
@@ -59,7 +48,7 @@ def test_baseline_forward_in_bfloat16_agrees_with_float32(name):
     configs[dtype].dtype = dtype
     configs[dtype].targets = constants.ALL_TARGETS
     configs[dtype].mxm = name == "xrd_transformer"
-  inputs = random_inputs()
+  inputs = random_batch(batch=4)
   variables = jax.jit(build_model(configs["float32"]).init)(jax.random.key(0, impl="rbg"), *inputs)
   outputs = {dtype: jax.jit(functools.partial(build_model(c).apply, train=False))(variables,
                                                                                   *inputs)
