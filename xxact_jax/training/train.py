@@ -98,28 +98,27 @@ def check_workdir(config, workdir: str):
 
 
 def merge_pretrained(params, pretrained, exclude=()):
-  """Takes every pretrained array whose path and shape match, outside `exclude` collections."""
-  flat = dict(jax.tree_util.tree_flatten_with_path(params)[0])
-  loaded, skipped = 0, []
-  pre = dict(jax.tree_util.tree_flatten_with_path(pretrained)[0])
-  pre = {jax.tree_util.keystr(k): v for k, v in pre.items()}
-  new_leaves = {}
-  for path, leaf in flat.items():
-    key = jax.tree_util.keystr(path)
-    top = path[0].key if hasattr(path[0], "key") else str(path[0])
-    if top not in exclude and key in pre and pre[key].shape == leaf.shape:
-      new_leaves[path] = np.asarray(pre[key], dtype=leaf.dtype)
-      loaded += 1
-    else:
-      new_leaves[path] = leaf
-      skipped.append(key)
-  if loaded == 0:
+  """Takes every pretrained array whose path and shape match, outside `exclude` collections.
+
+  Returns (merged params, number of arrays taken, paths of the arrays left as initialised).
+  """
+  keystr = jax.tree_util.keystr
+  pre = {keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(pretrained)[0]}
+  taken, fresh = [], []
+
+  def take(path, leaf):
+    key = keystr(path)
+    if path[0].key not in exclude and key in pre and pre[key].shape == leaf.shape:
+      taken.append(key)
+      return np.asarray(pre[key], dtype=leaf.dtype)
+    fresh.append(key)
+    return leaf
+
+  merged = jax.tree_util.tree_map_with_path(take, params)
+  if not taken:
     raise ValueError("The pretrained checkpoint shares no parameter (name and shape) with this "
                      "model; check config.init_from and the model config")
-  treedef = jax.tree_util.tree_structure(params)
-  merged = jax.tree_util.tree_unflatten(treedef, [new_leaves[p] for p, _ in
-                                                   jax.tree_util.tree_flatten_with_path(params)[0]])
-  return merged, loaded, skipped
+  return merged, len(taken), fresh
 
 
 def total_train_steps(config, num_train_examples: int) -> int:
@@ -182,9 +181,8 @@ def train_and_evaluate(config, workdir: str):
       logging.info("Initialised %d arrays from %s; %d fresh: %s", loaded, config.init_from,
                    len(skipped), ", ".join(skipped[:8]) + (" ..." if len(skipped) > 8 else ""))
       params = jax.device_put(params, state_shardings["params"])
-      state = jax.jit(lambda p: {"step": state["step"], "params": p,
-                                 "opt_state": tx.init(p)},
-                      out_shardings=state_shardings)(params)
+      opt_state = jax.jit(tx.init, out_shardings=state_shardings["opt_state"])(params)
+      state = dict(state, params=params, opt_state=opt_state)
   extra = {"config": ckpt_lib.config_to_json(config), "target_stats": target_stats,
            "data_path": data_path, "max_elements": max_elements}
   with open(os.path.join(workdir, "target_stats.json"), "w") as f:
