@@ -53,9 +53,9 @@ class RateTracker:
     self._step = start_step
     self._time = time.perf_counter()
 
-  def update(self, step: int, exclude_seconds: float = 0.0) -> dict:
+  def update(self, step: int) -> dict:
     now = time.perf_counter()
-    dt = max(now - self._time - exclude_seconds, 1e-9)
+    dt = max(now - self._time, 1e-9)
     steps_per_sec = (step - self._step) / dt
     self._step, self._time = step, now
     remaining = (self.total - step) / max(steps_per_sec, 1e-9)

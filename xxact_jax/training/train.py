@@ -223,22 +223,21 @@ def train_and_evaluate(config, workdir: str):
                (step_flops or float("nan")) / 1e9)
 
   rates = metric_writers.RateTracker(start_step, total_steps, config.global_batch_size)
-  last_metrics = None
   previous = None          # (step, device metrics) of the step before the one in flight
 
-  def log(step, device_metrics, exclude_seconds=0.0):
+  def log(step, device_metrics):
+    """Writes a step's metrics; raises on a non-finite loss."""
     m = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
     if not math.isfinite(m["loss"]):
       raise NonFiniteLossError(
           f"Loss is {m['loss']} at step {step}; stopping. The last good checkpoint in "
           f"{os.path.join(workdir, ckpt_lib.LATEST_DIR)} is kept; lower the learning rate or "
           "check the data.")
-    m.update(rates.update(step, exclude_seconds))
+    m.update(rates.update(step))
     if step_flops and peak:
       m["mfu"] = step_flops * m["steps_per_sec"] / peak   # both per device
     writer.write(step, m)
     metric_writers.log_console(step, total_steps, m)
-    return m
 
   eval_metrics = {}
   try:
@@ -247,14 +246,15 @@ def train_and_evaluate(config, workdir: str):
       state, metrics = compiled(state, batch)
       queue.append(stage_next())       # runs while the device computes
       if previous is not None and previous[0] % config.log_every_steps == 0:
-        last_metrics = log(*previous)
+        log(*previous)
       previous = (step, metrics)
       is_last = step == total_steps
       do_eval = step % config.eval_every_steps == 0 or is_last
       do_ckpt = step % config.checkpoint_every_steps == 0 or is_last
       if do_eval or do_ckpt:
-        last_metrics = log(*previous) if step % config.log_every_steps == 0 or is_last else None
-        if last_metrics is None:   # not a log step: still never checkpoint a non-finite state
+        if step % config.log_every_steps == 0 or is_last:
+          log(*previous)
+        else:   # not a log step: still never evaluate or checkpoint after a non-finite loss
           loss = float(jax.device_get(metrics["loss"]))
           if not math.isfinite(loss):
             raise NonFiniteLossError(f"Loss is {loss} at step {step}; stopping. The last good "
