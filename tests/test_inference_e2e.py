@@ -4,7 +4,6 @@ One training run (session fixture) serves every test here.
 """
 
 import csv
-import importlib.util
 import json
 import os
 import re
@@ -34,11 +33,9 @@ def fixture(name):
 
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory):
-  spec = importlib.util.spec_from_file_location(
-      "supervised_config", os.path.join(ROOT, "configs", "supervised.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("runlocal,targets=all")
+  from xxact_jax.training import defaults  # pylint: disable=g-import-not-at-top
+  config = defaults.load_config_file(os.path.join(ROOT, "configs", "supervised.py"),
+                                     "runlocal,targets=all")
   config.num_train_steps = TRAIN_STEPS
   config.eval_every_steps = 10
   config.checkpoint_every_steps = 10

@@ -6,7 +6,6 @@ deltas) on real records, for the supervised and mxm_contrastive objectives.
 """
 
 import functools
-import importlib.util
 import os
 
 import jax
@@ -18,6 +17,7 @@ from xxact_jax import constants
 from xxact_jax.data import open_dataset
 from xxact_jax.models import build_model
 from xxact_jax.models import model_config
+from xxact_jax.training import defaults
 from xxact_jax.training import evaluate as eval_lib
 from xxact_jax.training import optimizer as optimizer_lib
 from xxact_jax.training import step as step_lib
@@ -63,10 +63,7 @@ def test_baseline_forward_in_bfloat16_agrees_with_float32(name):
 
 
 def load_config(name: str):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("runlocal")
+  config = defaults.load_config_file(os.path.join(CONFIGS, f"{name}.py"), "runlocal")
   config.model.dropout = 0.0   # the two steps must see the same network
   return config
 

@@ -1,7 +1,6 @@
 """The trainer end to end on the embedded data: every config, resume, fine-tuning, bad input."""
 
 import glob
-import importlib.util
 import json
 import os
 import shutil
@@ -15,16 +14,14 @@ import numpy as np
 import pytest
 
 from xxact_jax.training import checkpoints
+from xxact_jax.training import defaults
 from xxact_jax.training import train
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
 def load_config(name, arg="runlocal", **overrides):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
+  config = defaults.load_config_file(os.path.join(CONFIGS, f"{name}.py"), arg)
   config.num_train_steps = 4
   config.log_every_steps = 2
   config.eval_every_steps = 4

@@ -1,5 +1,7 @@
 """Objectives, schedule and config parsing (no dataset, no model)."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -113,3 +115,11 @@ def test_robust_l1_regression_loss():
   with pytest.raises(ValueError, match="band_gap_log_std"):
     objectives.per_example_losses({"band_gap": outputs["band_gap"]}, batch, ("band_gap",), stats,
                                   "robust_l1")
+
+
+def test_load_config_file(tmp_path):
+  configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+  c = defaults.load_config_file(os.path.join(configs, "supervised.py"), "runlocal,targets=band_gap")
+  assert tuple(c.targets) == ("band_gap",) and c.global_batch_size == 64
+  with pytest.raises(FileNotFoundError, match="nope.py"):
+    defaults.load_config_file(str(tmp_path / "nope.py"))

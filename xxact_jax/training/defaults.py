@@ -5,6 +5,7 @@ over 10 % of training, cosine decay to 1e-7, global batch 32,768, dropout 0.1, 1
 pretraining and 50 for supervised training.
 """
 
+import os
 from typing import Any
 
 import ml_collections
@@ -35,6 +36,18 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
     else:
       result[key] = type(default)(value)
   return result
+
+
+def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of a config file, as `--config=PATH:ARG` gives it (for notebooks, tests)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  name = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(f"xxact_jax_config_{name}", path)
+  if spec is None or not os.path.isfile(path):
+    raise FileNotFoundError(f"No config file at {path!r}")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
 
 
 def base_config(*, model, objective: str, targets=(), runlocal: bool = False,
