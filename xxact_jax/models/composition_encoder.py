@@ -23,6 +23,7 @@ class CompositionEncoder(nn.Module):
     deterministic: disables dropout.
     use_cls: prepend a learnable [CLS] token (the paper's encoder); CrabNet alone has none.
     output_dim: if set, the tokens are projected to this width (the fusion width in XxaCT-NN).
+    kernels: how attention and dropout are computed.
   """
   config: ml_collections.ConfigDict
   dropout: float
@@ -31,6 +32,7 @@ class CompositionEncoder(nn.Module):
   deterministic: bool
   use_cls: bool = True
   output_dim: int | None = None
+  kernels: layers.Kernels = layers.Kernels()
 
   @nn.compact
   def __call__(self, species: jax.Array, fractions: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -58,7 +60,7 @@ class CompositionEncoder(nn.Module):
       mask = jnp.concatenate([jnp.ones_like(mask[:, :1]), mask], axis=1)
     x = layers.TransformerEncoder(cfg.num_layers, cfg.num_heads, cfg.d_ff, self.dropout,
                                   self.dtype, self.remat, self.deterministic,
-                                  name="transformer")(x, mask)
+                                  self.kernels, name="transformer")(x, mask)
     # Padded slots carry no information downstream (CrabNet zeroes them too).
     x = jnp.where(mask[..., None], x, jnp.zeros((), x.dtype))
     if self.output_dim is not None:

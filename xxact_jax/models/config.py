@@ -34,6 +34,10 @@ def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
   c.dtype = "auto"
   c.dropout = 0.1
   c.remat = False
+  # How attention and dropout are computed (models/layers.py `Kernels`): "einsum" | "xla" |
+  # "cudnn", and 32 | 16 | 8 random bits per dropout decision.
+  c.attention = "einsum"
+  c.dropout_bits = 32
   # XRD intensities (max 100) are multiplied by this before the model sees them; the MXM
   # reconstruction is in the same scaled units (see `xrd_tokens`).
   c.xrd_scale = 0.01

@@ -66,6 +66,7 @@ class CrabNet(nn.Module):
     dtype = dtypes.compute_dtype(cfg.dtype)
     tokens, mask = composition_encoder.CompositionEncoder(
         cfg.composition, cfg.dropout, dtype, cfg.remat, not train, use_cls=False,
+        kernels=layers.kernels_from_config(cfg),
         name="composition_encoder")(species, fractions)
     out = _CrabNetHeads(tuple(cfg.targets), tuple(cfg.crabnet_hidden), dtype, name="heads")(
         tokens, mask)

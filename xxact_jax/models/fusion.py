@@ -18,12 +18,14 @@ class FusionDecoder(nn.Module):
     dtype: compute dtype.
     remat: rematerialise each decoder layer.
     deterministic: disables dropout.
+    kernels: how attention and dropout are computed.
   """
   config: ml_collections.ConfigDict
   dropout: float
   dtype: Any
   remat: bool
   deterministic: bool
+  kernels: layers.Kernels = layers.Kernels()
 
   @nn.compact
   def __call__(self, xrd_tokens: jax.Array, composition_tokens: jax.Array,
@@ -38,5 +40,5 @@ class FusionDecoder(nn.Module):
     x = xrd_tokens
     for i in range(cfg.num_layers):
       x = layer_cls(cfg.num_heads, cfg.d_ff, self.dropout, self.dtype, self.deterministic,
-                    name=f"layer_{i}")(x, composition_tokens, composition_mask)
+                    self.kernels, name=f"layer_{i}")(x, composition_tokens, composition_mask)
     return x

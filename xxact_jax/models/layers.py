@@ -1,10 +1,13 @@
 """Post-LN transformer layers for short sequences (as PyTorch's nn.TransformerEncoderLayer).
 
-Sequences here are tiny (18 XRD tokens, at most ~11 composition tokens), so attention is two
-einsums with the softmax in float32; a flash kernel would not pay for itself. Projections are
-fused (one Dense for q, k, v; one for k, v in cross-attention) so each is a single matmul.
+Sequences here are tiny (18 XRD tokens, at most ~11 composition tokens), so attention is by
+default two einsums with the softmax in float32. Projections are fused (one Dense for q, k, v;
+one for k, v in cross-attention) so each is a single matmul. `Kernels` selects other ways to
+compute attention and dropout that give the same results in distribution, for benchmarking them
+against each other on a given device (benchmarks/sweep.py).
 """
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -25,8 +28,85 @@ def layer_norm(name: str, dtype: Dtype) -> nn.LayerNorm:
   return nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype=dtype, param_dtype=jnp.float32, name=name)
 
 
+ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
+DROPOUT_BITS = (32, 16, 8)
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernels:
+  """How attention and dropout are computed.
+
+  Attributes:
+    attention: "einsum" (two einsums, float32 softmax, dropout on the attention weights as
+      PyTorch's MultiheadAttention), or `jax.nn.dot_product_attention` with implementation
+      "xla" or "cudnn" (fused on GPU; bfloat16/float16 only). The last two apply no dropout to
+      the attention weights; residual and feed-forward dropout are unchanged.
+    dropout_bits: 32 draws one 32-bit random number per element (flax's nn.Dropout); 16 or 8
+      split each 32-bit draw into 2 or 4 narrower ones, with the keep probability rounded to
+      a multiple of 2^-bits and the scale matched to it, so the output stays unbiased.
+  """
+  attention: str = "einsum"
+  dropout_bits: int = 32
+
+  def __post_init__(self):
+    if self.attention not in ATTENTION_IMPLS:
+      raise ValueError(f"model.attention must be one of {list(ATTENTION_IMPLS)}, "
+                       f"got {self.attention!r}")
+    if self.dropout_bits not in DROPOUT_BITS:
+      raise ValueError(f"model.dropout_bits must be one of {list(DROPOUT_BITS)}, "
+                       f"got {self.dropout_bits!r}")
+
+
+def kernels_from_config(model_config) -> Kernels:
+  return Kernels(attention=model_config.get("attention", "einsum"),
+                 dropout_bits=int(model_config.get("dropout_bits", 32)))
+
+
+def quantised_keep_threshold(keep_prob: float, bits: int) -> int:
+  """Integer t with P(uniform `bits`-bit draw < t) = t / 2^bits, the nearest to keep_prob."""
+  return int(min(max(round(keep_prob * 2 ** bits), 1), 2 ** bits))
+
+
+def keep_mask(rng: jax.Array, shape: tuple, keep_prob: float, bits: int) -> jax.Array:
+  """bool[shape], True with probability quantised_keep_threshold(keep_prob, bits) / 2^bits.
+
+  Draws 32-bit words along the last axis only (leading, batch axes keep their sharding) and
+  reinterprets each as 32 // bits narrower draws.
+  """
+  per_word = 32 // bits
+  last = shape[-1]
+  words = jax.random.bits(rng, (*shape[:-1], -(-last // per_word)), jnp.uint32)
+  if per_word > 1:
+    words = jax.lax.bitcast_convert_type(words, jnp.dtype(f"uint{bits}"))
+    words = words.reshape(*shape[:-1], -1)[..., :last]
+  # Compared as int32 so that a threshold of 2^bits (keep everything) is representable.
+  return words.astype(jnp.int32) < quantised_keep_threshold(keep_prob, bits)
+
+
+class NarrowBitsDropout(nn.Module):
+  """Dropout from 8- or 16-bit random draws (see `Kernels.dropout_bits`)."""
+  rate: float
+  deterministic: bool
+  bits: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.deterministic or self.rate == 0.0:
+      return x
+    keep_prob = 1.0 - self.rate
+    kept = quantised_keep_threshold(keep_prob, self.bits) / 2 ** self.bits
+    keep = keep_mask(self.make_rng("dropout"), x.shape, keep_prob, self.bits)
+    return jnp.where(keep, x * jnp.asarray(1.0 / kept, x.dtype), jnp.zeros((), x.dtype))
+
+
+def dropout(rate: float, deterministic: bool, kernels: Kernels) -> nn.Module:
+  if kernels.dropout_bits == 32:
+    return nn.Dropout(rate, deterministic=deterministic)
+  return NarrowBitsDropout(rate, deterministic, kernels.dropout_bits)
+
+
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None,
-           dropout: nn.Module) -> jax.Array:
+           dropout_module: nn.Module, impl: str = "einsum") -> jax.Array:
   """Scaled dot-product attention.
 
   Args:
@@ -34,18 +114,25 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None,
     k: [B, K, H, Dh] keys.
     v: [B, K, H, Dh] values.
     key_mask: optional bool [B, K], True where a key may be attended to.
-    dropout: applied to the attention weights (as PyTorch's MultiheadAttention).
+    dropout_module: applied to the attention weights (as PyTorch's MultiheadAttention) by the
+      "einsum" implementation.
+    impl: one of ATTENTION_IMPLS (see `Kernels`).
 
   Returns:
     [B, Q, H, Dh] in the dtype of `v`.
   """
+  if impl != "einsum":
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask,
+                                       implementation=None if impl == "xla" else impl)
+    return out.astype(v.dtype)
   q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
   if key_mask is not None:
     # finfo.min rather than -inf: exp underflows to exactly 0 and never produces NaN.
     logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
   weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  weights = dropout(weights)
+  weights = dropout_module(weights)
   return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
@@ -55,6 +142,7 @@ class SelfAttention(nn.Module):
   dropout: float
   dtype: Dtype
   deterministic: bool
+  kernels: Kernels = Kernels()
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -62,7 +150,8 @@ class SelfAttention(nn.Module):
     head_dim = d_model // self.num_heads
     qkv = dense_general((3, self.num_heads, head_dim), "qkv", self.dtype)(x)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    out = attend(q, k, v, mask, nn.Dropout(self.dropout, deterministic=self.deterministic))
+    out = attend(q, k, v, mask, dropout(self.dropout, self.deterministic, self.kernels),
+                 self.kernels.attention)
     return dense_general(d_model, "out", self.dtype, axis=(-2, -1))(out)
 
 
@@ -72,6 +161,7 @@ class CrossAttention(nn.Module):
   dropout: float
   dtype: Dtype
   deterministic: bool
+  kernels: Kernels = Kernels()
 
   @nn.compact
   def __call__(self, x: jax.Array, memory: jax.Array, memory_mask: jax.Array | None) -> jax.Array:
@@ -80,7 +170,7 @@ class CrossAttention(nn.Module):
     q = dense_general((self.num_heads, head_dim), "q", self.dtype)(x)
     kv = dense_general((2, self.num_heads, head_dim), "kv", self.dtype)(memory)
     out = attend(q, kv[:, :, 0], kv[:, :, 1], memory_mask,
-                 nn.Dropout(self.dropout, deterministic=self.deterministic))
+                 dropout(self.dropout, self.deterministic, self.kernels), self.kernels.attention)
     return dense_general(d_model, "out", self.dtype, axis=(-2, -1))(out)
 
 
@@ -90,11 +180,12 @@ class FeedForward(nn.Module):
   dropout: float
   dtype: Dtype
   deterministic: bool
+  kernels: Kernels = Kernels()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     h = nn.relu(dense_general(self.d_ff, "fc1", self.dtype)(x))
-    h = nn.Dropout(self.dropout, deterministic=self.deterministic)(h)
+    h = dropout(self.dropout, self.deterministic, self.kernels)(h)
     return dense_general(x.shape[-1], "fc2", self.dtype)(h)
 
 
@@ -105,14 +196,16 @@ class EncoderLayer(nn.Module):
   dropout: float
   dtype: Dtype
   deterministic: bool
+  kernels: Kernels = Kernels()
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
-    drop = lambda: nn.Dropout(self.dropout, deterministic=self.deterministic)
+    drop = lambda: dropout(self.dropout, self.deterministic, self.kernels)
     h = SelfAttention(self.num_heads, self.dropout, self.dtype, self.deterministic,
-                      name="self_attention")(x, mask)
+                      self.kernels, name="self_attention")(x, mask)
     x = layer_norm("norm1", self.dtype)(x + drop()(h))
-    h = FeedForward(self.d_ff, self.dropout, self.dtype, self.deterministic, name="ffn")(x)
+    h = FeedForward(self.d_ff, self.dropout, self.dtype, self.deterministic, self.kernels,
+                    name="ffn")(x)
     return layer_norm("norm2", self.dtype)(x + drop()(h))
 
 
@@ -123,17 +216,19 @@ class DecoderLayer(nn.Module):
   dropout: float
   dtype: Dtype
   deterministic: bool
+  kernels: Kernels = Kernels()
 
   @nn.compact
   def __call__(self, x: jax.Array, memory: jax.Array, memory_mask: jax.Array | None) -> jax.Array:
-    drop = lambda: nn.Dropout(self.dropout, deterministic=self.deterministic)
+    drop = lambda: dropout(self.dropout, self.deterministic, self.kernels)
     h = SelfAttention(self.num_heads, self.dropout, self.dtype, self.deterministic,
-                      name="self_attention")(x, None)
+                      self.kernels, name="self_attention")(x, None)
     x = layer_norm("norm1", self.dtype)(x + drop()(h))
     h = CrossAttention(self.num_heads, self.dropout, self.dtype, self.deterministic,
-                       name="cross_attention")(x, memory, memory_mask)
+                       self.kernels, name="cross_attention")(x, memory, memory_mask)
     x = layer_norm("norm2", self.dtype)(x + drop()(h))
-    h = FeedForward(self.d_ff, self.dropout, self.dtype, self.deterministic, name="ffn")(x)
+    h = FeedForward(self.d_ff, self.dropout, self.dtype, self.deterministic, self.kernels,
+                    name="ffn")(x)
     return layer_norm("norm3", self.dtype)(x + drop()(h))
 
 
@@ -151,11 +246,12 @@ class TransformerEncoder(nn.Module):
   dtype: Dtype
   remat: bool
   deterministic: bool
+  kernels: Kernels = Kernels()
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
     layer_cls = maybe_remat(EncoderLayer, self.remat)
     for i in range(self.num_layers):
       x = layer_cls(self.num_heads, self.d_ff, self.dropout, self.dtype, self.deterministic,
-                    name=f"layer_{i}")(x, mask)
+                    self.kernels, name=f"layer_{i}")(x, mask)
     return x

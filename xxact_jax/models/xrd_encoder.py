@@ -28,6 +28,7 @@ class XRDEncoder(nn.Module):
     remat: rematerialise each transformer layer.
     deterministic: disables dropout.
     output_dim: if set, the tokens are projected to this width (the fusion width in XxaCT-NN).
+    kernels: how attention and dropout are computed.
   """
   config: ml_collections.ConfigDict
   xrd_scale: float
@@ -36,6 +37,7 @@ class XRDEncoder(nn.Module):
   remat: bool
   deterministic: bool
   output_dim: int | None = None
+  kernels: layers.Kernels = layers.Kernels()
 
   @nn.compact
   def __call__(self, xrd: jax.Array, xrd_mask: jax.Array | None = None) -> jax.Array:
@@ -61,7 +63,7 @@ class XRDEncoder(nn.Module):
     x = x + positions.astype(self.dtype)
     x = layers.TransformerEncoder(cfg.num_layers, cfg.num_heads, cfg.d_ff, self.dropout,
                                   self.dtype, self.remat, self.deterministic,
-                                  name="transformer")(x, None)
+                                  self.kernels, name="transformer")(x, None)
     if self.output_dim is not None:
       x = layers.dense_general(self.output_dim, "output_projection", self.dtype)(x)
     return x

@@ -7,6 +7,7 @@ import ml_collections
 
 from xxact_jax.models import dtypes
 from xxact_jax.models import heads
+from xxact_jax.models import layers
 from xxact_jax.models import validation
 from xxact_jax.models import xrd_encoder
 
@@ -23,7 +24,8 @@ class XRDTransformer(nn.Module):
     cfg = self.config
     dtype = dtypes.compute_dtype(cfg.dtype)
     seq = xrd_encoder.XRDEncoder(cfg.xrd, cfg.xrd_scale, cfg.dropout, dtype, cfg.remat,
-                                 not train, name="xrd_encoder")(xrd, xrd_mask)
+                                 not train, kernels=layers.kernels_from_config(cfg),
+                                 name="xrd_encoder")(xrd, xrd_mask)
     out = heads.Heads(tuple(cfg.targets), cfg.mxm, False, dtype, name="heads")(
         seq[:, 0], seq[:, 1:])
     out["embedding"] = seq[:, 0].astype(jnp.float32)

@@ -9,6 +9,7 @@ from xxact_jax.models import composition_encoder
 from xxact_jax.models import dtypes
 from xxact_jax.models import fusion
 from xxact_jax.models import heads
+from xxact_jax.models import layers
 from xxact_jax.models import validation
 from xxact_jax.models import xrd_encoder
 
@@ -23,7 +24,8 @@ class XxaCT(nn.Module):
     validation.check_inputs(species, fractions, xrd, xrd_mask)
     cfg = self.config
     dtype = dtypes.compute_dtype(cfg.dtype)
-    common = dict(dropout=cfg.dropout, dtype=dtype, remat=cfg.remat, deterministic=not train)
+    common = dict(dropout=cfg.dropout, dtype=dtype, remat=cfg.remat, deterministic=not train,
+                  kernels=layers.kernels_from_config(cfg))
     # Both encoders project to the fusion width; CLIP-style, the contrastive pair lives there.
     comp, comp_mask = composition_encoder.CompositionEncoder(
         cfg.composition, output_dim=cfg.fusion.d_model, name="composition_encoder",

@@ -50,9 +50,14 @@ def _microbatches(batch, num, num_shards):
   return jax.tree.map(split, batch)
 
 
+def train_base_key(config) -> jax.Array:
+  """The key each step folds its step number into, of the configured PRNG implementation."""
+  return jax.random.key(config.seed + 1, impl=config.get("prng_impl") or None)
+
+
 def make_train_step(model, tx, schedule, config, target_stats, num_shards: int = 1):
   """(state, batch) -> (state, metrics): forward, loss, backward, AdamW update."""
-  base_rng = jax.random.key(config.seed + 1)
+  base_rng = train_base_key(config)
   accum = config.grad_accum_steps
 
   def loss_fn(params, batch, rng):

@@ -1,0 +1,221 @@
+r"""Fast-path sweep: benchmarks/train_step.py once per (config, variant), one table at the end.
+
+  python benchmarks/sweep.py --out=/tmp/sweep.jsonl
+  python benchmarks/sweep.py --configs=configs/supervised.py --variants=baseline,dropout_bits16 \
+      --per_device_batch=4096 --out=/tmp/sweep.jsonl
+  python benchmarks/sweep.py --out=/tmp/sweep.jsonl --table_only
+
+Each variant is a set of config overrides (and environment variables) on top of the config; every
+run is its own process, so each compiles from scratch and no setting leaks into the next. Results
+are appended to --out as one JSON line per run as soon as the run ends, and runs already in the
+file are skipped: a sweep cut short (a time limit, a lost machine) resumes where it stopped. The
+table gives each variant's samples/s per device against the baseline of the same config and batch.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+import _common
+
+# name -> (train_step.py flags, extra environment, what it changes)
+VARIANTS = {
+    "baseline": ((), {}, "the configs as they are"),
+    "dropout_bits16": (("--config.model.dropout_bits=16",), {},
+                       "dropout masks from 16-bit draws (half the PRNG work)"),
+    "dropout_bits8": (("--config.model.dropout_bits=8",), {},
+                      "dropout masks from 8-bit draws (a quarter of the PRNG work)"),
+    "prng_rbg": (("--config.prng_impl=rbg",), {}, "XLA RngBitGenerator instead of threefry"),
+    "prng_unsafe_rbg": (("--config.prng_impl=unsafe_rbg",), {},
+                        "RngBitGenerator with unsafe key splitting"),
+    "attention_xla": (("--config.model.attention=xla",), {},
+                      "jax.nn.dot_product_attention, XLA (no attention-weight dropout)"),
+    "attention_cudnn": (("--config.model.attention=cudnn",), {},
+                        "jax.nn.dot_product_attention, cuDNN fused (no attention-weight dropout)"),
+    "no_dropout": (("--config.model.dropout=0.0",), {},
+                   "dropout off: what all dropout costs (a bound, not a candidate)"),
+    "remat": (("--config.model.remat=True",), {}, "rematerialise every transformer layer"),
+    "float32": (("--config.model.dtype=float32",), {}, "no bfloat16 (what bf16 buys)"),
+}
+DEFAULT_VARIANTS = ("baseline", "dropout_bits16", "dropout_bits8", "prng_rbg", "attention_xla",
+                    "attention_cudnn", "no_dropout", "remat")
+
+_CONFIGS = flags.DEFINE_list("configs", ["configs/supervised.py", "configs/mxm_contrastive.py"],
+                             "Config files (with :ARG) to sweep.")
+_VARIANTS = flags.DEFINE_list("variants", list(DEFAULT_VARIANTS),
+                              f"Variants to run, from {sorted(VARIANTS)}.")
+_CUSTOM = flags.DEFINE_multi_string(
+    "custom", [], "Extra variant NAME=FLAG[;FLAG...], e.g. "
+    "fast=--config.model.dropout_bits=8;--config.prng_impl=rbg")
+_OUT = flags.DEFINE_string("out", None, "JSON-lines file the results are appended to.")
+_PER_DEVICE_BATCH = flags.DEFINE_integer("per_device_batch", None,
+                                         "Passed to train_step.py (default: the config's).")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per repeat.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
+_DATA = flags.DEFINE_string("data", None, "Also time each run fed by the loader from DIR.")
+_TIMEOUT = flags.DEFINE_integer("timeout", 900, "Seconds allowed per run.")
+_TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Print the table of --out and stop.")
+_RERUN = flags.DEFINE_bool("rerun", False, "Run variants even if --out already has them.")
+flags.mark_flag_as_required("out")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def parse_custom(specs) -> dict:
+  custom = {}
+  for spec in specs:
+    name, sep, rest = spec.partition("=")
+    if not sep or not name or not rest:
+      raise ValueError(f"--custom={spec!r}: expected NAME=FLAG[;FLAG...]")
+    if name in VARIANTS:
+      raise ValueError(f"--custom name {name!r} is a built-in variant")
+    custom[name] = (tuple(f for f in rest.split(";") if f), {}, "custom: " + rest)
+  return custom
+
+
+def run_key(config: str, variant: str, per_device_batch) -> tuple:
+  return (config, variant, per_device_batch)
+
+
+def read_runs(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  runs = []
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      line = line.strip()
+      if not line:
+        continue
+      try:
+        runs.append(json.loads(line))
+      except json.JSONDecodeError:
+        # A line cut short by a kill mid-write: the run is redone.
+        _common.progress(f"{path}:{number}: not JSON, ignored")
+  return runs
+
+
+def append_run(path: str, record: dict):
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "a") as f:
+    f.write(json.dumps(record) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def benchmark_command(config: str, flags_: tuple, per_device_batch, steps, repeats, warmup,
+                      data) -> list[str]:
+  cmd = [sys.executable, os.path.join(HERE, "train_step.py"), f"--config={config}",
+         f"--steps={steps}", f"--repeats={repeats}", f"--warmup={warmup}", *flags_]
+  if per_device_batch is not None:
+    cmd.append(f"--per_device_batch={per_device_batch}")
+  if data:
+    cmd.append(f"--data={data}")
+  return cmd
+
+
+def run_one(config, variant, spec, per_device_batch, steps, repeats, warmup, data,
+            timeout) -> dict:
+  flags_, env_extra, _ = spec
+  cmd = benchmark_command(config, flags_, per_device_batch, steps, repeats, warmup, data)
+  record = {"config": config, "variant": variant, "per_device_batch": per_device_batch,
+            "flags": list(flags_), "env": env_extra, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+  t0 = time.perf_counter()
+  try:
+    process = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                             env={**os.environ, **env_extra})
+  except subprocess.TimeoutExpired:
+    record.update(ok=False, error=f"timed out after {timeout} s")
+    return record
+  record["wall_seconds"] = time.perf_counter() - t0
+  lines = process.stdout.strip().splitlines()
+  if process.returncode != 0 or not lines:
+    tail = (process.stderr or process.stdout).strip().splitlines()[-6:]
+    record.update(ok=False, error=" | ".join(tail)[-600:])
+    return record
+  try:
+    record["result"] = json.loads(lines[-1])
+  except json.JSONDecodeError:
+    record.update(ok=False, error="no JSON result line: " + lines[-1][-300:])
+    return record
+  record["ok"] = True
+  return record
+
+
+def _rate(record: dict, feed: str = "synthetic"):
+  result = record.get("result") or {}
+  return (result.get(feed) or {}).get("samples_per_s_per_device")
+
+
+def table(runs: list[dict]) -> str:
+  """Markdown table: the latest run of each (config, variant, batch), against its baseline."""
+  latest = {}
+  for r in runs:
+    latest[run_key(r["config"], r["variant"], r.get("per_device_batch"))] = r
+  baselines = {(k[0], k[2]): _rate(r) for k, r in latest.items() if k[1] == "baseline"}
+  rows = ["| config | variant | per-device batch | samples/s/device | vs baseline | MFU | "
+          "loader-fed / synthetic | compile s | peak memory GB |",
+          "|---|---|---|---|---|---|---|---|---|"]
+  for (config, variant, _), r in sorted(latest.items(), key=lambda kv: (kv[0][0], str(kv[0][2]),
+                                                                         kv[0][1] != "baseline",
+                                                                         kv[0][1])):
+    if not r.get("ok"):
+      rows.append(f"| `{config}` | {variant} | {r.get('per_device_batch') or 'config'} | "
+                  f"failed: {r.get('error', '?')[:160]} | | | | | |")
+      continue
+    res = r["result"]
+    rate = _rate(r)
+    base = baselines.get((config, r.get("per_device_batch")))
+    ratio = f"{rate / base:.3f}" if base else "n/a"
+    mfu = res["synthetic"].get("mfu")
+    memory = res.get("peak_device_memory_bytes") or res.get("xla_memory_estimate_bytes")
+    loader = res.get("data_to_synthetic_ratio")
+    rows.append(
+        f"| `{config}` | {variant} | {res['per_device_batch']} | {rate:,.0f} | {ratio} | "
+        f"{'n/a' if mfu is None else f'{100 * mfu:.1f}%'} | "
+        f"{'n/a' if loader is None else f'{loader:.3f}'} | {res['compile_seconds']:.1f} | "
+        f"{'n/a' if memory is None else f'{memory / 1e9:.2f}'} |")
+  return "\n".join(rows)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  out = _OUT.value
+  if _TABLE_ONLY.value:
+    print(table(read_runs(out)))
+    return
+  try:
+    variants = {**VARIANTS, **parse_custom(_CUSTOM.value)}
+  except ValueError as e:
+    sys.exit(f"sweep.py: {e}")
+  chosen = list(_VARIANTS.value) + [s.partition("=")[0] for s in _CUSTOM.value]
+  unknown = [v for v in chosen if v not in variants]
+  if unknown:
+    sys.exit(f"sweep.py: unknown variant(s) {unknown}; known: {sorted(variants)}")
+  done = {run_key(r["config"], r["variant"], r.get("per_device_batch"))
+          for r in read_runs(out) if r.get("ok")}
+  plan = [(c, v) for c in _CONFIGS.value for v in chosen
+          if _RERUN.value or run_key(c, v, _PER_DEVICE_BATCH.value) not in done]
+  _common.progress(f"sweep: {len(plan)} run(s) to do, results appended to {out}")
+  start = time.perf_counter()
+  for i, (config, variant) in enumerate(plan):
+    _common.progress(f"[{i + 1}/{len(plan)}] {config} / {variant}: {variants[variant][2]}")
+    record = run_one(config, variant, variants[variant], _PER_DEVICE_BATCH.value, _STEPS.value,
+                     _REPEATS.value, _WARMUP.value, _DATA.value, _TIMEOUT.value)
+    append_run(out, record)
+    elapsed = time.perf_counter() - start
+    status = (f"{_rate(record):,.0f} samples/s/device" if record.get("ok")
+              else f"failed: {record['error'][:200]}")
+    _common.progress(f"    {status}; {elapsed:.0f} s elapsed, ETA "
+                     f"{elapsed / (i + 1) * (len(plan) - i - 1):.0f} s")
+  print(table(read_runs(out)))
+
+
+if __name__ == "__main__":
+  app.run(main)
