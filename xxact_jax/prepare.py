@@ -4,7 +4,10 @@ r"""Featurises crystal structures into a TensorStore dataset.
   python -m xxact_jax.prepare --input=alexandria_000.json.bz2 alexandria_001.json.bz2 \
       --output=gs://bucket/alex --shard=3 --num_shards=8
 
-Re-running with the same arguments resumes; see docs/DATASET.md.
+  python -m xxact_jax.prepare --subset_of=/data/mp36k --limit=10000 --output=/tmp/mp10k
+
+Re-running with the same arguments resumes; see docs/DATASET.md. --subset_of copies LIMIT random
+valid rows of a prepared dataset (seeded by --seed, splits kept) without featurising anything.
 """
 
 import json
@@ -16,6 +19,7 @@ from absl import logging
 
 from xxact_jax.data import prepare as prepare_lib
 from xxact_jax.data import schema
+from xxact_jax.data import subset as subset_lib
 
 _INPUT = flags.DEFINE_list(
     "input", None, "Input files/directories (comma-separated, or several after --input=).")
@@ -35,14 +39,33 @@ _MIN_FORMATION_ENERGY = flags.DEFINE_float(
     "Store formation energies below this (eV/atom) as missing; default keeps all.")
 _SHARD = flags.DEFINE_integer("shard", 0, "This process's shard index.")
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "Number of processes filling the dataset.")
+_SUBSET_OF = flags.DEFINE_string(
+    "subset_of", None, "A prepared dataset: copy --limit random valid rows of it to --output "
+    "instead of featurising --input.")
+
+
+def subset_main(inputs) -> None:
+  if inputs or not _OUTPUT.value or not _LIMIT.value:
+    raise app.UsageError("--subset_of needs --limit and --output, and no --input.")
+  metadata = subset_lib.subset_dataset(_SUBSET_OF.value, _OUTPUT.value, _LIMIT.value,
+                                       seed=_SEED.value)
+  print(json.dumps({"output": _OUTPUT.value, "counts": metadata["counts"],
+                    "splits": metadata["splits"]}, indent=1))
 
 
 def main(argv):
   # Paths given after `--input=a` without a comma arrive as extra arguments.
   inputs = list(_INPUT.value or []) + list(argv[1:])
+  logging.set_verbosity(logging.INFO)
+  if _SUBSET_OF.value:
+    try:
+      subset_main(inputs)
+    except (ValueError, FileNotFoundError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+    return
   if not inputs or not _OUTPUT.value:
     raise app.UsageError("--input and --output are required.")
-  logging.set_verbosity(logging.INFO)
   try:
     summary = prepare_lib.prepare_dataset(
         inputs, _OUTPUT.value, workers=_WORKERS.value, limit=_LIMIT.value, seed=_SEED.value,
