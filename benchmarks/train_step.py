@@ -50,6 +50,10 @@ _MAX_ELEMENTS = flags.DEFINE_integer(
     "max_elements", None, "Element slots K of synthetic batches (default 10; with --data, the "
     "dataset's max_elements).")
 _DATA = flags.DEFINE_string("data", None, "Prepared dataset: also time the step fed by the loader.")
+_PROFILE_DIR = flags.DEFINE_string(
+    "profile_dir", None, "After timing, trace --profile_steps synthetic steps with jax.profiler "
+    "into this directory (TensorBoard/XProf files and a Perfetto trace).")
+_PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 5, "Steps in the --profile_dir trace.")
 flags.mark_flag_as_required("config")
 
 DEFAULT_MAX_ELEMENTS = 10
@@ -208,7 +212,18 @@ def build_train_step(config, mesh, max_elements, target_stats):
   return state, train_step, num_params
 
 
-def benchmark(config, per_device_batch, steps, repeats, warmup, max_elements, data_path) -> dict:
+def profile_steps(timer: "StepTimer", take, steps: int, directory: str) -> str:
+  """Traces `steps` steps after the timed ones; returns the directory."""
+  jax.profiler.start_trace(directory, create_perfetto_trace=True)
+  try:
+    timer.run(steps, take, lambda: None, "profile")
+  finally:
+    jax.profiler.stop_trace()
+  return directory
+
+
+def benchmark(config, per_device_batch, steps, repeats, warmup, max_elements, data_path,
+              profile_dir=None, num_profile_steps=5) -> dict:
   mesh = sharding_lib.make_mesh()
   num_devices = mesh.shape[sharding_lib.DATA_AXIS]
   if per_device_batch is None:
@@ -241,6 +256,8 @@ def benchmark(config, per_device_batch, steps, repeats, warmup, max_elements, da
   if ds is not None:
     feeds["data"] = loader_feed(config, ds, global_batch, batch_sharding)
   figures = timer.measure(feeds, steps, repeats, warmup)
+  profile = (profile_steps(timer, feeds["synthetic"][0], num_profile_steps, profile_dir)
+             if profile_dir else None)
   result = {
       "config": config.get("config_arg", ""), "model": config.model.name,
       "objective": config.objective, "targets": list(config.targets),
@@ -264,6 +281,7 @@ def benchmark(config, per_device_batch, steps, repeats, warmup, max_elements, da
   result["xla_memory_estimate_bytes"] = compiled_memory(compiled)
   # A persistent compilation cache turns compile_seconds into a cache load.
   result["compilation_cache_dir"] = jax.config.jax_compilation_cache_dir or None
+  result["profile_dir"] = profile
   result.update(_common.environment())
   return result
 
@@ -306,7 +324,8 @@ def main(argv):
   sharding_lib.maybe_initialize_distributed()
   try:
     result = benchmark(_CONFIG.value, _PER_DEVICE_BATCH.value, _STEPS.value, _REPEATS.value,
-                       _WARMUP.value, _MAX_ELEMENTS.value, _DATA.value)
+                       _WARMUP.value, _MAX_ELEMENTS.value, _DATA.value, _PROFILE_DIR.value,
+                       _PROFILE_STEPS.value)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"train_step.py: {e}")
   if jax.process_index() == 0:

@@ -55,9 +55,12 @@ def check_common(result: dict, max_elements: int):
   assert result["jax"] == jax.__version__
 
 
-def test_synthetic_batches():
-  process = run_benchmark(*TINY_RUN)
+def test_synthetic_batches(tmp_path):
+  process = run_benchmark(*TINY_RUN, f"--profile_dir={tmp_path}", "--profile_steps=2")
   result = result_of(process)
+  assert result["profile_dir"] == str(tmp_path)
+  traces = list(tmp_path.glob("plugins/profile/*/perfetto_trace.json.gz"))
+  assert len(traces) == 1 and traces[0].stat().st_size > 0
   check_common(result, max_elements=10)  # the default K
   check_rates(result["synthetic"], result)
   assert "data" not in result and "data_to_synthetic_ratio" not in result
