@@ -10,8 +10,13 @@ run is its own process, so each compiles from scratch and no setting leaks into 
 are appended to --out as one JSON line per run as soon as the run ends, and runs already in the
 file are skipped: a sweep cut short (a time limit, a lost machine) resumes where it stopped. The
 table gives each variant's samples/s per device against the baseline of the same config and batch.
+
+On a machine shared with other work, `--rounds=N` runs the variants N times, every other round in
+reverse order, and the table takes each variant's median: a load that comes and goes then falls on
+all variants alike instead of on whichever ran at the time.
 """
 
+import collections
 import json
 import os
 import subprocess
@@ -62,6 +67,8 @@ _DATA = flags.DEFINE_string("data", None, "Also time each run fed by the loader 
 _TIMEOUT = flags.DEFINE_integer("timeout", 900, "Seconds allowed per run.")
 _TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Print the table of --out and stop.")
 _RERUN = flags.DEFINE_bool("rerun", False, "Run variants even if --out already has them.")
+_ROUNDS = flags.DEFINE_integer("rounds", 1, "Runs of each variant, in alternating order; the "
+                               "table reports the median.")
 flags.mark_flag_as_required("out")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -152,20 +159,46 @@ def _rate(record: dict, feed: str = "synthetic"):
   return (result.get(feed) or {}).get("samples_per_s_per_device")
 
 
+def plan_runs(configs, variants, rounds: int, done: collections.Counter, per_device_batch,
+              rerun: bool) -> list[tuple]:
+  """(config, variant) runs still to do: round r covers variants whose r-th run is missing, in
+  forward order on even rounds and reverse order on odd ones."""
+  plan = []
+  for r in range(rounds):
+    order = variants if r % 2 == 0 else variants[::-1]
+    for config in configs:
+      for variant in order:
+        if rerun or done[run_key(config, variant, per_device_batch)] <= r:
+          plan.append((config, variant))
+  return plan
+
+
+def _median_run(runs: list[dict]) -> dict:
+  """The run with the median rate (the lower middle one of an even count)."""
+  ordered = sorted(runs, key=_rate)
+  return ordered[(len(ordered) - 1) // 2]
+
+
 def table(runs: list[dict]) -> str:
-  """Markdown table: the latest run of each (config, variant, batch), against its baseline."""
-  latest = {}
+  """Markdown table: per (config, variant, batch) the median of its successful runs (or its last
+  failure), against the baseline of the same config and batch."""
+  grouped = collections.defaultdict(list)
   for r in runs:
-    latest[run_key(r["config"], r["variant"], r.get("per_device_batch"))] = r
+    grouped[run_key(r["config"], r["variant"], r.get("per_device_batch"))].append(r)
+  latest, counts = {}, {}
+  for key, group in grouped.items():
+    ok = [r for r in group if r.get("ok")]
+    latest[key] = _median_run(ok) if ok else group[-1]
+    counts[key] = len(ok)
   baselines = {(k[0], k[2]): _rate(r) for k, r in latest.items() if k[1] == "baseline"}
-  rows = ["| config | variant | per-device batch | samples/s/device | vs baseline | MFU | "
+  rows = ["| config | variant | per-device batch | runs | samples/s/device | vs baseline | MFU | "
           "loader-fed / synthetic | compile s | peak memory GB |",
-          "|---|---|---|---|---|---|---|---|---|"]
-  for (config, variant, _), r in sorted(latest.items(), key=lambda kv: (kv[0][0], str(kv[0][2]),
+          "|---|---|---|---|---|---|---|---|---|---|"]
+  for (config, variant, batch), r in sorted(latest.items(), key=lambda kv: (kv[0][0], str(kv[0][2]),
                                                                          kv[0][1] != "baseline",
                                                                          kv[0][1])):
     if not r.get("ok"):
-      rows.append(f"| `{config}` | {variant} | {r.get('per_device_batch') or 'config'} | "
+      rows.append(f"| `{config}` | {variant} | {r.get('per_device_batch') or 'config'} | 0 | "
                   f"failed: {r.get('error', '?')[:160]} | | | | | |")
       continue
     res = r["result"]
@@ -176,7 +209,8 @@ def table(runs: list[dict]) -> str:
     memory = res.get("peak_device_memory_bytes") or res.get("xla_memory_estimate_bytes")
     loader = res.get("data_to_synthetic_ratio")
     rows.append(
-        f"| `{config}` | {variant} | {res['per_device_batch']} | {rate:,.0f} | {ratio} | "
+        f"| `{config}` | {variant} | {res['per_device_batch']} | "
+        f"{counts[(config, variant, batch)]} | {rate:,.0f} | {ratio} | "
         f"{'n/a' if mfu is None else f'{100 * mfu:.1f}%'} | "
         f"{'n/a' if loader is None else f'{loader:.3f}'} | {res['compile_seconds']:.1f} | "
         f"{'n/a' if memory is None else f'{memory / 1e9:.2f}'} |")
@@ -198,10 +232,12 @@ def main(argv):
   unknown = [v for v in chosen if v not in variants]
   if unknown:
     sys.exit(f"sweep.py: unknown variant(s) {unknown}; known: {sorted(variants)}")
-  done = {run_key(r["config"], r["variant"], r.get("per_device_batch"))
-          for r in read_runs(out) if r.get("ok")}
-  plan = [(c, v) for c in _CONFIGS.value for v in chosen
-          if _RERUN.value or run_key(c, v, _PER_DEVICE_BATCH.value) not in done]
+  if _ROUNDS.value < 1:
+    sys.exit("sweep.py: --rounds must be positive")
+  done = collections.Counter(run_key(r["config"], r["variant"], r.get("per_device_batch"))
+                             for r in read_runs(out) if r.get("ok"))
+  plan = plan_runs(_CONFIGS.value, chosen, _ROUNDS.value, done, _PER_DEVICE_BATCH.value,
+                   _RERUN.value)
   _common.progress(f"sweep: {len(plan)} run(s) to do, results appended to {out}")
   start = time.perf_counter()
   for i, (config, variant) in enumerate(plan):

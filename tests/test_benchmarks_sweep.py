@@ -37,15 +37,30 @@ def test_table_compares_each_variant_with_its_own_baseline():
   assert lines[2].split("|")[2].strip() == "baseline"
 
 
-def test_the_latest_run_of_a_variant_wins_and_a_cut_line_is_skipped(tmp_path):
+def test_the_median_run_counts_and_a_cut_line_is_skipped(tmp_path):
   path = str(tmp_path / "runs.jsonl")
-  sweep.append_run(path, _record("baseline", 10_000))
-  sweep.append_run(path, _record("baseline", 12_000))
+  for rate in (10_000, 14_000, 12_000):
+    sweep.append_run(path, _record("baseline", rate))
+  sweep.append_run(path, _record("remat", 6_000))
+  sweep.append_run(path, _record("remat", None, ok=False))   # a later failure does not hide it
   with open(path, "a") as f:
     f.write('{"config": "configs/supervised.py", "vari')     # killed mid-write
   runs = sweep.read_runs(path)
-  assert len(runs) == 2
-  assert "| 12,000 | 1.000 |" in sweep.table(runs)
+  assert len(runs) == 5
+  text = sweep.table(runs)
+  assert "| baseline | 4096 | 3 | 12,000 | 1.000 |" in text
+  assert "| remat | 4096 | 1 | 6,000 | 0.500 |" in text
+
+
+def test_rounds_alternate_the_order_and_resume_per_round():
+  configs, variants = ["a.py"], ["baseline", "x", "y"]
+  done = sweep.collections.Counter()
+  plan = sweep.plan_runs(configs, variants, 3, done, 8, rerun=False)
+  assert [v for _, v in plan] == ["baseline", "x", "y", "y", "x", "baseline", "baseline", "x", "y"]
+  done.update({sweep.run_key("a.py", "baseline", 8): 2, sweep.run_key("a.py", "x", 8): 1})
+  plan = sweep.plan_runs(configs, variants, 3, done, 8, rerun=False)
+  assert [v for _, v in plan] == ["y", "y", "x", "baseline", "x", "y"]
+  assert len(sweep.plan_runs(configs, variants, 1, done, 8, rerun=True)) == 3
 
 
 def test_custom_variants_parse_and_bad_ones_are_clear_errors():
@@ -89,7 +104,7 @@ def test_tiny_sweep_runs_records_failures_and_resumes(tmp_path):
   fast = runs["fast"]["result"]
   assert fast["synthetic"]["samples_per_s_per_device"] > 0
   assert fast["per_device_batch"] == 8
-  assert "| fast | 8 |" in first.stdout and "ETA" in first.stderr
+  assert "| fast | 8 | 1 |" in first.stdout and "ETA" in first.stderr
   # A second call finds the successful runs done and retries only the failed one.
   second = subprocess.run(cmd[:3] + ["--variants=baseline"] + cmd[5:], capture_output=True,
                           text=True, timeout=300, cwd=ROOT, env=env)
