@@ -5,6 +5,10 @@ Grain's element-wise MapDataset.shuffle + batch costs ~50 µs of Python per row
 index batches come from one numpy permutation per epoch instead. Element i of the
 pipeline is batch i, so the Grain iterator state (the next batch number) restores
 exactly.
+
+Every process computes the same permutation and takes its contiguous part of each
+global batch, so a global batch (the parts in process order) holds the same rows for
+any number of processes, and every process has the same number of batches per epoch.
 """
 
 from absl import flags
@@ -17,15 +21,22 @@ _UNBOUNDED = 2 ** 62   # length of an endless (num_epochs=None) sequence of batc
 
 
 class IndexBatches:
-  """Sequence of index arrays: this shard's rows, reshuffled per epoch from (seed, epoch)."""
+  """Sequence of index arrays: this shard's part of each global batch of a per-epoch permutation.
+
+  The permutation of all rows comes from (seed, epoch); global batch j is its rows
+  [j * G, (j + 1) * G) with G = batch_size * shard_count, and shard i takes the i-th of
+  shard_count contiguous parts (a short last batch is split as evenly as it goes).
+  """
 
   def __init__(self, num_rows: int, batch_size: int, seed: int, shuffle: bool,
                num_epochs: int | None, shard_index: int, shard_count: int,
                drop_remainder: bool):
-    self._rows = np.arange(shard_index, num_rows, shard_count, dtype=np.int64)
-    self._batch_size, self._seed, self._shuffle = batch_size, seed, shuffle
-    n = len(self._rows)
-    self._per_epoch = n // batch_size if drop_remainder else -(-n // batch_size)
+    self._rows = np.arange(num_rows, dtype=np.int64)
+    self._seed, self._shuffle = seed, shuffle
+    self._shard_index, self._shard_count = shard_index, shard_count
+    self._global_batch = batch_size * shard_count
+    self._per_epoch = (num_rows // self._global_batch if drop_remainder
+                       else -(-num_rows // self._global_batch))
     self._length = (_UNBOUNDED if num_epochs is None else num_epochs * self._per_epoch)
     self._cached = (-1, None)    # (epoch, order), swapped as one tuple: reader threads share it
 
@@ -49,8 +60,9 @@ class IndexBatches:
     if not 0 <= i < self._length:
       raise IndexError(f"batch {i} out of range ({self._length} batches).")
     epoch, j = divmod(i, self._per_epoch)
-    start = j * self._batch_size
-    return self._epoch_order(epoch)[start:start + self._batch_size]
+    start = j * self._global_batch
+    rows = self._epoch_order(epoch)[start:start + self._global_batch]
+    return np.array_split(rows, self._shard_count)[self._shard_index]
 
 
 def make_loader(ds: dataset_lib.Dataset, batch_size: int, seed: int = 0, shuffle: bool = True,
@@ -59,11 +71,12 @@ def make_loader(ds: dataset_lib.Dataset, batch_size: int, seed: int = 0, shuffle
                 prefetch_batches: int = 4) -> grain.IterDataset:
   """A Grain IterDataset of batch dicts; `iter()` gives a checkpointable iterator.
 
-  Each process takes rows shard_index::shard_count, reshuffled every epoch from
-  `seed`; batches do not straddle epochs. Each batch is one `ds.read_batch` call
-  (one TensorStore read per array). worker_count > 0 runs the reads in that many
-  worker processes; the iterator state round-trips through get_state/set_state
-  in both modes.
+  Every epoch is one permutation of all rows from `seed`, cut into global batches of
+  batch_size * shard_count rows; each process takes its contiguous part of each (see
+  IndexBatches), so batch i covers the same rows for any process count. Batches do not
+  straddle epochs. Each batch is one `ds.read_batch` call (one TensorStore read per
+  array). worker_count > 0 runs the reads in that many worker processes; the iterator
+  state round-trips through get_state/set_state in both modes.
 
   Args:
     ds: an opened Dataset.
@@ -71,7 +84,7 @@ def make_loader(ds: dataset_lib.Dataset, batch_size: int, seed: int = 0, shuffle
     seed: shuffle seed.
     shuffle: reshuffle every epoch; False keeps row order.
     num_epochs: None repeats forever.
-    shard_index, shard_count: this process's slice of the rows.
+    shard_index, shard_count: this process's part of each global batch.
     worker_count: reader processes (0 = in this process).
     drop_remainder: drop each epoch's last short batch.
     read_threads: threads issuing read_batch calls per process.
@@ -84,8 +97,8 @@ def make_loader(ds: dataset_lib.Dataset, batch_size: int, seed: int = 0, shuffle
   batches = IndexBatches(len(ds), batch_size, seed, shuffle, num_epochs, shard_index,
                          shard_count, drop_remainder)
   if batches._per_epoch == 0:  # pylint: disable=protected-access
-    raise ValueError(f"Shard {shard_index}/{shard_count} of {ds!r} has fewer rows than one "
-                     f"batch of {batch_size} (drop_remainder={drop_remainder}).")
+    raise ValueError(f"{ds!r} has fewer rows than one global batch of {shard_count} x "
+                     f"{batch_size} (drop_remainder={drop_remainder}).")
   pipeline = grain.MapDataset.source(batches).map(ds.read_batch).to_iter_dataset(
       grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch_batches))
   if worker_count > 0:

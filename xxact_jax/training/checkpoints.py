@@ -28,7 +28,11 @@ def _manager(directory: str, keep: int, best_metric: str | None = None,
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=create, enable_async_checkpointing=True,
       best_fn=(lambda m: m[best_metric]) if best_metric else None,
-      best_mode="min")
+      best_mode="min",
+      # Orbax names its cross-process barriers the same in every manager: the latest and best
+      # managers, saving the same step at once, would otherwise meet at each other's and hang.
+      multiprocessing_options=ocp.options.MultiprocessingOptions(
+          barrier_sync_key_prefix=os.path.basename(os.path.normpath(directory))))
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
@@ -132,9 +136,12 @@ def restore_checkpoint(workdir: str, which: str = "best") -> RestoredCheckpoint:
   directory, step = _checkpoint_dir(workdir, which)
   path = os.path.join(directory, str(step))
   mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
+  # Arrays saved over devices this process lacks (a bigger mesh, other processes) are read onto
+  # one local device instead of failing with Orbax's topology mismatch.
+  local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   try:
     restored = mngr.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(), extra=ocp.args.JsonRestore()))
+        params=ocp.args.StandardRestore(fallback_sharding=local), extra=ocp.args.JsonRestore()))
   except Exception as e:  # Orbax raises many types; all mean the same to the user.
     raise CheckpointError(f"Cannot restore parameters from {path}: {type(e).__name__}: "
                           f"{str(e)[:500]}") from e

@@ -76,7 +76,10 @@ def _first_difference(a, b, prefix=""):
 
 
 def check_workdir(config, workdir: str):
-  """A workdir that already holds a run must hold one of the same model."""
+  """A workdir that already holds a run must hold one of the same model.
+
+  Every process checks; process 0 alone writes, as processes share the workdir.
+  """
   path = os.path.join(workdir, "config.json")
   new = ckpt_lib.config_to_json(config)
   if os.path.exists(path):
@@ -91,10 +94,11 @@ def check_workdir(config, workdir: str):
       if old.get(key) != new.get(key):
         raise ValueError(f"Workdir {workdir!r} holds a run with {key}={old.get(key)!r}, not "
                          f"{new.get(key)!r}. Nothing was changed; use a new --workdir.")
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(new, f, indent=2)
-  os.replace(tmp, path)
+  if jax.process_index() == 0:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(new, f, indent=2)
+    os.replace(tmp, path)
 
 
 def merge_pretrained(params, pretrained, exclude=()):
@@ -185,8 +189,9 @@ def train_and_evaluate(config, workdir: str):
       state = dict(state, params=params, opt_state=opt_state)
   extra = {"config": ckpt_lib.config_to_json(config), "target_stats": target_stats,
            "data_path": data_path, "max_elements": max_elements}
-  with open(os.path.join(workdir, "target_stats.json"), "w") as f:
-    json.dump(target_stats, f, indent=2)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "target_stats.json"), "w") as f:
+      json.dump(target_stats, f, indent=2)
 
   keys = eval_lib.batch_keys(config.targets)
   loader = data_lib.make_loader(
