@@ -31,10 +31,12 @@ import _common
 # name -> (train_step.py flags, extra environment, what it changes)
 VARIANTS = {
     "baseline": ((), {}, "the configs as they are"),
+    "dropout_bits32": (("--config.model.dropout_bits=32",), {},
+                       "flax's nn.Dropout: one 32-bit draw per dropout decision"),
     "dropout_bits16": (("--config.model.dropout_bits=16",), {},
-                       "dropout masks from 16-bit draws (half the PRNG work)"),
+                       "dropout masks from 16-bit draws (half the PRNG work of 32)"),
     "dropout_bits8": (("--config.model.dropout_bits=8",), {},
-                      "dropout masks from 8-bit draws (a quarter of the PRNG work)"),
+                      "dropout masks from 8-bit draws (a quarter of the PRNG work of 32)"),
     "prng_rbg": (("--config.prng_impl=rbg",), {}, "XLA RngBitGenerator instead of threefry"),
     "prng_unsafe_rbg": (("--config.prng_impl=unsafe_rbg",), {},
                         "RngBitGenerator with unsafe key splitting"),
@@ -47,7 +49,7 @@ VARIANTS = {
     "remat": (("--config.model.remat=True",), {}, "rematerialise every transformer layer"),
     "float32": (("--config.model.dtype=float32",), {}, "no bfloat16 (what bf16 buys)"),
 }
-DEFAULT_VARIANTS = ("baseline", "dropout_bits16", "dropout_bits8", "prng_rbg", "attention_xla",
+DEFAULT_VARIANTS = ("baseline", "dropout_bits32", "dropout_bits16", "prng_rbg", "attention_xla",
                     "attention_cudnn", "no_dropout", "remat")
 
 _CONFIGS = flags.DEFINE_list("configs", ["configs/supervised.py", "configs/mxm_contrastive.py"],
