@@ -71,7 +71,10 @@ def base_config(*, model, objective: str, targets=(), runlocal: bool = False,
   c.data.path = ""                   # "" = the embedded default dataset
   c.data.train_split = "train"
   c.data.eval_split = "test"
-  c.data.worker_count = 8             # Grain worker processes reading TensorStore batches
+  # Grain worker processes. 0 reads in this process, where TensorStore decodes a batch's rows on
+  # its own threads: at batch 4,096 that outran 1 or 2 workers by ~2x, which pay to copy every
+  # batch between processes (benchmarks/RESULTS.md, loader at the GPU batch size).
+  c.data.worker_count = 0
   c.data.prefetch = 2                # batches staged on device ahead of the step
 
   c.global_batch_size = 32_768
@@ -110,7 +113,6 @@ def base_config(*, model, objective: str, targets=(), runlocal: bool = False,
 
   if runlocal:
     c.xla_fast_compile = True
-    c.data.worker_count = 0
     c.global_batch_size = 64
     c.eval_batch_size = 256
     c.num_train_steps = 150
