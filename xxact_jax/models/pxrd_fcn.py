@@ -35,6 +35,7 @@ class FCN(nn.Module):
   dropout: float
   dtype: Any
   deterministic: bool
+  kernels: layers.Kernels = layers.Kernels()
 
   @nn.compact
   def __call__(self, xrd: jax.Array) -> jax.Array:
@@ -43,7 +44,7 @@ class FCN(nn.Module):
       x = nn.Conv(width, (self.kernel_size,), padding="SAME", dtype=self.dtype,
                   param_dtype=jnp.float32, name=f"conv_{i}")(x)
       x = nn.max_pool(nn.leaky_relu(x), (2,), strides=(2,), padding="VALID")
-      x = nn.Dropout(self.dropout, deterministic=self.deterministic)(x)
+      x = layers.dropout(self.dropout, self.deterministic, self.kernels)(x)
     if x.shape[1] < 1:
       raise ValueError(f"FCN: {len(self.channels)} pooling blocks leave no positions of a "
                        f"{xrd.shape[1]}-point pattern; use fewer fcn.channels")
@@ -59,12 +60,13 @@ class MLP(nn.Module):
   dropout: float
   dtype: Any
   deterministic: bool
+  kernels: layers.Kernels = layers.Kernels()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for i, width in enumerate(self.hidden):
       x = nn.leaky_relu(layers.dense_general(width, f"fc_{i}", self.dtype)(x))
-      x = nn.Dropout(self.dropout, deterministic=self.deterministic)(x)
+      x = layers.dropout(self.dropout, self.deterministic, self.kernels)(x)
     return x
 
 
@@ -84,14 +86,15 @@ class PXRDFCN(nn.Module):
                        "nor contrastive pretraining")
     dtype = dtypes.compute_dtype(cfg.dtype)
     deterministic = not train
+    kernels = layers.kernels_from_config(cfg)
     fcn = cfg.fcn
     x = FCN(tuple(fcn.channels), fcn.kernel_size, fcn.features, cfg.xrd_scale, cfg.dropout,
-            dtype, deterministic, name="xrd_encoder")(xrd)
+            dtype, deterministic, kernels, name="xrd_encoder")(xrd)
     if self.with_composition:
-      comp = MLP(tuple(fcn.composition_hidden), cfg.dropout, dtype, deterministic,
+      comp = MLP(tuple(fcn.composition_hidden), cfg.dropout, dtype, deterministic, kernels,
                  name="composition_encoder")(fraction_vector(species, fractions).astype(dtype))
-      x = MLP(tuple(fcn.fusion_hidden), cfg.dropout, dtype, deterministic, name="fusion")(
-          jnp.concatenate([x, comp], axis=-1))
+      x = MLP(tuple(fcn.fusion_hidden), cfg.dropout, dtype, deterministic, kernels,
+              name="fusion")(jnp.concatenate([x, comp], axis=-1))
     out = heads.Heads(tuple(cfg.targets), False, False, dtype, name="heads")(x)
     out["embedding"] = x.astype(jnp.float32)
     return out
