@@ -175,6 +175,10 @@ def plan_runs(configs, variants, rounds: int, done: collections.Counter, per_dev
   return plan
 
 
+def _fmt_rate(rate: float) -> str:
+  return f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"
+
+
 def _median_run(runs: list[dict]) -> dict:
   """The run with the median rate (the lower middle one of an even count)."""
   ordered = sorted(runs, key=_rate)
@@ -212,7 +216,7 @@ def table(runs: list[dict]) -> str:
     loader = res.get("data_to_synthetic_ratio")
     rows.append(
         f"| `{config}` | {variant} | {res['per_device_batch']} | "
-        f"{counts[(config, variant, batch)]} | {rate:,.0f} | {ratio} | "
+        f"{counts[(config, variant, batch)]} | {_fmt_rate(rate)} | {ratio} | "
         f"{'n/a' if mfu is None else f'{100 * mfu:.1f}%'} | "
         f"{'n/a' if loader is None else f'{loader:.3f}'} | {res['compile_seconds']:.1f} | "
         f"{'n/a' if memory is None else f'{memory / 1e9:.2f}'} |")

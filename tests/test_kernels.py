@@ -127,3 +127,13 @@ def test_train_step_rng_follows_the_configured_prng(impl):
   new_state, metrics = jax.eval_shape(train_step, state, batch)
   assert jax.tree.structure(new_state) == jax.tree.structure(state)
   assert metrics["loss"].shape == ()
+
+
+def test_the_dropout_switch_reaches_the_pxrd_baselines():
+  inputs = _inputs()
+  narrow, wide = _model("pxrd_fcn_mlp", dropout_bits=8), _model("pxrd_fcn_mlp", dropout_bits=32)
+  variables = narrow.init(jax.random.key(0), *inputs)
+  np.testing.assert_array_equal(narrow.apply(variables, *inputs)["embedding"],
+                                wide.apply(variables, *inputs)["embedding"])
+  run = lambda m: m.apply(variables, *inputs, train=True, rngs={"dropout": jax.random.key(5)})
+  assert not np.allclose(run(narrow)["embedding"], run(wide)["embedding"])
