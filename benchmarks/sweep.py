@@ -5,7 +5,7 @@ r"""Fast-path sweep: benchmarks/train_step.py once per (config, variant), one ta
       --per_device_batch=4096 --out=/tmp/sweep.jsonl
   python benchmarks/sweep.py --out=/tmp/sweep.jsonl --table_only
 
-Each variant is a set of config overrides (and environment variables) on top of the config; every
+Each variant is a set of config overrides on top of the config; every
 run is its own process, so each compiles from scratch and no setting leaks into the next. Results
 are appended to --out as one JSON line per run as soon as the run ends, and runs already in the
 file are skipped: a sweep cut short (a time limit, a lost machine) resumes where it stopped. The
@@ -28,26 +28,26 @@ from absl import flags
 
 import _common
 
-# name -> (train_step.py flags, extra environment, what it changes)
+# name -> (train_step.py flags, what it changes)
 VARIANTS = {
-    "baseline": ((), {}, "the configs as they are"),
-    "dropout_bits32": (("--config.model.dropout_bits=32",), {},
+    "baseline": ((), "the configs as they are"),
+    "dropout_bits32": (("--config.model.dropout_bits=32",),
                        "flax's nn.Dropout: one 32-bit draw per dropout decision"),
-    "dropout_bits16": (("--config.model.dropout_bits=16",), {},
+    "dropout_bits16": (("--config.model.dropout_bits=16",),
                        "dropout masks from 16-bit draws (half the PRNG work of 32)"),
-    "dropout_bits8": (("--config.model.dropout_bits=8",), {},
+    "dropout_bits8": (("--config.model.dropout_bits=8",),
                       "dropout masks from 8-bit draws (a quarter of the PRNG work of 32)"),
-    "prng_rbg": (("--config.prng_impl=rbg",), {}, "XLA RngBitGenerator instead of threefry"),
-    "prng_unsafe_rbg": (("--config.prng_impl=unsafe_rbg",), {},
+    "prng_rbg": (("--config.prng_impl=rbg",), "XLA RngBitGenerator instead of threefry"),
+    "prng_unsafe_rbg": (("--config.prng_impl=unsafe_rbg",),
                         "RngBitGenerator with unsafe key splitting"),
-    "attention_xla": (("--config.model.attention=xla",), {},
+    "attention_xla": (("--config.model.attention=xla",),
                       "jax.nn.dot_product_attention, XLA (no attention-weight dropout)"),
-    "attention_cudnn": (("--config.model.attention=cudnn",), {},
+    "attention_cudnn": (("--config.model.attention=cudnn",),
                         "jax.nn.dot_product_attention, cuDNN fused (no attention-weight dropout)"),
-    "no_dropout": (("--config.model.dropout=0.0",), {},
+    "no_dropout": (("--config.model.dropout=0.0",),
                    "dropout off: what all dropout costs (a bound, not a candidate)"),
-    "remat": (("--config.model.remat=True",), {}, "rematerialise every transformer layer"),
-    "float32": (("--config.model.dtype=float32",), {}, "no bfloat16 (what bf16 buys)"),
+    "remat": (("--config.model.remat=True",), "rematerialise every transformer layer"),
+    "float32": (("--config.model.dtype=float32",), "no bfloat16 (what bf16 buys)"),
 }
 DEFAULT_VARIANTS = ("baseline", "dropout_bits32", "dropout_bits16", "prng_rbg", "attention_xla",
                     "attention_cudnn", "no_dropout", "remat")
@@ -84,7 +84,7 @@ def parse_custom(specs) -> dict:
       raise ValueError(f"--custom={spec!r}: expected NAME=FLAG[;FLAG...]")
     if name in VARIANTS:
       raise ValueError(f"--custom name {name!r} is a built-in variant")
-    custom[name] = (tuple(f for f in rest.split(";") if f), {}, "custom: " + rest)
+    custom[name] = (tuple(f for f in rest.split(";") if f), "custom: " + rest)
   return custom
 
 
@@ -130,14 +130,13 @@ def benchmark_command(config: str, flags_: tuple, per_device_batch, steps, repea
 
 def run_one(config, variant, spec, per_device_batch, steps, repeats, warmup, data,
             timeout) -> dict:
-  flags_, env_extra, _ = spec
+  flags_, _ = spec
   cmd = benchmark_command(config, flags_, per_device_batch, steps, repeats, warmup, data)
   record = {"config": config, "variant": variant, "per_device_batch": per_device_batch,
-            "flags": list(flags_), "env": env_extra, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "flags": list(flags_), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
   t0 = time.perf_counter()
   try:
-    process = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                             env={**os.environ, **env_extra})
+    process = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
   except subprocess.TimeoutExpired:
     record.update(ok=False, error=f"timed out after {timeout} s")
     return record
@@ -191,25 +190,24 @@ def table(runs: list[dict]) -> str:
   grouped = collections.defaultdict(list)
   for r in runs:
     grouped[run_key(r["config"], r["variant"], r.get("per_device_batch"))].append(r)
-  latest, counts = {}, {}
+  shown, counts = {}, {}
   for key, group in grouped.items():
     ok = [r for r in group if r.get("ok")]
-    latest[key] = _median_run(ok) if ok else group[-1]
+    shown[key] = _median_run(ok) if ok else group[-1]
     counts[key] = len(ok)
-  baselines = {(k[0], k[2]): _rate(r) for k, r in latest.items() if k[1] == "baseline"}
+  baselines = {(k[0], k[2]): _rate(r) for k, r in shown.items() if k[1] == "baseline"}
   rows = ["| config | variant | per-device batch | runs | samples/s/device | vs baseline | MFU | "
           "loader-fed / synthetic | compile s | peak memory GB |",
           "|---|---|---|---|---|---|---|---|---|---|"]
-  for (config, variant, batch), r in sorted(latest.items(), key=lambda kv: (kv[0][0], str(kv[0][2]),
-                                                                         kv[0][1] != "baseline",
-                                                                         kv[0][1])):
+  baselines_first = lambda kv: (kv[0][0], str(kv[0][2]), kv[0][1] != "baseline", kv[0][1])
+  for (config, variant, batch), r in sorted(shown.items(), key=baselines_first):
     if not r.get("ok"):
-      rows.append(f"| `{config}` | {variant} | {r.get('per_device_batch') or 'config'} | 0 | "
+      rows.append(f"| `{config}` | {variant} | {batch or 'config'} | 0 | "
                   f"failed: {r.get('error', '?')[:160]} | | | | | |")
       continue
     res = r["result"]
     rate = _rate(r)
-    base = baselines.get((config, r.get("per_device_batch")))
+    base = baselines.get((config, batch))
     ratio = f"{rate / base:.3f}" if base else "n/a"
     mfu = res["synthetic"].get("mfu")
     memory = res.get("peak_device_memory_bytes") or res.get("xla_memory_estimate_bytes")
@@ -247,12 +245,12 @@ def main(argv):
   _common.progress(f"sweep: {len(plan)} run(s) to do, results appended to {out}")
   start = time.perf_counter()
   for i, (config, variant) in enumerate(plan):
-    _common.progress(f"[{i + 1}/{len(plan)}] {config} / {variant}: {variants[variant][2]}")
+    _common.progress(f"[{i + 1}/{len(plan)}] {config} / {variant}: {variants[variant][1]}")
     record = run_one(config, variant, variants[variant], _PER_DEVICE_BATCH.value, _STEPS.value,
                      _REPEATS.value, _WARMUP.value, _DATA.value, _TIMEOUT.value)
     append_run(out, record)
     elapsed = time.perf_counter() - start
-    status = (f"{_rate(record):,.0f} samples/s/device" if record.get("ok")
+    status = (f"{_fmt_rate(_rate(record))} samples/s/device" if record.get("ok")
               else f"failed: {record['error'][:200]}")
     _common.progress(f"    {status}; {elapsed:.0f} s elapsed, ETA "
                      f"{elapsed / (i + 1) * (len(plan) - i - 1):.0f} s")

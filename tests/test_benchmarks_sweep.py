@@ -75,7 +75,7 @@ def test_custom_variants_parse_and_bad_ones_are_clear_errors():
 def test_every_built_in_variant_names_config_fields_that_exist():
   from xxact_jax.training import defaults  # pylint: disable=g-import-not-at-top
   config = defaults.load_config_file(os.path.join(ROOT, "configs", "supervised.py"), "runlocal")
-  for name, (flags, _, _) in sweep.VARIANTS.items():
+  for name, (flags, _) in sweep.VARIANTS.items():
     for flag in flags:
       path, _, _ = flag.removeprefix("--config.").partition("=")
       node = config

@@ -55,7 +55,8 @@ class Dataset:
 
   def _read_sorted(self, names, rows: np.ndarray) -> dict[str, np.ndarray]:
     # Sorted unique rows give each array one ordered batched read; `inverse` restores order.
-    # Rows already strictly increasing (the loader's batches) skip that reordering copy.
+    # Rows already strictly increasing (evaluation and report batches, read in order) skip that
+    # reordering copy; the loader's shuffled batches take the general path.
     arrays = self._open()
     if rows.size and np.all(rows[1:] > rows[:-1]):
       futures = {n: arrays[n].oindex[rows].read() for n in names}

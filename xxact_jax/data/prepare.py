@@ -343,8 +343,9 @@ def prepare_dataset(inputs: Sequence[str], output: str, *, workers: int | None =
   return summary
 
 
-def finalize(output: str, plan: dict) -> dict:
-  """Writes errors.jsonl, then metadata.json with counts and train-split label statistics."""
+def finalize(output: str, plan: dict, extra_metadata: dict | None = None) -> dict:
+  """Writes errors.jsonl, then metadata.json with counts and train-split label statistics
+  (and `extra_metadata`, e.g. where a subset came from)."""
   kv = store.open_kvstore(output)
   config = plan["config"]
   errors = []
@@ -380,5 +381,6 @@ def finalize(output: str, plan: dict) -> dict:
       "fields": {n: {"dtype": f.dtype, "row_shape": list(f.row_shape)}
                  for n, f in schema.fields(config["max_elements"]).items()},
   }
+  metadata.update(extra_metadata or {})
   store.write_json(kv, schema.METADATA_FILE, metadata)
   return metadata

@@ -61,7 +61,5 @@ def subset_dataset(source: str, output: str, num_rows: int, seed: int = 0,
   plan = {"config": dataclasses.asdict(config), "num_rows": num_rows,
           "schema_version": schema.SCHEMA_VERSION, "subset_of": source}
   store.write_json(kv, schema.PLAN_FILE, plan)
-  metadata = prepare_lib.finalize(output, plan)
-  metadata["subset_of"] = {"source": source, "rows": num_rows, "seed": seed}
-  store.write_json(kv, schema.METADATA_FILE, metadata)
-  return metadata
+  return prepare_lib.finalize(
+      output, plan, {"subset_of": {"source": source, "rows": num_rows, "seed": seed}})
