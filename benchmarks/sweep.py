@@ -58,7 +58,9 @@ _VARIANTS = flags.DEFINE_list("variants", list(DEFAULT_VARIANTS),
                               f"Variants to run, from {sorted(VARIANTS)}.")
 _CUSTOM = flags.DEFINE_multi_string(
     "custom", [], "Extra variant NAME=FLAG[;FLAG...], e.g. "
-    "fast=--config.model.dropout_bits=8;--config.prng_impl=rbg")
+    "fast=--config.model.dropout_bits=8;--config.prng_impl=rbg. An item VAR=VALUE (no leading "
+    "--) sets an environment variable of the run, e.g. "
+    "notriton=XLA_FLAGS=--xla_gpu_enable_triton_gemm=false")
 _OUT = flags.DEFINE_string("out", None, "JSON-lines file the results are appended to.")
 _PER_DEVICE_BATCH = flags.DEFINE_integer("per_device_batch", None,
                                          "Passed to train_step.py (default: the config's).")
@@ -71,6 +73,12 @@ _TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Print the table of --out a
 _RERUN = flags.DEFINE_bool("rerun", False, "Run variants even if --out already has them.")
 _ROUNDS = flags.DEFINE_integer("rounds", 1, "Runs of each variant, in alternating order; the "
                                "table reports the median.")
+_PRECOMPILE_JOBS = flags.DEFINE_integer(
+    "precompile_jobs", 0, "If > 0, first compile every planned run this many at a time into "
+    "the persistent compilation cache (JAX_COMPILATION_CACHE_DIR, default "
+    "/tmp/xxact_jax_sweep_cache), then time the runs one at a time: compiling is CPU work that "
+    "overlaps, timing needs the device alone. The table's compile column is then the cold "
+    "compile of the first phase.")
 flags.mark_flag_as_required("out")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -86,6 +94,20 @@ def parse_custom(specs) -> dict:
       raise ValueError(f"--custom name {name!r} is a built-in variant")
     custom[name] = (tuple(f for f in rest.split(";") if f), "custom: " + rest)
   return custom
+
+
+def split_env(items) -> tuple[tuple, dict]:
+  """(train_step.py flags, environment variables) of a variant's items."""
+  flags_, env = [], {}
+  for item in items:
+    if item.startswith("-"):
+      flags_.append(item)
+    else:
+      name, sep, value = item.partition("=")
+      if not sep or not name.replace("_", "").isalnum():
+        raise ValueError(f"variant item {item!r}: expected --flag=value or VAR=VALUE")
+      env[name] = value
+  return tuple(flags_), env
 
 
 def run_key(config: str, variant: str, per_device_batch) -> tuple:
@@ -129,14 +151,17 @@ def benchmark_command(config: str, flags_: tuple, per_device_batch, steps, repea
 
 
 def run_one(config, variant, spec, per_device_batch, steps, repeats, warmup, data,
-            timeout) -> dict:
-  flags_, _ = spec
+            timeout, cold_compile=None) -> dict:
+  flags_, env = split_env(spec[0])
   cmd = benchmark_command(config, flags_, per_device_batch, steps, repeats, warmup, data)
   record = {"config": config, "variant": variant, "per_device_batch": per_device_batch,
-            "flags": list(flags_), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "flags": list(flags_), "env": env, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+  if cold_compile is not None:
+    record["cold_compile_seconds"] = cold_compile
   t0 = time.perf_counter()
   try:
-    process = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    process = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                             env={**os.environ, **env})
   except subprocess.TimeoutExpired:
     record.update(ok=False, error=f"timed out after {timeout} s")
     return record
@@ -153,6 +178,45 @@ def run_one(config, variant, spec, per_device_batch, steps, repeats, warmup, dat
     return record
   record["ok"] = True
   return record
+
+
+def precompile(plan, variants, per_device_batch, jobs: int, timeout) -> dict:
+  """Compiles each distinct planned run, `jobs` processes at a time, into the persistent cache.
+
+  Returns (config, variant) -> cold compile seconds (absent where the compile failed; the timed
+  run then compiles, and fails, by itself)."""
+  pending = list(dict.fromkeys(plan))
+  running, seconds = [], {}
+  # Several processes share the device while compiling: none may take most of its memory.
+  base_env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+  start = time.perf_counter()
+  while pending or running:
+    while pending and len(running) < jobs:
+      config, variant = pending.pop(0)
+      flags_, env = split_env(variants[variant][0])
+      cmd = benchmark_command(config, flags_ + ("--compile_only",), per_device_batch, 1, 1, 0,
+                              None)
+      proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**base_env, **env})
+      running.append(((config, variant), proc, time.perf_counter()))
+    time.sleep(0.5)
+    for item in list(running):
+      key, proc, t0 = item
+      if proc.poll() is None and time.perf_counter() - t0 < timeout:
+        continue
+      if proc.poll() is None:
+        proc.kill()
+      out, err = proc.communicate()
+      running.remove(item)
+      lines = out.strip().splitlines()
+      try:
+        seconds[key] = json.loads(lines[-1])["compile_seconds"]
+        status = f"compiled in {seconds[key]:.1f} s"
+      except (IndexError, ValueError, KeyError):
+        status = "compile failed: " + " | ".join(err.strip().splitlines()[-3:])[-300:]
+      _common.progress(f"  precompile {key[0]} / {key[1]}: {status} "
+                       f"({time.perf_counter() - start:.0f} s elapsed)")
+  return seconds
 
 
 def _rate(record: dict, feed: str = "synthetic"):
@@ -196,6 +260,7 @@ def table(runs: list[dict]) -> str:
     shown[key] = _median_run(ok) if ok else group[-1]
     counts[key] = len(ok)
   baselines = {(k[0], k[2]): _rate(r) for k, r in shown.items() if k[1] == "baseline"}
+  compile_s = lambda r: r.get("cold_compile_seconds", r["result"]["compile_seconds"])
   rows = ["| config | variant | per-device batch | runs | samples/s/device | vs baseline | MFU | "
           "loader-fed / synthetic | compile s | peak memory GB |",
           "|---|---|---|---|---|---|---|---|---|---|"]
@@ -216,7 +281,7 @@ def table(runs: list[dict]) -> str:
         f"| `{config}` | {variant} | {res['per_device_batch']} | "
         f"{counts[(config, variant, batch)]} | {_fmt_rate(rate)} | {ratio} | "
         f"{'n/a' if mfu is None else f'{100 * mfu:.1f}%'} | "
-        f"{'n/a' if loader is None else f'{loader:.3f}'} | {res['compile_seconds']:.1f} | "
+        f"{'n/a' if loader is None else f'{loader:.3f}'} | {compile_s(r):.1f} | "
         f"{'n/a' if memory is None else f'{memory / 1e9:.2f}'} |")
   return "\n".join(rows)
 
@@ -242,12 +307,25 @@ def main(argv):
                              for r in read_runs(out) if r.get("ok"))
   plan = plan_runs(_CONFIGS.value, chosen, _ROUNDS.value, done, _PER_DEVICE_BATCH.value,
                    _RERUN.value)
+  try:
+    for v in chosen:
+      split_env(variants[v][0])
+  except ValueError as e:
+    sys.exit(f"sweep.py: {e}")
   _common.progress(f"sweep: {len(plan)} run(s) to do, results appended to {out}")
+  cold = {}
+  if _PRECOMPILE_JOBS.value > 0 and plan:
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", "/tmp/xxact_jax_sweep_cache")
+    _common.progress(f"precompiling {len(set(plan))} step(s), {_PRECOMPILE_JOBS.value} at a time, "
+                     f"into {os.environ['JAX_COMPILATION_CACHE_DIR']}")
+    cold = precompile(plan, variants, _PER_DEVICE_BATCH.value, _PRECOMPILE_JOBS.value,
+                      _TIMEOUT.value)
   start = time.perf_counter()
   for i, (config, variant) in enumerate(plan):
     _common.progress(f"[{i + 1}/{len(plan)}] {config} / {variant}: {variants[variant][1]}")
     record = run_one(config, variant, variants[variant], _PER_DEVICE_BATCH.value, _STEPS.value,
-                     _REPEATS.value, _WARMUP.value, _DATA.value, _TIMEOUT.value)
+                     _REPEATS.value, _WARMUP.value, _DATA.value, _TIMEOUT.value,
+                     cold.get((config, variant)))
     append_run(out, record)
     elapsed = time.perf_counter() - start
     status = (f"{_fmt_rate(_rate(record))} samples/s/device" if record.get("ok")

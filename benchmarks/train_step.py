@@ -54,6 +54,9 @@ _PROFILE_DIR = flags.DEFINE_string(
     "profile_dir", None, "After timing, trace --profile_steps synthetic steps with jax.profiler "
     "into this directory (TensorBoard/XProf files and a Perfetto trace).")
 _PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 5, "Steps in the --profile_dir trace.")
+_COMPILE_ONLY = flags.DEFINE_bool(
+    "compile_only", False, "Compile the step, report the compile time and stop (with a "
+    "persistent compilation cache, later runs of the same step load it instead of compiling).")
 flags.mark_flag_as_required("config")
 
 DEFAULT_MAX_ELEMENTS = 10
@@ -223,7 +226,7 @@ def profile_steps(timer: "StepTimer", take, steps: int, directory: str) -> str:
 
 
 def benchmark(config, per_device_batch, steps, repeats, warmup, max_elements, data_path,
-              profile_dir=None, num_profile_steps=5) -> dict:
+              profile_dir=None, num_profile_steps=5, compile_only=False) -> dict:
   mesh = sharding_lib.make_mesh()
   num_devices = mesh.shape[sharding_lib.DATA_AXIS]
   if per_device_batch is None:
@@ -250,6 +253,13 @@ def benchmark(config, per_device_batch, steps, repeats, warmup, max_elements, da
   compile_seconds = time.perf_counter() - t0
   step_flops = flops_lib.compiled_flops(compiled)
   peak = flops_lib.peak_flops_per_device(jax.devices()[0])
+  if compile_only:
+    return {"config": config.get("config_arg", ""), "model": config.model.name,
+            "per_device_batch": per_device_batch, "compile_seconds": compile_seconds,
+            "step_flops_per_device": step_flops,
+            "xla_memory_estimate_bytes": compiled_memory(compiled),
+            "compilation_cache_dir": jax.config.jax_compilation_cache_dir or None,
+            **_common.environment()}
 
   timer = StepTimer(compiled, state, global_batch)
   feeds = {"synthetic": (functools.partial(next, itertools.cycle(batches)), lambda: None)}
@@ -325,10 +335,10 @@ def main(argv):
   try:
     result = benchmark(_CONFIG.value, _PER_DEVICE_BATCH.value, _STEPS.value, _REPEATS.value,
                        _WARMUP.value, _MAX_ELEMENTS.value, _DATA.value, _PROFILE_DIR.value,
-                       _PROFILE_STEPS.value)
+                       _PROFILE_STEPS.value, _COMPILE_ONLY.value)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"train_step.py: {e}")
-  if jax.process_index() == 0:
+  if jax.process_index() == 0 and not _COMPILE_ONLY.value:
     print("\n".join(summary_lines(result)))
     print(json.dumps(result))
 

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# One GPU session of the runbook in benchmarks/RESULTS.md: measures, profiles and sweeps the
+# train step on the machine at hand and leaves every figure under OUT_DIR.
+#
+#   bash benchmarks/gpu_session.sh STAGE [OUT_DIR=$OUT]
+#
+# STAGE is a comma-separated list of:
+#   setup     install the wheels of .whl (grain, ml_collections, ...) into /tmp/site
+#   baseline  the paper-size supervised step at 4,096 per device, synthetic and loader-fed
+#             (.gpudata/mp6k), with a profile summarised into OUT_DIR/profile.md
+#   torch     the PyTorch peer (../shared/reference/torch_ref.py, or reference/torch_ref.py
+#             in the working tree), eager and torch.compile, at the same batch
+#   sweep     benchmarks/sweep.py over the fast-path variants (SWEEP_VARIANTS, SWEEP_CUSTOM,
+#             SWEEP_CONFIGS, SWEEP_BATCH), compiled in parallel first
+#   final     both configs at their defaults, synthetic and loader-fed, batch 4,096 and 8,192
+# Each stage is skipped if fewer than its estimated seconds remain of DEADLINE (default 570 s
+# from the start), so a time-limited call ends with whatever finished written out.
+set -u
+STAGES="${1:-setup,baseline}"
+OUT_DIR="${2:-${OUT:-/tmp/gpu_session}}"
+mkdir -p "$OUT_DIR"
+DEADLINE="${DEADLINE:-570}"
+START=$(date +%s)
+LOG="$OUT_DIR/session.log"
+DATA="${DATA:-.gpudata/mp6k}"
+BATCH="${BATCH:-4096}"
+export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-/tmp/jax_cache}"
+export PYTHONUNBUFFERED=1
+
+left() { echo $(( DEADLINE - ($(date +%s) - START) )); }
+say() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$LOG"; }
+fits() {  # fits NAME SECONDS: true if SECONDS remain
+  if (( $(left) < $2 )); then say "skip $1: $(left) s left, needs ~$2 s"; return 1; fi
+  say "start $1 ($(left) s left)"
+}
+has() { [[ ",$STAGES," == *",$1,"* ]]; }
+
+torch_ref() {
+  for f in ../shared/reference/torch_ref.py reference/torch_ref.py .gpudata/torch_ref.py; do
+    [[ -f $f ]] && { echo "$f"; return; }
+  done
+}
+
+if has setup; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl 2>&1 | tail -2
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,temperature.gpu \
+    --format=csv | tee -a "$LOG"
+  python3 -c "import jax, flax, optax, grain; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" 2>&1 | tail -1 | tee -a "$LOG"
+fi
+
+if has baseline && fits baseline 150; then
+  timeout $(( $(left) - 10 )) python3 benchmarks/train_step.py --config=configs/supervised.py \
+    --per_device_batch="$BATCH" --steps=20 --repeats=3 --data="$DATA" \
+    --profile_dir=/tmp/profile_baseline --profile_steps=5 \
+    > "$OUT_DIR/baseline.out" 2>> "$LOG"
+  tail -n 12 "$OUT_DIR/baseline.out" | grep -v '^{' | tee -a "$LOG"
+  python3 benchmarks/profile_summary.py /tmp/profile_baseline --steps=5 > "$OUT_DIR/profile.md" 2>&1
+  head -n 40 "$OUT_DIR/profile.md" | tee -a "$LOG" > /dev/null
+fi
+
+if has sweep && fits sweep 200; then
+  custom=()
+  IFS='|' read -ra specs <<< "${SWEEP_CUSTOM:-}"
+  for s in "${specs[@]}"; do [[ -n $s ]] && custom+=("--custom=$s"); done
+  timeout $(( $(left) - 10 )) python3 benchmarks/sweep.py \
+    --configs="${SWEEP_CONFIGS:-configs/supervised.py}" \
+    --variants="${SWEEP_VARIANTS:-baseline,prng_rbg,attention_cudnn,no_dropout}" "${custom[@]}" \
+    --per_device_batch="${SWEEP_BATCH:-$BATCH}" --steps=20 --repeats=3 --warmup=3 \
+    --precompile_jobs="${PRECOMPILE_JOBS:-4}" --timeout=300 --out="$OUT_DIR/sweep.jsonl" \
+    2>> "$LOG" | tee -a "$LOG"
+fi
+
+if has final && fits final 150; then
+  for b in $BATCH ${FINAL_BATCH2:-}; do
+    for c in configs/supervised.py configs/mxm_contrastive.py; do
+      fits "final $c $b" 60 || continue
+      timeout $(( $(left) - 5 )) python3 benchmarks/train_step.py --config="$c" \
+        --per_device_batch="$b" --steps=20 --repeats=3 --warmup=3 --data="$DATA" \
+        >> "$OUT_DIR/final.out" 2>> "$LOG"
+      tail -n 1 "$OUT_DIR/final.out" | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print(r['config'] or r['model'], r['objective'], r['per_device_batch'], 'synthetic', round(r['synthetic']['samples_per_s']), 'data', round(r['data']['samples_per_s']), 'mfu', round(r['synthetic']['mfu'],3), 'compile', round(r['compile_seconds'],1), 'peak GB', (r['peak_device_memory_bytes'] or 0)/1e9)" 2>&1 | tee -a "$LOG"
+    done
+  done
+fi
+
+if has torch; then
+  ref=$(torch_ref)
+  if [[ -z $ref ]]; then
+    say "torch: no torch_ref.py found"
+  else
+    for mode in "" "--compile"; do
+      fits "torch $mode" 100 || continue
+      timeout $(( $(left) - 5 )) python3 "$ref" $mode --steps 20 --batch "$BATCH" \
+        2>> "$LOG" | tail -n 1 | tee -a "$OUT_DIR/torch.jsonl" | tee -a "$LOG"
+    done
+  fi
+fi
+say "done"
