@@ -57,7 +57,8 @@ if has baseline && fits baseline 150; then
     > "$OUT_DIR/baseline.out" 2>> "$LOG"
   tail -n 12 "$OUT_DIR/baseline.out" | grep -v '^{' | tee -a "$LOG"
   python3 benchmarks/profile_summary.py /tmp/profile_baseline --steps=5 > "$OUT_DIR/profile.md" 2>&1
-  head -n 40 "$OUT_DIR/profile.md" | tee -a "$LOG" > /dev/null
+  trace=$(find /tmp/profile_baseline -name perfetto_trace.json.gz | head -n 1)
+  [[ -n $trace ]] && (( $(stat -c %s "$trace") < 15000000 )) && cp "$trace" "$OUT_DIR/trace.json.gz"
 fi
 
 if has sweep && fits sweep 200; then
