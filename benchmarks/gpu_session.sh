@@ -12,6 +12,8 @@
 #             in the working tree), eager and torch.compile, at the same batch
 #   sweep     benchmarks/sweep.py over the fast-path variants (SWEEP_VARIANTS, SWEEP_CUSTOM,
 #             SWEEP_CONFIGS, SWEEP_BATCH), compiled in parallel first
+#   hlo       the optimised HLO of the default supervised step, OUT_DIR/hlo.txt.gz
+#   keepcache the persistent compilation cache as OUT_DIR/jax_cache.tar (if under 15 MB)
 #   final     both configs at their defaults, synthetic and loader-fed, batch 4,096 and 8,192
 # Each stage is skipped if fewer than its estimated seconds remain of DEADLINE (default 570 s
 # from the start), so a time-limited call ends with whatever finished written out.
@@ -43,6 +45,9 @@ torch_ref() {
 }
 
 if has setup; then
+  if [[ -f .gpudata/jax_cache.tar ]]; then
+    mkdir -p "$JAX_COMPILATION_CACHE_DIR" && tar -xf .gpudata/jax_cache.tar -C "$JAX_COMPILATION_CACHE_DIR"
+  fi
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl 2>&1 | tail -2
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,temperature.gpu \
@@ -65,12 +70,22 @@ if has sweep && fits sweep 200; then
   custom=()
   IFS='|' read -ra specs <<< "${SWEEP_CUSTOM:-}"
   for s in "${specs[@]}"; do [[ -n $s ]] && custom+=("--custom=$s"); done
-  timeout $(( $(left) - 10 )) python3 benchmarks/sweep.py \
+  runs=()
+  [[ -n ${SWEEP_RUNS:-} ]] && runs=("--runs=$SWEEP_RUNS")
+  timeout $(( $(left) - 10 )) python3 benchmarks/sweep.py "${runs[@]}" \
     --configs="${SWEEP_CONFIGS:-configs/supervised.py}" \
     --variants="${SWEEP_VARIANTS:-baseline,prng_rbg,attention_cudnn,no_dropout}" "${custom[@]}" \
     --per_device_batch="${SWEEP_BATCH:-$BATCH}" --steps=20 --repeats=3 --warmup=3 \
-    --precompile_jobs="${PRECOMPILE_JOBS:-4}" --timeout=300 --out="$OUT_DIR/sweep.jsonl" \
+    --precompile_jobs="${PRECOMPILE_JOBS:-4}" --timeout="${SWEEP_TIMEOUT:-300}" \
+    ${SWEEP_DATA:+--data="$SWEEP_DATA"} --out="$OUT_DIR/sweep.jsonl" \
     2>> "$LOG" | tee -a "$LOG"
+fi
+
+if has hlo && fits hlo 60; then
+  # The optimised program of the default supervised step (a cache hit after the sweep), to map
+  # the kernels of profile.md to the ops they run.
+  timeout $(( $(left) - 5 )) python3 benchmarks/train_step.py --config=configs/supervised.py \
+    --per_device_batch="$BATCH" --compile_only --dump_hlo="$OUT_DIR/hlo.txt.gz" > /dev/null 2>> "$LOG"
 fi
 
 if has final && fits final 150; then
@@ -96,5 +111,12 @@ if has torch; then
         2>> "$LOG" | tail -n 1 | tee -a "$OUT_DIR/torch.jsonl" | tee -a "$LOG"
     done
   fi
+fi
+if has keepcache; then
+  # The compilation cache, for a later call to carry as .gpudata/jax_cache.tar.
+  tar -cf /tmp/jax_cache.tar -C "$JAX_COMPILATION_CACHE_DIR" . 2>/dev/null
+  size=$(stat -c %s /tmp/jax_cache.tar 2>/dev/null || echo 0)
+  say "compilation cache: $size bytes"
+  (( size > 0 && size < 15000000 )) && cp /tmp/jax_cache.tar "$OUT_DIR/jax_cache.tar"
 fi
 say "done"

@@ -61,6 +61,9 @@ _CUSTOM = flags.DEFINE_multi_string(
     "fast=--config.model.dropout_bits=8;--config.prng_impl=rbg. An item VAR=VALUE (no leading "
     "--) sets an environment variable of the run, e.g. "
     "notriton=XLA_FLAGS=--xla_gpu_enable_triton_gemm=false")
+_RUNS = flags.DEFINE_list(
+    "runs", [], "Explicit CONFIG@VARIANT runs instead of every config with every variant, e.g. "
+    "configs/supervised.py@baseline,configs/mxm_contrastive.py@baseline")
 _OUT = flags.DEFINE_string("out", None, "JSON-lines file the results are appended to.")
 _PER_DEVICE_BATCH = flags.DEFINE_integer("per_device_batch", None,
                                          "Passed to train_step.py (default: the config's).")
@@ -183,8 +186,8 @@ def run_one(config, variant, spec, per_device_batch, steps, repeats, warmup, dat
 def precompile(plan, variants, per_device_batch, jobs: int, timeout) -> dict:
   """Compiles each distinct planned run, `jobs` processes at a time, into the persistent cache.
 
-  Returns (config, variant) -> cold compile seconds (absent where the compile failed; the timed
-  run then compiles, and fails, by itself)."""
+  Returns (config, variant) -> cold compile seconds, or the error where the compile failed or
+  ran out of time (the timed run is then skipped)."""
   pending = list(dict.fromkeys(plan))
   running, seconds = [], {}
   # Several processes share the device while compiling: none may take most of its memory.
@@ -213,7 +216,8 @@ def precompile(plan, variants, per_device_batch, jobs: int, timeout) -> dict:
         seconds[key] = json.loads(lines[-1])["compile_seconds"]
         status = f"compiled in {seconds[key]:.1f} s"
       except (IndexError, ValueError, KeyError):
-        status = "compile failed: " + " | ".join(err.strip().splitlines()[-3:])[-300:]
+        seconds[key] = "compile failed: " + " | ".join(err.strip().splitlines()[-3:])[-300:]
+        status = seconds[key]
       _common.progress(f"  precompile {key[0]} / {key[1]}: {status} "
                        f"({time.perf_counter() - start:.0f} s elapsed)")
   return seconds
@@ -225,16 +229,16 @@ def _rate(record: dict, feed: str = "synthetic"):
 
 
 def plan_runs(configs, variants, rounds: int, done: collections.Counter, per_device_batch,
-              rerun: bool) -> list[tuple]:
+              rerun: bool, pairs=()) -> list[tuple]:
   """(config, variant) runs still to do: round r covers variants whose r-th run is missing, in
-  forward order on even rounds and reverse order on odd ones."""
+  forward order on even rounds and reverse order on odd ones. `pairs` ((config, variant), ...)
+  replaces every config with every variant."""
+  pairs = list(pairs) or [(c, v) for c in configs for v in variants]
   plan = []
   for r in range(rounds):
-    order = variants if r % 2 == 0 else variants[::-1]
-    for config in configs:
-      for variant in order:
-        if rerun or done[run_key(config, variant, per_device_batch)] <= r:
-          plan.append((config, variant))
+    for config, variant in (pairs if r % 2 == 0 else pairs[::-1]):
+      if rerun or done[run_key(config, variant, per_device_batch)] <= r:
+        plan.append((config, variant))
   return plan
 
 
@@ -297,7 +301,11 @@ def main(argv):
     variants = {**VARIANTS, **parse_custom(_CUSTOM.value)}
   except ValueError as e:
     sys.exit(f"sweep.py: {e}")
-  chosen = list(_VARIANTS.value) + [s.partition("=")[0] for s in _CUSTOM.value]
+  pairs = [tuple(r.rsplit("@", 1)) for r in _RUNS.value]
+  if any(len(p) != 2 for p in pairs):
+    sys.exit(f"sweep.py: --runs entries are CONFIG@VARIANT, got {_RUNS.value}")
+  chosen = ([v for _, v in pairs] if pairs else
+            list(_VARIANTS.value) + [s.partition("=")[0] for s in _CUSTOM.value])
   unknown = [v for v in chosen if v not in variants]
   if unknown:
     sys.exit(f"sweep.py: unknown variant(s) {unknown}; known: {sorted(variants)}")
@@ -306,7 +314,7 @@ def main(argv):
   done = collections.Counter(run_key(r["config"], r["variant"], r.get("per_device_batch"))
                              for r in read_runs(out) if r.get("ok"))
   plan = plan_runs(_CONFIGS.value, chosen, _ROUNDS.value, done, _PER_DEVICE_BATCH.value,
-                   _RERUN.value)
+                   _RERUN.value, pairs)
   try:
     for v in chosen:
       split_env(variants[v][0])
@@ -323,9 +331,14 @@ def main(argv):
   start = time.perf_counter()
   for i, (config, variant) in enumerate(plan):
     _common.progress(f"[{i + 1}/{len(plan)}] {config} / {variant}: {variants[variant][1]}")
-    record = run_one(config, variant, variants[variant], _PER_DEVICE_BATCH.value, _STEPS.value,
-                     _REPEATS.value, _WARMUP.value, _DATA.value, _TIMEOUT.value,
-                     cold.get((config, variant)))
+    cold_compile = cold.get((config, variant))
+    if isinstance(cold_compile, str):
+      record = {"config": config, "variant": variant, "per_device_batch": _PER_DEVICE_BATCH.value,
+                "ok": False, "error": cold_compile}
+    else:
+      record = run_one(config, variant, variants[variant], _PER_DEVICE_BATCH.value,
+                       _STEPS.value, _REPEATS.value, _WARMUP.value, _DATA.value, _TIMEOUT.value,
+                       cold_compile)
     append_run(out, record)
     elapsed = time.perf_counter() - start
     status = (f"{_fmt_rate(_rate(record))} samples/s/device" if record.get("ok")

@@ -14,6 +14,7 @@ shows what the input pipeline costs. The last line of stdout is a JSON object wi
 
 import collections
 import functools
+import gzip
 import itertools
 import json
 import statistics
@@ -54,6 +55,9 @@ _PROFILE_DIR = flags.DEFINE_string(
     "profile_dir", None, "After timing, trace --profile_steps synthetic steps with jax.profiler "
     "into this directory (TensorBoard/XProf files and a Perfetto trace).")
 _PROFILE_STEPS = flags.DEFINE_integer("profile_steps", 5, "Steps in the --profile_dir trace.")
+_DUMP_HLO = flags.DEFINE_string(
+    "dump_hlo", None, "Write the optimised HLO of the compiled step to this .gz file (to map "
+    "the kernels of a --profile_dir trace to the program's ops).")
 _COMPILE_ONLY = flags.DEFINE_bool(
     "compile_only", False, "Compile the step, report the compile time and stop (with a "
     "persistent compilation cache, later runs of the same step load it instead of compiling).")
@@ -226,7 +230,7 @@ def profile_steps(timer: "StepTimer", take, steps: int, directory: str) -> str:
 
 
 def benchmark(config, per_device_batch, steps, repeats, warmup, max_elements, data_path,
-              profile_dir=None, num_profile_steps=5, compile_only=False) -> dict:
+              profile_dir=None, num_profile_steps=5, compile_only=False, hlo_path=None) -> dict:
   mesh = sharding_lib.make_mesh()
   num_devices = mesh.shape[sharding_lib.DATA_AXIS]
   if per_device_batch is None:
@@ -251,7 +255,10 @@ def benchmark(config, per_device_batch, steps, repeats, warmup, max_elements, da
   t0 = time.perf_counter()
   compiled = train_step.lower(state, batches[0]).compile()
   compile_seconds = time.perf_counter() - t0
-  step_flops = flops_lib.compiled_flops(compiled)
+  step_flops = flops_lib.step_flops_per_device(train_step, (state, batches[0]), num_devices)
+  if hlo_path:
+    with gzip.open(hlo_path, "wt") as f:
+      f.write(compiled.as_text())
   peak = flops_lib.peak_flops_per_device(jax.devices()[0])
   if compile_only:
     return {"config": config.get("config_arg", ""), "model": config.model.name,
@@ -335,11 +342,12 @@ def main(argv):
   try:
     result = benchmark(_CONFIG.value, _PER_DEVICE_BATCH.value, _STEPS.value, _REPEATS.value,
                        _WARMUP.value, _MAX_ELEMENTS.value, _DATA.value, _PROFILE_DIR.value,
-                       _PROFILE_STEPS.value, _COMPILE_ONLY.value)
+                       _PROFILE_STEPS.value, _COMPILE_ONLY.value, _DUMP_HLO.value)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f"train_step.py: {e}")
-  if jax.process_index() == 0 and not _COMPILE_ONLY.value:
-    print("\n".join(summary_lines(result)))
+  if jax.process_index() == 0:
+    if not _COMPILE_ONLY.value:
+      print("\n".join(summary_lines(result)))
     print(json.dumps(result))
 
 

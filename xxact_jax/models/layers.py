@@ -122,7 +122,10 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None,
     [B, Q, H, Dh] in the dtype of `v`.
   """
   if impl != "einsum":
-    mask = None if key_mask is None else key_mask[:, None, None, :]
+    # cuDNN takes the mask as a bias of shape [B, 1, Q, K]: a [B, 1, 1, K] one is refused.
+    mask = (None if key_mask is None else
+            jnp.broadcast_to(key_mask[:, None, None, :],
+                             (q.shape[0], 1, q.shape[1], k.shape[1])))
     out = jax.nn.dot_product_attention(q, k, v, mask=mask,
                                        implementation=None if impl == "xla" else impl)
     return out.astype(v.dtype)

@@ -222,7 +222,8 @@ def train_and_evaluate(config, workdir: str):
   t0 = time.perf_counter()
   compiled = train_step.lower(state, queue[0][1]).compile()
   compile_seconds = time.perf_counter() - t0
-  step_flops = flops_lib.compiled_flops(compiled)
+  step_flops = flops_lib.step_flops_per_device(train_step, (state, queue[0][1]),
+                                               jax.device_count())
   peak = flops_lib.peak_flops_per_device(jax.devices()[0])
   logging.info("Train step compiled in %.1f s; %.3g GFLOP per step per device", compile_seconds,
                (step_flops or float("nan")) / 1e9)
