@@ -47,6 +47,8 @@ VARIANTS = {
     "no_dropout": (("--config.model.dropout=0.0",),
                    "dropout off: what all dropout costs (a bound, not a candidate)"),
     "remat": (("--config.model.remat=True",), "rematerialise every transformer layer"),
+    "separate_qkv": (("--config.model.fused_qkv=False",),
+                     "three q, k, v projections instead of one fused qkv matmul"),
     "float32": (("--config.model.dtype=float32",), "no bfloat16 (what bf16 buys)"),
 }
 DEFAULT_VARIANTS = ("baseline", "dropout_bits32", "dropout_bits16", "prng_rbg", "attention_xla",

@@ -40,6 +40,7 @@ def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
   # benchmarks/RESULTS.md has the measurements behind these defaults.
   c.attention = "einsum"
   c.dropout_bits = 8
+  c.fused_qkv = True
   # XRD intensities (max 100) are multiplied by this before the model sees them; the MXM
   # reconstruction is in the same scaled units (see `xrd_tokens`).
   c.xrd_scale = 0.01

@@ -47,6 +47,7 @@ class Kernels:
   """
   attention: str = "einsum"
   dropout_bits: int = 32
+  fused_qkv: bool = True
 
   def __post_init__(self):
     if self.attention not in ATTENTION_IMPLS:
@@ -59,7 +60,8 @@ class Kernels:
 
 def kernels_from_config(model_config) -> Kernels:
   return Kernels(attention=model_config.get("attention", "einsum"),
-                 dropout_bits=int(model_config.get("dropout_bits", 32)))
+                 dropout_bits=int(model_config.get("dropout_bits", 32)),
+                 fused_qkv=bool(model_config.get("fused_qkv", True)))
 
 
 def quantised_keep_threshold(keep_prob: float, bits: int) -> int:
@@ -151,8 +153,11 @@ class SelfAttention(nn.Module):
   def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
     d_model = x.shape[-1]
     head_dim = d_model // self.num_heads
-    qkv = dense_general((3, self.num_heads, head_dim), "qkv", self.dtype)(x)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    if self.kernels.fused_qkv:
+      qkv = dense_general((3, self.num_heads, head_dim), "qkv", self.dtype)(x)
+      q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    else:
+      q, k, v = (dense_general((self.num_heads, head_dim), n, self.dtype)(x) for n in "qkv")
     out = attend(q, k, v, mask, dropout(self.dropout, self.deterministic, self.kernels),
                  self.kernels.attention)
     return dense_general(d_model, "out", self.dtype, axis=(-2, -1))(out)
