@@ -37,22 +37,12 @@ VARIANTS = {
                        "dropout masks from 16-bit draws (half the PRNG work of 32)"),
     "dropout_bits8": (("--config.model.dropout_bits=8",),
                       "dropout masks from 8-bit draws (a quarter of the PRNG work of 32)"),
-    "prng_rbg": (("--config.prng_impl=rbg",), "XLA RngBitGenerator instead of threefry"),
-    "prng_unsafe_rbg": (("--config.prng_impl=unsafe_rbg",),
-                        "RngBitGenerator with unsafe key splitting"),
-    "attention_xla": (("--config.model.attention=xla",),
-                      "jax.nn.dot_product_attention, XLA (no attention-weight dropout)"),
-    "attention_cudnn": (("--config.model.attention=cudnn",),
-                        "jax.nn.dot_product_attention, cuDNN fused (no attention-weight dropout)"),
     "no_dropout": (("--config.model.dropout=0.0",),
                    "dropout off: what all dropout costs (a bound, not a candidate)"),
     "remat": (("--config.model.remat=True",), "rematerialise every transformer layer"),
-    "separate_qkv": (("--config.model.fused_qkv=False",),
-                     "three q, k, v projections instead of one fused qkv matmul"),
     "float32": (("--config.model.dtype=float32",), "no bfloat16 (what bf16 buys)"),
 }
-DEFAULT_VARIANTS = ("baseline", "dropout_bits32", "dropout_bits16", "prng_rbg", "attention_xla",
-                    "attention_cudnn", "no_dropout", "remat")
+DEFAULT_VARIANTS = ("baseline", "dropout_bits32", "dropout_bits8", "no_dropout", "remat")
 
 _CONFIGS = flags.DEFINE_list("configs", ["configs/supervised.py", "configs/mxm_contrastive.py"],
                              "Config files (with :ARG) to sweep.")
@@ -60,7 +50,7 @@ _VARIANTS = flags.DEFINE_list("variants", list(DEFAULT_VARIANTS),
                               f"Variants to run, from {sorted(VARIANTS)}.")
 _CUSTOM = flags.DEFINE_multi_string(
     "custom", [], "Extra variant NAME=FLAG[;FLAG...], e.g. "
-    "fast=--config.model.dropout_bits=8;--config.prng_impl=rbg. An item VAR=VALUE (no leading "
+    "fast=--config.model.dropout_bits=8;--config.model.remat=True. An item VAR=VALUE (no leading "
     "--) sets an environment variable of the run, e.g. "
     "notriton=XLA_FLAGS=--xla_gpu_enable_triton_gemm=false")
 _RUNS = flags.DEFINE_list(

@@ -1,5 +1,6 @@
 """Smoke runs of benchmarks/train_step.py on a tiny config: synthetic and loader-fed batches."""
 
+import gzip
 import json
 import math
 import os
@@ -66,6 +67,22 @@ def test_synthetic_batches(tmp_path):
   assert "data" not in result and "data_to_synthetic_ratio" not in result
   assert "samples/s/device" in process.stdout          # the human-readable summary
   assert "repeat 1/1" in process.stderr and "ETA" in process.stderr   # progress
+  summary = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_summary.py"),
+                            str(tmp_path), "--steps=2", "--top=5"],
+                           capture_output=True, text=True, timeout=120)
+  assert summary.returncode == 0, summary.stderr
+  assert "| class | ms / step | share |" in summary.stdout
+  assert "matmul" in summary.stdout and "kernel family" in summary.stdout
+
+
+def test_compile_only_reports_the_compile_and_writes_the_program(tmp_path):
+  hlo = tmp_path / "step.hlo.gz"
+  process = run_benchmark(*TINY_RUN, "--compile_only", f"--dump_hlo={hlo}")
+  result = result_of(process)
+  assert result["compile_seconds"] > 0 and result["step_flops_per_device"] > 0
+  assert "synthetic" not in result and "samples/s" not in process.stdout
+  with gzip.open(hlo, "rt") as f:
+    assert "HloModule" in f.read(2000)
 
 
 def test_loader_fed_batches(embedded_dataset):

@@ -1,10 +1,10 @@
 """Post-LN transformer layers for short sequences (as PyTorch's nn.TransformerEncoderLayer).
 
-Sequences here are tiny (18 XRD tokens, at most ~11 composition tokens), so attention is by
-default two einsums with the softmax in float32. Projections are fused (one Dense for q, k, v;
-one for k, v in cross-attention) so each is a single matmul. `Kernels` selects other ways to
-compute attention and dropout that give the same results in distribution, for benchmarking them
-against each other on a given device (benchmarks/sweep.py).
+Sequences here are tiny (18 XRD tokens, at most ~11 composition tokens), so attention is two
+einsums with the softmax in float32 and dropout on the attention weights, as PyTorch's
+MultiheadAttention. Projections are fused (one Dense for q, k, v; one for k, v in
+cross-attention) so each is a single matmul. `Kernels` selects how dropout draws its random bits
+(benchmarks/sweep.py measures the choices against each other).
 """
 
 import dataclasses
@@ -28,40 +28,29 @@ def layer_norm(name: str, dtype: Dtype) -> nn.LayerNorm:
   return nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype=dtype, param_dtype=jnp.float32, name=name)
 
 
-ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
 DROPOUT_BITS = (32, 16, 8)
 
 
 @dataclasses.dataclass(frozen=True)
 class Kernels:
-  """How attention and dropout are computed.
+  """How dropout is computed.
 
   Attributes:
-    attention: "einsum" (two einsums, float32 softmax, dropout on the attention weights as
-      PyTorch's MultiheadAttention), or `jax.nn.dot_product_attention` with implementation
-      "xla" or "cudnn" (fused on GPU; bfloat16/float16 only). The last two apply no dropout to
-      the attention weights; residual and feed-forward dropout are unchanged.
     dropout_bits: 32 draws one 32-bit random number per element (flax's nn.Dropout); 16 or 8
       split each 32-bit draw into 2 or 4 narrower ones, with the keep probability rounded to
       a multiple of 2^-bits and the scale matched to it, so the output stays unbiased.
   """
-  attention: str = "einsum"
   dropout_bits: int = 32
-  fused_qkv: bool = True
 
   def __post_init__(self):
-    if self.attention not in ATTENTION_IMPLS:
-      raise ValueError(f"model.attention must be one of {list(ATTENTION_IMPLS)}, "
-                       f"got {self.attention!r}")
     if self.dropout_bits not in DROPOUT_BITS:
       raise ValueError(f"model.dropout_bits must be one of {list(DROPOUT_BITS)}, "
                        f"got {self.dropout_bits!r}")
 
 
 def kernels_from_config(model_config) -> Kernels:
-  return Kernels(attention=model_config.get("attention", "einsum"),
-                 dropout_bits=int(model_config.get("dropout_bits", 32)),
-                 fused_qkv=bool(model_config.get("fused_qkv", True)))
+  # Configs written before the field existed trained with flax's 32-bit dropout.
+  return Kernels(dropout_bits=int(model_config.get("dropout_bits", 32)))
 
 
 def quantised_keep_threshold(keep_prob: float, bits: int) -> int:
@@ -108,7 +97,7 @@ def dropout(rate: float, deterministic: bool, kernels: Kernels) -> nn.Module:
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None,
-           dropout_module: nn.Module, impl: str = "einsum") -> jax.Array:
+           dropout_module: nn.Module) -> jax.Array:
   """Scaled dot-product attention.
 
   Args:
@@ -116,21 +105,11 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None,
     k: [B, K, H, Dh] keys.
     v: [B, K, H, Dh] values.
     key_mask: optional bool [B, K], True where a key may be attended to.
-    dropout_module: applied to the attention weights (as PyTorch's MultiheadAttention) by the
-      "einsum" implementation.
-    impl: one of ATTENTION_IMPLS (see `Kernels`).
+    dropout_module: applied to the attention weights (as PyTorch's MultiheadAttention).
 
   Returns:
     [B, Q, H, Dh] in the dtype of `v`.
   """
-  if impl != "einsum":
-    # cuDNN takes the mask as a bias of shape [B, 1, Q, K]: a [B, 1, 1, K] one is refused.
-    mask = (None if key_mask is None else
-            jnp.broadcast_to(key_mask[:, None, None, :],
-                             (q.shape[0], 1, q.shape[1], k.shape[1])))
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask,
-                                       implementation=None if impl == "xla" else impl)
-    return out.astype(v.dtype)
   q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
   if key_mask is not None:
@@ -153,13 +132,9 @@ class SelfAttention(nn.Module):
   def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
     d_model = x.shape[-1]
     head_dim = d_model // self.num_heads
-    if self.kernels.fused_qkv:
-      qkv = dense_general((3, self.num_heads, head_dim), "qkv", self.dtype)(x)
-      q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    else:
-      q, k, v = (dense_general((self.num_heads, head_dim), n, self.dtype)(x) for n in "qkv")
-    out = attend(q, k, v, mask, dropout(self.dropout, self.deterministic, self.kernels),
-                 self.kernels.attention)
+    qkv = dense_general((3, self.num_heads, head_dim), "qkv", self.dtype)(x)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    out = attend(q, k, v, mask, dropout(self.dropout, self.deterministic, self.kernels))
     return dense_general(d_model, "out", self.dtype, axis=(-2, -1))(out)
 
 
@@ -178,7 +153,7 @@ class CrossAttention(nn.Module):
     q = dense_general((self.num_heads, head_dim), "q", self.dtype)(x)
     kv = dense_general((2, self.num_heads, head_dim), "kv", self.dtype)(memory)
     out = attend(q, kv[:, :, 0], kv[:, :, 1], memory_mask,
-                 dropout(self.dropout, self.deterministic, self.kernels), self.kernels.attention)
+                 dropout(self.dropout, self.deterministic, self.kernels))
     return dense_general(d_model, "out", self.dtype, axis=(-2, -1))(out)
 
 

@@ -55,9 +55,6 @@ def base_config(*, model, objective: str, targets=(), runlocal: bool = False,
   """The common trainer configuration; config files adjust what differs."""
   c = ml_collections.ConfigDict()
   c.seed = 0
-  # PRNG behind dropout, MXM masks and task sampling in the train step: threefry2x32 (jax's
-  # default) | rbg | unsafe_rbg (XLA's RngBitGenerator; faster on some accelerators).
-  c.prng_impl = "threefry2x32"
   c.objective = objective            # supervised | mxm | contrastive | mxm_contrastive
   c.targets = tuple(targets)         # supervised targets; the heads the model builds
   # Multi-target training: each example is assigned one of its labelled targets uniformly at random

@@ -51,8 +51,9 @@ def _microbatches(batch, num, num_shards):
 
 
 def train_base_key(config) -> jax.Array:
-  """The key each step folds its step number into, of the configured PRNG implementation."""
-  return jax.random.key(config.seed + 1, impl=config.get("prng_impl") or None)
+  """The key each step folds its step number into (threefry: on an H100 XLA's RngBitGenerator
+  was no faster for this step, benchmarks/RESULTS.md)."""
+  return jax.random.key(config.seed + 1)
 
 
 def make_train_step(model, tx, schedule, config, target_stats, num_shards: int = 1):
