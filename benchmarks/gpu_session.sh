@@ -74,7 +74,7 @@ if has sweep && fits sweep 200; then
   [[ -n ${SWEEP_RUNS:-} ]] && runs=("--runs=$SWEEP_RUNS")
   timeout $(( $(left) - 10 )) python3 benchmarks/sweep.py "${runs[@]}" \
     --configs="${SWEEP_CONFIGS:-configs/supervised.py}" \
-    --variants="${SWEEP_VARIANTS:-baseline,prng_rbg,attention_cudnn,no_dropout}" "${custom[@]}" \
+    --variants="${SWEEP_VARIANTS:-baseline,dropout_bits32,dropout_bits8,no_dropout}" "${custom[@]}" \
     --per_device_batch="${SWEEP_BATCH:-$BATCH}" --steps=20 --repeats=3 --warmup=3 \
     --precompile_jobs="${PRECOMPILE_JOBS:-4}" --timeout="${SWEEP_TIMEOUT:-300}" \
     ${SWEEP_DATA:+--data="$SWEEP_DATA"} --out="$OUT_DIR/sweep.jsonl" \

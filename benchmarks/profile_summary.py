@@ -1,12 +1,14 @@
 r"""Where a traced step's device time goes: a table from a `train_step.py --profile_dir` trace.
 
-  python benchmarks/profile_summary.py DIR [--steps=5] [--top=40]
+  python benchmarks/profile_summary.py DIR [--steps=5] [--top=40] [--hlo=STEP.hlo.gz]
 
 Reads the Perfetto/Chrome trace (`perfetto_trace.json.gz`) that `jax.profiler` writes under DIR,
 keeps the events of the device's kernel streams, and prints the device time per step by kernel
 class (matrix products, attention, reductions such as LayerNorm and softmax, elementwise and
 random-bit fusions, copies) and the most expensive kernels. The classes are read off kernel
-names, so they are a guide; the kernel table beside them is exact.
+names, so they are a guide; the kernel table beside them is exact. With `--hlo` (the optimised
+program, `train_step.py --dump_hlo`), XLA's own kernels are traced back to the model code they
+run (forward or backward, which module): a table by model part.
 """
 
 import argparse
@@ -60,7 +62,52 @@ def load_events(path: str):
   return events, processes, threads
 
 
-def summarise(path: str, steps: int, top: int) -> str:
+def hlo_sources(path: str) -> dict:
+  """Kernel name (as the trace spells it) -> op_name metadata of the optimised HLO."""
+  opener = gzip.open if path.endswith(".gz") else open
+  sources = {}
+  pattern = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*?metadata=\{[^}]*op_name=\"([^\"]+)\"")
+  with opener(path, "rt") as f:
+    for line in f:
+      m = pattern.match(line)
+      if m:
+        # The trace names kernel "input_transpose_fusion.107" as "input_transpose_fusion_107".
+        sources[m.group(1).replace(".", "_")] = m.group(2)
+  return sources
+
+
+def model_part(op_name: str) -> tuple[str, str]:
+  """("forward" | "backward" | "optimizer", module path with layer numbers as N)."""
+  if "transpose(jvp(" in op_name:
+    direction = "backward"
+  elif "jvp(" in op_name:
+    direction = "forward"
+  else:
+    direction = "optimizer / other"
+  parts = [p for p in op_name.split("/")
+           if not p.startswith(("jit(", "jvp(", "transpose(")) and p]
+  path = "/".join(parts[:-1]) or "(top level)"
+  return direction, re.sub(r"layer_\d+", "layer_N", path)
+
+
+COMPONENTS = (  # (label, pattern on the module path), first match wins.
+    ("dropout (random bits, masks)", r"dropout"),
+    ("dense layers outside cuBLAS (bias, epilogues, layouts)",
+     r"/(qkv|kv|q|out|fc1|fc2)$|projection"),
+    ("attention core (scores, softmax, weights x V, head layouts)", r"attention"),
+    ("LayerNorm + residual", r"norm\d|layer_N$"),
+    ("losses, heads, optimizer update", r"top level|heads|^$"),
+)
+
+
+def component(module: str) -> str:
+  for label, pattern in COMPONENTS:
+    if re.search(pattern, module.lower()):
+      return label
+  return "other model code"
+
+
+def summarise(path: str, steps: int, top: int, hlo: str | None = None) -> str:
   events, processes, threads = load_events(path)
   device_pids = {pid for pid, name in processes.items()
                  if re.search(r"/device:(gpu|tpu)|gpu:\d", name.lower())}
@@ -112,6 +159,32 @@ def summarise(path: str, steps: int, top: int) -> str:
   lines.append(f"\n| kernel family (digits as N, top {top}) | ms / step | share |\n|---|---|---|")
   for name, dur in families.most_common(top):
     lines.append(f"| `{name}` | {dur / steps / 1e3:,.3f} | {100 * dur / total:.1f}% |")
+  if hlo:
+    sources = hlo_sources(hlo)
+    parts = collections.Counter()
+    unmapped = 0.0
+    for name, dur in per_kernel.items():
+      op_name = sources.get(name)
+      if op_name is None:
+        unmapped += dur
+        continue
+      direction, module = model_part(op_name)
+      # Attention's einsums and softmax sit under the attention modules; name the op kind too.
+      parts[(direction, module, classify(name))] += dur
+    lines.append(f"\n| pass | model part | kernel class | ms / step | share |\n"
+                 "|---|---|---|---|---|")
+    for (direction, module, label), dur in parts.most_common(top):
+      lines.append(f"| {direction} | `{module}` | {label} | {dur / steps / 1e3:,.3f} | "
+                   f"{100 * dur / total:.1f}% |")
+    lines.append(f"| (library kernels: cuBLAS, cuDNN) | | | {unmapped / steps / 1e3:,.3f} | "
+                 f"{100 * unmapped / total:.1f}% |")
+    by_component = collections.Counter()
+    for (_, module, _), dur in parts.items():
+      by_component[component(module)] += dur
+    by_component["matrix products in cuBLAS (dense layers)"] += unmapped
+    lines.append("\n| component | ms / step | share |\n|---|---|---|")
+    for label, dur in by_component.most_common():
+      lines.append(f"| {label} | {dur / steps / 1e3:,.2f} | {100 * dur / total:.1f}% |")
   # HLO-level spans carry the op names of the program (flax module paths in their metadata).
   hlo = collections.Counter()
   for e in events:
@@ -133,9 +206,10 @@ def main():
   parser.add_argument("directory")
   parser.add_argument("--steps", type=int, default=5, help="Steps in the trace.")
   parser.add_argument("--top", type=int, default=40)
+  parser.add_argument("--hlo", help="The step's optimised HLO (train_step.py --dump_hlo).")
   args = parser.parse_args()
   try:
-    print(summarise(find_trace(args.directory), args.steps, args.top))
+    print(summarise(find_trace(args.directory), args.steps, args.top, args.hlo))
   except (FileNotFoundError, KeyError, ValueError) as e:
     sys.exit(f"profile_summary.py: {e}")
 
