@@ -8,8 +8,8 @@
 #   setup     install the wheels of .whl (grain, ml_collections, ...) into /tmp/site
 #   baseline  the paper-size supervised step at 4,096 per device, synthetic and loader-fed
 #             (.gpudata/mp6k), with a profile summarised into OUT_DIR/profile.md
-#   torch     the PyTorch peer (../shared/reference/torch_ref.py, or reference/torch_ref.py
-#             in the working tree), eager and torch.compile, at the same batch
+#   torch     the PyTorch peer (../shared/reference/torch_ref.py, or a copy carried in
+#             .gpudata/), eager and torch.compile, at the same batch
 #   sweep     benchmarks/sweep.py over the fast-path variants (SWEEP_VARIANTS, SWEEP_CUSTOM,
 #             SWEEP_CONFIGS, SWEEP_BATCH), compiled in parallel first
 #   hlo       the optimised HLO of the default supervised step, OUT_DIR/hlo.txt.gz
@@ -39,7 +39,7 @@ fits() {  # fits NAME SECONDS: true if SECONDS remain
 has() { [[ ",$STAGES," == *",$1,"* ]]; }
 
 torch_ref() {
-  for f in ../shared/reference/torch_ref.py reference/torch_ref.py .gpudata/torch_ref.py; do
+  for f in ../shared/reference/torch_ref.py .gpudata/torch_ref.py; do
     [[ -f $f ]] && { echo "$f"; return; }
   done
 }
