@@ -41,6 +41,8 @@ VARIANTS = {
                    "dropout off: what all dropout costs (a bound, not a candidate)"),
     "remat": (("--config.model.remat=True",), "rematerialise every transformer layer"),
     "float32": (("--config.model.dtype=float32",), "no bfloat16 (what bf16 buys)"),
+    "augment": (("--config.augment.enabled=True",),
+                "the measured-pattern augmentation inside the step (what it costs)"),
 }
 DEFAULT_VARIANTS = ("baseline", "dropout_bits32", "dropout_bits8", "no_dropout", "remat")
 

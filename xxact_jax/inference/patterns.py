@@ -5,7 +5,10 @@ increasing), raw intensities, and the wavelength stated in the file when the
 format carries one. Problems raise `PatternError` naming the file and line.
 """
 
+import bz2
 import dataclasses
+import gzip
+import lzma
 import os
 import re
 from typing import Optional
@@ -17,6 +20,23 @@ from xxact_jax.inference.errors import PatternError
 
 TEXT_SUFFIXES = (".xy", ".xye", ".csv", ".txt", ".dat")
 XRDML_SUFFIXES = (".xrdml",)
+# A compressed scan (scan.xy.gz, scan.xrdml.bz2, ...) is read through its decompressor.
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def _open_text(path: str):
+  opener = COMPRESSED.get(os.path.splitext(path)[1].lower())
+  if opener is not None:
+    return opener(path, "rt", encoding="utf-8", errors="replace")
+  return open(path, encoding="utf-8", errors="replace")
+
+
+def _format_suffix(path: str) -> str:
+  """The format's suffix, looking through a compression suffix."""
+  stem, suffix = os.path.splitext(path)
+  if suffix.lower() in COMPRESSED:
+    suffix = os.path.splitext(stem)[1]
+  return suffix.lower()
 _COMMENT_PREFIXES = ("#", ";", "!", "//", "%", "'")
 _SEPARATORS = re.compile(r"[\s,;]+")
 
@@ -34,14 +54,15 @@ def read_pattern(path: str) -> MeasuredPattern:
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise PatternError("no such file", path=path)
-  suffix = os.path.splitext(path)[1].lower()
+  suffix = _format_suffix(path)
   if suffix in XRDML_SUFFIXES:
     return read_xrdml(path)
   if suffix in TEXT_SUFFIXES:
     return read_two_column(path)
   raise PatternError(
       f"unknown pattern format {suffix!r}; expected one of "
-      + ", ".join(TEXT_SUFFIXES + XRDML_SUFFIXES), path=path)
+      + ", ".join(TEXT_SUFFIXES + XRDML_SUFFIXES) + " (optionally ."
+      + ", .".join(s.lstrip(".") for s in COMPRESSED) + " compressed)", path=path)
 
 
 def read_two_column(path: str) -> MeasuredPattern:
@@ -53,7 +74,7 @@ def read_two_column(path: str) -> MeasuredPattern:
   semicolons; extra columns (the esd of .xye) are ignored.
   """
   two_theta, intensity, line_numbers = [], [], []
-  with open(path, encoding="utf-8", errors="replace") as f:
+  with _open_text(path) as f:
     for line_number, raw in enumerate(f, start=1):
       line = raw.strip().lstrip("\ufeff")
       if not line or line.startswith(_COMMENT_PREFIXES):
@@ -107,7 +128,8 @@ def read_xrdml(path: str) -> MeasuredPattern:
   The wavelength is the Kα1/Kα2 mean weighted by `ratioKAlpha2KAlpha1`.
   """
   try:
-    root = ElementTree.parse(path).getroot()
+    with _open_text(path) as f:
+      root = ElementTree.parse(f).getroot()
   except ElementTree.ParseError as e:
     raise PatternError(f"not valid XML ({e})", path=path) from None
   scans = _find_all(root, "scan")

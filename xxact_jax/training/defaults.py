@@ -11,6 +11,7 @@ from typing import Any
 import ml_collections
 
 from xxact_jax import constants
+from xxact_jax.data import augment
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
@@ -63,6 +64,9 @@ def base_config(*, model, objective: str, targets=(), runlocal: bool = False,
   c.regression_loss = "mse"          # mse | robust_l1 (CrabNet's; needs a log-std output)
   c.mxm_mask_ratio = 0.05            # of the 17 XRD tokens, at least one per sample
   c.model = model
+  # Physics-based augmentation of the XRD batch inside the train step (data/augment.py has each
+  # transform's parameter range and its source): off in the paper's configs, on in measured.py.
+  c.augment = augment.default_config(enabled=False)
 
   c.data = ml_collections.ConfigDict()
   c.data.path = ""                   # "" = the embedded default dataset

@@ -8,9 +8,12 @@ import jax.numpy as jnp
 import optax
 
 from xxact_jax import constants
+from xxact_jax.data import augment
 from xxact_jax.training import objectives
 
 INPUT_KEYS = ("species", "fractions", "xrd")
+# Folded into a step's key for the augmentation draws, leaving the other streams as they were.
+AUGMENT_STREAM = 0x61756721
 
 
 def batch_struct(batch_size: int, max_elements: int, targets=constants.ALL_TARGETS):
@@ -61,8 +64,14 @@ def make_train_step(model, tx, schedule, config, target_stats, num_shards: int =
   base_rng = train_base_key(config)
   accum = config.grad_accum_steps
 
+  augment_config = config.get("augment")
+
   def loss_fn(params, batch, rng):
     r_drop, r_mask, r_task = jax.random.split(rng, 3)
+    if augment_config is not None and augment_config.enabled:
+      # The model sees, and MXM reconstructs, the pattern as a diffractometer would record it.
+      batch = dict(batch, xrd=augment.augment_xrd(jax.random.fold_in(rng, AUGMENT_STREAM),
+                                                  batch["xrd"], augment_config))
     xrd_mask = None
     if "mxm" in config.objective:
       xrd_mask = objectives.sample_xrd_mask(r_mask, batch["xrd"].shape[0],

@@ -1,0 +1,300 @@
+"""Physics-based augmentation of simulated XRD batches towards measured laboratory scans.
+
+The stored patterns are ideal: Cu Kα (1.54184 Å, the Kα1/Kα2 weighted mean) sticks smeared with a
+Gaussian of σ = 0.1°, no background, no noise, exact lattice parameters. A diffractometer adds what
+this module adds, each with a physical parameter drawn per pattern from a documented range:
+
+| transform | parameter (config `augment.*`) | range | source of the range |
+|---|---|---|---|
+| lattice strain / thermal expansion, d → d(1+ε) | `strain` | ε ∈ ±0.015 | thermal expansion ≈ 1e-5 K⁻¹ over ~1000 K; PBE lattice parameters ≈ 1–2 % above experiment |
+| zero-point error of 2θ | `zero_shift_deg` | ±0.1° | typical goniometer zero errors after alignment |
+| sample displacement s, Δ2θ = −2 s cos θ / R | `displacement_mm`, `goniometer_radius_mm` | s ∈ ±0.2 mm, R = 240 mm | height error of a packed powder holder on a lab Bragg–Brentano diffractometer |
+| Cu Kα1 + Kα2 doublet (λ 1.54056 / 1.54439 Å, ratio 2:1) in place of the mean Kα line | `ka2_prob` | on or off | Cu anode emission without a monochromator |
+| instrument broadening, Caglioti FWHM² = U tan²θ + V tan θ + W | `caglioti_u`, `caglioti_v`, `caglioti_w` | U ∈ [0, 0.02], V ∈ [−0.01, 0], W ∈ [0, 0.01] deg² | lab instruments: 0.05–0.2° FWHM |
+| crystallite-size (Scherrer) broadening, FWHM = Kλ/(L cos θ), K = 0.9 | `crystallite_nm` | L ∈ [20, 500] nm, log-uniform | nanocrystalline to well-crystallised powders |
+| peak shape: pseudo-Voigt Lorentzian fraction | `eta` | η ∈ [0, 0.8] | lab profiles are mostly Lorentzian-Gaussian mixtures |
+| relative intensities (stands in for preferred orientation) | `intensity_log_sigma`, `intensity_knot_deg` | log-scale σ ∈ [0, 0.3] over knots 0.5° apart | March–Dollase factors of 0.5–2 change strong reflections by tens of per cent |
+| weak impurity peaks | `impurity_prob`, `impurity_max_peaks`, `impurity_height` | ≤ 3 peaks of 1–8 % | minor secondary phases |
+| background: low-angle rise, smooth polynomial, amorphous hump | `background_prob`, `background_level` | each ≤ 0–15 % of the strongest peak | air scatter, fluorescence, sample holder, amorphous content |
+| counting noise (Poisson, Gaussian approximation) | `noise_prob`, `peak_counts` | 100–100,000 counts at the strongest peak, log-uniform | fast scans to long scans |
+| narrower scan range; unmeasured points set to 0 as the predict path marks them | `crop_prob`, `crop_low_deg`, `crop_high_deg` | start 5–20°, end 60–90° | common scan ranges |
+
+Every transform is batched, jit-compatible and draws its parameters from a key, so an augmented run
+that folds the key from the step number resumes exactly. `augment_xrd` applies them in physical
+order (sample → instrument → detector) and rescales to a maximum of 100 as the stored patterns.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from xxact_jax import constants
+
+# Cu anode lines (Å): the weighted Kα mean the stored patterns use, Kα1, Kα2 (pymatgen's values).
+CU_KA, CU_KA1, CU_KA2 = 1.54184, 1.54056, 1.54439
+KA2_TO_KA1 = 0.5
+SCHERRER_K = 0.9
+# Broadening kernels reach this far from a peak (grid points of 0.02°: ±1.5°); each kernel is
+# normalised over its taps, so the cut keeps the area exactly.
+BROADENING_HALF_TAPS = 75
+
+
+def default_config(enabled: bool = False) -> ml_collections.ConfigDict:
+  """The ranges of the module docstring; `enabled=False` leaves batches untouched."""
+  c = ml_collections.ConfigDict()
+  c.enabled = enabled
+  c.strain = 0.015
+  c.zero_shift_deg = 0.1
+  c.displacement_mm = 0.2
+  c.goniometer_radius_mm = 240.0
+  c.ka2_prob = 0.5
+  c.broadening_prob = 0.8
+  c.caglioti_u = (0.0, 0.02)
+  c.caglioti_v = (-0.01, 0.0)
+  c.caglioti_w = (0.0, 0.01)
+  c.crystallite_nm = (20.0, 500.0)
+  c.eta = (0.0, 0.8)
+  c.intensity_log_sigma = 0.3
+  c.intensity_knot_deg = 0.5
+  c.impurity_prob = 0.3
+  c.impurity_max_peaks = 3
+  c.impurity_height = (1.0, 8.0)
+  c.background_prob = 0.8
+  c.background_level = 15.0
+  c.noise_prob = 0.8
+  c.peak_counts = (100.0, 100_000.0)
+  c.crop_prob = 0.3
+  c.crop_low_deg = (5.0, 20.0)
+  c.crop_high_deg = (60.0, 90.0)
+  return c
+
+
+def grid() -> jax.Array:
+  """float32 [4250]: the 2θ grid in degrees."""
+  return (constants.TWO_THETA_MIN
+          + constants.TWO_THETA_STEP * jnp.arange(constants.NUM_XRD_POINTS, dtype=jnp.float32))
+
+
+def resample(xrd: jax.Array, source_two_theta: jax.Array) -> jax.Array:
+  """out[b, i] = xrd[b] linearly interpolated at source_two_theta[b, i]; 0 off the grid or NaN."""
+  n = xrd.shape[-1]
+  index = (source_two_theta - constants.TWO_THETA_MIN) / constants.TWO_THETA_STEP
+  valid = (index >= 0) & (index <= n - 1)           # False for NaN too
+  index = jnp.where(valid, index, 0.0)
+  lower = jnp.clip(jnp.floor(index).astype(jnp.int32), 0, n - 1)
+  upper = jnp.clip(lower + 1, 0, n - 1)
+  frac = index - lower
+  a = jnp.take_along_axis(xrd, lower, axis=-1)
+  b = jnp.take_along_axis(xrd, upper, axis=-1)
+  return jnp.where(valid, a + frac * (b - a), 0.0)
+
+
+def _degrees(radians):
+  return radians * (180.0 / math.pi)
+
+
+def _radians(degrees):
+  return degrees * (math.pi / 180.0)
+
+
+def bragg_source_angle(two_theta: jax.Array, ratio) -> jax.Array:
+  """The 2θ at which a reflection seen at `two_theta` sits when sin θ is multiplied by `ratio`:
+  2·asin(ratio·sin θ); NaN where that exceeds 1 (the reflection does not exist there)."""
+  s = ratio * jnp.sin(_radians(two_theta) / 2)
+  return jnp.where(s <= 1.0, 2 * _degrees(jnp.arcsin(jnp.clip(s, -1.0, 1.0))), jnp.nan)
+
+
+def shift_peaks(xrd: jax.Array, strain=0.0, zero_shift_deg=0.0, displacement_mm=0.0,
+                radius_mm: float = 240.0) -> jax.Array:
+  """Moves every reflection as a strained, mis-aligned sample would show it.
+
+  Parameters are scalars or [B, 1]: strain ε scales every d-spacing by (1+ε), so a peak at θ
+  moves to asin(sin θ / (1+ε)) (Bragg's law, not a constant shift); the zero-point error adds
+  `zero_shift_deg` to every 2θ; a sample displaced by s from the focusing circle of radius R
+  shifts 2θ by −2 s cos θ / R (radians).
+  """
+  out = grid()[None, :]
+  displacement = _degrees(-2.0 * displacement_mm * jnp.cos(_radians(out) / 2) / radius_mm)
+  strained = out - zero_shift_deg - displacement       # where the strained reflection lies
+  source = bragg_source_angle(strained, 1.0 + strain)
+  return resample(xrd, jnp.broadcast_to(source, xrd.shape))
+
+
+def ka_doublet(xrd: jax.Array, ka1: float = CU_KA1, ka2: float = CU_KA2,
+               ratio: float = KA2_TO_KA1, stored: float = CU_KA) -> jax.Array:
+  """Replaces each reflection of the stored (mean-Kα) pattern by its Kα1 line and a Kα2
+  companion of `ratio` times its height, each where Bragg's law puts it for its wavelength."""
+  out = jnp.broadcast_to(grid()[None, :], xrd.shape)
+  line1 = resample(xrd, bragg_source_angle(out, stored / ka1))
+  line2 = resample(xrd, bragg_source_angle(out, stored / ka2))
+  return line1 + ratio * line2
+
+
+def caglioti_fwhm(two_theta, u, v, w) -> jax.Array:
+  """Instrumental FWHM (degrees), sqrt(U tan²θ + V tan θ + W), floored at 0."""
+  t = jnp.tan(_radians(two_theta) / 2)
+  return jnp.sqrt(jnp.maximum(u * t * t + v * t + w, 0.0))
+
+
+def scherrer_fwhm(two_theta, crystallite_nm, wavelength: float = CU_KA) -> jax.Array:
+  """Size broadening (degrees): K λ / (L cos θ)."""
+  return _degrees(SCHERRER_K * wavelength / (crystallite_nm * 10.0
+                                             * jnp.cos(_radians(two_theta) / 2)))
+
+
+def _pseudo_voigt(offset_deg, fwhm, eta):
+  x = (2.0 * offset_deg / fwhm) ** 2
+  gauss = jnp.exp(-math.log(2.0) * x)
+  lorentz = 1.0 / (1.0 + x)
+  # Shapes with unit height at the centre; the taps are normalised numerically below.
+  return (eta * lorentz * (2.0 / math.pi) + (1 - eta) * gauss * 2.0 * math.sqrt(
+      math.log(2.0) / math.pi)) / fwhm
+
+
+def broaden(xrd: jax.Array, fwhm: jax.Array, eta, half_taps: int = BROADENING_HALF_TAPS
+            ) -> jax.Array:
+  """Convolves each pattern with a pseudo-Voigt whose FWHM (degrees, [B, N] or [B, 1]) may vary
+  with 2θ, preserving the area: every point's intensity is spread by the kernel of its own
+  angle, normalised over its taps (the scatter form), so the total is kept up to the grid's ends.
+  """
+  n = xrd.shape[-1]
+  step = constants.TWO_THETA_STEP
+  fwhm = jnp.maximum(jnp.broadcast_to(fwhm, xrd.shape), 0.25 * step)
+  eta = jnp.broadcast_to(eta, xrd.shape[:-1] + (1,))
+
+  def norm_body(k, total):
+    return total + _pseudo_voigt((k - half_taps) * step, fwhm, eta)
+
+  total = jax.lax.fori_loop(0, 2 * half_taps + 1, norm_body, jnp.zeros_like(xrd))
+  source = xrd / total
+  pad = ((0, 0), (half_taps, half_taps))
+  source = jnp.pad(source, pad)
+  width = jnp.pad(fwhm, pad, mode="edge")
+
+  def body(k, out):
+    # Tap k carries intensity from source point j - (k - half_taps) to output point j.
+    start = 2 * half_taps - k
+    s = jax.lax.dynamic_slice_in_dim(source, start, n, axis=-1)
+    f = jax.lax.dynamic_slice_in_dim(width, start, n, axis=-1)
+    return out + s * _pseudo_voigt((k - half_taps) * step, f, eta)
+
+  return jax.lax.fori_loop(0, 2 * half_taps + 1, body, jnp.zeros_like(xrd))
+
+
+def smooth_field(key, batch: int, knot_deg: float, sigma) -> jax.Array:
+  """[B, N] log-normal factors with independent knots every `knot_deg`, linear in between."""
+  knots = int(math.ceil((constants.TWO_THETA_MAX - constants.TWO_THETA_MIN) / knot_deg)) + 2
+  values = sigma * jax.random.normal(key, (batch, knots))
+  position = (grid() - constants.TWO_THETA_MIN) / knot_deg
+  lower = jnp.floor(position).astype(jnp.int32)
+  frac = position - lower
+  field = values[:, lower] * (1 - frac) + values[:, lower + 1] * frac
+  return jnp.exp(field)
+
+
+def gaussian_peaks(centres_deg, heights, sigma_deg: float = constants.XRD_SIGMA) -> jax.Array:
+  """[B, N]: sum over the last axis of `centres_deg` / `heights` ([B, P]) of Gaussian peaks."""
+  g = grid()[None, None, :]
+  peaks = heights[..., None] * jnp.exp(-0.5 * ((g - centres_deg[..., None]) / sigma_deg) ** 2)
+  return peaks.sum(axis=1)
+
+
+def background(key, batch: int, level) -> jax.Array:
+  """[B, N] smooth, non-negative background in units of the strongest peak (100): a low-angle
+  exponential rise, a cubic polynomial and an amorphous hump, each scaled by up to `level`."""
+  k_amp, k_decay, k_poly, k_hump = jax.random.split(key, 4)
+  g = grid()[None, :]
+  amplitudes = level * jax.random.uniform(k_amp, (batch, 3))
+  decay = jax.random.uniform(k_decay, (batch, 1), minval=3.0, maxval=15.0)
+  rise = jnp.exp(-(g - constants.TWO_THETA_MIN) / decay)
+  x = (g - constants.TWO_THETA_MIN) / (constants.TWO_THETA_MAX - constants.TWO_THETA_MIN)
+  coef = jax.random.uniform(k_poly, (batch, 4), minval=-1.0, maxval=1.0)
+  poly = coef[:, :1] + coef[:, 1:2] * x + coef[:, 2:3] * x ** 2 + coef[:, 3:4] * x ** 3
+  poly = poly - poly.min(axis=-1, keepdims=True)
+  poly = poly / jnp.maximum(poly.max(axis=-1, keepdims=True), 1e-6)
+  centre_width = jax.random.uniform(k_hump, (batch, 2))
+  centre = 15.0 + 20.0 * centre_width[:, :1]
+  width = 3.0 + 5.0 * centre_width[:, 1:]
+  hump = jnp.exp(-0.5 * ((g - centre) / width) ** 2)
+  return amplitudes[:, :1] * rise + amplitudes[:, 1:2] * poly + amplitudes[:, 2:] * hump
+
+
+def counting_noise(key, xrd: jax.Array, peak_counts) -> jax.Array:
+  """Poisson counting noise for a scan whose strongest point (100) holds `peak_counts` counts
+  ([B, 1]), in the Gaussian approximation (variance = counts), clipped at zero counts."""
+  counts = xrd * (peak_counts / constants.XRD_MAX_INTENSITY)
+  noisy = counts + jnp.sqrt(jnp.maximum(counts, 0.0)) * jax.random.normal(key, xrd.shape)
+  return jnp.maximum(noisy, 0.0) * (constants.XRD_MAX_INTENSITY / peak_counts)
+
+
+def crop(xrd: jax.Array, low_deg, high_deg) -> jax.Array:
+  """Zero outside [low_deg, high_deg], as the predict path marks an unmeasured range."""
+  g = grid()[None, :]
+  return jnp.where((g >= low_deg) & (g <= high_deg), xrd, 0.0)
+
+
+def normalise(xrd: jax.Array) -> jax.Array:
+  """Non-finite values to 0, negatives to 0, maximum 100; an all-zero row stays zero."""
+  xrd = jnp.maximum(jnp.nan_to_num(xrd, nan=0.0, posinf=0.0, neginf=0.0), 0.0)
+  peak = xrd.max(axis=-1, keepdims=True)
+  return jnp.where(peak > 0, xrd * (constants.XRD_MAX_INTENSITY / jnp.where(peak > 0, peak, 1.0)),
+                   0.0)
+
+
+def _uniform(key, shape, bounds):
+  low, high = bounds
+  return jax.random.uniform(key, shape, minval=low, maxval=high)
+
+
+def _log_uniform(key, shape, bounds):
+  low, high = bounds
+  return jnp.exp(jax.random.uniform(key, shape, minval=math.log(low), maxval=math.log(high)))
+
+
+def augment_xrd(key: jax.Array, xrd: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
+  """The augmented batch (float32 [B, 4250], max 100), or `xrd` itself when disabled."""
+  if config is None or not config.enabled:
+    return xrd
+  b = xrd.shape[0]
+  keys = iter(jax.random.split(key, 24))
+  on = lambda p: jax.random.bernoulli(next(keys), p, (b, 1))
+  x = normalise(xrd.astype(jnp.float32))
+  g = grid()[None, :]
+
+  # The sample: lattice strain and intensities that texture changes.
+  jitter = smooth_field(next(keys), b, config.intensity_knot_deg,
+                        _uniform(next(keys), (b, 1), (0.0, config.intensity_log_sigma)))
+  x = x * jitter
+  # The instrument: alignment errors, the Kα doublet, broadening.
+  x = shift_peaks(x, strain=_uniform(next(keys), (b, 1), (-config.strain, config.strain)),
+                  zero_shift_deg=_uniform(next(keys), (b, 1),
+                                          (-config.zero_shift_deg, config.zero_shift_deg)),
+                  displacement_mm=_uniform(next(keys), (b, 1),
+                                           (-config.displacement_mm, config.displacement_mm)),
+                  radius_mm=config.goniometer_radius_mm)
+  x = jnp.where(on(config.ka2_prob), ka_doublet(x), x)
+  fwhm = (caglioti_fwhm(g, _uniform(next(keys), (b, 1), config.caglioti_u),
+                        _uniform(next(keys), (b, 1), config.caglioti_v),
+                        _uniform(next(keys), (b, 1), config.caglioti_w))
+          + scherrer_fwhm(g, _log_uniform(next(keys), (b, 1), config.crystallite_nm)))
+  eta = _uniform(next(keys), (b, 1), config.eta)
+  x = jnp.where(on(config.broadening_prob), broaden(x, fwhm, eta), x)
+  x = normalise(x)
+  # Other phases and the detector: impurity peaks, background, counting noise, scan range.
+  p = max(int(config.impurity_max_peaks), 1)
+  present = jnp.arange(p)[None, :] < jax.random.randint(next(keys), (b, 1), 1, p + 1)
+  heights = jnp.where(present & on(config.impurity_prob),
+                      _uniform(next(keys), (b, p), config.impurity_height), 0.0)
+  centres = _uniform(next(keys), (b, p), (constants.TWO_THETA_MIN, constants.TWO_THETA_MAX))
+  x = x + gaussian_peaks(centres, heights)
+  x = x + jnp.where(on(config.background_prob),
+                    background(next(keys), b, config.background_level), 0.0)
+  x = jnp.where(on(config.noise_prob),
+                counting_noise(next(keys), x, _log_uniform(next(keys), (b, 1),
+                                                           config.peak_counts)), x)
+  low = _uniform(next(keys), (b, 1), config.crop_low_deg)
+  high = _uniform(next(keys), (b, 1), config.crop_high_deg)
+  x = jnp.where(on(config.crop_prob), crop(x, low, high), x)
+  return normalise(x)

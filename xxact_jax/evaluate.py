@@ -1,0 +1,213 @@
+r"""Scores a trained workdir on measured powder patterns with known labels.
+
+  python -m xxact_jax.evaluate --workdir=DIR --measured=index.csv --output=OUT \
+      [--checkpoint=best|latest] [--background=none|snip]
+
+The index CSV names one scan per row: `file` (relative to the CSV), `formula`, and
+`wavelength_angstrom` (empty: the file's own, else Cu Kα), with labels `crystal_system` (a name)
+and/or `spacegroup_number`; `id` is optional (the layout of ../shared/data/measured_xrd_dev).
+Scans go through the predict path (Bragg's-law conversion to Cu Kα, resampling onto the 5–90°
+grid, optional background removal) and are predicted in batches. OUT receives `metrics.json`
+(the training-time names: `crystal_system_accuracy`, per class
+`crystal_system_accuracy/<class>`, top-5, space-group accuracy, and the majority-class rate of the
+labels), `predictions.jsonl` (one line per scan), and `confusion_crystal_system.png`. A scan that
+cannot be read is reported with its file and reason, and left out of the metrics. The last line
+of stdout is the metrics JSON.
+"""
+
+import argparse
+import collections
+import csv
+import json
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from xxact_jax import constants
+from xxact_jax.inference.errors import InputError
+
+LABEL_COLUMNS = ("crystal_system", "spacegroup_number")
+
+
+def _parse_args(argv):
+  parser = argparse.ArgumentParser(prog="python -m xxact_jax.evaluate",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--workdir", required=True, help="trained workdir")
+  parser.add_argument("--measured", required=True, help="index CSV of measured scans")
+  parser.add_argument("--output", required=True, help="directory for the results")
+  parser.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+  parser.add_argument("--background", choices=("none", "snip"), default="none",
+                      help="background removal of each scan before it meets the model")
+  parser.add_argument("--batch_size", type=int, default=256)
+  return parser.parse_args(argv)
+
+
+def read_index(path: str) -> list[dict]:
+  """Rows of the index CSV with `path` resolved; errors name the CSV line and column."""
+  if not os.path.isfile(path):
+    raise InputError("no such index file", path=path)
+  base = os.path.dirname(os.path.abspath(path))
+  with open(path, newline="", encoding="utf-8") as f:
+    reader = csv.DictReader(f)
+    missing = [c for c in ("file", "formula") if c not in (reader.fieldnames or ())]
+    if missing:
+      raise InputError(f"missing column(s) {missing}; has {reader.fieldnames}", path=path)
+    if not any(c in reader.fieldnames for c in LABEL_COLUMNS):
+      raise InputError(f"no label column: expected one of {list(LABEL_COLUMNS)}", path=path)
+    rows = []
+    for line, row in enumerate(reader, start=2):
+      label = row.get("crystal_system", "").strip().lower()
+      if label and label not in constants.CRYSTAL_SYSTEMS:
+        raise InputError(f"unknown crystal system {label!r}; known: "
+                         f"{list(constants.CRYSTAL_SYSTEMS)}", path=path, line=line,
+                         field="crystal_system")
+      sg = row.get("spacegroup_number", "").strip()
+      if sg and not (sg.isdigit() and 1 <= int(sg) <= constants.NUM_SPACE_GROUPS):
+        raise InputError(f"space group {sg!r} is not in 1–230", path=path, line=line,
+                         field="spacegroup_number")
+      wavelength = (row.get("wavelength_angstrom") or "").strip()
+      rows.append({"id": row.get("id") or row["file"], "line": line,
+                   "path": os.path.join(base, row["file"]), "formula": row["formula"].strip(),
+                   "wavelength": float(wavelength) if wavelength else None,
+                   "crystal_system": label or None, "spacegroup_number": int(sg) if sg else None})
+  if not rows:
+    raise InputError("no rows", path=path)
+  return rows
+
+
+def load_inputs(predictor, rows, background: str):
+  """(model arrays of the readable rows, their rows, [(row, reason)] of the others)."""
+  from xxact_jax.inference import inputs  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
+  arrays, kept, failed = [], [], []
+  start = time.perf_counter()
+  for i, row in enumerate(rows):
+    try:
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore", resample.PartialCoverageWarning)
+        pattern = resample.load_measured_pattern(row["path"], row["wavelength"], background)
+      species, fractions, _ = predictor.prepare(row["formula"], pattern)
+    except InputError as e:
+      failed.append((row, str(e)))
+      continue
+    arrays.append((species, fractions, inputs.as_stored(pattern)))
+    kept.append(row)
+    if (i + 1) % 50 == 0 or i + 1 == len(rows):
+      rate = (i + 1) / (time.perf_counter() - start)
+      print(f"read {i + 1}/{len(rows)} scans ({rate:.0f}/s, ETA "
+            f"{(len(rows) - i - 1) / rate:.0f} s)", file=sys.stderr, flush=True)
+  return arrays, kept, failed
+
+
+def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, name: str,
+                           class_names=None) -> dict:
+  """Top-1 and top-5 accuracy, per-class accuracy and the majority-class rate of `labels`
+  (class indices; -1 = unlabelled)."""
+  sel = labels >= 0
+  m = {f"{name}_count": int(sel.sum())}
+  if not sel.any():
+    return m
+  p, y = probabilities[sel], labels[sel]
+  top = np.argsort(-p, axis=-1)
+  m[f"{name}_accuracy"] = float(np.mean(top[:, 0] == y))
+  m[f"{name}_top5_accuracy"] = float(np.mean((top[:, :5] == y[:, None]).any(-1)))
+  counts = collections.Counter(y.tolist())
+  m[f"{name}_majority_rate"] = max(counts.values()) / len(y)
+  if class_names is not None:
+    for c, cname in enumerate(class_names):
+      if counts.get(c):
+        m[f"{name}_accuracy/{cname}"] = float(np.mean(top[y == c, 0] == c))
+  return m
+
+
+def confusion_png(labels, predictions, path: str):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from sklearn.metrics import confusion_matrix  # pylint: disable=g-import-not-at-top
+  names = constants.CRYSTAL_SYSTEMS
+  matrix = confusion_matrix(labels, predictions, labels=list(range(len(names))))
+  fig, ax = plt.subplots(figsize=(6.5, 5.5))
+  ax.imshow(matrix, cmap="Blues")
+  for (i, j), v in np.ndenumerate(matrix):
+    if v:
+      ax.text(j, i, str(v), ha="center", va="center",
+              color="white" if v > matrix.max() / 2 else "black")
+  ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+  ax.set_yticks(range(len(names)), names)
+  ax.set_xlabel("predicted")
+  ax.set_ylabel("label")
+  ax.set_title(f"crystal system, {len(labels)} measured scans, accuracy "
+               f"{np.mean(np.asarray(labels) == np.asarray(predictions)):.1%}")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def evaluate_measured(workdir, index_csv, output, checkpoint="best", background="none",
+                      batch_size=256) -> dict:
+  from xxact_jax.inference.predictor import load  # pylint: disable=g-import-not-at-top
+  rows = read_index(index_csv)
+  predictor = load(workdir, checkpoint, batch_size=batch_size)
+  arrays, kept, failed = load_inputs(predictor, rows, background)
+  for row, reason in failed:
+    print(f"skipped: {reason}", file=sys.stderr)
+  if not kept:
+    raise InputError("none of the scans could be read", path=index_csv)
+  species, fractions, xrd = (np.stack(c) for c in zip(*arrays))
+  out = predictor.predict_arrays(species, fractions, xrd)
+  metrics = {"workdir": os.path.abspath(workdir), "index": os.path.abspath(index_csv),
+             "checkpoint": checkpoint, "step": predictor.step, "background": background,
+             "scans": len(rows), "scans_evaluated": len(kept), "scans_failed": len(failed)}
+  cs_labels = np.array([constants.CRYSTAL_SYSTEMS.index(r["crystal_system"])
+                        if r["crystal_system"] else -1 for r in kept])
+  sg_labels = np.array([r["spacegroup_number"] - 1 if r["spacegroup_number"] else -1
+                        for r in kept])
+  os.makedirs(output, exist_ok=True)
+  if "crystal_system" in out:
+    metrics.update(classification_metrics(out["crystal_system"], cs_labels, "crystal_system",
+                                           constants.CRYSTAL_SYSTEMS))
+    sel = cs_labels >= 0
+    if sel.any():
+      confusion_png(cs_labels[sel], out["crystal_system"][sel].argmax(-1),
+                    os.path.join(output, "confusion_crystal_system.png"))
+  if "spacegroup_number" in out:
+    metrics.update(classification_metrics(out["spacegroup_number"], sg_labels,
+                                          "spacegroup_number"))
+  with open(os.path.join(output, "predictions.jsonl"), "w") as f:
+    for i, row in enumerate(kept):
+      record = {"id": row["id"], "file": row["path"], "formula": row["formula"],
+                "label": {k: row[k] for k in LABEL_COLUMNS}}
+      if "crystal_system" in out:
+        record["crystal_system"] = constants.CRYSTAL_SYSTEMS[int(out["crystal_system"][i].argmax())]
+        record["crystal_system_probabilities"] = {
+            n: float(p) for n, p in zip(constants.CRYSTAL_SYSTEMS, out["crystal_system"][i])}
+      if "spacegroup_number" in out:
+        record["spacegroup_top5"] = [int(j) + 1 for j in
+                                     np.argsort(-out["spacegroup_number"][i])[:5]]
+      for t in constants.REGRESSION_TARGETS:
+        if t in out:
+          record[t] = float(out[t][i])
+      f.write(json.dumps(record) + "\n")
+    for row, reason in failed:
+      f.write(json.dumps({"id": row["id"], "file": row["path"], "error": reason}) + "\n")
+  with open(os.path.join(output, "metrics.json"), "w") as f:
+    json.dump(metrics, f, indent=1)
+  return metrics
+
+
+def main(argv=None):
+  args = _parse_args(sys.argv[1:] if argv is None else argv)
+  try:
+    metrics = evaluate_measured(args.workdir, args.measured, args.output, args.checkpoint,
+                                args.background, args.batch_size)
+  except InputError as e:
+    sys.exit(f"error: {e}")
+  print(json.dumps(metrics))
+
+
+if __name__ == "__main__":
+  main()
