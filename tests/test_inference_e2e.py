@@ -319,3 +319,45 @@ def test_compare_cli_on_real_metrics(workdir, tmp_path):
                                           "eval/crystal_system_accuracy"}
   for result in saved:
     assert [run["speedup"] for run in result["runs"]] == [1.0, 1.0]
+
+
+def test_evaluate_measured_index(workdir, predictor, tmp_path, capsys):
+  """python -m xxact_jax.evaluate --measured: batched predictions equal the API's, metrics by
+  the training-time names, a compressed scan read directly, an unreadable scan reported."""
+  import gzip  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  from xxact_jax import evaluate  # pylint: disable=g-import-not-at-top
+  with open(fixture("Si_CuKa.xy"), "rb") as src, gzip.open(tmp_path / "Si.xy.gz", "wb") as dst:
+    shutil.copyfileobj(src, dst)
+  shutil.copy(fixture("NaCl_CuKa.xye"), tmp_path / "NaCl.xye")
+  shutil.copy(fixture("Al2O3_MoKa.xrdml"), tmp_path / "Al2O3.xrdml")
+  index = tmp_path / "index.csv"
+  index.write_text(
+      "id,file,formula,crystal_system,spacegroup_number,wavelength_angstrom\n"
+      "si,Si.xy.gz,Si,cubic,227,\n"
+      "nacl,NaCl.xye,NaCl,cubic,225,1.54184\n"
+      "corundum,Al2O3.xrdml,Al2O3,trigonal,167,\n"
+      "missing,nothing.xy,Fe2O3,trigonal,167,\n")
+  out = tmp_path / "out"
+  evaluate.main([f"--workdir={workdir}", f"--measured={index}", f"--output={out}"])
+  metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert json.loads((out / "metrics.json").read_text()) == metrics
+  assert metrics["scans"] == 4 and metrics["scans_evaluated"] == 3
+  assert metrics["scans_failed"] == 1
+  assert metrics["crystal_system_count"] == 3
+  assert metrics["crystal_system_majority_rate"] == pytest.approx(2 / 3)
+  records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+  assert [r["id"] for r in records] == ["si", "nacl", "corundum", "missing"]
+  assert "no such file" in records[-1]["error"]
+  expected = predictor.predict("Si", fixture("Si_CuKa.xy"))["crystal_system"]["prediction"]
+  assert records[0]["crystal_system"] == expected
+  correct = [r["crystal_system"] == r["label"]["crystal_system"] for r in records[:3]]
+  assert metrics["crystal_system_accuracy"] == pytest.approx(np.mean(correct))
+  assert metrics["crystal_system_accuracy/cubic"] == pytest.approx(np.mean(correct[:2]))
+  assert 0 <= metrics["spacegroup_number_accuracy"] <= metrics[
+      "spacegroup_number_top5_accuracy"] <= 1
+  assert (out / "confusion_crystal_system.png").stat().st_size > 0
+  # A label the package does not know is a clear error naming the line.
+  index.write_text("file,formula,crystal_system\nSi.xy.gz,Si,cubik\n")
+  with pytest.raises(SystemExit, match="line 2.*cubik"):
+    evaluate.main([f"--workdir={workdir}", f"--measured={index}", f"--output={out}"])
