@@ -81,18 +81,30 @@ def test_ka2_companion_sits_at_its_bragg_angle_with_half_the_height():
 def test_broadening_keeps_the_area_and_widens_with_angle():
   x = si_pattern()
   fwhm = augment.scherrer_fwhm(augment.grid()[None, :], 30.0)
+  # Gaussian kernels: nothing leaves the grid, the area is kept to float32 rounding.
+  gaussian = augment.broaden(x, fwhm, 0.0)
+  assert float(gaussian.sum()) == pytest.approx(float(x.sum()), rel=1e-4)
+  # Pseudo-Voigt: each peak keeps its area within ±2° (less the Lorentzian tails beyond).
   y = augment.broaden(x, fwhm, 0.5)
-  assert float(y.sum()) == pytest.approx(float(x.sum()), rel=1e-4)
-  # Each peak keeps its own area (windows of ±2°), and loses height.
   for hkl in SI_REFLECTIONS:
     t = bragg_two_theta(hkl)
     m = np.abs(GRID - t) < 2.0
     assert float(np.asarray(y)[0][m].sum()) == pytest.approx(float(np.asarray(x)[0][m].sum()),
-                                                               rel=0.03)
-  heights = [float(np.asarray(y)[0][np.abs(GRID - bragg_two_theta(h)) < 0.3].max()
-                   / np.asarray(x)[0][np.abs(GRID - bragg_two_theta(h)) < 0.3].max())
-             for h in ((1, 1, 1), (4, 2, 2))]
-  assert heights[1] < heights[0] < 0.8      # wider at high angle (1 / cos θ)
+                                                               rel=0.06)
+  assert float(y.sum()) == pytest.approx(float(x.sum()), rel=0.01)
+  for broadened in (gaussian, y):
+    heights = [float(np.asarray(broadened)[0][np.abs(GRID - bragg_two_theta(h)) < 0.3].max()
+                     / np.asarray(x)[0][np.abs(GRID - bragg_two_theta(h)) < 0.3].max())
+               for h in ((1, 1, 1), (4, 2, 2))]
+    assert heights[1] < heights[0] < 0.8      # wider at high angle (1 / cos θ)
+  # The width follows the FWHM given: a Gaussian peak of σ0 broadened by FWHM f has
+  # σ² = σ0² + (f / 2.3548)², read off its second moment.
+  t = bragg_two_theta((1, 1, 1))
+  m = np.abs(GRID - t) < 1.5
+  p = np.asarray(augment.broaden(x, jnp.full((1, 1), 0.3), 0.0))[0][m]
+  centre = (p * GRID[m]).sum() / p.sum()
+  sigma = math.sqrt((p * (GRID[m] - centre) ** 2).sum() / p.sum())
+  assert sigma == pytest.approx(math.sqrt(0.1 ** 2 + (0.3 / 2.3548) ** 2), rel=0.02)
 
 
 def test_identical_keys_identical_batches_and_off_is_the_identity():
