@@ -89,7 +89,9 @@ def parse_custom(specs) -> dict:
       raise ValueError(f"--custom={spec!r}: expected NAME=FLAG[;FLAG...]")
     if name in VARIANTS:
       raise ValueError(f"--custom name {name!r} is a built-in variant")
-    custom[name] = (tuple(f for f in rest.split(";") if f), "custom: " + rest)
+    items = tuple(f for f in rest.split(";") if f)
+    split_env(items)   # a malformed item is an error now, not when its run starts
+    custom[name] = (items, "custom: " + rest)
   return custom
 
 
@@ -309,11 +311,6 @@ def main(argv):
                              for r in read_runs(out) if r.get("ok"))
   plan = plan_runs(_CONFIGS.value, chosen, _ROUNDS.value, done, _PER_DEVICE_BATCH.value,
                    _RERUN.value, pairs)
-  try:
-    for v in chosen:
-      split_env(variants[v][0])
-  except ValueError as e:
-    sys.exit(f"sweep.py: {e}")
   _common.progress(f"sweep: {len(plan)} run(s) to do, results appended to {out}")
   cold = {}
   if _PRECOMPILE_JOBS.value > 0 and plan:

@@ -9,6 +9,8 @@ TWO_THETA_STEP = 0.02
 NUM_XRD_POINTS = 4250
 XRD_SIGMA = 0.1
 XRD_WAVELENGTH = "CuKa"
+# Cu anode lines in Å: the 2:1 weighted Kα mean the patterns are simulated at, Kα1, Kα2.
+CU_KA_LINES = (1.54184, 1.54056, 1.54439)
 XRD_MAX_INTENSITY = 100.0
 XRD_NUM_TOKENS = 17
 XRD_TOKEN_SIZE = 250

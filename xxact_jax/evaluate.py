@@ -80,7 +80,6 @@ def read_index(path: str) -> list[dict]:
 
 def load_inputs(predictor, rows, background: str):
   """(model arrays of the readable rows, their rows, [(row, reason)] of the others)."""
-  from xxact_jax.inference import inputs  # pylint: disable=g-import-not-at-top
   from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
   arrays, kept, failed = [], [], []
   start = time.perf_counter()
@@ -89,11 +88,10 @@ def load_inputs(predictor, rows, background: str):
       with warnings.catch_warnings():
         warnings.simplefilter("ignore", resample.PartialCoverageWarning)
         pattern = resample.load_measured_pattern(row["path"], row["wavelength"], background)
-      species, fractions, _ = predictor.prepare(row["formula"], pattern)
+      arrays.append(predictor.prepare(row["formula"], pattern))
     except InputError as e:
       failed.append((row, str(e)))
       continue
-    arrays.append((species, fractions, inputs.as_stored(pattern)))
     kept.append(row)
     if (i + 1) % 50 == 0 or i + 1 == len(rows):
       rate = (i + 1) / (time.perf_counter() - start)

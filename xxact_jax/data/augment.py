@@ -32,8 +32,8 @@ import ml_collections
 
 from xxact_jax import constants
 
-# Cu anode lines (Å): the weighted Kα mean the stored patterns use, Kα1, Kα2 (pymatgen's values).
-CU_KA, CU_KA1, CU_KA2 = 1.54184, 1.54056, 1.54439
+# Cu anode lines (Å): the weighted Kα mean the stored patterns use, Kα1, Kα2.
+CU_KA, CU_KA1, CU_KA2 = constants.CU_KA_LINES
 KA2_TO_KA1 = 0.5
 SCHERRER_K = 0.9
 # Angles at which the broadening width is evaluated; in between it is blended linearly.
@@ -73,8 +73,7 @@ def default_config(enabled: bool = False) -> ml_collections.ConfigDict:
 
 def grid() -> jax.Array:
   """float32 [4250]: the 2θ grid in degrees."""
-  return (constants.TWO_THETA_MIN
-          + constants.TWO_THETA_STEP * jnp.arange(constants.NUM_XRD_POINTS, dtype=jnp.float32))
+  return jnp.asarray(constants.two_theta_grid(), jnp.float32)
 
 
 def resample(xrd: jax.Array, source_two_theta: jax.Array) -> jax.Array:
@@ -164,8 +163,7 @@ def broaden(xrd: jax.Array, fwhm: jax.Array, eta, bands: int = BROADENING_BANDS)
   frac = position - lower
   weights = (jax.nn.one_hot(lower, bands) * (1 - frac)[:, None]
              + jax.nn.one_hot(lower + 1, bands) * frac[:, None])             # [N, bands]
-  band_fwhm = jnp.take_along_axis(fwhm, jnp.round(centres).astype(jnp.int32)[None, :].repeat(
-      b, 0), axis=-1)                                                        # [B, bands]
+  band_fwhm = fwhm[:, jnp.round(centres).astype(jnp.int32)]                # [B, bands]
   freq = jnp.fft.rfftfreq(size, d=constants.TWO_THETA_STEP)                  # cycles / degree
   sigma = band_fwhm / (2 * math.sqrt(2 * math.log(2)))
   gamma = band_fwhm / 2

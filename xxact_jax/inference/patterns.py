@@ -37,6 +37,8 @@ def _format_suffix(path: str) -> str:
   if suffix.lower() in COMPRESSED:
     suffix = os.path.splitext(stem)[1]
   return suffix.lower()
+
+
 _COMMENT_PREFIXES = ("#", ";", "!", "//", "%", "'")
 _SEPARATORS = re.compile(r"[\s,;]+")
 

@@ -15,9 +15,11 @@ from typing import Union
 
 import numpy as np
 
+from xxact_jax import constants
+
 # Anode -> (Kα weighted, Kα1, Kα2) in Å.
 ANODE_WAVELENGTHS = {
-    "Cu": (1.54184, 1.54056, 1.54439),
+    "Cu": constants.CU_KA_LINES,
     "Mo": (0.71073, 0.70930, 0.71359),
     "Co": (1.79026, 1.78896, 1.79285),
     "Fe": (1.93735, 1.93604, 1.93998),
