@@ -9,6 +9,5 @@ from xxact_jax.training import defaults
 
 
 def get_config(arg=None):
-  c = defaults.experiment("crabnet", "supervised", arg)
-  c.regression_loss = "robust_l1"
-  return c
+  # CrabNet's own RobustL1 unless `loss=` says otherwise.
+  return defaults.experiment("crabnet", "supervised", arg, regression_loss="robust_l1")

@@ -127,10 +127,11 @@ def test_zero_and_nan_patterns_give_finite_results():
   assert np.isfinite(np.asarray(y)).all()
 
 
-def test_crop_marks_the_unmeasured_range_as_zero():
+def test_crop_marks_the_unmeasured_range():
   x = si_pattern() + 1.0
   y = np.asarray(augment.crop(x, 20.0, 60.0))[0]
-  assert (y[GRID < 20.0] == 0).all() and (y[GRID > 60.0] == 0).all()
+  mark = constants.UNMEASURED_INTENSITY
+  assert (y[GRID < 20.0] == mark).all() and (y[GRID > 60.0] == mark).all()
   assert (y[(GRID >= 20.0) & (GRID <= 60.0)] > 0).all()
 
 

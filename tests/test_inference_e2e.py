@@ -91,7 +91,7 @@ def test_load_restores_the_trained_heads(predictor, workdir):
 
 
 def test_predict_formula_and_measured_pattern(predictor):
-  with pytest.warns(UserWarning, match="set to zero"):
+  with pytest.warns(UserWarning, match="marked unmeasured"):
     record = predictor.predict("Si", fixture("Si_CuKa.xy"))
   check_prediction(record)
 
@@ -180,7 +180,7 @@ def test_cli_formula_with_xy_and_xrdml(workdir, tmp_path):
                                f"--xrd={fixture('Si_CuKa.xy')}"], tmp_path, "xy.jsonl")
   assert code == 0 and len(records) == 1
   check_prediction(records[0])
-  assert records[0]["formula"] == "Si" and "set to zero" in records[0]["warnings"][0]
+  assert records[0]["formula"] == "Si" and "marked unmeasured" in records[0]["warnings"][0]
 
   code, records = run_predict([f"--workdir={workdir}", "--formula=Al2O3",
                                f"--xrd={fixture('Al2O3_MoKa.xrdml')}"], tmp_path, "mo.jsonl")
@@ -360,4 +360,8 @@ def test_evaluate_measured_index(workdir, predictor, tmp_path, capsys):
   # A label the package does not know is a clear error naming the line.
   index.write_text("file,formula,crystal_system\nSi.xy.gz,Si,cubik\n")
   with pytest.raises(SystemExit, match="line 2.*cubik"):
+    evaluate.main([f"--workdir={workdir}", f"--measured={index}", f"--output={out}"])
+  index.write_text("file,formula,crystal_system,wavelength_angstrom\nSi.xy.gz,Si,cubic,Cu\n"
+                   "Si.xy.gz,Si,cubic,copper\n")
+  with pytest.raises(SystemExit, match="line 3.*wavelength_angstrom.*copper"):
     evaluate.main([f"--workdir={workdir}", f"--measured={index}", f"--output={out}"])

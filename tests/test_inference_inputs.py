@@ -41,6 +41,13 @@ def test_grid_array_and_two_theta_pairs():
     inputs.pattern_on_grid((grid, np.where(grid > 50, np.nan, 1.0)))
   with pytest.raises(InputError, match="2θ must increase"):
     inputs.pattern_on_grid((grid[::-1], peak))
+  # NaN points of a grid array mark a range the scan did not cover.
+  partial = np.where(grid > 60.0, np.nan, peak)
+  marked = inputs.pattern_on_grid(partial)
+  assert (marked[grid > 60.0] == constants.UNMEASURED_INTENSITY).all()
+  np.testing.assert_allclose(marked[grid <= 60.0], on_grid[grid <= 60.0], atol=1e-4)
+  with pytest.raises(InputError, match="no positive intensity"):
+    inputs.pattern_on_grid(np.full(constants.NUM_XRD_POINTS, np.nan))
 
 
 def test_stored_precision_is_float16():

@@ -122,13 +122,17 @@ def test_xrdml_list_positions_and_intensities():
 
 # Resampling onto the model grid.
 
-def test_cu_pattern_lands_on_grid_with_zeros_outside_and_warning():
-  with pytest.warns(resample.PartialCoverageWarning, match="set to zero"):
-    x = resample.load_measured_pattern(fixture("Si_CuKa.xy"))
+KEEP_BACKGROUND = resample.Preprocessing(background="none")
+
+
+def test_cu_pattern_lands_on_grid_with_unmeasured_mark_outside_and_warning():
+  with pytest.warns(resample.PartialCoverageWarning, match="marked unmeasured"):
+    x = resample.load_measured_pattern(fixture("Si_CuKa.xy"), preprocessing=KEEP_BACKGROUND)
   grid = constants.two_theta_grid()
+  mark = constants.UNMEASURED_INTENSITY
   assert x.shape == (constants.NUM_XRD_POINTS,) and x.dtype == np.float32
   assert x.max() == pytest.approx(100.0)
-  assert np.all(x[grid < 10.0 - 1e-9] == 0) and np.all(x[grid > 80.0 + 1e-9] == 0)
+  assert np.all(x[grid < 10.0 - 1e-9] == mark) and np.all(x[grid > 80.0 + 1e-9] == mark)
   assert np.all(x[(grid > 10.0) & (grid < 80.0)] > 0)  # background is kept
   assert_peaks_at(x, reference_sticks("mp-149"))
 
@@ -138,9 +142,10 @@ def test_mo_xrdml_is_converted_to_cu_scale():
     x = resample.load_measured_pattern(fixture("Al2O3_MoKa.xrdml"))
   # The file states Mo Kα; its peaks must sit where Cu Kα puts them.
   assert_peaks_at(x, reference_sticks("mp-1143", "CuKa"))
-  # 4° at Mo is about 8.7° at Cu: the grid below is zero.
+  # 4° at Mo is about 8.7° at Cu: the grid below is marked unmeasured.
   grid = constants.two_theta_grid()
-  assert np.all(x[grid < 8.6] == 0) and np.all(x[grid > 8.8] > 0)
+  assert np.all(x[grid < 8.6] == constants.UNMEASURED_INTENSITY)
+  assert np.all(x[grid > 8.8] >= 0)
 
 
 def test_explicit_wavelength_overrides_file():
@@ -227,3 +232,102 @@ def test_xrdml_problems_are_named(tmp_path):
   word.write_text(text.replace("<intensities unit=\"counts\">", "<intensities unit=\"counts\">abc "))
   with pytest.raises(PatternError, match="field 'intensities'.*not a number"):
     patterns.read_pattern(str(word))
+
+
+# Documented results for unusual but valid scans, and scans too sparse to use.
+
+def write_scan(tmp_path, name, two_theta, intensity):
+  path = tmp_path / name
+  path.write_text("".join(f"{t:.4f} {i:.3f}\n" for t, i in zip(two_theta, intensity)))
+  return str(path)
+
+
+def peaks(two_theta, centres, heights, sigma=0.05):
+  return sum(h * np.exp(-0.5 * ((two_theta - c) / sigma) ** 2) for c, h in zip(centres, heights))
+
+
+def test_descending_scan_is_reversed(tmp_path):
+  t = np.arange(5.0, 90.0, 0.02)
+  y = peaks(t, [28.44, 47.3], [100, 60]) + 1.0
+  up = resample.load_measured_pattern(write_scan(tmp_path, "up.xy", t, y))
+  down = resample.load_measured_pattern(write_scan(tmp_path, "down.xy", t[::-1], y[::-1]))
+  np.testing.assert_array_equal(up, down)
+
+
+def test_too_few_points_and_coarse_steps_are_errors(tmp_path):
+  t = np.linspace(20.0, 30.0, 10)
+  with pytest.raises(PatternError, match=r"ten\.xy.*only 10 points"):
+    resample.load_measured_pattern(write_scan(tmp_path, "ten.xy", t, t))
+  t = np.arange(5.0, 90.0, 0.5)
+  with pytest.raises(PatternError, match=r"coarse\.xy.*step 0\.5°"):
+    resample.load_measured_pattern(write_scan(tmp_path, "coarse.xy", t, t))
+
+
+def test_negative_counts_are_clipped_to_zero(tmp_path):
+  t = np.arange(5.0, 90.0, 0.02)
+  y = peaks(t, [28.44], [100]) - 5.0        # an over-subtracted background
+  x = resample.load_measured_pattern(write_scan(tmp_path, "neg.xy", t, y), preprocessing=KEEP_BACKGROUND)
+  assert x.min() == 0.0 and x.max() == pytest.approx(100.0)
+  with pytest.raises(PatternError, match=r"allneg\.xy.*no positive intensity"):
+    resample.load_measured_pattern(write_scan(tmp_path, "allneg.xy", t, -y - 10))
+
+
+# Kα2 stripping and the preprocessing options.
+
+def test_strip_ka2_recovers_the_ka1_pattern():
+  _, ka1, ka2 = wavelengths.ANODE_WAVELENGTHS["Cu"]
+  t = np.arange(5.0, 120.0, 0.01)
+  centres = np.array([20.0, 28.44, 47.3, 56.12, 88.0, 110.0])     # Kα1 reflections
+  heights = np.array([40.0, 100.0, 60.0, 35.0, 20.0, 15.0])
+  companions = 2 * np.rad2deg(np.arcsin(np.sin(np.deg2rad(centres / 2)) * ka2 / ka1))
+  alpha1 = peaks(t, centres, heights)
+  measured = alpha1 + peaks(t, companions, heights / 2)
+  # The doublet is resolved at high angle: the companion sits where Bragg's law puts it.
+  assert companions[-1] - centres[-1] > 0.3
+  stripped = resample.strip_ka2(t, measured, ka1, ka2)
+  assert np.abs(stripped - alpha1).max() < 0.02 * heights.max()
+  assert np.abs(measured - alpha1).max() > 0.4 * heights[-1]
+
+
+def test_strip_ka2_moves_the_pattern_to_the_ka1_scale(tmp_path):
+  _, ka1, ka2 = wavelengths.ANODE_WAVELENGTHS["Cu"]
+  t = np.arange(5.0, 90.0, 0.01)
+  centre = 80.0
+  companion = 2 * np.rad2deg(np.arcsin(np.sin(np.deg2rad(centre / 2)) * ka2 / ka1))
+  scan = write_scan(tmp_path, "cu.xy", t, peaks(t, [centre, companion], [100, 50]) + 0.1)
+  options = resample.Preprocessing(background="none", strip_ka2=True)
+  x = resample.load_measured_pattern(scan, wavelength=ka1, preprocessing=options)
+  grid = constants.two_theta_grid()
+  # One peak left, at the Kα1 reflection's angle on the Cu Kα-mean scale of the grid.
+  expected = float(wavelengths.to_cu_two_theta(np.array([centre]), ka1)[0])
+  assert abs(grid[np.argmax(x)] - expected) <= constants.TWO_THETA_STEP
+  assert x[np.abs(grid - (companion + expected - centre)) < 0.03].max() < 5.0
+
+
+def test_strip_ka2_skips_a_wavelength_without_a_doublet(tmp_path):
+  assert wavelengths.doublet_of(wavelengths.CU_KA) == wavelengths.ANODE_WAVELENGTHS["Cu"][1:]
+  assert wavelengths.doublet_of(0.70930) == wavelengths.ANODE_WAVELENGTHS["Mo"][1:]
+  assert wavelengths.doublet_of(0.4959) is None                     # synchrotron
+  assert wavelengths.doublet_of(wavelengths.ANODE_WAVELENGTHS["Cu"][2]) is None
+  t = np.arange(5.0, 40.0, 0.005)
+  scan = write_scan(tmp_path, "sync.xy", t, peaks(t, [10.0, 12.0], [100, 50]) + 0.1)
+  with pytest.warns(resample.PreprocessingWarning, match=r"sync\.xy.*not stripped"):
+    resample.load_measured_pattern(scan, wavelength=0.4959,
+                                   preprocessing=resample.Preprocessing(strip_ka2=True))
+
+
+def test_snip_removes_a_smooth_background_and_keeps_the_peaks(tmp_path):
+  t = np.arange(5.0, 90.0, 0.02)
+  y = peaks(t, [28.44, 47.3], [100, 60], sigma=0.08) + 30 * np.exp(-(t - 5) / 15) + 10
+  scan = write_scan(tmp_path, "bg.xy", t, y)
+  kept = resample.load_measured_pattern(scan, preprocessing=KEEP_BACKGROUND)
+  removed = resample.load_measured_pattern(scan, preprocessing=resample.Preprocessing("snip"))
+  grid = constants.two_theta_grid()
+  far = (np.abs(grid - 28.44) > 1) & (np.abs(grid - 47.3) > 1)
+  assert kept[far].min() > 5 and removed[far].max() < 2
+  assert grid[np.argmax(removed)] == pytest.approx(28.44, abs=0.02)
+
+
+def test_preprocessing_options_are_checked():
+  with pytest.raises(ValueError, match="background must be one of"):
+    resample.Preprocessing(background="rolling_ball")

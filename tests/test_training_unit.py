@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from xxact_jax import constants
 from xxact_jax.training import defaults, objectives, optimizer
 
 
@@ -115,6 +116,57 @@ def test_robust_l1_regression_loss():
   with pytest.raises(ValueError, match="band_gap_log_std"):
     objectives.per_example_losses({"band_gap": outputs["band_gap"]}, batch, ("band_gap",), stats,
                                   "robust_l1")
+
+
+def test_l1_regression_loss():
+  batch = {"band_gap": np.array([1.0, 3.0, np.nan], np.float32)}
+  outputs = {"band_gap": jnp.array([1.5, 1.0, 0.0])}
+  stats = {"band_gap": {"mean": 1.0, "std": 2.0}}
+  losses = objectives.per_example_losses(outputs, batch, ("band_gap",), stats, "l1")
+  # Standardised: targets 0 and 1, predictions 1.5 and 1.0.
+  np.testing.assert_allclose(np.asarray(losses[:, 0]), [1.5, 0.0, 0.0], rtol=1e-6)
+  with pytest.raises(ValueError, match="Unknown regression_loss"):
+    objectives.per_example_losses(outputs, batch, ("band_gap",), stats, "huber")
+
+
+def test_size_and_loss_config_arguments():
+  configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+  small = defaults.load_config_file(os.path.join(configs, "supervised.py"),
+                                    "size=small,loss=robust_l1")
+  paper = defaults.load_config_file(os.path.join(configs, "supervised.py"))
+  assert small.model.fusion.d_model < paper.model.fusion.d_model
+  assert small.model.fusion.num_layers < paper.model.fusion.num_layers
+  assert small.regression_loss == "robust_l1" and small.model.regression_log_std
+  assert paper.regression_loss == "mse" and not paper.model.regression_log_std
+  crabnet = defaults.load_config_file(os.path.join(configs, "crabnet.py"), "runlocal")
+  assert crabnet.regression_loss == "robust_l1"
+  crabnet_mse = defaults.load_config_file(os.path.join(configs, "crabnet.py"), "runlocal,loss=mse")
+  assert crabnet_mse.regression_loss == "mse"
+  with pytest.raises(ValueError, match="Unknown loss"):
+    defaults.load_config_file(os.path.join(configs, "supervised.py"), "loss=huber")
+  with pytest.raises(ValueError, match="Unknown model size"):
+    defaults.load_config_file(os.path.join(configs, "supervised.py"), "size=huge")
+
+
+def test_log_std_heads_feed_robust_l1():
+  """A bimodal model with regression_log_std trains a step under robust_l1."""
+  from xxact_jax.models import build_model, model_config  # pylint: disable=g-import-not-at-top
+  cfg = model_config("xxact", size="tiny")
+  cfg.targets = ("formation_energy_per_atom", "crystal_system")
+  cfg.regression_log_std = True
+  cfg.dtype = "float32"
+  model = build_model(cfg)
+  species = jnp.array([[14, 8, 0]], jnp.int32)
+  fractions = jnp.array([[1 / 3, 2 / 3, 0.0]], jnp.float32)
+  xrd = jnp.zeros((1, constants.NUM_XRD_POINTS), jnp.float32).at[:, 100].set(100.0)
+  params = model.init(jax.random.key(0), species, fractions, xrd, train=False)["params"]
+  assert "formation_energy_per_atom_log_std" in params["heads"]
+  outputs = model.apply({"params": params}, species, fractions, xrd, train=False)
+  assert outputs["formation_energy_per_atom_log_std"].shape == (1,)
+  batch = {"formation_energy_per_atom": jnp.array([-1.0]), "crystal_system": jnp.array([6])}
+  stats = {"formation_energy_per_atom": {"mean": 0.0, "std": 1.0}}
+  losses = objectives.per_example_losses(outputs, batch, cfg.targets, stats, "robust_l1")
+  assert losses.shape == (1, 2) and np.isfinite(np.asarray(losses)).all()
 
 
 def test_load_config_file(tmp_path):

@@ -12,6 +12,9 @@ XRD_WAVELENGTH = "CuKa"
 # Cu anode lines in Å: the 2:1 weighted Kα mean the patterns are simulated at, Kα1, Kα2.
 CU_KA_LINES = (1.54184, 1.54056, 1.54439)
 XRD_MAX_INTENSITY = 100.0
+# Grid points a measured scan did not cover hold this value (the predict path, and the crop
+# augmentation that teaches it): unlike 0 it does not read as "measured, no peak here".
+UNMEASURED_INTENSITY = -100.0
 XRD_NUM_TOKENS = 17
 XRD_TOKEN_SIZE = 250
 assert XRD_NUM_TOKENS * XRD_TOKEN_SIZE == NUM_XRD_POINTS

@@ -1,13 +1,14 @@
 r"""Scores a trained workdir on measured powder patterns with known labels.
 
   python -m xxact_jax.evaluate --workdir=DIR --measured=index.csv --output=OUT \
-      [--checkpoint=best|latest] [--background=none|snip]
+      [--checkpoint=best|latest] [--background=none|snip] [--[no-]strip_ka2]
 
 The index CSV names one scan per row: `file` (relative to the CSV), `formula`, and
 `wavelength_angstrom` (empty: the file's own, else Cu Kα), with labels `crystal_system` (a name)
 and/or `spacegroup_number`; `id` is optional (the layout of ../shared/data/measured_xrd_dev).
 Scans go through the predict path (Bragg's-law conversion to Cu Kα, resampling onto the 5–90°
-grid, optional background removal) and are predicted in batches. OUT receives `metrics.json`
+grid, background removal and Kα2 stripping as `xxact_jax.load().predict` does by default, or
+as the flags say) and are predicted in batches. OUT receives `metrics.json`
 (the training-time names: `crystal_system_accuracy`, per class
 `crystal_system_accuracy/<class>`, top-5, space-group accuracy, and the majority-class rate of the
 labels), `predictions.jsonl` (one line per scan), and `confusion_crystal_system.png`. A scan that
@@ -27,6 +28,8 @@ import warnings
 import numpy as np
 
 from xxact_jax import constants
+from xxact_jax.inference import resample
+from xxact_jax.inference import wavelengths
 from xxact_jax.inference.errors import InputError
 
 LABEL_COLUMNS = ("crystal_system", "spacegroup_number")
@@ -39,8 +42,13 @@ def _parse_args(argv):
   parser.add_argument("--measured", required=True, help="index CSV of measured scans")
   parser.add_argument("--output", required=True, help="directory for the results")
   parser.add_argument("--checkpoint", choices=("best", "latest"), default="best")
-  parser.add_argument("--background", choices=("none", "snip"), default="none",
+  default = resample.Preprocessing()
+  parser.add_argument("--background", choices=resample.BACKGROUND_METHODS,
+                      default=default.background,
                       help="background removal of each scan before it meets the model")
+  parser.add_argument("--strip_ka2", action=argparse.BooleanOptionalAction,
+                      default=default.strip_ka2,
+                      help="remove the Kα2 companion reflections (Rachinger)")
   parser.add_argument("--batch_size", type=int, default=256)
   return parser.parse_args(argv)
 
@@ -69,26 +77,30 @@ def read_index(path: str) -> list[dict]:
         raise InputError(f"space group {sg!r} is not in 1–230", path=path, line=line,
                          field="spacegroup_number")
       wavelength = (row.get("wavelength_angstrom") or "").strip()
+      if wavelength:
+        try:
+          wavelength = wavelengths.parse_wavelength(wavelength)
+        except ValueError as e:
+          raise InputError(str(e), path=path, line=line, field="wavelength_angstrom") from None
       rows.append({"id": row.get("id") or row["file"], "line": line,
                    "path": os.path.join(base, row["file"]), "formula": row["formula"].strip(),
-                   "wavelength": float(wavelength) if wavelength else None,
+                   "wavelength": wavelength or None,
                    "crystal_system": label or None, "spacegroup_number": int(sg) if sg else None})
   if not rows:
     raise InputError("no rows", path=path)
   return rows
 
 
-def load_inputs(predictor, rows, background: str):
-  """(model arrays of the readable rows, their rows, [(row, reason)] of the others)."""
-  from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
+def load_inputs(predictor, rows):
+  """(model arrays of the readable rows, their rows, [(row, reason)] of the others), each scan
+  prepared by `predictor.prepare` with the predictor's preprocessing."""
   arrays, kept, failed = [], [], []
   start = time.perf_counter()
   for i, row in enumerate(rows):
     try:
       with warnings.catch_warnings():
         warnings.simplefilter("ignore", resample.PartialCoverageWarning)
-        pattern = resample.load_measured_pattern(row["path"], row["wavelength"], background)
-      arrays.append(predictor.prepare(row["formula"], pattern))
+        arrays.append(predictor.prepare(row["formula"], row["path"], row["wavelength"]))
     except InputError as e:
       failed.append((row, str(e)))
       continue
@@ -145,12 +157,13 @@ def confusion_png(labels, predictions, path: str):
   plt.close(fig)
 
 
-def evaluate_measured(workdir, index_csv, output, checkpoint="best", background="none",
+def evaluate_measured(workdir, index_csv, output, checkpoint="best",
+                      preprocessing: resample.Preprocessing | None = None,
                       batch_size=256) -> dict:
   from xxact_jax.inference.predictor import load  # pylint: disable=g-import-not-at-top
   rows = read_index(index_csv)
-  predictor = load(workdir, checkpoint, batch_size=batch_size)
-  arrays, kept, failed = load_inputs(predictor, rows, background)
+  predictor = load(workdir, checkpoint, batch_size=batch_size, preprocessing=preprocessing)
+  arrays, kept, failed = load_inputs(predictor, rows)
   for row, reason in failed:
     print(f"skipped: {reason}", file=sys.stderr)
   if not kept:
@@ -158,7 +171,9 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best", background=
   species, fractions, xrd = (np.stack(c) for c in zip(*arrays))
   out = predictor.predict_arrays(species, fractions, xrd)
   metrics = {"workdir": os.path.abspath(workdir), "index": os.path.abspath(index_csv),
-             "checkpoint": checkpoint, "step": predictor.step, "background": background,
+             "checkpoint": checkpoint, "step": predictor.step,
+             "background": predictor.preprocessing.background,
+             "strip_ka2": predictor.preprocessing.strip_ka2,
              "scans": len(rows), "scans_evaluated": len(kept), "scans_failed": len(failed)}
   cs_labels = np.array([constants.CRYSTAL_SYSTEMS.index(r["crystal_system"])
                         if r["crystal_system"] else -1 for r in kept])
@@ -200,8 +215,10 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best", background=
 def main(argv=None):
   args = _parse_args(sys.argv[1:] if argv is None else argv)
   try:
-    metrics = evaluate_measured(args.workdir, args.measured, args.output, args.checkpoint,
-                                args.background, args.batch_size)
+    metrics = evaluate_measured(
+        args.workdir, args.measured, args.output, args.checkpoint,
+        resample.Preprocessing(background=args.background, strip_ka2=args.strip_ka2),
+        args.batch_size)
   except InputError as e:
     sys.exit(f"error: {e}")
   print(json.dumps(metrics))

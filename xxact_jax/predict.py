@@ -1,6 +1,7 @@
 r"""Predictions from a trained workdir for measured patterns or CIFs.
 
-  python -m xxact_jax.predict --workdir=DIR --formula=Fe2O3 --xrd=scan.xy [--wavelength=Mo]
+  python -m xxact_jax.predict --workdir=DIR --formula=Fe2O3 --xrd=scan.xy [--wavelength=Mo] \
+      [--background=none|snip] [--[no-]strip_ka2]
   python -m xxact_jax.predict --workdir=DIR --cif=structure.cif
   python -m xxact_jax.predict --workdir=DIR --input=samples.csv [--output=predictions.jsonl]
 
@@ -9,7 +10,9 @@ column (paths relative to the CSV's folder); optional `id` and `wavelength`
 columns. Output: one JSON object per sample (JSON Lines), with formation
 energy (eV/atom), band gap (eV), crystal-system probabilities and the top-5
 space groups, for the heads the checkpoint has. Every input is read and
-checked before anything is predicted or written.
+checked before anything is predicted or written. Measured scans are prepared
+as `xxact_jax.load().predict` prepares them (inference/resample.py
+`Preprocessing`); the flags change background removal and Kα2 stripping.
 """
 
 import argparse
@@ -39,6 +42,14 @@ def _parse_args(argv):
   parser.add_argument("--input", help="CSV with formula,xrd_file or cif columns")
   parser.add_argument("--output", help="write JSON Lines here instead of stdout")
   parser.add_argument("--batch_size", type=int, default=256)
+  from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
+  default = resample.Preprocessing()
+  parser.add_argument("--background", choices=resample.BACKGROUND_METHODS,
+                      default=default.background,
+                      help="background removal of measured scans")
+  parser.add_argument("--strip_ka2", action=argparse.BooleanOptionalAction,
+                      default=default.strip_ka2,
+                      help="remove the Kα2 companion reflections of measured scans (Rachinger)")
   args = parser.parse_args(argv)
   modes = [bool(args.formula or args.xrd), bool(args.cif), bool(args.input)]
   if sum(modes) != 1:
@@ -140,7 +151,10 @@ def run(argv=None) -> list[dict]:
     source = {k: v for k, v in (("formula", args.formula), ("xrd_file", args.xrd)) if v}
     samples = [Sample(source, formula=args.formula,
                       xrd=args.xrd, wavelength=args.wavelength)]
-  predictor = predictor_lib.load(args.workdir, args.which, args.batch_size)
+  from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
+  predictor = predictor_lib.load(
+      args.workdir, args.which, args.batch_size,
+      preprocessing=resample.Preprocessing(args.background, args.strip_ka2))
   arrays = prepare_all(predictor, samples)
   outputs = predictor.predict_arrays(*arrays)
   results = []

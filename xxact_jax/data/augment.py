@@ -17,7 +17,10 @@ this module adds, each with a physical parameter drawn per pattern from a docume
 | weak impurity peaks | `impurity_prob`, `impurity_max_peaks`, `impurity_height` | ≤ 3 peaks of 1–8 % | minor secondary phases |
 | background: low-angle rise, smooth polynomial, amorphous hump | `background_prob`, `background_level` | each ≤ 0–15 % of the strongest peak | air scatter, fluorescence, sample holder, amorphous content |
 | counting noise (Poisson, Gaussian approximation) | `noise_prob`, `peak_counts` | 100–100,000 counts at the strongest peak, log-uniform | fast scans to long scans |
-| narrower scan range; unmeasured points set to 0 as the predict path marks them | `crop_prob`, `crop_low_deg`, `crop_high_deg` | start 5–20°, end 60–90° | common scan ranges |
+| narrower scan range; unmeasured points marked `constants.UNMEASURED_INTENSITY` as the predict path marks them | `crop_prob`, `crop_low_deg`, `crop_high_deg` | start 5–20°, end 60–90° | common scan ranges |
+
+A fraction `1 − apply_prob` of the patterns is left as simulated, so the model keeps its accuracy
+on ideal patterns while it learns measured-like ones.
 
 Every transform is batched, jit-compatible and draws its parameters from a key, so an augmented run
 that folds the key from the step number resumes exactly. `augment_xrd` applies them in physical
@@ -45,6 +48,7 @@ def default_config(enabled: bool = False) -> ml_collections.ConfigDict:
   """The ranges of the module docstring; `enabled=False` leaves batches untouched."""
   c = ml_collections.ConfigDict()
   c.enabled = enabled
+  c.apply_prob = 0.8                 # per pattern; the rest stay as simulated
   c.strain = 0.015
   c.zero_shift_deg = 0.1
   c.displacement_mm = 0.2
@@ -221,9 +225,10 @@ def counting_noise(key, xrd: jax.Array, peak_counts) -> jax.Array:
 
 
 def crop(xrd: jax.Array, low_deg, high_deg) -> jax.Array:
-  """Zero outside [low_deg, high_deg], as the predict path marks an unmeasured range."""
+  """`constants.UNMEASURED_INTENSITY` outside [low_deg, high_deg], as the predict path marks the
+  range a scan did not cover."""
   g = grid()[None, :]
-  return jnp.where((g >= low_deg) & (g <= high_deg), xrd, 0.0)
+  return jnp.where((g >= low_deg) & (g <= high_deg), xrd, constants.UNMEASURED_INTENSITY)
 
 
 def normalise(xrd: jax.Array) -> jax.Array:
@@ -245,13 +250,17 @@ def _log_uniform(key, shape, bounds):
 
 
 def augment_xrd(key: jax.Array, xrd: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
-  """The augmented batch (float32 [B, 4250], max 100), or `xrd` itself when disabled."""
+  """The augmented batch (float32 [B, 4250], max 100), or `xrd` itself when disabled.
+
+  A cropped pattern holds `constants.UNMEASURED_INTENSITY` outside its scan range.
+  """
   if config is None or not config.enabled:
     return xrd
   b = xrd.shape[0]
-  keys = iter(jax.random.split(key, 24))
+  keys = iter(jax.random.split(key, 32))
   on = lambda p: jax.random.bernoulli(next(keys), p, (b, 1))
-  x = normalise(xrd.astype(jnp.float32))
+  simulated = normalise(xrd.astype(jnp.float32))
+  x = simulated
   g = grid()[None, :]
 
   # The sample: lattice strain and intensities that texture changes.
@@ -285,7 +294,8 @@ def augment_xrd(key: jax.Array, xrd: jax.Array, config: ml_collections.ConfigDic
   x = jnp.where(on(config.noise_prob),
                 counting_noise(next(keys), x, _log_uniform(next(keys), (b, 1),
                                                            config.peak_counts)), x)
+  x = normalise(x)
   low = _uniform(next(keys), (b, 1), config.crop_low_deg)
   high = _uniform(next(keys), (b, 1), config.crop_high_deg)
   x = jnp.where(on(config.crop_prob), crop(x, low, high), x)
-  return normalise(x)
+  return jnp.where(on(config.apply_prob), x, simulated)

@@ -35,15 +35,19 @@ def encode(value: CompositionLike, max_elements: int) -> tuple[np.ndarray, np.nd
   return composition_lib.encode_composition(composition_amounts(value), max_elements)
 
 
-def pattern_on_grid(value: XrdLike, wavelength=None) -> np.ndarray:
+def pattern_on_grid(value: XrdLike, wavelength=None,
+                    preprocessing: resample.Preprocessing | None = None) -> np.ndarray:
   """float32[4250] model input (max 100) from a file path, a (2θ, I) pair or a grid array.
 
-  An array of length 4250 is taken as already on the 5–90° Cu Kα grid.
+  Files and (2θ, I) pairs go through `resample.to_model_grid` with `preprocessing`. An array of
+  length 4250 is taken as already on the 5–90° Cu Kα grid and prepared: it is only scaled to
+  max 100, and its NaN points (or points equal to `constants.UNMEASURED_INTENSITY`) mark a range
+  the scan did not cover.
   """
   if isinstance(value, (str, os.PathLike)):
-    return resample.load_measured_pattern(os.fspath(value), wavelength)
+    return resample.load_measured_pattern(os.fspath(value), wavelength, preprocessing)
   if isinstance(value, patterns.MeasuredPattern):
-    return resample.to_model_grid(value, wavelength)
+    return resample.to_model_grid(value, wavelength, preprocessing)
   if isinstance(value, tuple) and len(value) == 2:
     two_theta = np.asarray(value[0], np.float64)
     intensity = np.asarray(value[1], np.float64)
@@ -55,15 +59,21 @@ def pattern_on_grid(value: XrdLike, wavelength=None) -> np.ndarray:
     if np.any(np.diff(two_theta) <= 0):
       raise InputError("2θ must increase", path="<arrays>", field="2θ")
     return resample.to_model_grid(patterns.MeasuredPattern(two_theta, intensity, "<arrays>"),
-                                  wavelength)
+                                  wavelength, preprocessing)
   array = np.asarray(value, dtype=np.float64)
   if array.shape != (constants.NUM_XRD_POINTS,):
     raise InputError(f"an XRD array must have {constants.NUM_XRD_POINTS} points on the "
                      f"5–90° grid, got shape {array.shape}; pass (two_theta, intensity) "
                      "to resample", path="<array>")
-  if not np.all(np.isfinite(array)) or array.max() <= 0:
-    raise InputError("XRD array holds NaN/Inf or no positive intensity", path="<array>")
-  return (np.maximum(array, 0.0) * (constants.XRD_MAX_INTENSITY / array.max())).astype(np.float32)
+  unmeasured = np.isnan(array) | (array == constants.UNMEASURED_INTENSITY)
+  measured = array[~unmeasured]
+  if not np.all(np.isfinite(measured)) or measured.size == 0 or measured.max() <= 0:
+    raise InputError("XRD array holds Inf, or no positive intensity where it is measured",
+                     path="<array>")
+  out = np.maximum(np.where(unmeasured, 0.0, array), 0.0) * (
+      constants.XRD_MAX_INTENSITY / measured.max())
+  out[unmeasured] = constants.UNMEASURED_INTENSITY
+  return out.astype(np.float32)
 
 
 def as_stored(xrd: np.ndarray) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Readers for measured powder XRD patterns: two-column text and PANalytical .xrdml.
 
 Each reader returns a `MeasuredPattern` with 2θ in degrees (strictly
-increasing), raw intensities, and the wavelength stated in the file when the
-format carries one. Problems raise `PatternError` naming the file and line.
+increasing; a scan recorded from high to low angle is reversed), raw
+intensities, and the wavelength stated in the file when the format carries
+one. Problems raise `PatternError` naming the file and line.
 """
 
 import bz2
@@ -98,9 +99,9 @@ def read_two_column(path: str) -> MeasuredPattern:
       line_numbers.append(line_number)
   if not two_theta:
     raise PatternError("no numeric (2θ, intensity) rows found", path=path)
-  two_theta = np.asarray(two_theta, dtype=np.float64)
-  _check_increasing(two_theta, path, line_numbers)
-  return MeasuredPattern(two_theta, np.asarray(intensity, dtype=np.float64), path)
+  two_theta, intensity = _ascending(np.asarray(two_theta, dtype=np.float64),
+                                    np.asarray(intensity, dtype=np.float64), path, line_numbers)
+  return MeasuredPattern(two_theta, intensity, path)
 
 
 def _parse_floats(fields):
@@ -108,6 +109,15 @@ def _parse_floats(fields):
     return [float(x) for x in fields]
   except ValueError:
     return None
+
+
+def _ascending(two_theta, intensity, path, line_numbers=None):
+  """(2θ, intensity) in increasing 2θ: a scan that strictly decreases throughout is reversed;
+  any other step that does not increase is an error naming its line (or point)."""
+  if two_theta.size > 1 and np.all(np.diff(two_theta) < 0):
+    return two_theta[::-1].copy(), intensity[::-1].copy()
+  _check_increasing(two_theta, path, line_numbers)
+  return two_theta, intensity
 
 
 def _check_increasing(two_theta, path, line_numbers=None):
@@ -153,7 +163,7 @@ def read_xrdml(path: str) -> MeasuredPattern:
     if not np.all(np.isfinite(values)):
       point = int(np.flatnonzero(~np.isfinite(values))[0]) + 1
       raise PatternError(f"non-finite value at point {point}", path=path, field=name)
-  _check_increasing(two_theta, path)
+  two_theta, intensity = _ascending(two_theta, intensity, path)
   return MeasuredPattern(two_theta, intensity, path, _xrdml_wavelength(root, path))
 
 

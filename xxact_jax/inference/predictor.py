@@ -8,6 +8,7 @@ import numpy as np
 
 from xxact_jax import constants
 from xxact_jax.inference import inputs
+from xxact_jax.inference import resample
 from xxact_jax.inference.errors import InputError
 
 # Models that read each modality; the other input is fed as zeros.
@@ -23,11 +24,14 @@ class Predictor:
   Regression outputs are de-standardised (value·std + mean, in eV/atom or eV);
   classification outputs are softmax probabilities. Batches are padded to a
   power of two up to `batch_size` so a handful of shapes are ever compiled.
+  Measured scans are prepared with `preprocessing` (resample.Preprocessing: background
+  removal, Kα2 stripping); change it with `predictor.preprocessing = Preprocessing(...)`.
   """
 
   def __init__(self, params, config, target_stats: dict, max_elements: int,
                workdir: str = "", step: int | None = None, batch_size: int = 256,
-               extra: dict | None = None):
+               extra: dict | None = None,
+               preprocessing: resample.Preprocessing | None = None):
     from xxact_jax.models import build_model  # pylint: disable=g-import-not-at-top
     self.params = jax.device_put(params)
     self.config = config
@@ -37,6 +41,7 @@ class Predictor:
     self.step = step
     self.extra = extra or {}
     self.batch_size = int(batch_size)
+    self.preprocessing = preprocessing or resample.Preprocessing()
     self.model_name = config.model.name
     self.targets = tuple(config.model.targets)
     self.uses_composition = self.model_name in _USES_COMPOSITION
@@ -101,7 +106,7 @@ class Predictor:
     if self.uses_xrd:
       if xrd is None:
         raise InputError(f"the {self.model_name} model needs an XRD pattern")
-      pattern = inputs.as_stored(inputs.pattern_on_grid(xrd, wavelength))
+      pattern = inputs.as_stored(inputs.pattern_on_grid(xrd, wavelength, self.preprocessing))
     else:
       pattern = np.zeros(constants.NUM_XRD_POINTS, np.float32)
     return species, fractions, pattern
@@ -156,8 +161,11 @@ def format_prediction(outputs: dict, targets) -> dict:
   return result
 
 
-def load(workdir: str, which: str = "best", batch_size: int = 256) -> Predictor:
+def load(workdir: str, which: str = "best", batch_size: int = 256,
+         preprocessing: resample.Preprocessing | None = None) -> Predictor:
   """Restores parameters (only) of a trained workdir's best or latest checkpoint.
+
+  `preprocessing` (default `resample.Preprocessing()`) prepares measured scans given to predict.
 
   Raises:
     InputError: naming the workdir when it holds no usable checkpoint.
@@ -173,4 +181,5 @@ def load(workdir: str, which: str = "best", batch_size: int = 256) -> Predictor:
   extra = restored.extra
   return Predictor(restored.params, restored.config, restored.target_stats,
                    extra.get("max_elements") or DEFAULT_MAX_ELEMENTS, workdir=workdir,
-                   step=restored.step, batch_size=batch_size, extra=extra)
+                   step=restored.step, batch_size=batch_size, extra=extra,
+                   preprocessing=preprocessing)

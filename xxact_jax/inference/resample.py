@@ -1,7 +1,8 @@
 """Puts a measured pattern on the model's input grid (Cu Kα, 5–90°, 0.02°, max 100)."""
 
+import dataclasses
 import warnings
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -16,31 +17,68 @@ class PartialCoverageWarning(UserWarning):
   """The measured range does not cover the whole 5–90° model grid."""
 
 
+class PreprocessingWarning(UserWarning):
+  """A requested preprocessing step does not apply to this scan and was skipped."""
+
+
 BACKGROUND_METHODS = ("none", "snip")
+# Least a scan must hold inside 5–90° (Cu Kα scale) to be put on the grid: enough points, and
+# steps fine enough to sample a peak (the simulated ones have σ = 0.1°).
+MIN_POINTS = 50
+MAX_STEP_DEG = 0.2
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+  """How a measured scan is prepared for the model; one set of defaults for every entry point
+  (`load().predict`, the predict CLI, `evaluate --measured`).
+
+  background: "snip" subtracts a SNIP background estimated over the measured range
+    (inference/background.py); "none" keeps the scan's background.
+  strip_ka2: removes the Kα2 companion of every reflection (Rachinger) from a scan taken with an
+    anode's unresolved Kα doublet, so that it shows Kα1 lines only.
+  The defaults are those that scored best on the measured development scans (docs/MEASURED.md).
+  """
+  background: str = "snip"
+  strip_ka2: bool = False
+
+  def __post_init__(self):
+    if self.background not in BACKGROUND_METHODS:
+      raise ValueError(f"background must be one of {BACKGROUND_METHODS}, "
+                       f"got {self.background!r}")
 
 
 def to_model_grid(pattern: patterns.MeasuredPattern,
                   wavelength: Union[str, float, None] = None,
-                  background: str = "none") -> np.ndarray:
+                  preprocessing: Optional[Preprocessing] = None) -> np.ndarray:
   """Converts to Cu Kα 2θ, interpolates onto the grid and scales to max 100.
 
-  `wavelength` (Å or anode name) overrides the one stated in the file; with
-  neither, Cu Kα is assumed. Grid points outside the measured range are zero
-  (with a `PartialCoverageWarning`); negative intensities (over-subtracted
-  background) are clipped to zero. `background="snip"` subtracts a SNIP
-  background estimated over the measured range (inference/background.py).
+  `wavelength` (Å or anode name) overrides the one stated in the file; with neither, Cu Kα is
+  assumed. Grid points outside the measured range hold `constants.UNMEASURED_INTENSITY` (with a
+  `PartialCoverageWarning`); negative intensities (over-subtracted background) are clipped to
+  zero. `preprocessing` (default `Preprocessing()`) chooses background removal and Kα2
+  stripping.
   """
-  if background not in BACKGROUND_METHODS:
-    raise ValueError(f"background must be one of {BACKGROUND_METHODS}, got {background!r}")
+  preprocessing = Preprocessing() if preprocessing is None else preprocessing
   if wavelength is not None:
     source_wavelength = wavelengths.parse_wavelength(wavelength)
   elif pattern.wavelength is not None:
     source_wavelength = pattern.wavelength
   else:
     source_wavelength = wavelengths.CU_KA
+  intensity = pattern.intensity
+  if preprocessing.strip_ka2:
+    lines = wavelengths.doublet_of(source_wavelength)
+    if lines is None:
+      warnings.warn(
+          f"{pattern.path}: wavelength {source_wavelength:g} Å is no anode's Kα or Kα1 line; "
+          "Kα2 not stripped", PreprocessingWarning, stacklevel=2)
+    else:
+      intensity = strip_ka2(pattern.two_theta, intensity, *lines)
+      source_wavelength = lines[0]     # what is left is the Kα1 pattern
   two_theta = wavelengths.to_cu_two_theta(pattern.two_theta, source_wavelength)
   reachable = np.isfinite(two_theta)
-  two_theta, intensity = two_theta[reachable], pattern.intensity[reachable]
+  two_theta, intensity = two_theta[reachable], intensity[reachable]
 
   grid = constants.two_theta_grid()
   if two_theta.size < 2 or two_theta[-1] < grid[0] or two_theta[0] > grid[-1]:
@@ -51,6 +89,19 @@ def to_model_grid(pattern: patterns.MeasuredPattern,
         f"{constants.TWO_THETA_MIN:g}–{constants.TWO_THETA_MAX:g}° (Cu Kα) range",
         path=pattern.path)
 
+  # A few points, or steps far wider than a peak, cannot place reflections: say so rather
+  # than interpolate straight lines between them.
+  in_range = (two_theta >= grid[0]) & (two_theta <= grid[-1])
+  if in_range.sum() < MIN_POINTS:
+    raise PatternError(
+        f"only {int(in_range.sum())} points inside the model's 2θ range (Cu Kα scale); at "
+        f"least {MIN_POINTS} are needed", path=pattern.path)
+  step = float(np.median(np.diff(two_theta[in_range])))
+  if step > MAX_STEP_DEG:
+    raise PatternError(
+        f"median 2θ step {step:.3g}° (Cu Kα scale) is coarser than {MAX_STEP_DEG}°; the model "
+        f"reads peaks {constants.TWO_THETA_STEP}° apart", path=pattern.path, field="2θ")
+
   # Half a grid step of slack at either end: a Cu Kα scan from 5.00° at 1.541838 Å lands a
   # hair above 5° after conversion, and the edge value stands for that point.
   slack = constants.TWO_THETA_STEP / 2
@@ -60,23 +111,57 @@ def to_model_grid(pattern: patterns.MeasuredPattern,
   if not inside.all():
     warnings.warn(
         f"{pattern.path}: measured range covers {_range_text(two_theta)} (Cu Kα); "
-        f"{int((~inside).sum())} of {grid.size} grid points outside it are set to zero",
+        f"{int((~inside).sum())} of {grid.size} grid points outside it are marked unmeasured",
         PartialCoverageWarning, stacklevel=2)
-  if (resampled < 0).any():
-    resampled = np.maximum(resampled, 0.0)
-  if background == "snip":
+  resampled = np.maximum(resampled, 0.0)
+  if preprocessing.background == "snip":
     resampled = background_lib.subtract(resampled, inside)
   peak = resampled.max()
   if peak <= 0:
     raise PatternError("no positive intensity inside the model's 2θ range",
                        path=pattern.path, field="intensity")
-  return (resampled * (constants.XRD_MAX_INTENSITY / peak)).astype(np.float32)
+  out = resampled * (constants.XRD_MAX_INTENSITY / peak)
+  out[~inside] = constants.UNMEASURED_INTENSITY
+  return out.astype(np.float32)
+
+
+def strip_ka2(two_theta: np.ndarray, intensity: np.ndarray, ka1: float, ka2: float,
+              ratio: float = 0.5) -> np.ndarray:
+  """The Kα1 part of a scan recorded with the Kα1 + Kα2 doublet (Rachinger's method).
+
+  Every Kα1 reflection at θ1 has a Kα2 companion, `ratio` times as strong, at
+  sin θ2 = (λ2/λ1) sin θ1. Walking up in angle, the Kα1 intensity at each point is the measured
+  one less `ratio` times the Kα1 intensity already found at the companion's source angle.
+  `two_theta` (degrees) must increase; the result is clipped at zero.
+  """
+  two_theta = np.asarray(two_theta, np.float64)
+  measured = np.asarray(intensity, np.float64)
+  source = 2.0 * np.rad2deg(np.arcsin(np.sin(np.deg2rad(two_theta / 2.0)) * (ka1 / ka2)))
+  # Linear interpolation of the Kα1 profile at `source` between points j-1 and j.
+  j = np.searchsorted(two_theta, source, side="right")
+  alpha1 = np.zeros_like(measured)
+  for i in range(two_theta.size):
+    k = j[i]
+    if k == 0:                      # the companion's source lies before the scan starts
+      alpha1[i] = measured[i]
+      continue
+    lo = k - 1
+    hi = min(k, i)
+    if hi == lo:
+      alpha1[i] = measured[i] - ratio * alpha1[lo]
+      continue
+    f = (source[i] - two_theta[lo]) / (two_theta[hi] - two_theta[lo])
+    if hi == i:                     # the source lies within the last step: solve for alpha1[i]
+      alpha1[i] = (measured[i] - ratio * (1 - f) * alpha1[lo]) / (1 + ratio * f)
+    else:
+      alpha1[i] = measured[i] - ratio * ((1 - f) * alpha1[lo] + f * alpha1[hi])
+  return np.maximum(alpha1, 0.0)
 
 
 def load_measured_pattern(path: str, wavelength: Union[str, float, None] = None,
-                          background: str = "none") -> np.ndarray:
+                          preprocessing: Optional[Preprocessing] = None) -> np.ndarray:
   """Reads a pattern file and returns the float32[4250] model input."""
-  return to_model_grid(patterns.read_pattern(path), wavelength, background)
+  return to_model_grid(patterns.read_pattern(path), wavelength, preprocessing)
 
 
 def _range_text(two_theta):

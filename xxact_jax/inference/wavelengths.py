@@ -76,3 +76,15 @@ def to_cu_two_theta(two_theta: np.ndarray, wavelength: float) -> np.ndarray:
   with np.errstate(invalid="ignore"):
     converted = 2.0 * np.rad2deg(np.arcsin(sin_theta))
   return np.where(np.abs(sin_theta) <= 1.0, converted, np.nan)
+
+
+def doublet_of(wavelength: float, tolerance: float = 1e-3) -> tuple[float, float] | None:
+  """(Kα1, Kα2) of the anode whose Kα mean or Kα1 line `wavelength` (Å) is, else None.
+
+  A scan labelled with either was recorded with the unresolved doublet unless a monochromator
+  removed Kα2; a Kα2-labelled or synchrotron wavelength has no doublet to strip.
+  """
+  for mean, ka1, ka2 in ANODE_WAVELENGTHS.values():
+    if min(abs(wavelength - mean), abs(wavelength - ka1)) <= tolerance:
+      return ka1, ka2
+  return None

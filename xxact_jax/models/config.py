@@ -3,7 +3,7 @@
 import ml_collections
 
 MODEL_NAMES = ("xxact", "crabnet", "xrd_transformer", "pxrd_fcn", "pxrd_fcn_mlp")
-SIZES = ("paper", "tiny")
+SIZES = ("paper", "small", "tiny")
 PAPER_TARGETS = ("formation_energy_per_atom", "crystal_system")
 
 
@@ -14,17 +14,18 @@ def _transformer(d_model: int, num_layers: int, num_heads: int,
 
 
 def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
-  """Returns the configuration of model `name` at `size` ("paper" or "tiny").
+  """Returns the configuration of model `name` at `size` ("paper", "small" or "tiny").
 
   The paper's sizes (Sec. 3.1): CrabNet composition encoder d=512, 3 layers, 4 heads, FFN 2048;
   XRD encoder d=512, 3 layers, 4 heads, FFN 1024; fusion decoder d=768, 12 layers, 12 heads,
-  FFN 2048. "tiny" keeps every component with d_model 32-64 and one layer, for CPU tests.
+  FFN 2048. "small" (d_model 128, 2 layers everywhere; ~1 M parameters) is for experiments
+  that train in well under an hour on a laptop CPU. "tiny" keeps every component with d_model
+  32-64 and one layer, for CPU tests.
   """
   if name not in MODEL_NAMES:
     raise ValueError(f"Unknown model name {name!r}; known: {list(MODEL_NAMES)}")
   if size not in SIZES:
     raise ValueError(f"Unknown model size {size!r}; known: {list(SIZES)}")
-  tiny = size == "tiny"
   c = ml_collections.ConfigDict()
   c.name = name
   c.targets = PAPER_TARGETS
@@ -42,22 +43,37 @@ def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
   # XRD intensities (max 100) are multiplied by this before the model sees them; the MXM
   # reconstruction is in the same scaled units (see `xrd_tokens`).
   c.xrd_scale = 0.01
+  # Regression heads also output `<target>_log_std` for regression_loss="robust_l1" (the
+  # crabnet model always does; the others only with this set).
+  c.regression_log_std = False
 
-  c.composition = (_transformer(32, 1, 2, 64) if tiny else _transformer(512, 3, 4, 2048))
+  by_size = dict(
+      paper=dict(composition=(512, 3, 4, 2048), xrd=(512, 3, 4, 1024), fusion=(768, 12, 12, 2048),
+                 crabnet_hidden=(1024, 512, 256, 128),
+                 fcn_channels=(16, 16, 32, 32, 64, 64, 128, 128, 256, 256, 512), fcn_features=64,
+                 fcn_composition_hidden=(512, 512), fcn_fusion_hidden=(256,)),
+      small=dict(composition=(128, 2, 4, 256), xrd=(128, 2, 4, 256), fusion=(128, 2, 4, 256),
+                 crabnet_hidden=(256, 128, 64),
+                 fcn_channels=(8, 8, 16, 16, 32, 32, 64, 64, 128, 128, 128), fcn_features=32,
+                 fcn_composition_hidden=(128,), fcn_fusion_hidden=(128,)),
+      tiny=dict(composition=(32, 1, 2, 64), xrd=(32, 1, 2, 64), fusion=(48, 1, 2, 64),
+                crabnet_hidden=(32, 16), fcn_channels=(4,) * 10 + (8,), fcn_features=8,
+                fcn_composition_hidden=(16,), fcn_fusion_hidden=(16,)),
+  )[size]
+  c.composition = _transformer(*by_size["composition"])
   c.composition.resolution = 5000      # CrabNet's fractional-encoding table size
-  c.xrd = _transformer(32, 1, 2, 64) if tiny else _transformer(512, 3, 4, 1024)
-  c.fusion = _transformer(48, 1, 2, 64) if tiny else _transformer(768, 12, 12, 2048)
+  c.xrd = _transformer(*by_size["xrd"])
+  c.fusion = _transformer(*by_size["fusion"])
   # CrabNet baseline's residual output network (per element, then a masked mean).
-  c.crabnet_hidden = (32, 16) if tiny else (1024, 512, 256, 128)
+  c.crabnet_hidden = by_size["crabnet_hidden"]
 
   # PXRDPIAYN baselines, adapted to 4250 inputs: conv-LeakyReLU-maxpool-dropout blocks, one
   # final convolution to `features` channels, a composition MLP over the fraction vector and a
   # fusion MLP over the concatenation.
   c.fcn = ml_collections.ConfigDict()
-  c.fcn.channels = ((4,) * 10 + (8,) if tiny
-                    else (16, 16, 32, 32, 64, 64, 128, 128, 256, 256, 512))
+  c.fcn.channels = by_size["fcn_channels"]
   c.fcn.kernel_size = 5
-  c.fcn.features = 8 if tiny else 64
-  c.fcn.composition_hidden = (16,) if tiny else (512, 512)
-  c.fcn.fusion_hidden = (16,) if tiny else (256,)
+  c.fcn.features = by_size["fcn_features"]
+  c.fcn.composition_hidden = by_size["fcn_composition_hidden"]
+  c.fcn.fusion_hidden = by_size["fcn_fusion_hidden"]
   return c

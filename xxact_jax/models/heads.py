@@ -31,11 +31,14 @@ class Heads(nn.Module):
     mxm: add ReLU(Linear(d -> 250)) on each XRD token (masked XRD modelling).
     contrastive: add the learnable log(1/temperature), initialised to log(1/0.07).
     dtype: compute dtype.
+    log_std: regression targets also output `<target>_log_std` (a second linear layer), the
+      predicted log σ that CrabNet's RobustL1 loss needs.
   """
   targets: Sequence[str]
   mxm: bool
   contrastive: bool
   dtype: Any
+  log_std: bool = False
 
   @nn.compact
   def __call__(self, embedding: jax.Array, xrd_tokens: jax.Array | None = None
@@ -46,6 +49,9 @@ class Heads(nn.Module):
       width = target_width(target)
       y = layers.dense_general(width, target, self.dtype)(embedding).astype(jnp.float32)
       out[target] = y[:, 0] if target in constants.REGRESSION_TARGETS else y
+      if self.log_std and target in constants.REGRESSION_TARGETS:
+        out[target + "_log_std"] = layers.dense_general(1, target + "_log_std", self.dtype)(
+            embedding).astype(jnp.float32)[:, 0]
     if self.mxm:
       if xrd_tokens is None:
         raise ValueError("model_config.mxm needs an XRD token sequence (XxaCT or XRD transformer)")

@@ -34,7 +34,8 @@ class XxaCT(nn.Module):
         cfg.xrd, cfg.xrd_scale, output_dim=cfg.fusion.d_model, name="xrd_encoder",
         **common)(xrd, xrd_mask)
     fused = fusion.FusionDecoder(cfg.fusion, name="fusion", **common)(xrd_seq, comp, comp_mask)
-    out = heads.Heads(tuple(cfg.targets), cfg.mxm, cfg.contrastive, dtype, name="heads")(
+    out = heads.Heads(tuple(cfg.targets), cfg.mxm, cfg.contrastive, dtype, log_std=cfg.get("regression_log_std", False),
+                      name="heads")(
         fused[:, 0], fused[:, 1:])
     out["comp_cls"] = comp[:, 0].astype(jnp.float32)
     out["xrd_cls"] = xrd_seq[:, 0].astype(jnp.float32)

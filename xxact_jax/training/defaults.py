@@ -61,7 +61,7 @@ def base_config(*, model, objective: str, targets=(), runlocal: bool = False,
   # Multi-target training: each example is assigned one of its labelled targets uniformly at random
   # and contributes only that target's loss (the paper's uniform task sampling).
   c.task_sampling = "uniform"        # uniform | all (every labelled target of every example)
-  c.regression_loss = "mse"          # mse | robust_l1 (CrabNet's; needs a log-std output)
+  c.regression_loss = "mse"          # mse | l1 | robust_l1 (CrabNet's; needs a log-std output)
   c.mxm_mask_ratio = 0.05            # of the 17 XRD tokens, at least one per sample
   c.model = model
   # Physics-based augmentation of the XRD batch inside the train step (data/augment.py has each
@@ -125,19 +125,24 @@ def base_config(*, model, objective: str, targets=(), runlocal: bool = False,
 
 
 SUPERVISED_TARGETS = constants.ALL_TARGETS
+REGRESSION_LOSSES = ("mse", "l1", "robust_l1")
 PAPER_MULTI_TARGETS = ("formation_energy_per_atom", "crystal_system")
 
 
 def experiment(model_name: str, objective: str, arg: str | None, *,
                targets=PAPER_MULTI_TARGETS, num_epochs: int = 50,
-               **extra_args: Any) -> ml_collections.ConfigDict:
-  """Builds a config from `arg` = "[runlocal][,targets=a+b][,init=DIR][,...]".
+               regression_loss: str = "mse", **extra_args: Any) -> ml_collections.ConfigDict:
+  """Builds a config from `arg` = "[runlocal][,size=small][,targets=a+b][,init=DIR][,...]".
+
+  `size` picks the model size (models/config.py: paper, small, tiny); runlocal implies tiny.
+  `loss` sets the regression loss (mse | l1 | robust_l1; robust_l1 adds the log-std outputs).
 
   `targets` may be "paper" (formation energy + crystal system, the paper's multi-target setting),
   "all", or target names joined by "+".
   """
   from xxact_jax.models import model_config  # pylint: disable=g-import-not-at-top
-  a = parse_arg(arg, runlocal=False, targets="paper" if targets else "", init="", **extra_args)
+  a = parse_arg(arg, runlocal=False, size="", loss="", targets="paper" if targets else "",
+                init="", **extra_args)
   if a.targets == "paper":
     chosen = tuple(targets)
   elif a.targets == "all":
@@ -147,12 +152,17 @@ def experiment(model_name: str, objective: str, arg: str | None, *,
   unknown = [t for t in chosen if t not in constants.ALL_TARGETS]
   if unknown:
     raise ValueError(f"Unknown target(s) {unknown}; known: {list(constants.ALL_TARGETS)}")
-  model = model_config(model_name, size="tiny" if a.runlocal else "paper")
+  model = model_config(model_name, size=a.size or ("tiny" if a.runlocal else "paper"))
   model.targets = chosen
   model.mxm = "mxm" in objective
   model.contrastive = "contrastive" in objective
   c = base_config(model=model, objective=objective, targets=chosen, runlocal=a.runlocal,
                   num_epochs=num_epochs)
   c.init_from = a.init
+  loss = a.loss or regression_loss
+  if loss not in REGRESSION_LOSSES:
+    raise ValueError(f"Unknown loss {loss!r}; known: {list(REGRESSION_LOSSES)}")
+  c.regression_loss = loss
+  c.model.regression_log_std = loss == "robust_l1" and model_name != "crabnet"
   c.config_arg = arg or ""
   return c

@@ -26,7 +26,7 @@ def label_mask(batch, target):
 
 
 def per_example_losses(outputs, batch, targets, target_stats, regression_loss="mse"):
-  """Per-example loss for each target: MSE (or CrabNet's RobustL1) on standardised values, or
+  """Per-example loss for each target: MSE, L1 or CrabNet's RobustL1 on standardised values, or
   cross-entropy. [B, T]."""
   losses = []
   for t in targets:
@@ -44,13 +44,16 @@ def per_example_losses(outputs, batch, targets, target_stats, regression_loss="m
       pred = outputs[t].astype(jnp.float32)
       if regression_loss == "mse":
         loss = jnp.square(pred - z)
+      elif regression_loss == "l1":
+        loss = jnp.abs(pred - z)
       elif regression_loss == "robust_l1":
         if t + "_log_std" not in outputs:
           raise ValueError(f"regression_loss='robust_l1' needs the model to output "
-                           f"{t}_log_std (the crabnet model does)")
+                           f"{t}_log_std (the crabnet model does; others with "
+                           f"model.regression_log_std=True)")
         loss = robust_l1_per_example(pred, outputs[t + "_log_std"].astype(jnp.float32), z)
       else:
-        raise ValueError(f"Unknown regression_loss {regression_loss!r} (mse | robust_l1)")
+        raise ValueError(f"Unknown regression_loss {regression_loss!r} (mse | l1 | robust_l1)")
     losses.append(jnp.where(label_mask(batch, t), loss, 0.0))
   return jnp.stack(losses, axis=-1)
 
