@@ -365,3 +365,52 @@ def test_evaluate_measured_index(workdir, predictor, tmp_path, capsys):
                    "Si.xy.gz,Si,cubic,copper\n")
   with pytest.raises(SystemExit, match="line 3.*wavelength_angstrom.*copper"):
     evaluate.main([f"--workdir={workdir}", f"--measured={index}", f"--output={out}"])
+
+
+def test_evaluate_dataset_matches_training_eval_and_the_api(workdir, predictor, tmp_path,
+                                                            capsys):
+  """evaluate --data: on the run's own split it reproduces the training-time eval; on other
+  files prepared as a test set (--test_fraction=1) it agrees with the predict API."""
+  from xxact_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from xxact_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  from xxact_jax.report import curves  # pylint: disable=g-import-not-at-top
+
+  def run(*args):
+    evaluate.main([f"--workdir={workdir}", *args])
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+  own = run(f"--data={predictor.extra['data_path']}", f"--output={tmp_path / 'own'}",
+            "--checkpoint=latest")
+  final = [r for r in curves.read_metrics(workdir) if r.get("step") == TRAIN_STEPS
+           and "eval/loss" in r][-1]
+  for key in ("crystal_system_accuracy", "spacegroup_number_accuracy", "band_gap_mae",
+              "formation_energy_per_atom_mae_meV", "loss/crystal_system", "num_examples"):
+    assert own[key] == pytest.approx(final[f"eval/{key}"], rel=1e-5, abs=1e-6), key
+
+  other = str(tmp_path / "held_out")
+  prepare.prepare_dataset([os.path.join(ROOT, "tests", "fixtures", "mp_small.csv.gz")], other,
+                          workers=0, test_fraction=1.0)
+  dataset = data_lib.open_dataset(other, split="test")
+  assert len(dataset) == len(data_lib.open_dataset(other))
+  out = tmp_path / "held_out_eval"
+  metrics = run(f"--data={other}", f"--output={out}")
+  assert json.loads((out / "metrics.json").read_text()) == metrics
+  assert metrics["num_examples"] == len(dataset) and metrics["step"] == predictor.step
+  batch = dataset.read_batch(np.arange(len(dataset)))
+  api = predictor.predict_arrays(batch["species"], batch["fractions"],
+                                 batch["xrd"].astype(np.float32))
+  assert metrics["crystal_system_accuracy"] == pytest.approx(
+      np.mean(api["crystal_system"].argmax(-1) == batch["crystal_system"]))
+  assert metrics["formation_energy_per_atom_mae"] == pytest.approx(
+      np.mean(np.abs(api["formation_energy_per_atom"] - batch["formation_energy_per_atom"])),
+      rel=1e-4)
+  records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+  assert [r["material_id"] for r in records] == dataset.material_ids(np.arange(len(dataset)))
+  assert records[0]["crystal_system"]["prediction"] == constants.CRYSTAL_SYSTEMS[
+      int(api["crystal_system"][0].argmax())]
+  for name in ("confusion_crystal_system.png", "parity_formation_energy_per_atom.png"):
+    assert (out / name).stat().st_size > 0
+  with pytest.raises(SystemExit, match="cannot open split"):
+    evaluate.main([f"--workdir={workdir}", f"--data={tmp_path / 'nothing'}",
+                   f"--output={tmp_path / 'x'}"])

@@ -1,8 +1,20 @@
-r"""Scores a trained workdir on measured powder patterns with known labels.
+r"""Scores a trained workdir on labelled measured scans or on any prepared dataset.
 
   python -m xxact_jax.evaluate --workdir=DIR --measured=index.csv --output=OUT \
       [--checkpoint=best|latest] [--background=none|snip] [--[no-]strip_ka2]
+  python -m xxact_jax.evaluate --workdir=DIR --data=DATASET --output=OUT \
+      [--split=test|train|all] [--checkpoint=best|latest]
 
+With --data, the checkpoint is evaluated on a split of a prepared dataset (not necessarily the one
+it was trained on: `python -m xxact_jax.prepare --test_fraction=1` makes a file a test set) by the
+training-time evaluation itself (sharded over the devices like training), so `metrics.json` has
+the training-time metrics under their names without the `eval/` prefix
+(`formation_energy_per_atom_mae_meV`, `band_gap_mae`, `crystal_system_accuracy` and per class,
+`spacegroup_number_accuracy`, `loss/<target>` in the run's own loss); `predictions.jsonl` has one
+line per row (index within the split, material id, labels, predictions), and the confusion matrix, per-class accuracy and
+parity plots are PNGs. The last line of stdout is the metrics JSON.
+
+With --measured:
 The index CSV names one scan per row: `file` (relative to the CSV), `formula`, and
 `wavelength_angstrom` (empty: the file's own, else Cu Kα), with labels `crystal_system` (a name)
 and/or `spacegroup_number`; `id` is optional (the layout of ../shared/data/measured_xrd_dev).
@@ -39,7 +51,11 @@ def _parse_args(argv):
   parser = argparse.ArgumentParser(prog="python -m xxact_jax.evaluate",
                                    description=__doc__.split("\n\n")[0])
   parser.add_argument("--workdir", required=True, help="trained workdir")
-  parser.add_argument("--measured", required=True, help="index CSV of measured scans")
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument("--measured", help="index CSV of measured scans")
+  source.add_argument("--data", help="a prepared dataset (python -m xxact_jax.prepare)")
+  parser.add_argument("--split", choices=("test", "train", "all"), default="test",
+                      help="with --data: the split evaluated")
   parser.add_argument("--output", required=True, help="directory for the results")
   parser.add_argument("--checkpoint", choices=("best", "latest"), default="best")
   default = resample.Preprocessing()
@@ -49,7 +65,8 @@ def _parse_args(argv):
   parser.add_argument("--strip_ka2", action=argparse.BooleanOptionalAction,
                       default=default.strip_ka2,
                       help="remove the Kα2 companion reflections (Rachinger)")
-  parser.add_argument("--batch_size", type=int, default=256)
+  parser.add_argument("--batch_size", type=int, default=0,
+                      help="default: 256 with --measured, the run's eval batch with --data")
   return parser.parse_args(argv)
 
 
@@ -212,13 +229,114 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
   return metrics
 
 
+def evaluate_dataset(workdir, data_path, output, split="test", checkpoint="best",
+                     batch_size=0) -> dict:
+  """The training-time evaluation of a checkpoint on a split of a prepared dataset."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from xxact_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax.models import build_model  # pylint: disable=g-import-not-at-top
+  from xxact_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
+  from xxact_jax.training import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax.training import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  if not os.path.isdir(workdir):
+    raise InputError("no such workdir", path=workdir)
+  try:
+    restored = checkpoints.restore_checkpoint(workdir, checkpoint)
+  except checkpoints.CheckpointError as e:
+    raise InputError(str(e), path=workdir) from None
+  try:
+    dataset = data_lib.open_dataset(data_path, split=None if split == "all" else split)
+  except (OSError, ValueError, KeyError) as e:
+    raise InputError(f"cannot open split {split!r} ({e})", path=data_path) from None
+  if len(dataset) == 0:
+    raise InputError(f"split {split!r} is empty", path=data_path)
+  config = restored.config
+  targets = tuple(config.targets)
+  mesh = sharding_lib.make_mesh()
+  size = batch_size or int(config.eval_batch_size)
+  size = -(-size // mesh.size) * mesh.size          # a multiple of the devices
+  config = config.copy_and_resolve_references()
+  config.eval_batch_size = size
+  model = build_model(config.model)
+  eval_step = jax.jit(step_lib.make_eval_step(model, config, restored.target_stats),
+                      in_shardings=(sharding_lib.replicated(mesh),
+                                    sharding_lib.batch_sharding(mesh)))
+  params = jax.device_put(restored.params, sharding_lib.replicated(mesh))
+  start = time.perf_counter()
+  print(f"evaluating {len(dataset)} rows of {data_path} ({split}) in batches of {size}",
+        file=sys.stderr, flush=True)
+  metrics, predictions = eval_lib.evaluate(eval_step, params, dataset, config, mesh,
+                                           return_predictions=True)
+  seconds = time.perf_counter() - start
+  print(f"evaluated {len(dataset)} rows in {seconds:.1f} s ({len(dataset) / seconds:.0f}/s)",
+        file=sys.stderr, flush=True)
+  result = {"workdir": os.path.abspath(workdir), "data": os.path.abspath(data_path),
+            "split": split, "checkpoint": checkpoint, "step": restored.step,
+            "model": config.model.name, "regression_loss": config.get("regression_loss", "mse")}
+  result.update({k.removeprefix("eval/"): v for k, v in metrics.items()})
+  if jax.process_index() == 0:
+    os.makedirs(output, exist_ok=True)
+    _write_dataset_predictions(dataset, predictions, targets,
+                               os.path.join(output, "predictions.jsonl"))
+    _dataset_figures(predictions, targets, output)
+    with open(os.path.join(output, "metrics.json"), "w") as f:
+      json.dump(result, f, indent=1)
+  return result
+
+
+def _write_dataset_predictions(dataset, predictions, targets, path):
+  order = np.argsort(predictions["index"], kind="stable")
+  index = predictions["index"][order]
+  ids = dataset.material_ids(index)
+  with open(path + ".tmp", "w") as f:
+    for j, i in enumerate(order):
+      record = {"index": int(index[j]), "material_id": ids[j]}
+      for t in targets:
+        label, pred = predictions[f"label/{t}"][i], predictions[f"pred/{t}"][i]
+        if t == "crystal_system":
+          label, pred = (constants.CRYSTAL_SYSTEMS[int(v)] if 0 <= int(v) < 7 else None
+                         for v in (label, pred))
+        elif t in constants.CLASSIFICATION_TARGETS:
+          label, pred = int(label), int(pred)
+        else:
+          label = float(label) if np.isfinite(label) else None
+          pred = float(pred)
+        record[t] = {"label": label, "prediction": pred}
+      f.write(json.dumps(record) + "\n")
+  os.replace(path + ".tmp", path)
+
+
+def _dataset_figures(predictions, targets, output):
+  from xxact_jax.report import metrics as report_metrics  # pylint: disable=g-import-not-at-top
+  from xxact_jax.report import plots  # pylint: disable=g-import-not-at-top
+  for t in targets:
+    label, pred = predictions[f"label/{t}"], predictions[f"pred/{t}"]
+    if t == "crystal_system":
+      matrix = report_metrics.confusion_matrix(label, pred, len(constants.CRYSTAL_SYSTEMS))
+      plots.plot_confusion(matrix, constants.CRYSTAL_SYSTEMS,
+                           os.path.join(output, "confusion_crystal_system.png"))
+      plots.plot_per_class_accuracy(report_metrics.per_class_accuracy(matrix),
+                                    constants.CRYSTAL_SYSTEMS, matrix.sum(axis=1),
+                                    os.path.join(output, "accuracy_per_crystal_system.png"))
+    elif t in constants.REGRESSION_TARGETS:
+      keep = np.isfinite(label)
+      scores = report_metrics.regression_scores(label[keep], pred[keep])
+      plots.plot_parity(label[keep], pred[keep], t, constants.TARGET_UNITS[t], scores,
+                        os.path.join(output, f"parity_{t}.png"))
+
+
 def main(argv=None):
   args = _parse_args(sys.argv[1:] if argv is None else argv)
   try:
-    metrics = evaluate_measured(
-        args.workdir, args.measured, args.output, args.checkpoint,
-        resample.Preprocessing(background=args.background, strip_ka2=args.strip_ka2),
-        args.batch_size)
+    if args.data:
+      metrics = evaluate_dataset(args.workdir, args.data, args.output, args.split,
+                                 args.checkpoint, args.batch_size)
+    else:
+      metrics = evaluate_measured(
+          args.workdir, args.measured, args.output, args.checkpoint,
+          resample.Preprocessing(background=args.background, strip_ka2=args.strip_ka2),
+          args.batch_size or 256)
   except InputError as e:
     sys.exit(f"error: {e}")
   print(json.dumps(metrics))

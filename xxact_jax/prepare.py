@@ -28,7 +28,7 @@ _WORKERS = flags.DEFINE_integer("workers", None, "Featurisation processes (defau
                                 "0 or 1 = in-process).")
 _LIMIT = flags.DEFINE_integer("limit", None, "Use only the first LIMIT records.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the train/test split.")
-_TEST_FRACTION = flags.DEFINE_float("test_fraction", 0.1, "Fraction of rows in the test split.")
+_TEST_FRACTION = flags.DEFINE_float("test_fraction", 0.1, "Fraction of rows in the test split; 1 makes the whole input a test set.")
 _MAX_ELEMENTS = flags.DEFINE_integer(
     "max_elements", schema.DEFAULT_MAX_ELEMENTS,
     "K: element slots per composition; a structure with more elements is an error row.")

@@ -300,8 +300,9 @@ def prepare_dataset(inputs: Sequence[str], output: str, *, workers: int | None =
     raise ValueError("No inputs given.")
   for path in inputs:
     readers.input_format(path)   # fails early, naming a missing or unknown input
-  if not 0 <= test_fraction < 1:
-    raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}.")
+  # 1 makes every row a test row: a held-out file to evaluate on (python -m xxact_jax.evaluate).
+  if not 0 <= test_fraction <= 1:
+    raise ValueError(f"test_fraction must be in [0, 1], got {test_fraction}.")
   if not 0 <= shard < num_shards:
     raise ValueError(f"shard must be in [0, num_shards={num_shards}), got {shard}.")
   if max_elements < 1 or block_rows < 1 or (limit is not None and limit < 1):
