@@ -276,3 +276,22 @@ def test_remat_traces_for_every_model():
 def test_importing_models_does_not_import_pymatgen():
   code = "import sys, xxact_jax.models; sys.exit('pymatgen' in sys.modules)"
   assert subprocess.run([sys.executable, "-c", code], timeout=300).returncode == 0
+
+
+def test_readout_with_the_composition_cls():
+  """readout="fused_and_composition_cls": the heads read both [CLS] vectors, so the
+  composition reaches them without passing through cross-attention."""
+  species, fractions, xrd = random_batch()
+  cfg = tiny("xxact", targets=("formation_energy_per_atom",),
+             readout="fused_and_composition_cls")
+  model = build_model(cfg)
+  params = model.init(jax.random.key(0), species, fractions, xrd)["params"]
+  kernel = params["heads"]["formation_energy_per_atom"]["kernel"]
+  assert kernel.shape[0] == 2 * cfg.fusion.d_model
+  out = model.apply({"params": params}, species, fractions, xrd)
+  # Zeroing the fused half of the head leaves a prediction that still varies with composition.
+  params["heads"]["formation_energy_per_atom"]["kernel"] = kernel.at[:cfg.fusion.d_model].set(0)
+  a = model.apply({"params": params}, species, fractions, xrd)["formation_energy_per_atom"]
+  assert np.ptp(np.asarray(a)) > 0 and out["formation_energy_per_atom"].shape == (B,)
+  with pytest.raises(ValueError, match="Unknown readout"):
+    build_model(tiny("xxact", readout="mean")).init(jax.random.key(0), species, fractions, xrd)

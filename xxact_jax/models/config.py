@@ -46,6 +46,10 @@ def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
   # Regression heads also output `<target>_log_std` for regression_loss="robust_l1" (the
   # crabnet model always does; the others only with this set).
   c.regression_log_std = False
+  # What XxaCT-NN's heads read: "fused_cls" (the paper: the fused XRD [CLS], where composition
+  # arrives only through cross-attention) or "fused_and_composition_cls" (the composition
+  # encoder's [CLS] concatenated to it).
+  c.readout = "fused_cls"
 
   by_size = dict(
       paper=dict(composition=(512, 3, 4, 2048), xrd=(512, 3, 4, 1024), fusion=(768, 12, 12, 2048),

@@ -95,7 +95,7 @@ class PXRDFCN(nn.Module):
                  name="composition_encoder")(fraction_vector(species, fractions).astype(dtype))
       x = MLP(tuple(fcn.fusion_hidden), cfg.dropout, dtype, deterministic, kernels,
               name="fusion")(jnp.concatenate([x, comp], axis=-1))
-    out = heads.Heads(tuple(cfg.targets), False, False, dtype, log_std=cfg.get("regression_log_std", False),
-                      name="heads")(x)
+    out = heads.Heads(tuple(cfg.targets), False, False, dtype,
+                      log_std=cfg.get("regression_log_std", False), name="heads")(x)
     out["embedding"] = x.astype(jnp.float32)
     return out

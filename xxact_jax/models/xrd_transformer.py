@@ -26,8 +26,8 @@ class XRDTransformer(nn.Module):
     seq = xrd_encoder.XRDEncoder(cfg.xrd, cfg.xrd_scale, cfg.dropout, dtype, cfg.remat,
                                  not train, kernels=layers.kernels_from_config(cfg),
                                  name="xrd_encoder")(xrd, xrd_mask)
-    out = heads.Heads(tuple(cfg.targets), cfg.mxm, False, dtype, log_std=cfg.get("regression_log_std", False),
-                      name="heads")(
+    out = heads.Heads(tuple(cfg.targets), cfg.mxm, False, dtype,
+                      log_std=cfg.get("regression_log_std", False), name="heads")(
         seq[:, 0], seq[:, 1:])
     out["embedding"] = seq[:, 0].astype(jnp.float32)
     return out

@@ -34,9 +34,16 @@ class XxaCT(nn.Module):
         cfg.xrd, cfg.xrd_scale, output_dim=cfg.fusion.d_model, name="xrd_encoder",
         **common)(xrd, xrd_mask)
     fused = fusion.FusionDecoder(cfg.fusion, name="fusion", **common)(xrd_seq, comp, comp_mask)
-    out = heads.Heads(tuple(cfg.targets), cfg.mxm, cfg.contrastive, dtype, log_std=cfg.get("regression_log_std", False),
-                      name="heads")(
-        fused[:, 0], fused[:, 1:])
+    readout = cfg.get("readout", "fused_cls")
+    if readout == "fused_cls":                      # the paper: heads on the fused [CLS] only
+      head_input = fused[:, 0]
+    elif readout == "fused_and_composition_cls":    # the composition [CLS] beside it
+      head_input = jnp.concatenate([fused[:, 0], comp[:, 0]], axis=-1)
+    else:
+      raise ValueError(f"Unknown readout {readout!r} (fused_cls | fused_and_composition_cls)")
+    out = heads.Heads(tuple(cfg.targets), cfg.mxm, cfg.contrastive, dtype,
+                      log_std=cfg.get("regression_log_std", False), name="heads")(
+        head_input, fused[:, 1:])
     out["comp_cls"] = comp[:, 0].astype(jnp.float32)
     out["xrd_cls"] = xrd_seq[:, 0].astype(jnp.float32)
     out["embedding"] = fused[:, 0].astype(jnp.float32)
