@@ -1,0 +1,76 @@
+"""The experiment summaries: rows from a run's config.json, metrics.jsonl and wall time."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "experiments",
+                                                                   f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def write_run(directory, model, loss, evals, trains, wall=None):
+  os.makedirs(directory)
+  config = {"model": {"name": model, "readout": "fused_cls"}, "regression_loss": loss,
+            "targets": ["formation_energy_per_atom", "crystal_system"],
+            "task_sampling": "uniform"}
+  with open(os.path.join(directory, "config.json"), "w") as f:
+    json.dump(config, f)
+  with open(os.path.join(directory, "metrics.jsonl"), "w") as f:
+    for record in trains + evals:
+      f.write(json.dumps(record) + "\n")
+  if wall is not None:
+    with open(os.path.join(directory, "done"), "w") as f:
+      f.write(f"{wall}\n")
+
+
+def test_summarize_runs_takes_the_last_and_best_evaluation(tmp_path):
+  summarize = load_script("summarize_runs")
+  evals = [{"step": s, "eval/loss": 1.0, "eval/formation_energy_per_atom_mae_meV": mae,
+            "eval/crystal_system_accuracy": acc}
+           for s, mae, acc in ((500, 150.0, 0.5), (1000, 90.0, 0.6), (1500, 110.0, 0.7))]
+  trains = [{"step": s, "loss": 1.0, "loss/formation_energy_per_atom": 0.1 * s / 100}
+            for s in (100, 200, 300, 400, 500, 600)]
+  write_run(tmp_path / "xxact_mse", "xxact", "mse", evals, trains, wall=120)
+  write_run(tmp_path / "crabnet", "crabnet", "robust_l1", evals[:1], trains[:1])
+  os.makedirs(tmp_path / "not_a_run")
+  rows = summarize.main(str(tmp_path))
+  assert [r["run"] for r in rows] == ["crabnet", "xxact_mse"]
+  xxact = rows[1]
+  assert xxact["fe_mae_meV"] == 110.0 and xxact["cs_accuracy"] == 0.7
+  assert (xxact["best_fe_mae_meV"], xxact["best_fe_step"]) == (90.0, 1000)
+  assert xxact["train_loss_fe"] == pytest.approx(0.1 * (200 + 300 + 400 + 500 + 600) / 500)
+  assert xxact["wall_s"] == 120 and rows[0]["wall_s"] is None
+  text = (tmp_path / "summary.md").read_text()
+  assert "| xxact_mse | xxact | mse |" in text and "2.0 min" in text
+  assert json.loads((tmp_path / "summary.json").read_text()) == rows
+
+
+def test_summarize_measured_counts_each_source(tmp_path):
+  summarize = load_script("summarize_measured")
+  run_dir = tmp_path / "xxact_augmented"
+  write_run(run_dir, "xxact", "mse", [{"step": 2000, "eval/loss": 1.0,
+                                       "eval/crystal_system_accuracy": 0.7}], [])
+  predictions = tmp_path / "eval" / "xxact_augmented" / "snip"
+  os.makedirs(predictions)
+  records = [("rruff_a", "cubic", "cubic"), ("rruff_b", "cubic", "monoclinic"),
+             ("iucr_c", "trigonal", "trigonal")]
+  with open(predictions / "predictions.jsonl", "w") as f:
+    for scan_id, label, predicted in records:
+      f.write(json.dumps({"id": scan_id, "label": {"crystal_system": label},
+                          "crystal_system": predicted}) + "\n")
+    f.write(json.dumps({"id": "rruff_bad", "error": "no such file"}) + "\n")
+  with open(tmp_path / "summary.jsonl", "w") as f:
+    f.write(json.dumps({"run": "xxact_augmented", "preprocessing": "snip", "step": 2000,
+                        "crystal_system_accuracy": 2 / 3, "crystal_system_top5_accuracy": 1.0,
+                        "crystal_system_majority_rate": 2 / 3}) + "\n")
+  text = summarize.main(str(tmp_path))
+  assert "| xxact_augmented | snip | **66.7%** | 50.0% (2) | 100.0% (1) | – | 100.0% | 70.0% |" in text
