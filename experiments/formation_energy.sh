@@ -21,6 +21,7 @@ crabnet_mse|crabnet|loss=mse|
 xxact_robust_l1|supervised|loss=robust_l1|
 xxact_mse_all_targets_per_example|supervised||--config.task_sampling=all
 xxact_mse_composition_readout|supervised||--config.model.readout=fused_and_composition_cls
+xxact_mse_mlp_head|supervised||--config.model.head_hidden=(256,128)
 xxact_mse_formation_energy_only|supervised|targets=formation_energy_per_atom|
 xrd_transformer_mse|xrd_transformer||
 "}

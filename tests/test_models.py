@@ -293,5 +293,9 @@ def test_readout_with_the_composition_cls():
   params["heads"]["formation_energy_per_atom"]["kernel"] = kernel.at[:cfg.fusion.d_model].set(0)
   a = model.apply({"params": params}, species, fractions, xrd)["formation_energy_per_atom"]
   assert np.ptp(np.asarray(a)) > 0 and out["formation_energy_per_atom"].shape == (B,)
+  mlp = build_model(tiny("xxact", targets=("formation_energy_per_atom",), head_hidden=(16, 8)))
+  mlp_params = mlp.init(jax.random.key(0), species, fractions, xrd)["params"]["heads"]
+  assert mlp_params["formation_energy_per_atom_hidden0"]["kernel"].shape[-1] == 16
+  assert mlp_params["formation_energy_per_atom"]["kernel"].shape[0] == 8
   with pytest.raises(ValueError, match="Unknown readout"):
     build_model(tiny("xxact", readout="mean")).init(jax.random.key(0), species, fractions, xrd)

@@ -50,6 +50,8 @@ def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
   # arrives only through cross-attention) or "fused_and_composition_cls" (the composition
   # encoder's [CLS] concatenated to it).
   c.readout = "fused_cls"
+  # ReLU layers before each target's output layer (XxaCT, XRD transformer, FCN); () = linear.
+  c.head_hidden = ()
 
   by_size = dict(
       paper=dict(composition=(512, 3, 4, 2048), xrd=(512, 3, 4, 1024), fusion=(768, 12, 12, 2048),

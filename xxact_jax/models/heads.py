@@ -1,4 +1,5 @@
-"""Prediction heads: one linear layer per target, the MXM reconstruction and the temperature."""
+"""Prediction heads: one linear layer (or a small MLP) per target, the MXM reconstruction and the
+temperature."""
 
 import math
 from typing import Any, Sequence
@@ -33,12 +34,15 @@ class Heads(nn.Module):
     dtype: compute dtype.
     log_std: regression targets also output `<target>_log_std` (a second linear layer), the
       predicted log σ that CrabNet's RobustL1 loss needs.
+    hidden: widths of ReLU layers before each target's output layer; () is the paper's linear
+      head.
   """
   targets: Sequence[str]
   mxm: bool
   contrastive: bool
   dtype: Any
   log_std: bool = False
+  hidden: Sequence[int] = ()
 
   @nn.compact
   def __call__(self, embedding: jax.Array, xrd_tokens: jax.Array | None = None
@@ -47,11 +51,14 @@ class Heads(nn.Module):
     out = {}
     for target in self.targets:
       width = target_width(target)
-      y = layers.dense_general(width, target, self.dtype)(embedding).astype(jnp.float32)
+      h = embedding
+      for i, features in enumerate(self.hidden):
+        h = nn.relu(layers.dense_general(features, f"{target}_hidden{i}", self.dtype)(h))
+      y = layers.dense_general(width, target, self.dtype)(h).astype(jnp.float32)
       out[target] = y[:, 0] if target in constants.REGRESSION_TARGETS else y
       if self.log_std and target in constants.REGRESSION_TARGETS:
         out[target + "_log_std"] = layers.dense_general(1, target + "_log_std", self.dtype)(
-            embedding).astype(jnp.float32)[:, 0]
+            h).astype(jnp.float32)[:, 0]
     if self.mxm:
       if xrd_tokens is None:
         raise ValueError("model_config.mxm needs an XRD token sequence (XxaCT or XRD transformer)")

@@ -96,6 +96,7 @@ class PXRDFCN(nn.Module):
       x = MLP(tuple(fcn.fusion_hidden), cfg.dropout, dtype, deterministic, kernels,
               name="fusion")(jnp.concatenate([x, comp], axis=-1))
     out = heads.Heads(tuple(cfg.targets), False, False, dtype,
-                      log_std=cfg.get("regression_log_std", False), name="heads")(x)
+                      log_std=cfg.get("regression_log_std", False),
+                      hidden=tuple(cfg.get("head_hidden", ())), name="heads")(x)
     out["embedding"] = x.astype(jnp.float32)
     return out

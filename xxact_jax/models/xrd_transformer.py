@@ -27,7 +27,8 @@ class XRDTransformer(nn.Module):
                                  not train, kernels=layers.kernels_from_config(cfg),
                                  name="xrd_encoder")(xrd, xrd_mask)
     out = heads.Heads(tuple(cfg.targets), cfg.mxm, False, dtype,
-                      log_std=cfg.get("regression_log_std", False), name="heads")(
+                      log_std=cfg.get("regression_log_std", False),
+                      hidden=tuple(cfg.get("head_hidden", ())), name="heads")(
         seq[:, 0], seq[:, 1:])
     out["embedding"] = seq[:, 0].astype(jnp.float32)
     return out

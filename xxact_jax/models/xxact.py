@@ -42,7 +42,8 @@ class XxaCT(nn.Module):
     else:
       raise ValueError(f"Unknown readout {readout!r} (fused_cls | fused_and_composition_cls)")
     out = heads.Heads(tuple(cfg.targets), cfg.mxm, cfg.contrastive, dtype,
-                      log_std=cfg.get("regression_log_std", False), name="heads")(
+                      log_std=cfg.get("regression_log_std", False),
+                      hidden=tuple(cfg.get("head_hidden", ())), name="heads")(
         head_input, fused[:, 1:])
     out["comp_cls"] = comp[:, 0].astype(jnp.float32)
     out["xrd_cls"] = xrd_seq[:, 0].astype(jnp.float32)
