@@ -39,7 +39,7 @@ class Preprocessing:
     anode's unresolved Kα doublet, so that it shows Kα1 lines only.
   The defaults are those that scored best on the measured development scans (docs/MEASURED.md).
   """
-  background: str = "snip"
+  background: str = "none"
   strip_ka2: bool = False
 
   def __post_init__(self):
