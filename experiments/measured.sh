@@ -7,7 +7,9 @@
 # DATA: a prepared mp_36k (python -m xxact_jax.prepare --input=mp_36k.csv.xz --output=DATA).
 # Every run: the "small" model size, crystal system only, the same budget (STEPS of BATCH, peak
 # learning rate 1e-3) and seed; the bimodal and XRD-only runs differ only in augment.enabled
-# (xxact_augmented_half: half the patterns augmented instead of 80 %; RUNS="..." picks runs).
+# (xxact_augmented_half: half the patterns augmented instead of 80 %; xxact_augmented_texture:
+# relative intensities perturbed with a log-scale σ of up to 0.7 instead of 0.3; RUNS="..."
+# picks runs).
 # `evaluate` scores every run on the measured index with each preprocessing option and writes
 # OUT/summary.jsonl (one line per run and option) and OUT/summary.md.
 set -euo pipefail
@@ -21,6 +23,7 @@ config_of() {
     xxact_plain) echo "configs/supervised.py" ;;
     xxact_augmented) echo "configs/measured.py" ;;
     xxact_augmented_half) echo "configs/measured.py --config.augment.apply_prob=0.5" ;;
+    xxact_augmented_texture) echo "configs/measured.py --config.augment.intensity_log_sigma=0.7" ;;
     xrd_plain) echo "configs/xrd_transformer.py" ;;
     xrd_augmented) echo "configs/xrd_transformer.py --config.augment.enabled=True" ;;
     crabnet) echo "configs/crabnet.py" ;;
