@@ -263,6 +263,17 @@ def test_too_few_points_and_coarse_steps_are_errors(tmp_path):
     resample.load_measured_pattern(write_scan(tmp_path, "coarse.xy", t, t))
 
 
+def test_a_narrow_scan_is_refused_unless_asked(tmp_path):
+  t = np.arange(40.0, 46.0, 0.02)
+  scan = write_scan(tmp_path, "narrow.xy", t, peaks(t, [42.0], [100]) + 1)
+  with pytest.raises(PatternError, match=r"narrow\.xy.*covers only 6\.0°.*at least 10°"):
+    resample.load_measured_pattern(scan)
+  with pytest.warns(resample.PartialCoverageWarning):
+    x = resample.load_measured_pattern(
+        scan, preprocessing=resample.Preprocessing(min_coverage_deg=5.0))
+  assert (x == constants.UNMEASURED_INTENSITY).mean() > 0.9
+
+
 def test_negative_counts_are_clipped_to_zero(tmp_path):
   t = np.arange(5.0, 90.0, 0.02)
   y = peaks(t, [28.44], [100]) - 5.0        # an over-subtracted background

@@ -65,6 +65,8 @@ def _parse_args(argv):
   parser.add_argument("--strip_ka2", action=argparse.BooleanOptionalAction,
                       default=default.strip_ka2,
                       help="remove the Kα2 companion reflections (Rachinger)")
+  parser.add_argument("--min_coverage_deg", type=float, default=default.min_coverage_deg,
+                      help="refuse scans covering less of 5–90° (Cu Kα scale); 0 accepts any")
   parser.add_argument("--batch_size", type=int, default=0,
                       help="default: 256 with --measured, the run's eval batch with --data")
   return parser.parse_args(argv)
@@ -191,6 +193,7 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
              "checkpoint": checkpoint, "step": predictor.step,
              "background": predictor.preprocessing.background,
              "strip_ka2": predictor.preprocessing.strip_ka2,
+             "min_coverage_deg": predictor.preprocessing.min_coverage_deg,
              "scans": len(rows), "scans_evaluated": len(kept), "scans_failed": len(failed)}
   cs_labels = np.array([constants.CRYSTAL_SYSTEMS.index(r["crystal_system"])
                         if r["crystal_system"] else -1 for r in kept])
@@ -335,7 +338,8 @@ def main(argv=None):
     else:
       metrics = evaluate_measured(
           args.workdir, args.measured, args.output, args.checkpoint,
-          resample.Preprocessing(background=args.background, strip_ka2=args.strip_ka2),
+          resample.Preprocessing(background=args.background, strip_ka2=args.strip_ka2,
+                               min_coverage_deg=args.min_coverage_deg),
           args.batch_size or 256)
   except InputError as e:
     sys.exit(f"error: {e}")

@@ -50,6 +50,8 @@ def _parse_args(argv):
   parser.add_argument("--strip_ka2", action=argparse.BooleanOptionalAction,
                       default=default.strip_ka2,
                       help="remove the Kα2 companion reflections of measured scans (Rachinger)")
+  parser.add_argument("--min_coverage_deg", type=float, default=default.min_coverage_deg,
+                      help="refuse scans covering less of 5–90° (Cu Kα scale); 0 accepts any")
   args = parser.parse_args(argv)
   modes = [bool(args.formula or args.xrd), bool(args.cif), bool(args.input)]
   if sum(modes) != 1:
@@ -154,7 +156,8 @@ def run(argv=None) -> list[dict]:
   from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
   predictor = predictor_lib.load(
       args.workdir, args.which, args.batch_size,
-      preprocessing=resample.Preprocessing(args.background, args.strip_ka2))
+      preprocessing=resample.Preprocessing(args.background, args.strip_ka2,
+                                           args.min_coverage_deg))
   arrays = prepare_all(predictor, samples)
   outputs = predictor.predict_arrays(*arrays)
   results = []

@@ -37,10 +37,13 @@ class Preprocessing:
     (inference/background.py); "none" keeps the scan's background.
   strip_ka2: removes the Kα2 companion of every reflection (Rachinger) from a scan taken with an
     anode's unresolved Kα doublet, so that it shows Kα1 lines only.
+  min_coverage_deg: a scan covering less of the 5–90° grid (on the Cu Kα scale) is refused: a
+    model told "not measured" for most of the pattern has little to go on. 0 accepts any.
   The defaults are those that scored best on the measured development scans (docs/MEASURED.md).
   """
   background: str = "none"
   strip_ka2: bool = False
+  min_coverage_deg: float = 10.0
 
   def __post_init__(self):
     if self.background not in BACKGROUND_METHODS:
@@ -96,6 +99,13 @@ def to_model_grid(pattern: patterns.MeasuredPattern,
     raise PatternError(
         f"only {int(in_range.sum())} points inside the model's 2θ range (Cu Kα scale); at "
         f"least {MIN_POINTS} are needed", path=pattern.path)
+  covered = float(min(two_theta[-1], grid[-1]) - max(two_theta[0], grid[0]))
+  if covered < preprocessing.min_coverage_deg:
+    raise PatternError(
+        f"covers only {covered:.1f}° of the model's {constants.TWO_THETA_MIN:g}–"
+        f"{constants.TWO_THETA_MAX:g}° range (Cu Kα scale); at least "
+        f"{preprocessing.min_coverage_deg:g}° are needed (lower min_coverage_deg to accept it)",
+        path=pattern.path)
   step = float(np.median(np.diff(two_theta[in_range])))
   if step > MAX_STEP_DEG:
     raise PatternError(
