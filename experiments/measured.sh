@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Simulated-only against measured-like (augmented) training, scored on measured scans.
 #
-#   bash experiments/measured.sh train     DATA OUT   # five runs, ~45 min on 2 CPU cores
+#   bash experiments/measured.sh train     DATA OUT   # five runs, ~40 min on 2 CPU cores
 #   bash experiments/measured.sh evaluate  MEASURED_INDEX OUT
 #
 # DATA: a prepared mp_36k (python -m xxact_jax.prepare --input=mp_36k.csv.xz --output=DATA).
@@ -14,38 +14,33 @@
 # OUT/summary.jsonl (one line per run and option) and OUT/summary.md.
 set -euo pipefail
 stage=${1:?train|evaluate}
-STEPS=${STEPS:-2000}
-BATCH=${BATCH:-128}
 RUNS=${RUNS:-"xxact_plain xxact_augmented xrd_plain xrd_augmented crabnet"}
 
-config_of() {
+config_of() {   # config | config argument | extra flags of a run
   case $1 in
-    xxact_plain) echo "configs/supervised.py" ;;
-    xxact_augmented) echo "configs/measured.py" ;;
-    xxact_augmented_half) echo "configs/measured.py --config.augment.apply_prob=0.5" ;;
-    xxact_augmented_texture) echo "configs/measured.py --config.augment.intensity_log_sigma=0.7" ;;
-    xrd_plain) echo "configs/xrd_transformer.py" ;;
-    xrd_augmented) echo "configs/xrd_transformer.py --config.augment.enabled=True" ;;
-    crabnet) echo "configs/crabnet.py" ;;
+    xxact_plain) echo "supervised|targets=crystal_system|" ;;
+    xxact_augmented) echo "measured|targets=crystal_system|" ;;
+    xxact_augmented_half) echo "measured|targets=crystal_system|--config.augment.apply_prob=0.5" ;;
+    xxact_augmented_texture)
+      echo "measured|targets=crystal_system|--config.augment.intensity_log_sigma=0.7" ;;
+    xrd_plain) echo "xrd_transformer|targets=crystal_system|" ;;
+    xrd_augmented)
+      echo "xrd_transformer|targets=crystal_system|--config.augment.enabled=True" ;;
+    crabnet) echo "crabnet|targets=crystal_system|" ;;
     *) echo "unknown run $1" >&2; exit 2 ;;
   esac
 }
 
 if [[ $stage == train ]]; then
-  data=${2:?DATA}; out=${3:?OUT}
-  for run in $RUNS; do
-    read -r config extra <<<"$(config_of "$run")"
-    [[ -d $out/$run/checkpoints ]] && { echo "== $run: already trained"; continue; }
-    echo "== $run"
-    python -m xxact_jax.main --config="$config:size=small,targets=crystal_system" $extra \
-      --workdir="$out/$run" --config.data.path="$data" --config.seed=0 \
-      --config.num_train_steps="$STEPS" --config.global_batch_size="$BATCH" \
-      --config.optimizer.peak_lr=1e-3 --config.eval_every_steps=500 \
-      --config.checkpoint_every_steps=500 --config.log_every_steps=100 \
-      --config.tensorboard=False
-  done
+  data=$(realpath -m "${2:?DATA}"); out=$(realpath -m "${3:?OUT}")
+  cd "$(dirname "$0")/.."
+  source experiments/train_runs.sh
+  runs=()
+  for run in $RUNS; do runs+=("$run|$(config_of "$run")"); done
+  STEPS=${STEPS:-2000} train_runs "$data" "$out" small "${runs[@]}"
 elif [[ $stage == evaluate ]]; then
-  index=${2:?MEASURED_INDEX}; out=${3:?OUT}
+  index=$(realpath -m "${2:?MEASURED_INDEX}"); out=$(realpath -m "${3:?OUT}")
+  cd "$(dirname "$0")/.."
   : > "$out/summary.jsonl"
   for run in $RUNS; do
     for pre in "none" "snip" "snip,strip_ka2"; do
