@@ -33,6 +33,7 @@ from xxact_jax import constants
 from xxact_jax import data as data_lib
 from xxact_jax.models import build_model
 from xxact_jax.models import dtypes as model_dtypes
+from xxact_jax.training import defaults
 from xxact_jax.training import evaluate as eval_lib
 from xxact_jax.training import flops as flops_lib
 from xxact_jax.training import optimizer as optimizer_lib
@@ -231,6 +232,7 @@ def profile_steps(timer: "StepTimer", take, steps: int, directory: str) -> str:
 
 def benchmark(config, per_device_batch, steps, repeats, warmup, max_elements, data_path,
               profile_dir=None, num_profile_steps=5, compile_only=False, hlo_path=None) -> dict:
+  defaults.resolve(config)     # the model fields follow targets / objective, as in training
   mesh = sharding_lib.make_mesh()
   num_devices = mesh.shape[sharding_lib.DATA_AXIS]
   if per_device_batch is None:

@@ -216,3 +216,36 @@ def test_sigkill_and_restart_continues_with_identical_losses(tmp_path, embedded_
   assert resumed[-1]["step"] == 60
   for r in resumed:
     assert r["loss"] == pytest.approx(expected[r["step"]], rel=1e-6, abs=1e-7), r["step"]
+
+
+def test_overriding_targets_or_objective_reaches_the_model(tmp_path, embedded_dataset):
+  """--config.targets / --config.objective alone: the heads and losses follow, or start-up
+  refuses with what would work, before the workdir exists."""
+  config = load_config("supervised", num_train_steps=2, eval_every_steps=2,
+                       checkpoint_every_steps=2, log_every_steps=1)
+  config.targets = ("band_gap",)          # as --config.targets="('band_gap',)" sets it
+  metrics = train.train_and_evaluate(config, str(tmp_path / "band_gap"))
+  assert "eval/band_gap_mae" in metrics and "eval/crystal_system_accuracy" not in metrics
+  restored = checkpoints.restore_checkpoint(str(tmp_path / "band_gap"), "latest")
+  assert tuple(restored.config.model.targets) == ("band_gap",)
+  assert set(restored.params["heads"]) == {"band_gap"}
+
+  pretraining = load_config("supervised", num_train_steps=2, eval_every_steps=2,
+                            checkpoint_every_steps=2, log_every_steps=1)
+  pretraining.objective = "mxm"
+  metrics = train.train_and_evaluate(pretraining, str(tmp_path / "mxm"))
+  assert "eval/mxm_loss" in metrics
+
+  for field, value, message in (("objective", "masked", "Unknown objective 'masked'"),
+                                ("targets", ("band_gap", "bandgap"),
+                                 r"Unknown target\(s\) \['bandgap'\]"),
+                                ("regression_loss", "huber", "Unknown regression_loss")):
+    bad = load_config("supervised")
+    bad[field] = value
+    with pytest.raises(ValueError, match=message):
+      train.train_and_evaluate(bad, str(tmp_path / field))
+    assert not os.path.exists(tmp_path / field)
+  crabnet = load_config("crabnet")
+  crabnet.objective = "contrastive"
+  with pytest.raises(ValueError, match="crabnet model has none"):
+    train.train_and_evaluate(crabnet, str(tmp_path / "crabnet"))

@@ -26,6 +26,9 @@ def main(argv):
   del argv
   if _CONFIG.value is None:
     raise app.UsageError("--config=configs/NAME.py is required")
+  if "objective" in _CONFIG.value:       # a trainer config: the model follows its targets
+    from xxact_jax.training import defaults  # pylint: disable=g-import-not-at-top
+    defaults.resolve(_CONFIG.value)
   model_config = _CONFIG.value.model
   counts = summary.parameter_counts(summary.abstract_params(model_config, _MAX_ELEMENTS.value))
   print(f"model: {model_config.name}  dtype: {model_config.dtype}  "

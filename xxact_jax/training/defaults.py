@@ -126,6 +126,42 @@ def base_config(*, model, objective: str, targets=(), runlocal: bool = False,
 
 SUPERVISED_TARGETS = constants.ALL_TARGETS
 REGRESSION_LOSSES = ("mse", "l1", "robust_l1")
+OBJECTIVES = ("supervised", "mxm", "contrastive", "mxm_contrastive")
+
+
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Derives the model's fields from the trainer's and checks them; returns `config`, updated.
+
+  The trainer's fields say each fact once: `targets` gives the heads (`model.targets`),
+  `objective` the MXM and contrastive parts (`model.mxm`, `model.contrastive`), and
+  `regression_loss="robust_l1"` the log-σ outputs it needs. Command-line overrides of `targets` or
+  `objective` therefore reach the model; a value that cannot work is refused here, before anything
+  is built or written, with what would work.
+  """
+  if config.objective not in OBJECTIVES:
+    raise ValueError(f"Unknown objective {config.objective!r}; known: {list(OBJECTIVES)}")
+  targets = tuple(config.targets)
+  unknown = [t for t in targets if t not in constants.ALL_TARGETS]
+  if unknown:
+    raise ValueError(f"Unknown target(s) {unknown} in config.targets; known: "
+                     f"{list(constants.ALL_TARGETS)}")
+  if len(set(targets)) != len(targets):
+    raise ValueError(f"config.targets {list(targets)} names a target twice")
+  if config.objective == "supervised" and not targets:
+    raise ValueError("objective='supervised' needs config.targets")
+  loss = config.get("regression_loss", "mse")
+  if loss not in REGRESSION_LOSSES:
+    raise ValueError(f"Unknown regression_loss {loss!r}; known: {list(REGRESSION_LOSSES)}")
+  model = config.model
+  if model.name == "crabnet" and config.objective != "supervised":
+    raise ValueError(f"objective={config.objective!r} needs an XRD input; the crabnet model has "
+                     "none (use objective='supervised')")
+  model.targets = targets
+  model.mxm = "mxm" in config.objective
+  model.contrastive = "contrastive" in config.objective
+  if model.name != "crabnet":
+    model.regression_log_std = loss == "robust_l1"
+  return config
 PAPER_MULTI_TARGETS = ("formation_energy_per_atom", "crystal_system")
 
 
@@ -152,10 +188,9 @@ def experiment(model_name: str, objective: str, arg: str | None, *,
   unknown = [t for t in chosen if t not in constants.ALL_TARGETS]
   if unknown:
     raise ValueError(f"Unknown target(s) {unknown}; known: {list(constants.ALL_TARGETS)}")
+  # model.targets, .mxm, .contrastive and .regression_log_std follow from the trainer's fields
+  # (`resolve`, again at the start of training, after command-line overrides).
   model = model_config(model_name, size=a.size or ("tiny" if a.runlocal else "paper"))
-  model.targets = chosen
-  model.mxm = "mxm" in objective
-  model.contrastive = "contrastive" in objective
   c = base_config(model=model, objective=objective, targets=chosen, runlocal=a.runlocal,
                   num_epochs=num_epochs)
   c.init_from = a.init
@@ -163,6 +198,6 @@ def experiment(model_name: str, objective: str, arg: str | None, *,
   if loss not in REGRESSION_LOSSES:
     raise ValueError(f"Unknown loss {loss!r}; known: {list(REGRESSION_LOSSES)}")
   c.regression_loss = loss
-  c.model.regression_log_std = loss == "robust_l1" and model_name != "crabnet"
+  resolve(c)
   c.config_arg = arg or ""
   return c

@@ -20,6 +20,7 @@ from xxact_jax import constants
 from xxact_jax import data as data_lib
 from xxact_jax.models import build_model
 from xxact_jax.training import checkpoints as ckpt_lib
+from xxact_jax.training import defaults
 from xxact_jax.training import evaluate as eval_lib
 from xxact_jax.training import flops as flops_lib
 from xxact_jax.training import metric_writers
@@ -138,9 +139,8 @@ def _select(batch, keys):
 def train_and_evaluate(config, workdir: str):
   """Trains `config` into `workdir`, resuming from its latest checkpoint; returns final eval metrics."""
   sharding_lib.maybe_initialize_distributed()
+  defaults.resolve(config)
   data_path, ds_train, ds_eval = open_splits(config)
-  if config.objective == "supervised" and not config.targets:
-    raise ValueError("objective='supervised' needs config.targets")
   target_stats = target_statistics(ds_train.metadata, config.targets, data_path)
   if config.global_batch_size > len(ds_train):
     raise ValueError(
