@@ -208,7 +208,10 @@ def test_sigkill_and_restart_continues_with_identical_losses(tmp_path, embedded_
   last_logged = max(r["step"] for r in read_metrics(interrupted))
   assert last_logged < 60, "the run finished before it could be killed"
 
-  subprocess.run(_main_command(interrupted), cwd=repo, env=env, check=True, capture_output=True)
+  finished = subprocess.run(_main_command(interrupted), cwd=repo, env=env, check=True,
+                            capture_output=True, text=True)
+  assert f"Outputs in {interrupted}" in finished.stdout
+  assert f"python -m xxact_jax.report --workdir={interrupted}" in finished.stdout
   resumed = [r for r in read_metrics(interrupted)[rows_before:] if "loss" in r]
   expected = {r["step"]: r["loss"] for r in read_metrics(reference) if "loss" in r}
   assert resumed, "the restarted run logged nothing"
@@ -216,6 +219,12 @@ def test_sigkill_and_restart_continues_with_identical_losses(tmp_path, embedded_
   assert resumed[-1]["step"] == 60
   for r in resumed:
     assert r["loss"] == pytest.approx(expected[r["step"]], rel=1e-6, abs=1e-7), r["step"]
+  # A finished workdir says so when the command is run again, and trains nothing.
+  rows = len(read_metrics(interrupted))
+  again = subprocess.run(_main_command(interrupted), cwd=repo, env=env, check=True,
+                         capture_output=True, text=True)
+  assert "already trained to step 60 of 60" in again.stderr
+  assert len(read_metrics(interrupted)) == rows
 
 
 def test_overriding_targets_or_objective_reaches_the_model(tmp_path, embedded_dataset):

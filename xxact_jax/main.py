@@ -36,7 +36,31 @@ def main(argv):
     # Read when the XLA backend starts, which has not happened yet.
     os.environ["XLA_FLAGS"] = (flags_now + " --xla_backend_optimization_level=0").strip()
   from xxact_jax.training import train_and_evaluate  # pylint: disable=g-import-not-at-top
-  train_and_evaluate(config, _WORKDIR.value)
+  workdir = _WORKDIR.value
+  train_and_evaluate(config, workdir)
+  if jax_process_index() == 0:
+    print(next_steps(workdir, config), flush=True)
+
+
+def jax_process_index() -> int:
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.process_index()
+
+
+def next_steps(workdir: str, config) -> str:
+  """Where the run's outputs are and the commands that use them."""
+  data = config.data.path or "the embedded sample"
+  return "\n".join([
+      f"Outputs in {workdir}: metrics.jsonl (losses, evaluations), checkpoints/ (latest), "
+      "checkpoints_best/ (best on the held-out split), config.json.",
+      "Next:",
+      f"  python -m xxact_jax.report --workdir={workdir}              # figures and summary.md",
+      f"  python -m xxact_jax.evaluate --workdir={workdir} --data=DATASET --output=OUT"
+      f"   # any prepared dataset (trained on {data})",
+      f"  python -m xxact_jax.evaluate --workdir={workdir} --measured=index.csv --output=OUT"
+      "   # labelled measured scans",
+      f"  python -m xxact_jax.predict --workdir={workdir} --formula=Fe2O3 --xrd=scan.xy",
+  ])
 
 
 if __name__ == "__main__":

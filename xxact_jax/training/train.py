@@ -217,6 +217,10 @@ def train_and_evaluate(config, workdir: str):
       lambda a, b: a & b, jax.tree.map(lambda x: jax.numpy.isfinite(x).all(), tree)))
   writer = metric_writers.MetricWriter(workdir, config.tensorboard)
   start_step = int(state["step"])
+  if start_step >= total_steps:
+    logging.info("%s is already trained to step %d of %d: nothing to do (a larger "
+                 "--config.num_train_steps continues it; another --workdir starts afresh)",
+                 workdir, start_step, total_steps)
   queue = collections.deque(stage_next() for _ in range(max(1, config.data.prefetch)))
 
   t0 = time.perf_counter()
