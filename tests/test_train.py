@@ -258,3 +258,28 @@ def test_overriding_targets_or_objective_reaches_the_model(tmp_path, embedded_da
   crabnet.objective = "contrastive"
   with pytest.raises(ValueError, match="crabnet model has none"):
     train.train_and_evaluate(crabnet, str(tmp_path / "crabnet"))
+
+
+def test_command_mistakes_are_one_line_errors(tmp_path):
+  """python -m xxact_jax.main: an unknown field, a missing config, a bad value, a workdir that is
+  a file: one `error:` line, status 2, nothing written."""
+  repo = os.path.dirname(CONFIGS)
+  a_file = tmp_path / "a_file"
+  a_file.write_text("")
+  cases = [(["--config=configs/supervised.py:runlocal", "--config.foo=1"], "foo"),
+           (["--config=configs/nope.py"], "nope.py"),
+           (["--config=configs/supervised.py:runlocal,targets=bandgap"], "bandgap"),
+           (["--config=configs/supervised.py:runlocal", "--config.objective=masked"], "masked")]
+  for args, named in cases:
+    workdir = tmp_path / "workdir"
+    result = subprocess.run([sys.executable, "-m", "xxact_jax.main", *args,
+                             f"--workdir={workdir}"], cwd=repo, capture_output=True, text=True,
+                            env={k: v for k, v in os.environ.items()
+                                 if k != "XXACT_JAX_TRACEBACK"})
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and named in errors[0], result.stderr
+    assert "Traceback" not in result.stderr and not workdir.exists()
+  result = subprocess.run([sys.executable, "-m", "xxact_jax.main",
+                           "--config=configs/supervised.py:runlocal", f"--workdir={a_file}"],
+                          cwd=repo, capture_output=True, text=True)
+  assert result.returncode == 2 and "is a file" in result.stderr

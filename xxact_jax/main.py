@@ -1,11 +1,14 @@
 r"""Trains and evaluates a model: python -m xxact_jax.main --config=configs/NAME.py --workdir=DIR.
 
 `--config.field=value` overrides any config field, e.g. `--config.global_batch_size=4096`.
-Re-running the same command resumes from the workdir's latest checkpoint.
+Re-running the same command resumes from the workdir's latest checkpoint. A mistake in the command
+(an unknown config field, a missing config file, a bad value, a workdir that is a file) prints one
+`error:` line and exits with status 2; XXACT_JAX_TRACEBACK=1 shows the traceback instead.
 """
 
 import logging as logging_std
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -25,19 +28,53 @@ class _QuietLibraries:
     return record.levelno >= logging_std.WARNING or "/orbax/" not in record.pathname
 
 
+# What a mistake in the command raises (flag parsing, config validation, the data and workdir
+# checks); anything else is a fault of the package and keeps its traceback.
+USER_ERRORS = (flags.Error, AttributeError, KeyError, ValueError, TypeError, OSError)
+
+
+def _fail(error: BaseException):
+  if os.environ.get("XXACT_JAX_TRACEBACK"):
+    raise error
+  lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+  text = " ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else (lines[0] if lines else "")
+  if isinstance(error, AttributeError):      # an override naming no field of the config
+    text = f"unknown config field {text} in a --config.* override"
+  print(f"error: {text or type(error).__name__} (XXACT_JAX_TRACEBACK=1 shows where)",
+        file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except USER_ERRORS as e:
+    _fail(e)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
+    _fail(NotADirectoryError(f"--workdir={_WORKDIR.value} is a file, not a directory"))
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  config = _CONFIG.value
+  try:
+    config = _CONFIG.value
+    config.get("objective")       # a config file that failed to load raises on first use
+  except USER_ERRORS as e:
+    _fail(e)
   flags_now = os.environ.get("XLA_FLAGS", "")
   if config.get("xla_fast_compile") and "xla_backend_optimization_level" not in flags_now:
     # Read when the XLA backend starts, which has not happened yet.
     os.environ["XLA_FLAGS"] = (flags_now + " --xla_backend_optimization_level=0").strip()
   from xxact_jax.training import train_and_evaluate  # pylint: disable=g-import-not-at-top
+  from xxact_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
   workdir = _WORKDIR.value
-  train_and_evaluate(config, workdir)
+  try:
+    train_and_evaluate(config, workdir)
+  except (ValueError, FileNotFoundError, NotADirectoryError, checkpoints.CheckpointError) as e:
+    _fail(e)
   if jax_process_index() == 0:
     print(next_steps(workdir, config), flush=True)
 
@@ -64,4 +101,4 @@ def next_steps(workdir: str, config) -> str:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
