@@ -3,7 +3,7 @@ r"""One table of the runs under a folder: what each run is, and its last and bes
   python experiments/summarize_runs.py OUT
 
 Every OUT/<run>/ with a metrics.jsonl is a row: model, regression loss, targets, task sampling,
-readout (from config.json), wall time (OUT/<run>/done, seconds), and from metrics.jsonl the last
+readout, head (from config.json), wall time (OUT/<run>/done, seconds), and from metrics.jsonl the last
 evaluation's formation-energy MAE, crystal-system accuracy and the last logged training losses,
 with the best formation-energy MAE over the run. Writes OUT/summary.md and OUT/summary.json.
 """
@@ -28,7 +28,9 @@ def summarize_run(directory: str) -> dict:
   row = {"run": os.path.basename(directory), "model": config["model"]["name"],
          "loss": config.get("regression_loss", "mse"), "targets": "+".join(config["targets"]),
          "task_sampling": config.get("task_sampling", "uniform"),
-         "readout": config["model"].get("readout", "fused_cls"),
+         "readout": (config["model"].get("readout", "fused_cls")
+                     if config["model"]["name"] == "xxact" else "–"),
+         "head": "+".join(map(str, config["model"].get("head_hidden", ()))) or "linear",
          "steps": evals[-1]["step"] if evals else 0}
   done = os.path.join(directory, "done")
   row["wall_s"] = int(open(done).read().strip()) if os.path.exists(done) else None
@@ -57,14 +59,14 @@ def _cell(value, fmt):
 
 
 def to_markdown(rows) -> str:
-  lines = ["| run | model | regression loss | targets | task sampling | readout | "
+  lines = ["| run | model | regression loss | targets | task sampling | readout | head | "
            "formation energy MAE (meV/atom), last | best (step) | crystal system acc., last | "
            "train / eval loss, formation energy | train / eval loss, crystal system | wall |",
-           "|" + "---|" * 12]
+           "|" + "---|" * 13]
   for r in rows:
     lines.append(
         f"| {r['run']} | {r['model']} | {r['loss']} | {r['targets']} | {r['task_sampling']} | "
-        f"{r['readout']} | {_cell(r.get('fe_mae_meV'), '.1f')} | "
+        f"{r['readout']} | {r['head']} | {_cell(r.get('fe_mae_meV'), '.1f')} | "
         f"{_cell(r.get('best_fe_mae_meV'), '.1f')} ({r.get('best_fe_step', '–')}) | "
         f"{_cell(r.get('cs_accuracy'), '.1%')} | "
         f"{_cell(r.get('train_loss_fe'), '.3f')} / {_cell(r.get('eval_loss_fe'), '.3f')} | "

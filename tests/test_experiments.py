@@ -51,6 +51,8 @@ def test_summarize_runs_takes_the_last_and_best_evaluation(tmp_path):
   assert xxact["wall_s"] == 120 and rows[0]["wall_s"] is None
   text = (tmp_path / "summary.md").read_text()
   assert "| xxact_mse | xxact | mse |" in text and "2.0 min" in text
+  assert rows[0]["readout"] == "–" and xxact["readout"] == "fused_cls"
+  assert xxact["head"] == "linear"
   assert json.loads((tmp_path / "summary.json").read_text()) == rows
 
 
