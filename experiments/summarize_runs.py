@@ -20,6 +20,12 @@ def read_jsonl(path):
     return [json.loads(line) for line in f if line.strip()]
 
 
+def _head(model: dict) -> str:
+  if model["name"] == "crabnet":      # CrabNet's own residual output network
+    return "residual " + "-".join(map(str, model.get("crabnet_hidden", ())))
+  return "MLP " + "-".join(map(str, model["head_hidden"])) if model.get("head_hidden") else "linear"
+
+
 def summarize_run(directory: str) -> dict:
   config = json.load(open(os.path.join(directory, "config.json")))
   records = read_jsonl(os.path.join(directory, "metrics.jsonl"))
@@ -30,7 +36,7 @@ def summarize_run(directory: str) -> dict:
          "task_sampling": config.get("task_sampling", "uniform"),
          "readout": (config["model"].get("readout", "fused_cls")
                      if config["model"]["name"] == "xxact" else "–"),
-         "head": "+".join(map(str, config["model"].get("head_hidden", ()))) or "linear",
+         "head": _head(config["model"]),
          "steps": evals[-1]["step"] if evals else 0}
   done = os.path.join(directory, "done")
   row["wall_s"] = int(open(done).read().strip()) if os.path.exists(done) else None
