@@ -22,5 +22,6 @@ train_runs "$data" "$out" "$size" \
   "xxact_mse_composition_readout|supervised||--config.model.readout=fused_and_composition_cls" \
   "xxact_mse_mlp_head|supervised||--config.model.head_hidden=(256,128)" \
   "xxact_mse_formation_energy_only|supervised|targets=formation_energy_per_atom|" \
+  "xxact_robust_l1_formation_energy_only|supervised|targets=formation_energy_per_atom,loss=robust_l1|" \
   "xrd_transformer_mse|xrd_transformer||"
 python experiments/summarize_runs.py "$out"
