@@ -8,8 +8,9 @@
 # Every run: the "small" model size, crystal system only, the same budget (STEPS of BATCH, peak
 # learning rate 1e-3) and seed; the bimodal and XRD-only runs differ only in augment.enabled
 # (xxact_augmented_half: half the patterns augmented instead of 80 %; xxact_augmented_texture:
-# relative intensities perturbed with a log-scale σ of up to 0.7 instead of 0.3; RUNS="..."
-# picks runs).
+# relative intensities perturbed with a log-scale σ of up to 0.7 instead of 0.3; *_sqrt: the
+# model reads the square root of the intensities, model.xrd_intensity=sqrt; RUNS="..." picks
+# runs).
 # `evaluate` scores every run on the measured index with each preprocessing option and writes
 # OUT/summary.jsonl (one line per run and option) and OUT/summary.md.
 set -euo pipefail
@@ -23,6 +24,9 @@ config_of() {   # config | config argument | extra flags of a run
     xxact_augmented_half) echo "measured|targets=crystal_system|--config.augment.apply_prob=0.5" ;;
     xxact_augmented_texture)
       echo "measured|targets=crystal_system|--config.augment.intensity_log_sigma=0.7" ;;
+    xxact_plain_sqrt) echo "supervised|targets=crystal_system|--config.model.xrd_intensity=sqrt" ;;
+    xxact_augmented_sqrt)
+      echo "measured|targets=crystal_system|--config.model.xrd_intensity=sqrt" ;;
     xrd_plain) echo "xrd_transformer|targets=crystal_system|" ;;
     xrd_augmented)
       echo "xrd_transformer|targets=crystal_system|--config.augment.enabled=True" ;;

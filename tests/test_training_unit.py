@@ -1,5 +1,6 @@
 """Objectives, schedule and config parsing (no dataset, no model)."""
 
+import json
 import os
 
 import jax
@@ -50,6 +51,38 @@ def test_mxm_loss_counts_masked_tokens_only():
   off = jnp.where(mask[..., None], recon + 2.0, recon)
   assert float(objectives.mxm_loss(off, xrd, mask)) == pytest.approx(4.0)
   assert float(objectives.mxm_loss(off * 0.5, xrd, mask, xrd_scale=0.5)) == pytest.approx(1.0)
+  # With sqrt intensities the target is sqrt(intensity × scale): an exact sqrt reconstruction of
+  # the masked token scores 0, the linear one does not.
+  sqrt_recon = jnp.sqrt(recon * 0.01)
+  assert float(objectives.mxm_loss(sqrt_recon, xrd, mask, 0.01, "sqrt")) == pytest.approx(0.0)
+  assert float(objectives.mxm_loss(recon * 0.01, xrd, mask, 0.01, "sqrt")) > 0.01
+
+
+def test_sqrt_xrd_input_compresses_intensities_and_keeps_the_unmeasured_marker():
+  from xxact_jax import constants
+  from xxact_jax.models import xrd_encoder
+  x = jnp.array([[0.0, 1.0, 25.0, 100.0, constants.UNMEASURED_INTENSITY]])
+  np.testing.assert_allclose(xrd_encoder.xrd_input(x, 0.01, "sqrt"), [[0, 0.1, 0.5, 1, -1]],
+                             rtol=1e-6)
+  np.testing.assert_allclose(xrd_encoder.xrd_input(x, 0.01, "linear"),
+                             [[0, 0.01, 0.25, 1, -1]], rtol=1e-6)
+  with pytest.raises(ValueError, match="xrd_intensity"):
+    xrd_encoder.xrd_input(x, 0.01, "log")
+
+
+def test_stored_model_configs_without_newer_fields_are_upgraded():
+  from xxact_jax.models import config as config_lib
+  from xxact_jax.training import defaults
+  c = defaults.experiment("xxact", "supervised", "runlocal")
+  stored = json.loads(c.model.to_json_best_effort())
+  for key in ("dropout_bits", "readout", "head_hidden", "xrd_intensity", "regression_log_std"):
+    stored.pop(key)
+  upgraded = ml_collections.ConfigDict(config_lib.upgrade(stored))
+  assert upgraded.dropout_bits == 32 and upgraded.xrd_intensity == "linear"
+  assert upgraded.readout == "fused_cls" and tuple(upgraded.head_hidden) == ()
+  c.model.xrd_intensity = "cube"
+  with pytest.raises(ValueError, match="xrd_intensity"):
+    defaults.resolve(c)
 
 
 def test_uniform_task_sampling_uses_one_labelled_task_per_example():

@@ -43,6 +43,9 @@ def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
   # XRD intensities (max 100) are multiplied by this before the model sees them; the MXM
   # reconstruction is in the same scaled units (see `xrd_tokens`).
   c.xrd_scale = 0.01
+  # "linear" (the paper) or "sqrt": a signed square root of the scaled intensities
+  # (models/xrd_encoder.py `xrd_input`), which weighs weak reflections more.
+  c.xrd_intensity = "linear"
   # Regression heads also output `<target>_log_std` for regression_loss="robust_l1" (the
   # crabnet model always does; the others only with this set).
   c.regression_log_std = False
@@ -83,3 +86,18 @@ def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
   c.fcn.composition_hidden = by_size["fcn_composition_hidden"]
   c.fcn.fusion_hidden = by_size["fcn_fusion_hidden"]
   return c
+
+
+# Fields added after the first release, with the value that reproduces what a checkpoint written
+# before them computed (e.g. flax's 32-bit dropout). `upgrade` is applied where a stored config
+# is read, so the model code never needs a fallback.
+_ADDED_FIELDS = dict(dropout_bits=32, regression_log_std=False, readout="fused_cls",
+                     head_hidden=(), xrd_intensity="linear")
+
+
+def upgrade(model_config: ml_collections.ConfigDict | dict):
+  """Fills the fields a stored (older) model config lacks; returns it, updated in place."""
+  for key, value in _ADDED_FIELDS.items():
+    if key not in model_config:
+      model_config[key] = value
+  return model_config

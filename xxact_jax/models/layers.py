@@ -49,8 +49,7 @@ class Kernels:
 
 
 def kernels_from_config(model_config) -> Kernels:
-  # Configs written before the field existed trained with flax's 32-bit dropout.
-  return Kernels(dropout_bits=int(model_config.get("dropout_bits", 32)))
+  return Kernels(dropout_bits=int(model_config.dropout_bits))
 
 
 def quantised_keep_threshold(keep_prob: float, bits: int) -> int:

@@ -18,6 +18,7 @@ from xxact_jax.models import dtypes
 from xxact_jax.models import heads
 from xxact_jax.models import layers
 from xxact_jax.models import validation
+from xxact_jax.models import xrd_encoder
 
 
 def fraction_vector(species: jax.Array, fractions: jax.Array) -> jax.Array:
@@ -36,10 +37,11 @@ class FCN(nn.Module):
   dtype: Any
   deterministic: bool
   kernels: layers.Kernels = layers.Kernels()
+  xrd_intensity: str = "linear"
 
   @nn.compact
   def __call__(self, xrd: jax.Array) -> jax.Array:
-    x = (xrd.astype(jnp.float32) * self.xrd_scale).astype(self.dtype)[..., None]
+    x = xrd_encoder.xrd_input(xrd, self.xrd_scale, self.xrd_intensity).astype(self.dtype)[..., None]
     for i, width in enumerate(self.channels):
       x = nn.Conv(width, (self.kernel_size,), padding="SAME", dtype=self.dtype,
                   param_dtype=jnp.float32, name=f"conv_{i}")(x)
@@ -89,14 +91,14 @@ class PXRDFCN(nn.Module):
     kernels = layers.kernels_from_config(cfg)
     fcn = cfg.fcn
     x = FCN(tuple(fcn.channels), fcn.kernel_size, fcn.features, cfg.xrd_scale, cfg.dropout,
-            dtype, deterministic, kernels, name="xrd_encoder")(xrd)
+            dtype, deterministic, kernels, cfg.xrd_intensity, name="xrd_encoder")(xrd)
     if self.with_composition:
       comp = MLP(tuple(fcn.composition_hidden), cfg.dropout, dtype, deterministic, kernels,
                  name="composition_encoder")(fraction_vector(species, fractions).astype(dtype))
       x = MLP(tuple(fcn.fusion_hidden), cfg.dropout, dtype, deterministic, kernels,
               name="fusion")(jnp.concatenate([x, comp], axis=-1))
     out = heads.Heads(tuple(cfg.targets), False, False, dtype,
-                      log_std=cfg.get("regression_log_std", False),
-                      hidden=tuple(cfg.get("head_hidden", ())), name="heads")(x)
+                      log_std=cfg.regression_log_std,
+                      hidden=tuple(cfg.head_hidden), name="heads")(x)
     out["embedding"] = x.astype(jnp.float32)
     return out

@@ -11,10 +11,29 @@ from xxact_jax import constants
 from xxact_jax.models import layers
 
 
-def xrd_tokens(xrd: jax.Array, xrd_scale: float) -> jax.Array:
-  """float32 [B, 17, 250]: the scaled pattern split into tokens (also the MXM target)."""
+XRD_INTENSITIES = ("linear", "sqrt")
+
+
+def xrd_input(xrd: jax.Array, xrd_scale: float, intensity: str = "linear") -> jax.Array:
+  """float32, the shape of `xrd`: the pattern (max 100) in the model's input units.
+
+  "linear" multiplies by `xrd_scale`; "sqrt" then takes a signed square root, which compresses
+  relative intensities (texture, counting statistics) so that weak reflections weigh more, while
+  the unmeasured marker (`constants.UNMEASURED_INTENSITY` × scale = -1 at scale 0.01) keeps its
+  value.
+  """
+  x = xrd.astype(jnp.float32) * xrd_scale
+  if intensity == "linear":
+    return x
+  if intensity == "sqrt":
+    return jnp.sign(x) * jnp.sqrt(jnp.abs(x))
+  raise ValueError(f"Unknown model.xrd_intensity {intensity!r}; known: {list(XRD_INTENSITIES)}")
+
+
+def xrd_tokens(xrd: jax.Array, xrd_scale: float, intensity: str = "linear") -> jax.Array:
+  """float32 [B, 17, 250]: the pattern in input units split into tokens (also the MXM target)."""
   tokens = xrd.reshape(xrd.shape[0], constants.XRD_NUM_TOKENS, constants.XRD_TOKEN_SIZE)
-  return tokens.astype(jnp.float32) * xrd_scale
+  return xrd_input(tokens, xrd_scale, intensity)
 
 
 class XRDEncoder(nn.Module):
@@ -23,6 +42,7 @@ class XRDEncoder(nn.Module):
   Attributes:
     config: the `xrd` part of the model config (d_model, num_layers, num_heads, d_ff).
     xrd_scale: multiplies the raw intensities (max 100) before the input projection.
+    xrd_intensity: "linear" or "sqrt" (`xrd_input`).
     dropout: dropout rate.
     dtype: compute dtype.
     remat: rematerialise each transformer layer.
@@ -37,6 +57,7 @@ class XRDEncoder(nn.Module):
   remat: bool
   deterministic: bool
   output_dim: int | None = None
+  xrd_intensity: str = "linear"
   kernels: layers.Kernels = layers.Kernels()
 
   @nn.compact
@@ -48,7 +69,7 @@ class XRDEncoder(nn.Module):
       xrd_mask: optional bool [B, 17]; True tokens are replaced by the learned [MASK] token.
     """
     cfg = self.config
-    tokens = xrd_tokens(xrd, self.xrd_scale).astype(self.dtype)
+    tokens = xrd_tokens(xrd, self.xrd_scale, self.xrd_intensity).astype(self.dtype)
     # Created even when unused so that pretrained and fine-tuned parameter trees match.
     mask_token = self.param("mask_token", nn.initializers.normal(0.02),
                             (constants.XRD_TOKEN_SIZE,), jnp.float32)

@@ -25,10 +25,10 @@ class XRDTransformer(nn.Module):
     dtype = dtypes.compute_dtype(cfg.dtype)
     seq = xrd_encoder.XRDEncoder(cfg.xrd, cfg.xrd_scale, cfg.dropout, dtype, cfg.remat,
                                  not train, kernels=layers.kernels_from_config(cfg),
-                                 name="xrd_encoder")(xrd, xrd_mask)
+                                 xrd_intensity=cfg.xrd_intensity, name="xrd_encoder")(xrd, xrd_mask)
     out = heads.Heads(tuple(cfg.targets), cfg.mxm, False, dtype,
-                      log_std=cfg.get("regression_log_std", False),
-                      hidden=tuple(cfg.get("head_hidden", ())), name="heads")(
+                      log_std=cfg.regression_log_std,
+                      hidden=tuple(cfg.head_hidden), name="heads")(
         seq[:, 0], seq[:, 1:])
     out["embedding"] = seq[:, 0].astype(jnp.float32)
     return out

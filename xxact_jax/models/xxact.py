@@ -31,10 +31,11 @@ class XxaCT(nn.Module):
         cfg.composition, output_dim=cfg.fusion.d_model, name="composition_encoder",
         **common)(species, fractions)
     xrd_seq = xrd_encoder.XRDEncoder(
-        cfg.xrd, cfg.xrd_scale, output_dim=cfg.fusion.d_model, name="xrd_encoder",
+        cfg.xrd, cfg.xrd_scale, output_dim=cfg.fusion.d_model, xrd_intensity=cfg.xrd_intensity,
+        name="xrd_encoder",
         **common)(xrd, xrd_mask)
     fused = fusion.FusionDecoder(cfg.fusion, name="fusion", **common)(xrd_seq, comp, comp_mask)
-    readout = cfg.get("readout", "fused_cls")
+    readout = cfg.readout
     if readout == "fused_cls":                      # the paper: heads on the fused [CLS] only
       head_input = fused[:, 0]
     elif readout == "fused_and_composition_cls":    # the composition [CLS] beside it
@@ -42,8 +43,8 @@ class XxaCT(nn.Module):
     else:
       raise ValueError(f"Unknown readout {readout!r} (fused_cls | fused_and_composition_cls)")
     out = heads.Heads(tuple(cfg.targets), cfg.mxm, cfg.contrastive, dtype,
-                      log_std=cfg.get("regression_log_std", False),
-                      hidden=tuple(cfg.get("head_hidden", ())), name="heads")(
+                      log_std=cfg.regression_log_std,
+                      hidden=tuple(cfg.head_hidden), name="heads")(
         head_input, fused[:, 1:])
     out["comp_cls"] = comp[:, 0].astype(jnp.float32)
     out["xrd_cls"] = xrd_seq[:, 0].astype(jnp.float32)

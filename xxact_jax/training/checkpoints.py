@@ -15,6 +15,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from xxact_jax.models import config as model_config_lib
+
 LATEST_DIR = "checkpoints"
 BEST_DIR = "checkpoints_best"
 
@@ -150,7 +152,9 @@ def restore_checkpoint(workdir: str, which: str = "best") -> RestoredCheckpoint:
   extra = dict(restored["extra"])
   params = jax.tree.map(np.asarray, restored["params"])
   logging.info("Restored parameters of step %d from %s", step, path)
-  return RestoredCheckpoint(params=params, config=ml_collections.ConfigDict(extra["config"]),
+  config = ml_collections.ConfigDict(extra["config"])
+  model_config_lib.upgrade(config.model)
+  return RestoredCheckpoint(params=params, config=config,
                             target_stats=extra["target_stats"], step=step, path=path,
                             extra=extra)
 

@@ -156,6 +156,10 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if model.name == "crabnet" and config.objective != "supervised":
     raise ValueError(f"objective={config.objective!r} needs an XRD input; the crabnet model has "
                      "none (use objective='supervised')")
+  from xxact_jax.models import xrd_encoder  # pylint: disable=g-import-not-at-top
+  if model.xrd_intensity not in xrd_encoder.XRD_INTENSITIES:
+    raise ValueError(f"Unknown model.xrd_intensity {model.xrd_intensity!r}; known: "
+                     f"{list(xrd_encoder.XRD_INTENSITIES)}")
   model.targets = targets
   model.mxm = "mxm" in config.objective
   model.contrastive = "contrastive" in config.objective

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from xxact_jax import constants
+from xxact_jax.models import xrd_encoder
 from xxact_jax.models.crabnet import robust_l1_per_example
 
 # The largest CLIP logit scale, as in CLIP (exp(scale) ≤ 100).
@@ -92,18 +93,17 @@ def sample_xrd_mask(rng, batch_size, num_tokens=constants.XRD_NUM_TOKENS, ratio=
   return ranks < n
 
 
-def mxm_loss(reconstruction, xrd, mask, xrd_scale=1.0):
+def mxm_loss(reconstruction, xrd, mask, xrd_scale=1.0, xrd_intensity="linear"):
   """Eq. 3: per-sample mean squared error over the masked tokens only, averaged over the batch.
 
-  The target is the pattern in the model's input units (intensity × `xrd_scale`).
+  The target is the pattern in the model's input units (models/xrd_encoder.py `xrd_input`).
   """
-  per_sample = mxm_per_sample(reconstruction, xrd, mask, xrd_scale)
+  per_sample = mxm_per_sample(reconstruction, xrd, mask, xrd_scale, xrd_intensity)
   return jnp.mean(per_sample)
 
 
-def mxm_per_sample(reconstruction, xrd, mask, xrd_scale=1.0):
-  b, t, s = reconstruction.shape
-  target = xrd.reshape(b, t, s).astype(jnp.float32) * xrd_scale
+def mxm_per_sample(reconstruction, xrd, mask, xrd_scale=1.0, xrd_intensity="linear"):
+  target = xrd_encoder.xrd_tokens(xrd, xrd_scale, xrd_intensity)
   err = jnp.mean(jnp.square(reconstruction.astype(jnp.float32) - target), axis=-1)   # [B, T]
   m = mask.astype(jnp.float32)
   return jnp.sum(err * m, -1) / jnp.maximum(jnp.sum(m, -1), 1.0)
@@ -147,7 +147,8 @@ def objective_loss(outputs, batch, config, target_stats: Mapping, rng, xrd_mask=
     total, metrics = supervised_loss(outputs, batch, config.targets, target_stats, rng,
                                      config.task_sampling, config.get("regression_loss", "mse"))
   if "mxm" in objective:
-    mloss = mxm_loss(outputs["mxm"], batch["xrd"], xrd_mask, config.model.get("xrd_scale", 1.0))
+    mloss = mxm_loss(outputs["mxm"], batch["xrd"], xrd_mask, config.model.xrd_scale,
+                     config.model.xrd_intensity)
     metrics["mxm_loss"] = mloss
     total = total + mloss
   if "contrastive" in objective:

@@ -137,7 +137,8 @@ def make_eval_step(model, config, target_stats):
       res[f"label/{t}"] = batch[t]
     if xrd_mask is not None:
       res["mxm_loss"] = objectives.mxm_per_sample(outputs["mxm"], batch["xrd"], xrd_mask,
-                                                  config.model.get("xrd_scale", 1.0))
+                                                  config.model.xrd_scale,
+                                                  config.model.xrd_intensity)
     if "contrastive" in config.objective:
       _, c = objectives.contrastive_loss(outputs["comp_cls"], outputs["xrd_cls"],
                                          outputs["logit_scale"], valid=batch["valid"])

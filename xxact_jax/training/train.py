@@ -19,6 +19,7 @@ import numpy as np
 from xxact_jax import constants
 from xxact_jax import data as data_lib
 from xxact_jax.models import build_model
+from xxact_jax.models import config as model_config_lib
 from xxact_jax.training import checkpoints as ckpt_lib
 from xxact_jax.training import defaults
 from xxact_jax.training import evaluate as eval_lib
@@ -86,7 +87,8 @@ def check_workdir(config, workdir: str):
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
-    diff = _first_difference(old.get("model", {}), new["model"], "model.")
+    old_model = json.loads(json.dumps(model_config_lib.upgrade(old.get("model", {}))))
+    diff = _first_difference(old_model, new["model"], "model.")
     if diff:
       raise ValueError(
           f"Workdir {workdir!r} holds a run of a different model ({diff[0]}: {diff[1]!r} there, "
