@@ -273,7 +273,9 @@ def test_cli_pattern_outside_range_and_bad_csv_row(workdir, tmp_path, capsys):
   table = tmp_path / "rows.csv"
   table.write_text(f"formula,xrd_file\nSi,{fixture('Si_CuKa.xy')}\nQq,{fixture('Si_CuKa.xy')}\n")
   code, records = run_predict([f"--workdir={workdir}", f"--input={table}"], tmp_path)
-  assert code == 2 and records is None   # the good first row is not written either
+  assert code == 1 and len(records) == 2   # the good row is predicted, the bad one named
+  check_prediction(records[0])
+  assert re.search(r"rows\.csv, line 3, field 'formula': .*'Qq'", records[1]["error"])
   assert re.search(r"rows\.csv, line 3, field 'formula': .*'Qq'", capsys.readouterr().err)
 
 

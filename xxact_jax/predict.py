@@ -9,10 +9,24 @@ The CSV has a header with either `formula` and `xrd_file` columns, or a `cif`
 column (paths relative to the CSV's folder); optional `id` and `wavelength`
 columns. Output: one JSON object per sample (JSON Lines), with formation
 energy (eV/atom), band gap (eV), crystal-system probabilities and the top-5
-space groups, for the heads the checkpoint has. Every input is read and
-checked before anything is predicted or written. Measured scans are prepared
+space groups, for the heads the checkpoint has. Measured scans are prepared
 as `xxact_jax.load().predict` prepares them (inference/resample.py
 `Preprocessing`); the flags change background removal and Kα2 stripping.
+
+Formulas are refused with a zero amount ("Fe0O3") or an element the model was
+not trained on (beyond Pu, Z 94: `inference/inputs.py` `SUPPORTED_ELEMENTS`).
+
+With --input, every CSV row is predicted that can be: the output holds one
+object per data row in CSV order, each with `input` (the CSV) and `line` (its
+line number, the header is line 1), and either the predictions or, for a row
+that could not be used, `"error": "<reason>"` and no predictions. Each bad row
+is also printed on stderr (`error: rows.csv, line 7: ...`), followed by one
+summary line (`error: 2 of 1000 rows failed (lines 7, 12); 998 predicted`).
+
+Exit status: 0 when everything was predicted; 1 when some CSV rows failed (the
+output is still written, good rows included); 2 when nothing could be run (a
+bad single input, an unreadable CSV or header, a workdir without checkpoint):
+one `error: ...` line on stderr and no output file.
 """
 
 import argparse
@@ -63,89 +77,122 @@ class Sample:
   """One input row: what the user gave, and later the model arrays."""
 
   def __init__(self, source: dict, formula=None, xrd=None, wavelength=None, cif=None,
-               cif_text=None):
+               cif_text=None, error=None):
     self.source = source
     self.formula, self.xrd, self.wavelength = formula, xrd, wavelength
     self.cif, self.cif_text = cif, cif_text
+    self.error = error      # InputError found while reading the row (keep_bad_rows)
 
 
-def samples_from_csv(path: str, default_wavelength=None) -> list[Sample]:
-  """Rows of the --input CSV; errors name the CSV line and column."""
+def samples_from_csv(path: str, default_wavelength=None,
+                     keep_bad_rows: bool = False) -> list[Sample]:
+  """Rows of the --input CSV; errors name the CSV line and column.
+
+  A row with an empty required field raises, or with `keep_bad_rows` comes back as a Sample
+  whose `error` says why. A missing file, a bad header or unparsable CSV always raises.
+  """
   if not os.path.isfile(path):
     raise InputError("no such file", path=path)
   base = os.path.dirname(os.path.abspath(path))
   resolve = lambda p: p if os.path.isabs(p) else os.path.join(base, p)
   with open(path, newline="", encoding="utf-8-sig") as f:
     reader = csv.DictReader(f)
-    columns = set(reader.fieldnames or ())
-    if not ({"formula", "xrd_file"} <= columns or "cif" in columns):
-      raise InputError(f"needs columns formula and xrd_file, or cif; has {sorted(columns)}",
-                       path=path, line=1)
-    samples = []
-    for row in reader:
-      line = reader.line_num
-      source = {"input": path, "line": line}
-      if row.get("id"):
-        source["id"] = row["id"]
-      wavelength = (row.get("wavelength") or "").strip() or default_wavelength
-      cif = (row.get("cif") or "").strip()
-      if cif:
-        inline = "data_" in cif and "\n" in cif
-        source["cif"] = "<inline>" if inline else cif
-        samples.append(Sample(source, cif=None if inline else resolve(cif),
-                              cif_text=cif if inline else None))
-        continue
-      formula, xrd = (row.get("formula") or "").strip(), (row.get("xrd_file") or "").strip()
-      for name, value in (("formula", formula), ("xrd_file", xrd)):
-        if not value:
-          raise InputError("is empty", path=path, line=line, field=name)
-      source.update(formula=formula, xrd_file=xrd)
-      samples.append(Sample(source, formula=formula, xrd=resolve(xrd), wavelength=wavelength))
+    try:
+      columns = set(reader.fieldnames or ())
+      if not ({"formula", "xrd_file"} <= columns or "cif" in columns):
+        raise InputError(f"needs columns formula and xrd_file, or cif; has {sorted(columns)}",
+                         path=path, line=1)
+      samples = []
+      for row in reader:
+        samples.append(_sample_of_row(row, reader.line_num, path, resolve, default_wavelength,
+                                      keep_bad_rows))
+    except (csv.Error, UnicodeDecodeError) as e:
+      # The reader cannot go on past malformed CSV, so this stops the whole file.
+      raise InputError(f"not readable as CSV ({e})", path=path, line=reader.line_num) from None
   if not samples:
     raise InputError("has no data rows", path=path)
   return samples
 
 
-def prepare_all(predictor, samples: list[Sample]):
-  """Model arrays of every sample; the first bad one raises, naming its file and line."""
+def _sample_of_row(row, line, path, resolve, default_wavelength, keep_bad_rows) -> Sample:
+  source = {"input": path, "line": line}
+  if row.get("id"):
+    source["id"] = row["id"]
+  wavelength = (row.get("wavelength") or "").strip() or default_wavelength
+  cif = (row.get("cif") or "").strip()
+  if cif:
+    inline = "data_" in cif and "\n" in cif
+    source["cif"] = "<inline>" if inline else cif
+    return Sample(source, cif=None if inline else resolve(cif),
+                  cif_text=cif if inline else None)
+  formula, xrd = (row.get("formula") or "").strip(), (row.get("xrd_file") or "").strip()
+  source.update({k: v for k, v in (("formula", formula), ("xrd_file", xrd)) if v})
+  for name, value in (("formula", formula), ("xrd_file", xrd)):
+    if not value:
+      error = InputError("is empty", path=path, line=line, field=name)
+      if not keep_bad_rows:
+        raise error
+      return Sample(source, error=error)
+  return Sample(source, formula=formula, xrd=resolve(xrd), wavelength=wavelength)
+
+
+def prepare_sample(predictor, sample: Sample):
+  """(species, fractions, xrd) of one sample; InputError naming its file, CSV line and field."""
   from xxact_jax.inference import inputs  # pylint: disable=g-import-not-at-top
   from xxact_jax.inference import wavelengths  # pylint: disable=g-import-not-at-top
-  rows = []
-  for sample in samples:
-    where = sample.source.get("input")
-    line = sample.source.get("line")
-    try:
-      if sample.cif or sample.cif_text:
-        features = (inputs.featurize_cif(sample.cif, predictor.max_elements) if sample.cif
-                    else inputs.featurize_cif_text(sample.cif_text, predictor.max_elements,
-                                                   source=f"{where} line {line}"))
-        sample.source["formula"] = features["formula"]
-        rows.append((features["species"], features["fractions"],
-                     inputs.as_stored(features["xrd"])))
-      else:
-        if sample.wavelength is not None:
-          try:
-            wavelengths.parse_wavelength(sample.wavelength)
-          except ValueError as e:
-            raise InputError(str(e), path=where, line=line, field="wavelength") from None
-        with warnings.catch_warnings(record=True) as caught:
-          warnings.simplefilter("always")
-          rows.append(predictor.prepare(sample.formula, sample.xrd, sample.wavelength))
-        for w in caught:
-          print(f"warning: {w.message}", file=sys.stderr)
-          sample.source.setdefault("warnings", []).append(str(w.message))
-    except InputError:
-      raise
-    except ValueError as e:   # what is left: the formula (shared composition parser)
-      raise InputError(str(e), path=where, line=line, field="formula") from None
+  where = sample.source.get("input")
+  line = sample.source.get("line")
+  if sample.error is not None:
+    raise sample.error
+  try:
+    if sample.cif or sample.cif_text:
+      features = (inputs.featurize_cif(sample.cif, predictor.max_elements) if sample.cif
+                  else inputs.featurize_cif_text(sample.cif_text, predictor.max_elements,
+                                                 source=f"{where} line {line}"))
+      sample.source["formula"] = features["formula"]
+      return (features["species"], features["fractions"], inputs.as_stored(features["xrd"]))
+    if sample.wavelength is not None:
+      try:
+        wavelengths.parse_wavelength(sample.wavelength)
+      except ValueError as e:
+        raise InputError(str(e), path=where, line=line, field="wavelength") from None
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      row = predictor.prepare(sample.formula, sample.xrd, sample.wavelength)
+    for w in caught:
+      print(f"warning: {w.message}", file=sys.stderr)
+      sample.source.setdefault("warnings", []).append(str(w.message))
+    return row
+  except InputError as e:
+    if e.path is None and where is not None:   # e.g. "the model needs a composition"
+      raise InputError(e.problem, path=where, line=line, field=e.field) from None
+    raise
+  except ValueError as e:   # what is left: the formula (shared composition parser)
+    raise InputError(str(e), path=where, line=line, field="formula") from None
+  except (OSError, EOFError) as e:   # an unreadable or truncated (compressed) file
+    raise InputError(f"cannot read ({e})", path=sample.cif or sample.xrd) from None
+
+
+def prepare_all(predictor, samples: list[Sample]):
+  """Model arrays of every sample; the first bad one raises, naming its file and line."""
+  rows = [prepare_sample(predictor, sample) for sample in samples]
   return tuple(np.stack(column) for column in zip(*rows))
 
 
+def _row_error(sample: Sample, error: Exception) -> str:
+  """The reason a CSV row failed, led by its CSV line unless the error already names it."""
+  where, line = sample.source.get("input"), sample.source.get("line")
+  if isinstance(error, InputError) and error.path == where and error.line == line:
+    return str(error)
+  return f"{where}, line {line}: {error}"
+
+
 def run(argv=None) -> list[dict]:
+  """Predicts and writes the records; returns them (failed CSV rows carry "error")."""
   args = _parse_args(argv)
   from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
   if args.input:
-    samples = samples_from_csv(args.input, args.wavelength)
+    samples = samples_from_csv(args.input, args.wavelength, keep_bad_rows=True)
   elif args.cif:
     samples = [Sample({"cif": args.cif}, cif=args.cif)]
   else:
@@ -158,13 +205,29 @@ def run(argv=None) -> list[dict]:
       args.workdir, args.which, args.batch_size,
       preprocessing=resample.Preprocessing(args.background, args.strip_ka2,
                                            args.min_coverage_deg))
-  arrays = prepare_all(predictor, samples)
-  outputs = predictor.predict_arrays(*arrays)
+  rows, errors = {}, {}
+  for i, sample in enumerate(samples):
+    if not args.input:
+      rows[i] = prepare_sample(predictor, sample)   # a single input: its error stops the run
+      continue
+    # One bad CSV row must not cost the others their predictions: record it and go on.
+    try:
+      rows[i] = prepare_sample(predictor, sample)
+    except Exception as e:  # pylint: disable=broad-except  (a reader's unforeseen failure too)
+      errors[i] = _row_error(sample, e if isinstance(e, InputError)
+                             else f"{type(e).__name__}: {e}")
+  outputs = {}
+  if rows:
+    arrays = tuple(np.stack(column) for column in zip(*rows.values()))
+    predicted = predictor.predict_arrays(*arrays)
+    outputs = {i: {k: v[n] for k, v in predicted.items()} for n, i in enumerate(rows)}
   results = []
   for i, sample in enumerate(samples):
     record = dict(sample.source)
-    record.update(predictor_lib.format_prediction({k: v[i] for k, v in outputs.items()},
-                                                  predictor.targets))
+    if i in errors:
+      record["error"] = errors[i]
+    else:
+      record.update(predictor_lib.format_prediction(outputs[i], predictor.targets))
     results.append(record)
   text = "".join(json.dumps(r) + "\n" for r in results)
   if args.output:
@@ -174,16 +237,34 @@ def run(argv=None) -> list[dict]:
     os.replace(temporary, args.output)
   else:
     sys.stdout.write(text)
+  if errors:
+    _report_row_errors(errors, samples, args.output)
   return results
+
+
+MAX_ROW_ERRORS_SHOWN = 20
+
+
+def _report_row_errors(errors: dict, samples: list[Sample], output):
+  for shown, message in enumerate(errors.values()):
+    if shown == MAX_ROW_ERRORS_SHOWN:
+      print(f"error: ... {len(errors) - shown} more failed rows, each with an \"error\" in "
+            f"{output or 'the output'}", file=sys.stderr)
+      break
+    print(f"error: {message}", file=sys.stderr)
+  lines = [str(samples[i].source["line"]) for i in errors]
+  listed = ", ".join(lines[:10]) + (", ..." if len(lines) > 10 else "")
+  print(f"error: {len(errors)} of {len(samples)} rows failed (lines {listed}); "
+        f"{len(samples) - len(errors)} predicted", file=sys.stderr)
 
 
 def main(argv=None) -> int:
   try:
-    run(argv)
+    results = run(argv)
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  return 0
+  return 1 if any("error" in r for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -114,3 +114,31 @@ def encode_composition(amounts: dict[str, float], max_elements: int
   species[:len(order)] = np.asarray(numbers)[order]
   encoded[:len(order)] = fractions[order]
   return species, encoded
+
+
+def zero_amount_symbols(formula: str) -> list[str]:
+  """Elements written with a zero amount in `formula` ("Fe0O3" -> ["Fe"]), in order.
+
+  `parse_formula` drops them (as pymatgen does); inference refuses them, since a zero is more
+  likely a typo than a deliberate absence. A zero after a bracket names every element inside.
+  Assumes `formula` parses (call `parse_formula` first).
+  """
+  tokens = _tokenize(formula)
+  found = []
+  for i, (kind, text) in enumerate(tokens):
+    if kind != "number" or float(text) != 0 or i == 0:
+      continue
+    previous_kind, previous = tokens[i - 1]
+    if previous_kind == "symbol":
+      symbols = [previous]
+    else:                      # a closing bracket: the elements back to its opening one
+      depth, j = 0, i - 1
+      while j >= 0:
+        if tokens[j][0] == "bracket":
+          depth += 1 if tokens[j][1] in ")]" else -1
+          if depth == 0:
+            break
+        j -= 1
+      symbols = [t for k, t in tokens[j + 1:i - 1] if k == "symbol"]
+    found.extend(s for s in symbols if s not in found)
+  return found

@@ -18,21 +18,58 @@ CompositionLike = Union[str, dict, Any]   # formula, {symbol: amount}, pymatgen 
 XrdLike = Union[str, os.PathLike, np.ndarray, patterns.MeasuredPattern, tuple, None]
 
 
+# Elements the model can be asked about: the Materials Project and Alexandria data it is trained
+# on hold compounds of H–Pu only (mp_36k's heaviest element is Pu). mat2vec has a vector for every
+# element up to Og, but past Pu no training compound contained one, so a prediction would rest on
+# inputs the model never learnt to read.
+MAX_SUPPORTED_Z = 94
+SUPPORTED_ELEMENTS = f"H–{constants.ELEMENTS[MAX_SUPPORTED_Z - 1]} (Z 1–{MAX_SUPPORTED_Z})"
+
+
 def composition_amounts(value: CompositionLike) -> dict[str, float]:
-  """{symbol: amount} from a formula string, a dict, or a pymatgen Composition."""
+  """{symbol: amount} from a formula string, a dict, or a pymatgen Composition.
+
+  Raises:
+    ValueError: naming the formula, for bad syntax, an unknown element, or an element given a
+      zero or negative amount (parse_formula alone would drop "Fe0" silently).
+  """
   if isinstance(value, str):
-    return composition_lib.parse_formula(value)
+    amounts = composition_lib.parse_formula(value)
+    zeros = composition_lib.zero_amount_symbols(value)
+    if zeros:
+      raise ValueError(f"Bad formula {value!r}: zero amount of {', '.join(zeros)}; every "
+                       "element needs a positive amount")
+    return amounts
   if hasattr(value, "get_el_amt_dict"):   # pymatgen Composition, duck-typed
-    return {str(k): float(v) for k, v in value.get_el_amt_dict().items()}
-  if isinstance(value, dict):
-    return {str(k): float(v) for k, v in value.items()}
-  raise ValueError(f"composition {value!r}: expected a formula string, a {{symbol: amount}} "
-                   "dict or a pymatgen Composition")
+    amounts = {str(k): float(v) for k, v in value.get_el_amt_dict().items()}
+  elif isinstance(value, dict):
+    amounts = {str(k): float(v) for k, v in value.items()}
+  else:
+    raise ValueError(f"composition {value!r}: expected a formula string, a {{symbol: amount}} "
+                     "dict or a pymatgen Composition")
+  bad = [s for s, a in amounts.items() if not (a > 0 and np.isfinite(a))]
+  if bad:
+    raise ValueError(f"Bad composition {amounts!r}: zero, negative or non-finite amount of "
+                     f"{', '.join(bad)}; every element needs a positive amount")
+  return amounts
+
+
+def check_supported(symbols, what: str) -> None:
+  """ValueError `what: ...` when an element lies outside `SUPPORTED_ELEMENTS`."""
+  beyond = [s for s in symbols if constants.ATOMIC_NUMBER.get(s, 0) > MAX_SUPPORTED_Z]
+  if beyond:
+    listed = ", ".join(f"{s} (Z={constants.ATOMIC_NUMBER[s]})" for s in beyond)
+    verb = "element {} is" if len(beyond) == 1 else "elements {} are"
+    raise ValueError(f"{what}: {verb.format(listed)} not supported by the model, which knows "
+                     f"{SUPPORTED_ELEMENTS}")
 
 
 def encode(value: CompositionLike, max_elements: int) -> tuple[np.ndarray, np.ndarray]:
   """(species int32[K], fractions float32[K]); ValueError naming the formula or symbol."""
-  return composition_lib.encode_composition(composition_amounts(value), max_elements)
+  amounts = composition_amounts(value)
+  check_supported(amounts, f"Bad formula {value!r}" if isinstance(value, str)
+                  else f"Bad composition {amounts!r}")
+  return composition_lib.encode_composition(amounts, max_elements)
 
 
 def pattern_on_grid(value: XrdLike, wavelength=None,
@@ -97,4 +134,9 @@ def featurize_cif_text(text: str, max_elements: int, source: str = "<cif>") -> d
   except ValueError as e:
     raise InputError(f"cannot use this CIF ({e})", path=source) from None
   features["formula"] = structure.composition.reduced_formula
+  try:
+    check_supported([constants.ELEMENTS[z - 1] for z in features["species"] if z],
+                    features["formula"])
+  except ValueError as e:
+    raise InputError(f"cannot use this CIF ({e})", path=source) from None
   return features

@@ -117,9 +117,18 @@ class Predictor:
     out = self.predict_arrays(*arrays)
     return {k: v for k, v in out.items() if k not in _EMBEDDING_KEYS}
 
-  def predict(self, formula_or_composition=None, xrd=None, wavelength=None) -> dict:
-    """One sample's predictions as a JSON-ready dict (see `format_prediction`)."""
-    out = self.predict_batch([formula_or_composition], [xrd], wavelength)
+  def predict(self, formula_or_composition=None, xrd=None, wavelength=None, *,
+              formula=None, composition=None) -> dict:
+    """One sample's predictions as a JSON-ready dict (see `format_prediction`).
+
+    The composition is the first argument, or `formula=` / `composition=`. A bad formula (syntax,
+    unknown element, zero amount, an element outside `inputs.SUPPORTED_ELEMENTS`) raises
+    ValueError naming it; a bad pattern raises InputError naming the file.
+    """
+    given = [v for v in (formula_or_composition, formula, composition) if v is not None]
+    if len(given) > 1:
+      raise ValueError("give the composition once (positionally, formula= or composition=)")
+    out = self.predict_batch([given[0] if given else None], [xrd], wavelength)
     return format_prediction({k: v[0] for k, v in out.items()}, self.targets)
 
   def embed(self, compositions, xrds=None, wavelength=None) -> dict[str, np.ndarray]:
