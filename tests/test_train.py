@@ -143,29 +143,31 @@ def test_unlabelled_target_is_a_clear_error(tmp_path, fixtures_dir):
     train.train_and_evaluate(config, str(tmp_path / "workdir"))
 
 
-def test_mismatched_and_truncated_checkpoints_are_clear_errors(pretrained, tmp_path):
+def test_mismatched_and_all_damaged_checkpoints_are_clear_errors(pretrained, tmp_path):
   pre_dir, _ = pretrained
   workdir = str(tmp_path / "copy")
   shutil.copytree(pre_dir, workdir)
-  before = sorted(os.path.relpath(p, workdir) for p in glob.glob(workdir + "/**", recursive=True))
 
   other = load_config("mxm_contrastive", num_train_steps=9, **{"model.fusion.num_layers": 2})
   with pytest.raises(ValueError, match="different model .*fusion.num_layers"):
     train.train_and_evaluate(other, workdir)
 
-  # Truncate every array file of the latest checkpoint's parameters.
-  for path in glob.glob(os.path.join(workdir, checkpoints.LATEST_DIR, "6", "params", "**", "*"),
+  # Truncate every array file of every kept step's parameters: nothing intact to resume from.
+  steps = sorted(os.listdir(os.path.join(workdir, checkpoints.LATEST_DIR)))
+  assert steps == ["3", "6"]
+  for path in glob.glob(os.path.join(workdir, checkpoints.LATEST_DIR, "*", "params", "**", "*"),
                         recursive=True):
     if os.path.isfile(path) and os.path.getsize(path) > 64 and not path.endswith(
         ("_METADATA", "_CHECKPOINT_METADATA", ".json")):
       with open(path, "r+b") as f:
         f.truncate(16)
-  config = load_config("mxm_contrastive", num_train_steps=9, checkpoint_every_steps=3,
+  config = load_config("mxm_contrastive", num_train_steps=6, checkpoint_every_steps=3,
                        eval_every_steps=3)
-  with pytest.raises(checkpoints.CheckpointError, match="checkpoints/6"):
+  with pytest.raises(checkpoints.CheckpointError, match="No intact checkpoint.*checkpoints/6"):
     train.train_and_evaluate(config, workdir)
-  after = sorted(os.path.relpath(p, workdir) for p in glob.glob(workdir + "/**", recursive=True))
-  assert before == after
+  # The damaged steps are kept aside, not deleted.
+  damaged = os.listdir(os.path.join(workdir, checkpoints.DAMAGED_DIR))
+  assert sorted(d.split("-")[0] for d in damaged if not d.endswith(".txt")) == ["3", "6"]
 
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, embedded_dataset):

@@ -71,8 +71,12 @@ def main(argv):
   from xxact_jax.training import train_and_evaluate  # pylint: disable=g-import-not-at-top
   from xxact_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
   workdir = _WORKDIR.value
+  from xxact_jax.training import train  # pylint: disable=g-import-not-at-top
   try:
     train_and_evaluate(config, workdir)
+  except train.Interrupted as e:
+    print(str(e), file=sys.stderr, flush=True)
+    sys.exit(128 + e.signum)       # the shell's convention for "killed by this signal"
   except (ValueError, FileNotFoundError, NotADirectoryError, checkpoints.CheckpointError) as e:
     _fail(e)
   if jax_process_index() == 0:

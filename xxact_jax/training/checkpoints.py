@@ -3,12 +3,22 @@
 A checkpoint step holds four items: `params`, `train` (step + optimiser state), `data_iter` (the
 Grain iterator state, JSON) and `extra` (config and target statistics, JSON). Inference and
 fine-tuning restore `params` alone, so they never materialise optimiser state.
+
+Once Orbax has finalised a step, `CHECKSUM_FILE` in the step's directory records the size and
+CRC-32 of every file in it. A restore checks them first, so a flipped bit or a truncated file is
+found before it is loaded; the trainer then falls back to the newest intact step and moves the
+damaged one to `checkpoints_damaged/`, and inference skips it with a warning. Steps written before
+checksums existed (or whose checksum was not written yet when the process died) are trusted if
+Orbax can restore them.
 """
 
 import dataclasses
 import json
 import os
+import shutil
+import time
 from typing import Any
+import zlib
 
 from absl import logging
 import jax
@@ -19,6 +29,9 @@ from xxact_jax.models import config as model_config_lib
 
 LATEST_DIR = "checkpoints"
 BEST_DIR = "checkpoints_best"
+DAMAGED_DIR = "checkpoints_damaged"
+CHECKSUM_FILE = "xxact_checksums.json"
+_CHUNK = 1 << 22
 
 
 class CheckpointError(RuntimeError):
@@ -50,17 +63,97 @@ def _from_jsonable(x):
   return x
 
 
+def _crc32(path: str) -> int:
+  crc = 0
+  with open(path, "rb") as f:
+    while chunk := f.read(_CHUNK):
+      crc = zlib.crc32(chunk, crc)
+  return crc
+
+
+def _step_files(step_dir: str) -> list[str]:
+  files = []
+  for root, _, names in os.walk(step_dir):
+    files.extend(os.path.relpath(os.path.join(root, n), step_dir) for n in names
+                 if n != CHECKSUM_FILE)
+  return sorted(files)
+
+
+def write_checksums(step_dir: str) -> None:
+  """Records size and CRC-32 of every file of a finalised step (atomically)."""
+  table = {}
+  for rel in _step_files(step_dir):
+    path = os.path.join(step_dir, rel)
+    table[rel] = [os.path.getsize(path), _crc32(path)]
+  tmp = os.path.join(step_dir, CHECKSUM_FILE + ".tmp")
+  with open(tmp, "w") as f:
+    json.dump({"algorithm": "crc32", "files": table}, f)
+  os.replace(tmp, os.path.join(step_dir, CHECKSUM_FILE))
+
+
+def verify_checksums(step_dir: str) -> str | None:
+  """None if the step matches its checksums (or has none); otherwise what is wrong."""
+  path = os.path.join(step_dir, CHECKSUM_FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      table = json.load(f)["files"]
+  except (OSError, ValueError, KeyError) as e:
+    return f"its checksum file is unreadable ({e})"
+  for rel, (size, crc) in sorted(table.items()):
+    file = os.path.join(step_dir, rel)
+    if not os.path.isfile(file):
+      return f"{rel} is missing"
+    if os.path.getsize(file) != size:
+      return f"{rel} has {os.path.getsize(file)} bytes, {size} were written"
+    if _crc32(file) != crc:
+      return f"{rel} does not match its checksum (corrupted)"
+  return None
+
+
+def _steps_newest_first(directory: str) -> list[int]:
+  if not os.path.isdir(directory):
+    return []
+  return sorted(ocp.utils.checkpoint_steps(directory), reverse=True)
+
+
 class Checkpointer:
   """Saves training state asynchronously into WORKDIR/checkpoints and WORKDIR/checkpoints_best."""
 
   def __init__(self, workdir: str, keep: int, best_metric: str):
     self.workdir = workdir
     self.best_metric = best_metric
+    self.keep = keep
     self.latest = _manager(os.path.join(workdir, LATEST_DIR), keep)
     self.best = _manager(os.path.join(workdir, BEST_DIR), 1, best_metric)
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
+
+  def _checksum_finished_steps(self) -> None:
+    """Writes the checksums of finalised steps that have none (process 0; saves are finished)."""
+    if jax.process_index() != 0:
+      return
+    for name in (LATEST_DIR, BEST_DIR):
+      directory = os.path.join(self.workdir, name)
+      for step in _steps_newest_first(directory):
+        step_dir = os.path.join(directory, str(step))
+        if not os.path.exists(os.path.join(step_dir, CHECKSUM_FILE)):
+          write_checksums(step_dir)
+
+  def _move_aside(self, step: int, reason: str) -> str:
+    """Moves a damaged latest step to WORKDIR/checkpoints_damaged/ (process 0) and reloads."""
+    source = os.path.join(self.workdir, LATEST_DIR, str(step))
+    dest = os.path.join(self.workdir, DAMAGED_DIR, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(dest), exist_ok=True)
+      shutil.move(source, dest)
+      with open(dest + ".reason.txt", "w") as f:
+        f.write(reason + "\n")
+    self.latest.close()
+    self.latest = _manager(os.path.join(self.workdir, LATEST_DIR), self.keep)
+    return dest
 
   def _args(self, state, data_state, extra):
     return ocp.args.Composite(
@@ -70,52 +163,74 @@ class Checkpointer:
         extra=ocp.args.JsonSave(extra))
 
   def save(self, step: int, state, data_state, extra: dict, eval_metrics: dict | None = None):
+    # Orbax finishes the previous asynchronous save before it starts this one anyway.
+    self.wait()
+    # A step saved by a run that resumed from an earlier checkpoint (after a damaged one was set
+    # aside) is recomputed: the new save replaces it.
+    for manager in (self.latest, self.best):
+      if step in manager.all_steps():
+        manager.delete(step)
     self.latest.save(step, args=self._args(state, data_state, extra), force=True)
     if eval_metrics is not None and self.best_metric in eval_metrics:
       self.best.save(step, args=self._args(state, data_state, extra),
                      metrics={self.best_metric: float(eval_metrics[self.best_metric])}, force=True)
 
   def restore(self, abstract_state) -> tuple[Any, Any, dict]:
-    """Restores the latest step onto `abstract_state`'s shapes and shardings."""
-    step = self.latest.latest_step()
-    path = os.path.join(self.workdir, LATEST_DIR, str(step))
-    try:
-      restored = self.latest.restore(step, args=ocp.args.Composite(
-          params=ocp.args.StandardRestore(abstract_state["params"]),
-          train=ocp.args.StandardRestore({"step": abstract_state["step"],
-                                          "opt_state": abstract_state["opt_state"]}),
-          data_iter=ocp.args.JsonRestore(),
-          extra=ocp.args.JsonRestore()))
-    except Exception as e:  # Orbax raises many types; all mean the same to the user.
-      raise CheckpointError(
-          f"Cannot restore checkpoint {path}: {type(e).__name__}: {str(e)[:500]}\n"
-          "It is truncated, corrupt or was written by a different model. Nothing was deleted; "
-          "move the workdir aside or train into a new --workdir.") from e
-    state = {"step": restored["train"]["step"], "params": restored["params"],
-             "opt_state": restored["train"]["opt_state"]}
-    return state, _from_jsonable(restored["data_iter"]["state"]), restored["extra"]
+    """Restores the newest intact step onto `abstract_state`'s shapes and shardings.
+
+    A step that fails its checksums or cannot be restored is moved to checkpoints_damaged/ with
+    a warning, and the step before it is tried.
+    """
+    failures = []
+    while (step := self.latest.latest_step()) is not None:
+      path = os.path.join(self.workdir, LATEST_DIR, str(step))
+      problem = verify_checksums(path)
+      if problem is None:
+        try:
+          restored = self.latest.restore(step, args=ocp.args.Composite(
+              params=ocp.args.StandardRestore(abstract_state["params"]),
+              train=ocp.args.StandardRestore({"step": abstract_state["step"],
+                                              "opt_state": abstract_state["opt_state"]}),
+              data_iter=ocp.args.JsonRestore(),
+              extra=ocp.args.JsonRestore()))
+        except Exception as e:  # Orbax raises many types; all mean the same to the user.
+          problem = f"Orbax cannot restore it: {type(e).__name__}: {str(e)[:300]}"
+      if problem is None:
+        if failures:
+          logging.warning("Resuming from step %d, the newest intact checkpoint", step)
+        state = {"step": restored["train"]["step"], "params": restored["params"],
+                 "opt_state": restored["train"]["opt_state"]}
+        return state, _from_jsonable(restored["data_iter"]["state"]), restored["extra"]
+      dest = self._move_aside(step, problem)
+      logging.warning("Checkpoint %s is damaged (%s); moved to %s", path, problem, dest)
+      failures.append(f"{path}: {problem}")
+    raise CheckpointError(
+        "No intact checkpoint to resume from: " + "; ".join(failures) + ". The damaged ones are "
+        f"in {os.path.join(self.workdir, DAMAGED_DIR)}; train into a new --workdir.")
 
   def wait(self):
     self.latest.wait_until_finished()
     self.best.wait_until_finished()
+    self._checksum_finished_steps()
 
   def close(self):
     self.latest.close()
     self.best.close()
 
 
-def _checkpoint_dir(workdir: str, which: str) -> tuple[str, int]:
+def _candidates(workdir: str, which: str) -> list[tuple[str, int]]:
+  """(directory, step) pairs to try, preferred first: `which`'s steps newest first, then the other's."""
   order = {"best": (BEST_DIR, LATEST_DIR), "latest": (LATEST_DIR, BEST_DIR)}
   if which not in order:
     raise ValueError(f"which={which!r}: expected 'best' or 'latest'")
+  found = []
   for name in order[which]:
     directory = os.path.join(workdir, name)
-    if os.path.isdir(directory):
-      steps = ocp.utils.checkpoint_steps(directory)
-      if steps:
-        return directory, max(steps)
-  raise CheckpointError(f"No checkpoint in workdir {workdir!r} (looked in {LATEST_DIR}/ and "
-                        f"{BEST_DIR}/). Train first: python -m xxact_jax.main --workdir=...")
+    found.extend((directory, step) for step in _steps_newest_first(directory))
+  if not found:
+    raise CheckpointError(f"No checkpoint in workdir {workdir!r} (looked in {LATEST_DIR}/ and "
+                          f"{BEST_DIR}/). Train first: python -m xxact_jax.main --workdir=...")
+  return found
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,31 +247,41 @@ class RestoredCheckpoint:
 def restore_checkpoint(workdir: str, which: str = "best") -> RestoredCheckpoint:
   """Parameters (no optimiser state) and metadata of a workdir's best or latest checkpoint.
 
-  `which="best"` falls back to the latest checkpoint when no best one was kept, and vice versa.
+  `which="best"` falls back to the latest checkpoint when no best one was kept, and vice versa;
+  a step that fails its checksums or cannot be read is skipped with a warning (nothing is moved:
+  inference only reads).
   """
   import ml_collections  # pylint: disable=g-import-not-at-top
-  directory, step = _checkpoint_dir(workdir, which)
-  path = os.path.join(directory, str(step))
-  mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
   # Arrays saved over devices this process lacks (a bigger mesh, other processes) are read onto
   # one local device instead of failing with Orbax's topology mismatch.
   local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  try:
-    restored = mngr.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(fallback_sharding=local), extra=ocp.args.JsonRestore()))
-  except Exception as e:  # Orbax raises many types; all mean the same to the user.
-    raise CheckpointError(f"Cannot restore parameters from {path}: {type(e).__name__}: "
-                          f"{str(e)[:500]}") from e
-  finally:
-    mngr.close()
-  extra = dict(restored["extra"])
-  params = jax.tree.map(np.asarray, restored["params"])
-  logging.info("Restored parameters of step %d from %s", step, path)
-  config = ml_collections.ConfigDict(extra["config"])
-  model_config_lib.upgrade(config.model)
-  return RestoredCheckpoint(params=params, config=config,
-                            target_stats=extra["target_stats"], step=step, path=path,
-                            extra=extra)
+  failures = []
+  for directory, step in _candidates(workdir, which):
+    path = os.path.join(directory, str(step))
+    problem = verify_checksums(path)
+    if problem is None:
+      mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
+      try:
+        restored = mngr.restore(step, args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(fallback_sharding=local),
+            extra=ocp.args.JsonRestore()))
+      except Exception as e:  # Orbax raises many types; all mean the same to the user.
+        problem = f"{type(e).__name__}: {str(e)[:300]}"
+      finally:
+        mngr.close()
+    if problem is not None:
+      logging.warning("Skipping checkpoint %s: %s", path, problem)
+      failures.append(f"{path}: {problem}")
+      continue
+    extra = dict(restored["extra"])
+    params = jax.tree.map(np.asarray, restored["params"])
+    logging.info("Restored parameters of step %d from %s", step, path)
+    config = ml_collections.ConfigDict(extra["config"])
+    model_config_lib.upgrade(config.model)
+    return RestoredCheckpoint(params=params, config=config,
+                              target_stats=extra["target_stats"], step=step, path=path,
+                              extra=extra)
+  raise CheckpointError("Cannot restore parameters from any checkpoint: " + "; ".join(failures))
 
 
 def restore_params(workdir: str, which: str = "best"):

@@ -107,6 +107,10 @@ def base_config(*, model, objective: str, targets=(), runlocal: bool = False,
   c.eval_every_steps = 1_000
   c.checkpoint_every_steps = 1_000
   c.keep_checkpoints = 3
+  # A resumed run must be the run that was started: any change outside the logging/evaluation/
+  # checkpoint cadence (training.train.RESUMABLE_CHANGES) is refused, with the list of
+  # differences, unless this is set.
+  c.resume_allow_changes = False
   c.best_metric = "eval/loss"        # lower is better
   c.tensorboard = True
   # Skip XLA's backend optimisation passes: for tiny CPU runs compiling costs more than it saves.

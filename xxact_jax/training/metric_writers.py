@@ -12,13 +12,17 @@ import jax
 class MetricWriter:
   """Writes on process 0 only; every other process gets a writer that does nothing."""
 
-  def __init__(self, workdir: str, tensorboard: bool = True):
+  def __init__(self, workdir: str, tensorboard: bool = True, resume_step: int | None = None):
+    """`resume_step`: drop rows of metrics.jsonl after this step (a resumed run rewrites them)."""
     self.active = jax.process_index() == 0
     self._jsonl = None
     self._tb = None
     if not self.active:
       return
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+    path = os.path.join(workdir, "metrics.jsonl")
+    if resume_step is not None:
+      drop_rows_after(path, resume_step)
+    self._jsonl = open(path, "a", buffering=1)
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -42,6 +46,29 @@ class MetricWriter:
       self._jsonl.close()
     if self._tb is not None:
       self._tb.close()
+
+
+def drop_rows_after(path: str, step: int) -> int:
+  """Rewrites a metrics.jsonl without its rows past `step` (and a half-written last line);
+  returns how many were dropped."""
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    lines = f.readlines()
+  kept = []
+  for line in lines:
+    try:
+      row = json.loads(line)
+    except ValueError:
+      continue                  # a line cut short when the process died
+    if row.get("step", 0) <= step:
+      kept.append(json.dumps(row) + "\n")
+  if len(kept) != len(lines):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(kept)
+    os.replace(tmp, path)
+  return len(lines) - len(kept)
 
 
 class RateTracker:

@@ -7,10 +7,16 @@ and metrics are read one step late.
 """
 
 import collections
+import contextlib
+import fcntl
 import json
 import math
 import os
+import signal
+import socket
+import threading
 import time
+from typing import Any
 
 from absl import logging
 import jax
@@ -32,6 +38,83 @@ from xxact_jax.training import step as step_lib
 
 class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class Interrupted(RuntimeError):
+  """SIGTERM or SIGINT stopped training after a checkpoint of the current step was written."""
+
+  def __init__(self, signum: int, step: int, workdir: str):
+    self.signum, self.step = signum, step
+    super().__init__(f"Stopped by {signal.Signals(signum).name} at step {step}; a checkpoint of "
+                     f"that step is in {workdir}. Run the same command again to resume.")
+
+
+class WorkdirInUseError(ValueError):
+  """Another trainer holds the workdir's lock."""
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+  """An exclusive lock on WORKDIR/.lock for the run (process 0 takes it).
+
+  A second trainer on the same workdir is refused instead of interleaving checkpoints and
+  metrics. The operating system drops the lock when its process dies, so a killed run leaves no
+  stale lock behind.
+  """
+  if jax.process_index() != 0:
+    yield
+    return
+  path = os.path.join(workdir, ".lock")
+  f = open(path, "a+")
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    f.seek(0)
+    holder = f.read().strip() or "another process"
+    f.close()
+    raise WorkdirInUseError(f"Workdir {workdir!r} is in use by another trainer ({holder}); "
+                            "wait for it to finish or use a new --workdir.") from None
+  try:
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    yield
+  finally:
+    fcntl.flock(f, fcntl.LOCK_UN)
+    f.close()
+
+
+class StopSignals:
+  """Records SIGTERM/SIGINT (what SLURM and Ctrl-C send) while installed, instead of dying.
+
+  The train loop checks `received` after each step, checkpoints that step and stops. A second
+  signal of the same kind while the checkpoint is written is ignored.
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.received = None
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.received is None:
+      logging.warning("Received %s: stopping after this step with a checkpoint",
+                      signal.Signals(signum).name)
+      self.received = signum
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in self.SIGNALS:
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    return False
 
 
 def open_splits(config):
@@ -67,36 +150,53 @@ def target_statistics(metadata: dict, targets, path: str) -> dict:
   return result
 
 
-def _first_difference(a, b, prefix=""):
+def _differences(a, b, prefix="") -> list[tuple[str, Any, Any]]:
+  """(dotted key, value in a, value in b) for every leaf where two nested dicts differ."""
   if isinstance(a, dict) and isinstance(b, dict):
+    found = []
     for k in sorted(set(a) | set(b)):
-      d = _first_difference(a.get(k), b.get(k), f"{prefix}{k}.")
-      if d:
-        return d
-    return None
-  return None if a == b else (prefix.rstrip("."), a, b)
+      found.extend(_differences(a.get(k), b.get(k), f"{prefix}{k}."))
+    return found
+  return [] if a == b else [(prefix.rstrip("."), a, b)]
+
+
+# Config fields that may change between a run and its resumption: how often it logs, evaluates
+# and checkpoints, and how it reads data, none of which changes the parameters it computes.
+RESUMABLE_CHANGES = ("log_every_steps", "eval_every_steps", "checkpoint_every_steps",
+                     "keep_checkpoints", "tensorboard", "xla_fast_compile", "eval_batch_size",
+                     "data.worker_count", "data.prefetch", "resume_allow_changes", "config_arg")
 
 
 def check_workdir(config, workdir: str):
-  """A workdir that already holds a run must hold one of the same model.
+  """A workdir that already holds a run must hold this run, to be resumed.
 
-  Every process checks; process 0 alone writes, as processes share the workdir.
+  A different model is always refused. Any other difference in the training-defining config
+  (batch size, seed, steps, data, optimiser, ...) is refused with the list of differences unless
+  `config.resume_allow_changes`. Every process checks; process 0 alone writes, as processes share
+  the workdir.
   """
   path = os.path.join(workdir, "config.json")
   new = ckpt_lib.config_to_json(config)
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
-    old_model = json.loads(json.dumps(model_config_lib.upgrade(old.get("model", {}))))
-    diff = _first_difference(old_model, new["model"], "model.")
-    if diff:
+    old["model"] = json.loads(json.dumps(model_config_lib.upgrade(old.get("model", {}))))
+    diffs = _differences(old.get("model", {}), new["model"], "model.")
+    if diffs:
+      key, there, now = diffs[0]
       raise ValueError(
-          f"Workdir {workdir!r} holds a run of a different model ({diff[0]}: {diff[1]!r} there, "
-          f"{diff[2]!r} now). Nothing was changed; use a new --workdir.")
-    for key in ("objective", "targets"):
-      if old.get(key) != new.get(key):
-        raise ValueError(f"Workdir {workdir!r} holds a run with {key}={old.get(key)!r}, not "
-                         f"{new.get(key)!r}. Nothing was changed; use a new --workdir.")
+          f"Workdir {workdir!r} holds a run of a different model ({key}: {there!r} there, "
+          f"{now!r} now). Nothing was changed; use a new --workdir.")
+    diffs = [d for d in _differences(old, new)
+             if not any(d[0] == k or d[0].startswith(k + ".") for k in RESUMABLE_CHANGES)]
+    if diffs:
+      listed = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in diffs)
+      if not config.resume_allow_changes:
+        raise ValueError(
+            f"Workdir {workdir!r} holds a run with another training config ({listed}). Nothing "
+            "was changed; rerun with the same config to resume, use a new --workdir, or pass "
+            "--config.resume_allow_changes=True to continue with the new values.")
+      logging.warning("Resuming %s with a changed config (allowed): %s", workdir, listed)
   if jax.process_index() == 0:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -150,7 +250,13 @@ def train_and_evaluate(config, workdir: str):
         f"{config.data.train_split!r} split of {data_path!r}. Point --config.data.path at a prepared "
         "dataset (python -m xxact_jax.prepare) or lower --config.global_batch_size.")
   os.makedirs(workdir, exist_ok=True)
-  check_workdir(config, workdir)
+  with workdir_lock(workdir):
+    check_workdir(config, workdir)
+    return _train(config, workdir, data_path, ds_train, ds_eval, target_stats)
+
+
+def _train(config, workdir, data_path, ds_train, ds_eval, target_stats):
+  """The body of `train_and_evaluate`, once the inputs are checked and the workdir is locked."""
   max_elements = int(ds_train.metadata["max_elements"])
 
   mesh = sharding_lib.make_mesh()
@@ -217,11 +323,13 @@ def train_and_evaluate(config, workdir: str):
 
   all_finite = jax.jit(lambda tree: jax.tree.reduce(
       lambda a, b: a & b, jax.tree.map(lambda x: jax.numpy.isfinite(x).all(), tree)))
-  writer = metric_writers.MetricWriter(workdir, config.tensorboard)
   start_step = int(state["step"])
+  # Rows past the restored step were written by the run that died after it: they are replayed now.
+  writer = metric_writers.MetricWriter(workdir, config.tensorboard, resume_step=start_step)
   if start_step >= total_steps:
     logging.info("%s is already trained to step %d of %d: nothing to do (a larger "
-                 "--config.num_train_steps continues it; another --workdir starts afresh)",
+                 "--config.num_train_steps with --config.resume_allow_changes=True continues "
+                 "it; another --workdir starts afresh)",
                  workdir, start_step, total_steps)
   queue = collections.deque(stage_next() for _ in range(max(1, config.data.prefetch)))
 
@@ -252,7 +360,9 @@ def train_and_evaluate(config, workdir: str):
     metric_writers.log_console(step, total_steps, m)
 
   eval_metrics = {}
+  stop = StopSignals()
   try:
+    stop.__enter__()
     for step in range(start_step + 1, total_steps + 1):
       _, batch = queue.popleft()
       state, metrics = compiled(state, batch)
@@ -286,10 +396,20 @@ def train_and_evaluate(config, workdir: str):
           checkpointer.save(step, state, queue[0][0], extra, eval_metrics or None)
         writer.flush()
         rates.update(step)   # evaluation and checkpointing are not training time
+      if stop.received is not None:
+        if not do_ckpt:
+          if previous is not None:
+            log(*previous)
+          if not bool(all_finite(state["params"])):
+            raise NonFiniteLossError(f"Parameters became NaN or Inf at step {step}; stopping. "
+                                     f"The last good checkpoint in {workdir} is kept.")
+          checkpointer.save(step, state, queue[0][0], extra)
+        raise Interrupted(stop.received, step, workdir)
     if previous is not None and previous[0] % config.log_every_steps == 0:
       log(*previous)
   finally:
     checkpointer.wait()
     checkpointer.close()
     writer.close()
+    stop.__exit__(None, None, None)
   return eval_metrics

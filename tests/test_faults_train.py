@@ -1,0 +1,213 @@
+"""Faults injected into training: damaged checkpoints, preemption, a second trainer, a changed config.
+
+Each test reproduces a failure a user met (a corrupted latest checkpoint stopping the run although
+the previous one was intact, a flipped bit loading silently, SIGTERM losing the steps since the
+last checkpoint, two trainers interleaving one workdir, a resume silently taking another batch
+size or seed, replayed rows in metrics.jsonl) and checks the behaviour that replaced it.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from xxact_jax.training import checkpoints
+from xxact_jax.training import defaults
+from xxact_jax.training import metric_writers
+from xxact_jax.training import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(**overrides):
+  config = defaults.load_config_file(os.path.join(REPO, "configs", "supervised.py"), "runlocal")
+  config.num_train_steps = 6
+  config.log_every_steps = 1
+  config.eval_every_steps = 3
+  config.checkpoint_every_steps = 3
+  config.global_batch_size = 16
+  config.eval_batch_size = 64
+  config.tensorboard = False
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def _rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def _losses(workdir):
+  return {r["step"]: r["loss"] for r in _rows(workdir) if "loss" in r}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, embedded_dataset):
+  """A 6-step run with checkpoints at steps 3 and 6, and its final parameters."""
+  del embedded_dataset
+  workdir = str(tmp_path_factory.mktemp("finished"))
+  train.train_and_evaluate(_config(), workdir)
+  final = checkpoints.restore_checkpoint(workdir, "latest")
+  assert final.step == 6
+  return workdir, final.params
+
+
+def _copy(run, tmp_path, name="copy"):
+  workdir = str(tmp_path / name)
+  shutil.copytree(run, workdir)
+  return workdir
+
+
+def _largest_param_file(step_dir):
+  files = [os.path.join(root, n) for root, _, names in os.walk(os.path.join(step_dir, "params"))
+           for n in names]
+  return max(files, key=os.path.getsize)
+
+
+def test_every_finished_step_carries_checksums(finished_run):
+  workdir, _ = finished_run
+  for name, step in ((checkpoints.LATEST_DIR, "3"), (checkpoints.LATEST_DIR, "6"),
+                     (checkpoints.BEST_DIR, None)):
+    directory = os.path.join(workdir, name)
+    for s in ([step] if step else os.listdir(directory)):
+      assert os.path.exists(os.path.join(directory, s, checkpoints.CHECKSUM_FILE)), (name, s)
+      assert checkpoints.verify_checksums(os.path.join(directory, s)) is None
+
+
+def test_flipped_bit_is_detected_and_the_run_resumes_from_the_intact_step(finished_run,
+                                                                          tmp_path):
+  run, final_params = finished_run
+  workdir = _copy(run, tmp_path)
+  losses_before = _losses(workdir)
+  step6 = os.path.join(workdir, checkpoints.LATEST_DIR, "6")
+  victim = _largest_param_file(step6)
+  with open(victim, "r+b") as f:         # one bit, in the middle of the array data
+    f.seek(os.path.getsize(victim) // 2)
+    byte = f.read(1)[0]
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte ^ 0x10]))
+  assert "corrupted" in checkpoints.verify_checksums(step6)
+
+  # Inference skips the damaged step (and reads the best one, or step 3), without moving anything.
+  restored = checkpoints.restore_checkpoint(workdir, "latest")
+  assert restored.step != 6 or restored.path != step6
+  assert os.path.isdir(step6)
+
+  # The trainer falls back to step 3, keeps step 6 aside and recomputes steps 4-6 exactly.
+  train.train_and_evaluate(_config(), workdir)
+  damaged = os.listdir(os.path.join(workdir, checkpoints.DAMAGED_DIR))
+  assert any(d.startswith("6-") and not d.endswith(".txt") for d in damaged)
+  rows = [r for r in _rows(workdir) if "loss" in r]
+  assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6], "replayed rows were not dropped"
+  for r in rows:
+    assert r["loss"] == pytest.approx(losses_before[r["step"]], rel=1e-6, abs=1e-7)
+  again = checkpoints.restore_checkpoint(workdir, "latest")
+  assert again.step == 6
+  for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(final_params)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_truncated_latest_checkpoint_falls_back_to_the_previous_step(finished_run, tmp_path):
+  run, _ = finished_run
+  workdir = _copy(run, tmp_path)
+  victim = _largest_param_file(os.path.join(workdir, checkpoints.LATEST_DIR, "6"))
+  with open(victim, "r+b") as f:
+    f.truncate(8)
+  config = _config(num_train_steps=8, resume_allow_changes=True)
+  train.train_and_evaluate(config, workdir)
+  steps = [r["step"] for r in _rows(workdir) if "loss" in r]
+  assert steps == list(range(1, 9))
+  assert checkpoints.restore_checkpoint(workdir, "latest").step == 8
+
+
+def test_resume_with_another_training_config_is_refused_with_the_differences(finished_run,
+                                                                             tmp_path):
+  run, _ = finished_run
+  workdir = _copy(run, tmp_path)
+  with open(os.path.join(workdir, "config.json")) as f:
+    before = f.read()
+  changed = _config(seed=1, global_batch_size=32, num_train_steps=8)
+  with pytest.raises(ValueError, match="another training config") as e:
+    train.train_and_evaluate(changed, workdir)
+  for named in ("seed: 0 there, 1 now", "global_batch_size: 16 there, 32 now",
+                "num_train_steps: 6 there, 8 now"):
+    assert named in str(e.value)
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert f.read() == before
+  # Cadence changes are not training changes; an explicit allowance continues with new values.
+  train.train_and_evaluate(_config(log_every_steps=2, eval_every_steps=6), workdir)
+  train.train_and_evaluate(_config(num_train_steps=7, resume_allow_changes=True), workdir)
+  assert checkpoints.restore_checkpoint(workdir, "latest").step == 7
+
+
+def test_second_trainer_on_a_locked_workdir_is_refused(finished_run, tmp_path):
+  run, _ = finished_run
+  workdir = _copy(run, tmp_path)
+  rows = len(_rows(workdir))
+  with train.workdir_lock(workdir):       # as a first trainer holds it
+    with pytest.raises(train.WorkdirInUseError, match=f"pid {os.getpid()}"):
+      train.train_and_evaluate(_config(num_train_steps=8, resume_allow_changes=True), workdir)
+  assert len(_rows(workdir)) == rows
+  # Released with its holder: the next trainer runs.
+  train.train_and_evaluate(_config(num_train_steps=7, resume_allow_changes=True), workdir)
+
+
+def test_metrics_rows_after_the_restored_step_are_dropped(tmp_path):
+  path = str(tmp_path / "metrics.jsonl")
+  with open(path, "w") as f:
+    for step in (1, 2, 3, 4):
+      f.write(json.dumps({"step": step, "loss": float(step)}) + "\n")
+    f.write('{"step": 5, "lo')           # cut short by a SIGKILL
+  assert metric_writers.drop_rows_after(path, 2) == 3
+  with open(path) as f:
+    assert [json.loads(line)["step"] for line in f] == [1, 2]
+
+
+def _main(workdir, steps=40):
+  return [sys.executable, "-m", "xxact_jax.main", "--config=configs/supervised.py:runlocal",
+          f"--workdir={workdir}", f"--config.num_train_steps={steps}",
+          "--config.log_every_steps=1", "--config.checkpoint_every_steps=1000",
+          "--config.eval_every_steps=1000", "--config.global_batch_size=16",
+          "--config.tensorboard=False"]
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_the_current_step_and_resumes_exactly(tmp_path, embedded_dataset):
+  del embedded_dataset
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jit_cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  reference, stopped = str(tmp_path / "reference"), str(tmp_path / "stopped")
+  subprocess.run(_main(reference), cwd=REPO, env=env, check=True, capture_output=True)
+
+  proc = subprocess.Popen(_main(stopped), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  metrics = os.path.join(stopped, "metrics.jsonl")
+  deadline = time.time() + 300
+  while proc.poll() is None and time.time() < deadline:
+    if os.path.exists(metrics) and len(_rows(stopped)) >= 5:
+      break
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=300)
+  assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+  assert "Stopped by SIGTERM at step" in stderr
+  step = int(stderr.split("Stopped by SIGTERM at step ")[1].split(";")[0])
+  assert 5 <= step < 40, "the run finished before it could be stopped"
+  # No checkpoint was due (every 1000 steps): the one there was written on SIGTERM.
+  saved = os.listdir(os.path.join(stopped, checkpoints.LATEST_DIR))
+  assert str(step) in saved, saved
+
+  subprocess.run(_main(stopped), cwd=REPO, env=env, check=True, capture_output=True)
+  expected = _losses(reference)
+  rows = [r for r in _rows(stopped) if "loss" in r]
+  assert [r["step"] for r in rows] == list(range(1, 41))
+  for r in rows:
+    assert r["loss"] == pytest.approx(expected[r["step"]], rel=1e-6, abs=1e-7), r["step"]
