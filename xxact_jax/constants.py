@@ -25,15 +25,14 @@ def two_theta_grid() -> np.ndarray:
   return TWO_THETA_MIN + TWO_THETA_STEP * np.arange(NUM_XRD_POINTS, dtype=np.float64)
 
 
-CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal",
-                   "trigonal", "hexagonal", "cubic")
-NUM_SPACE_GROUPS = 230
-
-REGRESSION_TARGETS = ("formation_energy_per_atom", "band_gap")
-CLASSIFICATION_TARGETS = {"crystal_system": len(CRYSTAL_SYSTEMS),
-                          "spacegroup_number": NUM_SPACE_GROUPS}
-ALL_TARGETS = REGRESSION_TARGETS + tuple(CLASSIFICATION_TARGETS)
-TARGET_UNITS = {"formation_energy_per_atom": "eV/atom", "band_gap": "eV"}
+# The targets are defined in targets.py (kinds, classes, label offsets, units); their names are
+# re-exported here for the modules that only need the lists.
+from xxact_jax.targets import ALL_TARGETS  # pylint: disable=g-import-not-at-top,unused-import
+from xxact_jax.targets import CLASSIFICATION_TARGETS  # pylint: disable=g-import-not-at-top,unused-import
+from xxact_jax.targets import CRYSTAL_SYSTEMS  # pylint: disable=g-import-not-at-top,unused-import
+from xxact_jax.targets import NUM_SPACE_GROUPS  # pylint: disable=g-import-not-at-top,unused-import
+from xxact_jax.targets import REGRESSION_TARGETS  # pylint: disable=g-import-not-at-top,unused-import
+from xxact_jax.targets import TARGET_UNITS  # pylint: disable=g-import-not-at-top,unused-import
 
 # Element symbols, index + 1 = atomic number; 0 is the padding id.
 ELEMENTS = (

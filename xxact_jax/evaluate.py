@@ -40,6 +40,7 @@ import warnings
 import numpy as np
 
 from xxact_jax import constants
+from xxact_jax import targets as targets_lib
 from xxact_jax.inference import resample
 from xxact_jax.inference import wavelengths
 from xxact_jax.inference.errors import InputError
@@ -197,8 +198,9 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
              "scans": len(rows), "scans_evaluated": len(kept), "scans_failed": len(failed)}
   cs_labels = np.array([constants.CRYSTAL_SYSTEMS.index(r["crystal_system"])
                         if r["crystal_system"] else -1 for r in kept])
-  sg_labels = np.array([r["spacegroup_number"] - 1 if r["spacegroup_number"] else -1
-                        for r in kept])
+  space_group = targets_lib.get("spacegroup_number")
+  sg_labels = space_group.class_index(
+      np.array([r["spacegroup_number"] or targets_lib.MISSING_CLASS for r in kept], np.int64))
   os.makedirs(output, exist_ok=True)
   if "crystal_system" in out:
     metrics.update(classification_metrics(out["crystal_system"], cs_labels, "crystal_system",
@@ -219,7 +221,7 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
         record["crystal_system_probabilities"] = {
             n: float(p) for n, p in zip(constants.CRYSTAL_SYSTEMS, out["crystal_system"][i])}
       if "spacegroup_number" in out:
-        record["spacegroup_top5"] = [int(j) + 1 for j in
+        record["spacegroup_top5"] = [int(space_group.label_of(j)) for j in
                                      np.argsort(-out["spacegroup_number"][i])[:5]]
       for t in constants.REGRESSION_TARGETS:
         if t in out:

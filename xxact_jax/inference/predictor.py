@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xxact_jax import constants
+from xxact_jax import targets as targets_lib
 from xxact_jax.inference import inputs
 from xxact_jax.inference import resample
 from xxact_jax.inference.errors import InputError
@@ -47,18 +48,19 @@ class Predictor:
     self.uses_composition = self.model_name in _USES_COMPOSITION
     self.uses_xrd = self.model_name in _USES_XRD
     model = build_model(config.model)
-    stats = {t: (float(s["std"]), float(s["mean"])) for t, s in target_stats.items()}
+    stats = {t: {"mean": float(s["mean"]), "std": float(s["std"])}
+             for t, s in target_stats.items()}
     targets = self.targets
 
     def forward(params, species, fractions, xrd):
       out = model.apply({"params": params}, species, fractions, xrd, train=False)
       result = {k: out[k].astype(jnp.float32) for k in _EMBEDDING_KEYS if k in out}
       for t in targets:
-        if t in constants.CLASSIFICATION_TARGETS:
-          result[t] = jax.nn.softmax(out[t].astype(jnp.float32), axis=-1)
+        target = targets_lib.get(t)
+        if target.is_regression:
+          result[t] = target.destandardise(out[t].astype(jnp.float32), stats[t])
         else:
-          std, mean = stats[t]
-          result[t] = out[t].astype(jnp.float32) * std + mean
+          result[t] = jax.nn.softmax(out[t].astype(jnp.float32), axis=-1)
       return result
 
     self._forward = jax.jit(forward)
@@ -157,16 +159,17 @@ def format_prediction(outputs: dict, targets) -> dict:
   result = {}
   for t in targets:
     value = np.asarray(outputs[t])
-    if t == "crystal_system":
-      probabilities = {name: float(p) for name, p in zip(constants.CRYSTAL_SYSTEMS, value)}
-      result[t] = {"prediction": constants.CRYSTAL_SYSTEMS[int(np.argmax(value))],
+    target = targets_lib.get(t)
+    if target.is_regression:
+      result[t] = {"value": float(value), "unit": target.unit}
+    elif target.class_names:
+      probabilities = {name: float(p) for name, p in zip(target.class_names, value)}
+      result[t] = {"prediction": target.class_names[int(np.argmax(value))],
                    "probabilities": probabilities}
-    elif t == "spacegroup_number":
-      top = np.argsort(-value)[:5]
-      result[t] = {"top5": [{"spacegroup_number": int(i) + 1, "probability": float(value[i])}
-                            for i in top]}
     else:
-      result[t] = {"value": float(value), "unit": constants.TARGET_UNITS[t]}
+      top = np.argsort(-value)[:5]
+      result[t] = {"top5": [{t: int(target.label_of(i)), "probability": float(value[i])}
+                            for i in top]}
   return result
 
 

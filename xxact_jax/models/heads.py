@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from xxact_jax import constants
+from xxact_jax import targets as targets_lib
 from xxact_jax.models import layers
 
 CONTRASTIVE_INIT_TEMPERATURE = 0.07
@@ -16,12 +17,7 @@ CONTRASTIVE_INIT_TEMPERATURE = 0.07
 
 def target_width(target: str) -> int:
   """Output width of a target's head: 1 for regression, the class count for classification."""
-  if target in constants.REGRESSION_TARGETS:
-    return 1
-  if target in constants.CLASSIFICATION_TARGETS:
-    return constants.CLASSIFICATION_TARGETS[target]
-  raise ValueError(f"Unknown target {target!r} in model_config.targets; "
-                   f"known: {list(constants.ALL_TARGETS)}")
+  return targets_lib.get(target).head_width
 
 
 class Heads(nn.Module):
@@ -55,8 +51,9 @@ class Heads(nn.Module):
       for i, features in enumerate(self.hidden):
         h = nn.relu(layers.dense_general(features, f"{target}_hidden{i}", self.dtype)(h))
       y = layers.dense_general(width, target, self.dtype)(h).astype(jnp.float32)
-      out[target] = y[:, 0] if target in constants.REGRESSION_TARGETS else y
-      if self.log_std and target in constants.REGRESSION_TARGETS:
+      regression = targets_lib.get(target).is_regression
+      out[target] = y[:, 0] if regression else y
+      if self.log_std and regression:
         out[target + "_log_std"] = layers.dense_general(1, target + "_log_std", self.dtype)(
             h).astype(jnp.float32)[:, 0]
     if self.mxm:

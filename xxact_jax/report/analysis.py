@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from xxact_jax import constants
+from xxact_jax import targets as targets_lib
 from xxact_jax.report import curves
 from xxact_jax.report import embeddings as embedding_analysis
 from xxact_jax.report import metrics
@@ -41,9 +42,7 @@ def analyse(outputs: dict, labels: dict, max_embedding_samples: int = 10_000,
   for target, num_classes in constants.CLASSIFICATION_TARGETS.items():
     if target not in outputs or target not in labels:
       continue
-    true = np.asarray(labels[target])
-    if target == "spacegroup_number":
-      true = np.where(true > 0, true - 1, -1)  # heads predict sg - 1
+    true = targets_lib.get(target).class_index(np.asarray(labels[target]))
     known = true >= 0
     logits = np.asarray(outputs[target])[known]
     predicted = logits.argmax(axis=1)

@@ -4,7 +4,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from xxact_jax import constants
+from xxact_jax import targets as targets_lib
+from xxact_jax import targets as targets_lib
 from xxact_jax.training import sharding as sharding_lib
 from xxact_jax.training.step import INPUT_KEYS
 
@@ -65,13 +66,13 @@ def evaluate(eval_step, params, ds, config, mesh, return_predictions: bool = Fal
     target_loss = float(per_example["losses"][sel, i].mean()) if sel.any() else float("nan")
     m[f"eval/loss/{t}"] = target_loss
     loss += target_loss
-    if t in constants.CLASSIFICATION_TARGETS:
+    target = targets_lib.get(t)
+    if not target.is_regression:
       m[f"eval/{t}_accuracy"] = float(np.mean(pred == label)) if sel.any() else float("nan")
-      if t == "crystal_system":
-        for c, name in enumerate(constants.CRYSTAL_SYSTEMS):
-          cls = label == c
-          m[f"eval/crystal_system_accuracy/{name}"] = (
-              float(np.mean(pred[cls] == c)) if cls.any() else float("nan"))
+      for c, name in enumerate(target.class_names):   # per class, where classes have names
+        cls = label == target.label_of(c)
+        m[f"eval/{t}_accuracy/{name}"] = (
+            float(np.mean(pred[cls] == label[cls])) if cls.any() else float("nan"))
     else:
       mae = float(np.mean(np.abs(pred - label))) if sel.any() else float("nan")
       m[f"eval/{t}_mae"] = mae

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from xxact_jax import constants
+from xxact_jax import targets as targets_lib
 from xxact_jax.models import xrd_encoder
 from xxact_jax.models.crabnet import robust_l1_per_example
 
@@ -20,10 +21,7 @@ MAX_LOGIT_SCALE = 4.6052
 
 def label_mask(batch, target):
   """True where `target` is labelled."""
-  y = batch[target]
-  if target in constants.CLASSIFICATION_TARGETS:
-    return y >= 0
-  return jnp.isfinite(y)
+  return targets_lib.get(target).is_labelled(batch[target], jnp)
 
 
 def per_example_losses(outputs, batch, targets, target_stats, regression_loss="mse"):
@@ -32,16 +30,15 @@ def per_example_losses(outputs, batch, targets, target_stats, regression_loss="m
   losses = []
   for t in targets:
     y = batch[t]
-    if t in constants.CLASSIFICATION_TARGETS:
+    target = targets_lib.get(t)
+    if not target.is_regression:
       logits = outputs[t].astype(jnp.float32)
-      # Space groups are numbered 1..230; the head predicts index sg - 1.
-      labels = y - 1 if t == "spacegroup_number" else y
-      labels = jnp.clip(labels, 0, logits.shape[-1] - 1)
+      # Unlabelled rows are masked out below; clipping keeps their index in range.
+      labels = jnp.clip(target.class_index(y, jnp), 0, logits.shape[-1] - 1)
       logp = jax.nn.log_softmax(logits, axis=-1)
       loss = -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
     else:
-      mean, std = target_stats[t]["mean"], target_stats[t]["std"]
-      z = (jnp.nan_to_num(y) - mean) / std
+      z = target.standardise(jnp.nan_to_num(y), target_stats[t])
       pred = outputs[t].astype(jnp.float32)
       if regression_loss == "mse":
         loss = jnp.square(pred - z)

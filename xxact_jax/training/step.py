@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import optax
 
 from xxact_jax import constants
+from xxact_jax import targets as targets_lib
 from xxact_jax.data import augment
 from xxact_jax.training import objectives
 
@@ -128,12 +129,11 @@ def make_eval_step(model, config, target_stats):
                                                     config.get("regression_loss", "mse"))
       res["labelled"] = jnp.stack([objectives.label_mask(batch, t) for t in targets], -1)
     for t in targets:
-      if t in constants.CLASSIFICATION_TARGETS:
-        pred = jnp.argmax(outputs[t], -1)
-        res[f"pred/{t}"] = pred + 1 if t == "spacegroup_number" else pred
-      else:
-        s = target_stats[t]
-        res[f"pred/{t}"] = outputs[t].astype(jnp.float32) * s["std"] + s["mean"]
+      target = targets_lib.get(t)
+      if target.is_regression:
+        res[f"pred/{t}"] = target.destandardise(outputs[t].astype(jnp.float32), target_stats[t])
+      else:   # as stored, to compare with the label
+        res[f"pred/{t}"] = target.label_of(jnp.argmax(outputs[t], -1))
       res[f"label/{t}"] = batch[t]
     if xrd_mask is not None:
       res["mxm_loss"] = objectives.mxm_per_sample(outputs["mxm"], batch["xrd"], xrd_mask,
