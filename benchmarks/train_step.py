@@ -12,7 +12,6 @@ loader with the next batch staged on device while the step runs, and the ratio o
 shows what the input pipeline costs. The last line of stdout is a JSON object with every figure.
 """
 
-import collections
 import functools
 import gzip
 import itertools
@@ -30,13 +29,10 @@ import numpy as np
 
 import _common
 from xxact_jax import constants
-from xxact_jax import data as data_lib
-from xxact_jax.models import build_model
 from xxact_jax.models import dtypes as model_dtypes
 from xxact_jax.training import defaults
-from xxact_jax.training import evaluate as eval_lib
 from xxact_jax.training import flops as flops_lib
-from xxact_jax.training import optimizer as optimizer_lib
+from xxact_jax.training import setup as setup_lib
 from xxact_jax.training import sharding as sharding_lib
 from xxact_jax.training import step as step_lib
 from xxact_jax.training import train as train_lib
@@ -166,21 +162,10 @@ class StepTimer:
     return figures
 
 
-def loader_feed(config, ds, global_batch: int, batch_sharding):
-  """(take, refill): batches from the trainer's loader, `config.data.prefetch` staged on device."""
-  keys = eval_lib.batch_keys(config.targets)
-  loader = data_lib.make_loader(
-      ds, batch_size=global_batch // jax.process_count(), seed=config.seed, shuffle=True,
-      num_epochs=None, shard_index=jax.process_index(), shard_count=jax.process_count(),
-      worker_count=config.data.worker_count)
-  it = iter(loader)
-
-  def stage():
-    host = next(it)
-    return sharding_lib.global_batch({k: host[k] for k in keys}, batch_sharding)
-
-  queue = collections.deque(stage() for _ in range(max(1, config.data.prefetch)))
-  return queue.popleft, lambda: queue.append(stage())
+def loader_feed(config, ds, batch_sharding):
+  """(take, refill): the trainer's batch stream (training/setup.py `TrainBatches`)."""
+  batches = setup_lib.TrainBatches(config, ds, batch_sharding)
+  return batches.take, batches.refill
 
 
 def with_mfu(figures: dict, step_flops_per_device, peak) -> dict:
@@ -205,19 +190,10 @@ def dataset_and_stats(config, data_path, max_elements):
 
 
 def build_train_step(config, mesh, max_elements, target_stats):
-  """(initial state, jitted step, parameter count), built as xxact_jax/training/train.py does."""
-  model = build_model(config.model)
+  """(initial state, jitted step, parameter count): the trainer's own `create_train_state`."""
   total_steps = config.num_train_steps if config.num_train_steps > 0 else 100_000
-  tx, schedule = optimizer_lib.make_optimizer(config.optimizer, total_steps, config.trainable)
-  init_fn = step_lib.make_init_fn(model, tx, max_elements)
-  rng = jax.random.key(config.seed)
-  abstract_state = jax.eval_shape(init_fn, rng)
-  state_shardings = sharding_lib.state_shardings(mesh, abstract_state, config.sharding.fsdp)
-  state = jax.jit(init_fn, out_shardings=state_shardings)(rng)
-  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state["params"]))
-  train_step = step_lib.jit_train_step(model, tx, schedule, config, target_stats, mesh,
-                                       state_shardings)
-  return state, train_step, num_params
+  trainer = setup_lib.create_train_state(config, mesh, max_elements, target_stats, total_steps)
+  return trainer.init(jax.random.key(config.seed)), trainer.train_step, trainer.num_params
 
 
 def profile_steps(timer: "StepTimer", take, steps: int, directory: str) -> str:
@@ -273,7 +249,7 @@ def benchmark(config, per_device_batch, steps, repeats, warmup, max_elements, da
   timer = StepTimer(compiled, state, global_batch)
   feeds = {"synthetic": (functools.partial(next, itertools.cycle(batches)), lambda: None)}
   if ds is not None:
-    feeds["data"] = loader_feed(config, ds, global_batch, batch_sharding)
+    feeds["data"] = loader_feed(config, ds, batch_sharding)
   figures = timer.measure(feeds, steps, repeats, warmup)
   profile = (profile_steps(timer, feeds["synthetic"][0], num_profile_steps, profile_dir)
              if profile_dir else None)

@@ -6,7 +6,6 @@ state. The host never waits on the step it just launched: batches are staged on 
 and metrics are read one step late.
 """
 
-import collections
 import contextlib
 import fcntl
 import json
@@ -24,14 +23,13 @@ import numpy as np
 
 from xxact_jax import constants
 from xxact_jax import data as data_lib
-from xxact_jax.models import build_model
 from xxact_jax.models import config as model_config_lib
 from xxact_jax.training import checkpoints as ckpt_lib
 from xxact_jax.training import defaults
 from xxact_jax.training import evaluate as eval_lib
 from xxact_jax.training import flops as flops_lib
 from xxact_jax.training import metric_writers
-from xxact_jax.training import optimizer as optimizer_lib
+from xxact_jax.training import setup as setup_lib
 from xxact_jax.training import sharding as sharding_lib
 from xxact_jax.training import step as step_lib
 
@@ -234,10 +232,6 @@ def total_train_steps(config, num_train_examples: int) -> int:
   return max(1, int(config.num_epochs * num_train_examples // config.global_batch_size))
 
 
-def _select(batch, keys):
-  return {k: batch[k] for k in keys}
-
-
 def train_and_evaluate(config, workdir: str):
   """Trains `config` into `workdir`, resuming from its latest checkpoint; returns final eval metrics."""
   sharding_lib.maybe_initialize_distributed()
@@ -265,27 +259,21 @@ def _train(config, workdir, data_path, ds_train, ds_eval, target_stats):
   batch_sharding = sharding_lib.batch_sharding(mesh)
   total_steps = total_train_steps(config, len(ds_train))
 
-  model = build_model(config.model)
-  tx, schedule = optimizer_lib.make_optimizer(config.optimizer, total_steps, config.trainable)
-  init_fn = step_lib.make_init_fn(model, tx, max_elements)
+  trainer = setup_lib.create_train_state(config, mesh, max_elements, target_stats, total_steps)
+  model, tx, state_shardings = trainer.model, trainer.tx, trainer.shardings
   rng = jax.random.key(config.seed)
-  abstract_state = jax.eval_shape(init_fn, rng)
-  state_shardings = sharding_lib.state_shardings(mesh, abstract_state, config.sharding.fsdp)
-  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state["params"]))
   logging.info("Model %s: %.2f M parameters; %d train / %d eval examples; %d steps of %d",
-               config.model.name, num_params / 1e6, len(ds_train), len(ds_eval), total_steps,
-               config.global_batch_size)
+               config.model.name, trainer.num_params / 1e6, len(ds_train), len(ds_eval),
+               total_steps, config.global_batch_size)
 
   checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints, config.best_metric)
   data_state = None
   if checkpointer.latest_step() is not None:
-    abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                            abstract_state, state_shardings)
-    state, data_state, extra = checkpointer.restore(abstract)
+    state, data_state, extra = checkpointer.restore(trainer.abstract_with_shardings())
     target_stats = extra.get("target_stats", target_stats)
     logging.info("Resumed from %s at step %d", workdir, int(state["step"]))
   else:
-    state = jax.jit(init_fn, out_shardings=state_shardings)(rng)
+    state = trainer.init(rng)
     if config.init_from:
       pretrained, _, _ = ckpt_lib.restore_params(config.init_from, config.init_which)
       params, loaded, skipped = merge_pretrained(jax.device_get(state["params"]), pretrained,
@@ -301,25 +289,9 @@ def _train(config, workdir, data_path, ds_train, ds_eval, target_stats):
     with open(os.path.join(workdir, "target_stats.json"), "w") as f:
       json.dump(target_stats, f, indent=2)
 
-  keys = eval_lib.batch_keys(config.targets)
-  loader = data_lib.make_loader(
-      ds_train, batch_size=config.global_batch_size // jax.process_count(), seed=config.seed,
-      shuffle=True, num_epochs=None, shard_index=jax.process_index(),
-      shard_count=jax.process_count(), worker_count=config.data.worker_count)
-  data_iter = iter(loader)
-  if data_state is not None:
-    data_iter.set_state(data_state)
-
-  train_step = step_lib.jit_train_step(model, tx, schedule, config, target_stats, mesh,
-                                       state_shardings)
+  train_step = trainer.train_step
   eval_step = jax.jit(step_lib.make_eval_step(model, config, target_stats),
                       in_shardings=(state_shardings["params"], batch_sharding))
-
-  def stage_next():
-    """(iterator state before the batch, the batch on device)."""
-    before = data_iter.get_state()
-    batch = _select(next(data_iter), keys)
-    return before, sharding_lib.global_batch(batch, batch_sharding)
 
   all_finite = jax.jit(lambda tree: jax.tree.reduce(
       lambda a, b: a & b, jax.tree.map(lambda x: jax.numpy.isfinite(x).all(), tree)))
@@ -331,12 +303,12 @@ def _train(config, workdir, data_path, ds_train, ds_eval, target_stats):
                  "--config.num_train_steps with --config.resume_allow_changes=True continues "
                  "it; another --workdir starts afresh)",
                  workdir, start_step, total_steps)
-  queue = collections.deque(stage_next() for _ in range(max(1, config.data.prefetch)))
+  batches = setup_lib.TrainBatches(config, ds_train, batch_sharding, data_state)
 
   t0 = time.perf_counter()
-  compiled = train_step.lower(state, queue[0][1]).compile()
+  compiled = train_step.lower(state, batches.peek()[1]).compile()
   compile_seconds = time.perf_counter() - t0
-  step_flops = flops_lib.step_flops_per_device(train_step, (state, queue[0][1]),
+  step_flops = flops_lib.step_flops_per_device(train_step, (state, batches.peek()[1]),
                                                jax.device_count())
   peak = flops_lib.peak_flops_per_device(jax.devices()[0])
   logging.info("Train step compiled in %.1f s; %.3g GFLOP per step per device", compile_seconds,
@@ -364,9 +336,8 @@ def _train(config, workdir, data_path, ds_train, ds_eval, target_stats):
   try:
     stop.__enter__()
     for step in range(start_step + 1, total_steps + 1):
-      _, batch = queue.popleft()
-      state, metrics = compiled(state, batch)
-      queue.append(stage_next())       # runs while the device computes
+      state, metrics = compiled(state, batches.take())
+      batches.refill()                 # reads the next batch while the device computes
       if previous is not None and previous[0] % config.log_every_steps == 0:
         log(*previous)
       previous = (step, metrics)
@@ -393,7 +364,7 @@ def _train(config, workdir, data_path, ds_train, ds_eval, target_stats):
               f"{k[5:]}={v:.4g}" for k, v in eval_metrics.items()
               if "/" not in k[5:] or k.startswith("eval/loss")))
         if do_ckpt:
-          checkpointer.save(step, state, queue[0][0], extra, eval_metrics or None)
+          checkpointer.save(step, state, batches.peek()[0], extra, eval_metrics or None)
         writer.flush()
         rates.update(step)   # evaluation and checkpointing are not training time
       if stop.received is not None:
@@ -403,7 +374,7 @@ def _train(config, workdir, data_path, ds_train, ds_eval, target_stats):
           if not bool(all_finite(state["params"])):
             raise NonFiniteLossError(f"Parameters became NaN or Inf at step {step}; stopping. "
                                      f"The last good checkpoint in {workdir} is kept.")
-          checkpointer.save(step, state, queue[0][0], extra)
+          checkpointer.save(step, state, batches.peek()[0], extra)
         raise Interrupted(stop.received, step, workdir)
     if previous is not None and previous[0] % config.log_every_steps == 0:
       log(*previous)
