@@ -39,6 +39,20 @@ _MIN_FORMATION_ENERGY = flags.DEFINE_float(
     "Store formation energies below this (eV/atom) as missing; default keeps all.")
 _SHARD = flags.DEFINE_integer("shard", 0, "This process's shard index.")
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "Number of processes filling the dataset.")
+_MAX_REFLECTIONS = flags.DEFINE_float(
+    "max_reflections", schema.DEFAULT_MAX_REFLECTIONS,
+    "A structure whose XRD pattern would have more reflections up to 2θ = 90° (estimated as "
+    "3.2 × cell volume in Å³) is an error row: a 1000 Å cell would exhaust memory.")
+_MAX_XRD_WORK = flags.DEFINE_float(
+    "max_xrd_work", schema.DEFAULT_MAX_XRD_WORK,
+    "Likewise for estimated reflections × sites.")
+_RECORD_TIMEOUT_S = flags.DEFINE_float(
+    "record_timeout_s", prepare_lib.DEFAULT_RECORD_TIMEOUT_S,
+    "A record taking longer to featurise is an error row (0 = no limit).")
+_ALLOW_DUPLICATE_IDS = flags.DEFINE_boolean(
+    "allow_duplicate_ids", False,
+    "Keep the first row of a repeated material_id and make the others error rows; by default "
+    "duplicates stop prepare before anything is written.")
 _SUBSET_OF = flags.DEFINE_string(
     "subset_of", None, "A prepared dataset: copy --limit random valid rows of it to --output "
     "instead of featurising --input.")
@@ -71,7 +85,9 @@ def main(argv):
         inputs, _OUTPUT.value, workers=_WORKERS.value, limit=_LIMIT.value, seed=_SEED.value,
         test_fraction=_TEST_FRACTION.value, max_elements=_MAX_ELEMENTS.value,
         block_rows=_BLOCK_ROWS.value, min_formation_energy=_MIN_FORMATION_ENERGY.value,
-        shard=_SHARD.value, num_shards=_NUM_SHARDS.value)
+        shard=_SHARD.value, num_shards=_NUM_SHARDS.value,
+        max_reflections=_MAX_REFLECTIONS.value, max_xrd_work=_MAX_XRD_WORK.value,
+        allow_duplicate_ids=_ALLOW_DUPLICATE_IDS.value, record_timeout_s=_RECORD_TIMEOUT_S.value)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -1,20 +1,41 @@
 """Structure -> composition + smeared XRD + symmetry labels (the only pymatgen user with readers.py)."""
 
+import math
+import re
 import warnings
 
 import numpy as np
 from pymatgen.analysis.diffraction.xrd import XRDCalculator
 from pymatgen.core import Structure
 from pymatgen.entries.computed_entries import ComputedStructureEntry
+from pymatgen.io.cif import CifFile
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from xxact_jax import constants
 from xxact_jax.data import composition as composition_lib
+from xxact_jax.data import schema
 from xxact_jax.data import xrd as xrd_lib
 
 SYMPREC = 0.1
 _CALCULATOR = XRDCalculator(wavelength=constants.XRD_WAVELENGTH)
 _CRYSTAL_SYSTEM_INDEX = {name: i for i, name in enumerate(constants.CRYSTAL_SYSTEMS)}
+
+# Size guard. pymatgen enumerates every reciprocal lattice point inside the sphere of radius
+# 2 sin(θmax)/λ (θmax = 45° for 2θ ≤ 90°, λ = 1.54184 Å): about (4/3)π r³ V ≈ 3.2 V points for a
+# cell of V Å³, each held as a Python tuple (~0.4 kB) and looped over in Python (~90 µs on a 2-core
+# Xeon), plus a phase term per point and site (~0.1 µs). A 1000 Å cube (3.2e9 points) exhausted
+# 23.5 GB; a 100 Å cube (3.2e6) took 245 s. The largest mp_36k cells reach 18,500 points
+# (mp-776610, 5,719 Å³) and 2.1e6 points × sites (mp-707302, 161 sites); the defaults leave 10×
+# and 100× headroom and bound one record to ~20 s each on that machine.
+DEFAULT_MAX_REFLECTIONS = schema.DEFAULT_MAX_REFLECTIONS
+DEFAULT_MAX_XRD_WORK = schema.DEFAULT_MAX_XRD_WORK       # reflections × sites
+_RECIPROCAL_RADIUS = (2 * math.sin(math.radians(constants.TWO_THETA_MAX / 2))
+                      / _CALCULATOR.wavelength)
+_CELL_FIELDS = ("_cell_length_a", "_cell_length_b", "_cell_length_c",
+                "_cell_angle_alpha", "_cell_angle_beta", "_cell_angle_gamma")
+_CIF_CELL_LINE = re.compile(
+    r"^[ \t]*(_cell_(?:length_[abc]|angle_(?:alpha|beta|gamma)))[ \t]+(\S+)", re.M | re.I)
+_CIF_BLOCK = re.compile(r"^[ \t]*data_", re.M | re.I)
 
 
 class FeaturizationError(ValueError):
@@ -48,7 +69,30 @@ def symmetry_labels(structure: Structure) -> tuple[int, int]:
           int(analyzer.get_space_group_number()))
 
 
-def featurize_structure(structure: Structure, max_elements: int) -> dict:
+def xrd_size(structure: Structure) -> tuple[float, float]:
+  """Estimated (reflections up to 2θ = TWO_THETA_MAX, reflections × sites) of a structure."""
+  reflections = 4 / 3 * math.pi * _RECIPROCAL_RADIUS ** 3 * structure.lattice.volume
+  return reflections, reflections * len(structure)
+
+
+def check_xrd_size(structure: Structure, max_reflections: float = DEFAULT_MAX_REFLECTIONS,
+                   max_xrd_work: float = DEFAULT_MAX_XRD_WORK) -> None:
+  """Raises FeaturizationError when the pattern would take too much memory or time."""
+  reflections, work = xrd_size(structure)
+  if reflections > max_reflections:
+    raise FeaturizationError(
+        f"xrd: cell too large: about {reflections:.3g} reflections up to "
+        f"2θ = {constants.TWO_THETA_MAX:g}° (cell volume {structure.lattice.volume:.4g} Å³), "
+        f"above the limit of {max_reflections:.3g} (--max_reflections)")
+  if work > max_xrd_work:
+    raise FeaturizationError(
+        f"xrd: too much work: about {reflections:.3g} reflections × {len(structure)} sites = "
+        f"{work:.3g}, above the limit of {max_xrd_work:.3g} (--max_xrd_work)")
+
+
+def featurize_structure(structure: Structure, max_elements: int, *,
+                        max_reflections: float = DEFAULT_MAX_REFLECTIONS,
+                        max_xrd_work: float = DEFAULT_MAX_XRD_WORK) -> dict:
   """Composition, smeared XRD and symmetry labels of one structure.
 
   Returns:
@@ -56,13 +100,15 @@ def featurize_structure(structure: Structure, max_elements: int) -> dict:
     crystal_system int, spacegroup_number int.
 
   Raises:
-    FeaturizationError: naming the step that failed (composition, xrd, symmetry).
+    FeaturizationError: naming the step that failed (composition, xrd, symmetry), or a cell
+      above the size limits (see DEFAULT_MAX_REFLECTIONS).
   """
   try:
     species, fractions = composition_lib.encode_composition(
         _element_amounts(structure), max_elements)
   except ValueError as e:
     raise FeaturizationError(f"composition: {e}") from None
+  check_xrd_size(structure, max_reflections, max_xrd_work)
   try:
     xrd = xrd_lib.smear_sticks(*stick_pattern(structure))
   except Exception as e:  # pymatgen raises many types; report them all as data errors
@@ -77,17 +123,119 @@ def featurize_structure(structure: Structure, max_elements: int) -> dict:
               crystal_system=crystal_system, spacegroup_number=spacegroup_number)
 
 
+def _number(raw: str) -> float:
+  return float(re.sub(r"\(\d*\)$", "", raw.strip("'\"")))   # "3.86(2)" -> 3.86
+
+
+def check_cif_cell(text: str) -> None:
+  """Rejects cell parameters pymatgen would accept silently or fail on cryptically.
+
+  pymatgen parses a negative length into another lattice (Si with a = -4: space group 139, not
+  227) and fails deep inside on a zero length or flat angles. Only the first data block with a cell is
+  checked (the one Structure.from_str uses).
+  """
+  for block in _CIF_BLOCK.split(text):
+    fields = {name.lower(): raw for name, raw in _CIF_CELL_LINE.findall(block)}
+    if not fields:
+      continue
+    values = {}
+    for name, raw in fields.items():
+      try:
+        values[name] = _number(raw)
+      except ValueError:
+        raise FeaturizationError(f"cif parse failed: {name} is {raw!r}, not a number") from None
+      if "length" in name and not 0 < values[name] < math.inf:
+        raise FeaturizationError(
+            f"cif parse failed: {name} is {raw}; a cell length must be positive (Å)")
+      if "angle" in name and not 0 < values[name] < 180:
+        raise FeaturizationError(
+            f"cif parse failed: {name} is {raw}; a cell angle must be between 0 and 180°")
+    angles = [values.get(f"_cell_angle_{n}") for n in ("alpha", "beta", "gamma")]
+    if None not in angles:
+      ca, cb, cg = (math.cos(math.radians(a)) for a in angles)
+      if 1 - ca * ca - cb * cb - cg * cg + 2 * ca * cb * cg <= 1e-9:
+        raise FeaturizationError(
+            f"cif parse failed: cell angles alpha, beta, gamma = {angles} enclose no volume")
+    return
+
+
+def _cif_failure(text: str, error: Exception, messages: list[str]) -> str:
+  """A reason for a CIF pymatgen could not parse that names the missing or broken part."""
+  if isinstance(error, ZeroDivisionError):   # pymatgen's loop parser on a loop_ with no values
+    return "malformed CIF: a loop_ has no columns or no values (a truncated CIF?)"
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      blocks = list(CifFile.from_str(text).data.values())
+  except Exception as e:
+    if "zip()" in str(e):   # a loop_ row count check deep in pymatgen
+      return "malformed CIF: a loop_'s values do not fill its columns (a truncated CIF?)"
+    return f"malformed CIF: {type(e).__name__}: {e}"
+  if not blocks:
+    return "no data_ block: the CIF text holds no structure"
+  block = {k.lower(): v for k, v in blocks[0].data.items()}
+  missing = [f for f in _CELL_FIELDS if f not in block]
+  if missing:
+    return f"missing cell parameter(s) {', '.join(missing)}"
+  if "_atom_site_fract_x" not in block and "_atom_site_cartn_x" not in block:
+    return "no atom sites (no _atom_site_fract_x loop)"
+  occupancies = block.get("_atom_site_occupancy")
+  if isinstance(occupancies, list):
+    try:
+      if all(_number(o) == 0 for o in occupancies):
+        return "every atom site has zero occupancy (_atom_site_occupancy)"
+    except ValueError:
+      return f"_atom_site_occupancy holds a non-number: {occupancies}"
+  detail = "; ".join(dict.fromkeys(" ".join(m.split()) for m in messages))
+  return f"{type(error).__name__}: {error}" + (f" (pymatgen: {detail[:300]})" if detail else "")
+
+
+def check_structure(structure: Structure) -> None:
+  """Rejects a structure without sites or with a degenerate or non-finite cell."""
+  if len(structure) == 0:
+    raise FeaturizationError("structure: no atom sites")
+  matrix = np.asarray(structure.lattice.matrix, np.float64)
+  lengths = np.linalg.norm(matrix, axis=1)
+  if not np.all(np.isfinite(matrix)):
+    raise FeaturizationError(f"lattice: non-finite lattice vectors {matrix.tolist()}")
+  volume = abs(float(np.linalg.det(matrix)))
+  if not volume > 1e-6 * float(np.prod(lengths)):
+    raise FeaturizationError(
+        f"lattice: the cell volume is {volume:.3g} Å³ (a, b, c = "
+        f"{', '.join(f'{x:.4g}' for x in lengths)} Å): zero or degenerate")
+  if not np.all(np.isfinite(structure.frac_coords)):
+    raise FeaturizationError("structure: non-finite site coordinates")
+
+
 def structure_from_payload(kind: str, payload) -> Structure:
-  """Builds a Structure from a reader payload: ("cif", text) or ("entry", dict)."""
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
+  """Builds a Structure from a reader payload: ("cif", text) or ("entry", dict).
+
+  Raises:
+    FeaturizationError: naming what is wrong (empty text, a bad cell parameter, a truncated
+      loop, no sites, a degenerate lattice, ...).
+  """
+  if kind == "cif":
+    if not isinstance(payload, str) or not payload.strip():
+      raise FeaturizationError("cif parse failed: the CIF text is empty")
+    check_cif_cell(payload)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
     try:
       if kind == "cif":
-        return Structure.from_str(payload, fmt="cif")
-      if kind == "entry":
-        return ComputedStructureEntry.from_dict(payload).structure
-      if kind == "structure":
-        return Structure.from_dict(payload)
+        structure = Structure.from_str(payload, fmt="cif")
+      elif kind == "entry":
+        structure = ComputedStructureEntry.from_dict(payload).structure
+      elif kind == "structure":
+        structure = Structure.from_dict(payload)
+      else:
+        raise ValueError(f"Unknown payload kind {kind!r}.")
     except Exception as e:
-      raise FeaturizationError(f"{kind} parse failed: {type(e).__name__}: {e}") from None
-  raise ValueError(f"Unknown payload kind {kind!r}.")
+      if kind == "cif":
+        reason = _cif_failure(payload, e, [str(w.message) for w in caught])
+      elif isinstance(e, ValueError) and str(e).startswith("Unknown payload kind"):
+        raise
+      else:
+        reason = f"{type(e).__name__}: {e}"
+      raise FeaturizationError(f"{kind} parse failed: {reason}") from None
+  check_structure(structure)
+  return structure

@@ -8,16 +8,29 @@ re-run with the same arguments redoes only unmarked blocks. With
 full size by every shard, so N processes on N hosts fill disjoint chunks. The
 process that finds every block marked writes errors.jsonl, label statistics and,
 last, metadata.json (its presence means the dataset is complete).
+
+Faults: the plan records a sha256 of every input (a resume over changed inputs is refused) and
+refuses duplicate material ids; workers die with the parent (SIGKILL of prepare leaves no
+orphans); a record whose XRD would be too large, that runs past --record_timeout_s, or whose
+worker dies (out of memory, a native crash) becomes an error row and the run goes on.
 """
 
 import collections
 import concurrent.futures
+import concurrent.futures.process
+import contextlib
+import ctypes
 import dataclasses
+import functools
+import hashlib
 import itertools
 import json
 import math
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
 from typing import Iterable, Sequence
 
@@ -33,6 +46,13 @@ from xxact_jax.data import stats as stats_lib
 _TASK_ROWS = 16          # records per worker task: small, so workers stay balanced
 _TASKS_PER_WORKER = 4    # in-flight tasks per worker (bounded memory for 5M-row inputs)
 _LOG_ERRORS = 20         # errors also logged individually, up to this many
+DEFAULT_RECORD_TIMEOUT_S = 300.0
+# Beyond TASK_ROWS × record timeout, how long a task may overrun (stuck in native code, where the
+# worker's own alarm cannot interrupt it) before the parent kills the workers; and how long a
+# restarted pool may take to start (spawn + pymatgen import).
+_OVERRUN_S = 60.0
+_STARTUP_S = 300.0
+_HASH_CHUNK = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +65,10 @@ class PrepareConfig:
   max_elements: int = schema.DEFAULT_MAX_ELEMENTS
   block_rows: int = schema.DEFAULT_BLOCK_ROWS
   min_formation_energy: float | None = None
+  # Fields added later: a plan.json without them means the default (see _load_or_make_plan).
+  max_reflections: float = schema.DEFAULT_MAX_REFLECTIONS
+  max_xrd_work: float = schema.DEFAULT_MAX_XRD_WORK
+  allow_duplicate_ids: bool = False
 
 
 def split_assignment(num_rows: int, seed: int, test_fraction: float) -> np.ndarray:
@@ -58,13 +82,80 @@ def split_assignment(num_rows: int, seed: int, test_fraction: float) -> np.ndarr
 # ---------------------------------------------------------------- workers
 
 
-def _init_worker() -> None:
+def _init_quiet() -> None:
   import warnings  # pylint: disable=g-import-not-at-top
   warnings.simplefilter("ignore")
+  # spglib prints "spglib: ... failed." from C to stderr for structures whose symmetry search
+  # needs a retry; a failure that matters reaches errors.jsonl through the exception anyway.
+  os.environ.setdefault("SPGLIB_WARNING", "OFF")
+
+
+def _die_with_parent(parent_pid: int) -> None:
+  """Makes this worker exit when `parent_pid` dies, even by SIGKILL (no orphans holding stdout)."""
+  if sys.platform.startswith("linux"):
+    try:   # PR_SET_PDEATHSIG = 1: the kernel sends SIGKILL when the parent exits
+      ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+      pass
+  if os.getppid() != parent_pid:   # the parent died before the death signal was armed
+    os._exit(1)
+
+  def watch() -> None:   # portable fallback: reparenting means the parent is gone
+    while True:
+      time.sleep(1.0)
+      if os.getppid() != parent_pid:
+        os._exit(1)
+
+  threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _init_worker(parent_pid: int) -> None:
+  _die_with_parent(parent_pid)
+  _init_quiet()
   from xxact_jax.data import featurize  # pylint: disable=g-import-not-at-top,unused-import
 
 
-def featurize_records(records: Sequence[readers.RawRecord], max_elements: int) -> list:
+class _RecordTimeout(BaseException):
+  """Raised in a worker when a record runs past its time limit (a BaseException, so the
+  `except Exception` blocks inside pymatgen and featurize do not swallow it)."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None):
+  """Raises _RecordTimeout in this thread after `seconds` (SIGALRM; Python-level code only).
+
+  Active only on the main thread and when no other SIGALRM timer or handler is in use (an
+  in-process run must not clobber e.g. pytest-timeout's).
+  """
+  usable = (seconds and hasattr(signal, "setitimer")
+            and threading.current_thread() is threading.main_thread()
+            and signal.getitimer(signal.ITIMER_REAL)[0] == 0
+            and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None))
+  if not usable:
+    yield
+    return
+  armed = True
+
+  def on_alarm(signum, frame):  # pylint: disable=unused-argument
+    if armed:   # a late signal after the record finished is ignored
+      raise _RecordTimeout()
+
+  signal.signal(signal.SIGALRM, on_alarm)
+  signal.setitimer(signal.ITIMER_REAL, seconds)
+  try:
+    yield
+  finally:
+    try:   # the alarm may still fire here; the timer and handler are reset regardless
+      armed = False
+    finally:
+      signal.setitimer(signal.ITIMER_REAL, 0)
+      signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+
+def featurize_records(records: Sequence[readers.RawRecord], max_elements: int, *,
+                      max_reflections: float = schema.DEFAULT_MAX_REFLECTIONS,
+                      max_xrd_work: float = schema.DEFAULT_MAX_XRD_WORK,
+                      record_timeout_s: float | None = None) -> list:
   """Featurises records; each result is a feature dict or an error string."""
   from xxact_jax.data import featurize  # pylint: disable=g-import-not-at-top
   results = []
@@ -73,40 +164,143 @@ def featurize_records(records: Sequence[readers.RawRecord], max_elements: int) -
       results.append(record.error)
       continue
     try:
-      structure = featurize.structure_from_payload(record.kind, record.payload)
-      results.append(featurize.featurize_structure(structure, max_elements))
+      with _time_limit(record_timeout_s):
+        structure = featurize.structure_from_payload(record.kind, record.payload)
+        result = featurize.featurize_structure(structure, max_elements,
+                                               max_reflections=max_reflections,
+                                               max_xrd_work=max_xrd_work)
+    except _RecordTimeout:
+      result = (f"{record.location}: featurisation took longer than {record_timeout_s:g} s "
+                f"(--record_timeout_s)")
     except featurize.FeaturizationError as e:
-      results.append(f"{record.location}: {e}")
+      result = f"{record.location}: {e}"
     except Exception as e:  # a library bug on one record must not stop a 5M-row run
-      results.append(f"{record.location}: unexpected {type(e).__name__}: {e}")
+      result = f"{record.location}: unexpected {type(e).__name__}: {e}"
+    results.append(result)
   return results
 
 
 # ---------------------------------------------------------------- plan
 
 
+def input_fingerprint(path: str) -> dict:
+  """{"path", "bytes", "sha256"} of an input's content (mtime-independent).
+
+  The full file is hashed (streamed; ~1 s per GB, far less than featurising it; the same digest
+  as sha256sum); for a CIF directory, the names and bytes of the files the reader uses (*.cif
+  and labels.csv).
+  """
+  digest, size = hashlib.sha256(), 0
+  if os.path.isdir(path):
+    names = sorted(n for n in os.listdir(path)
+                   if n.lower().endswith(".cif") or n == readers.CIF_LABELS_FILE)
+    files = [(n, os.path.join(path, n)) for n in names]
+  else:
+    files = [(None, path)]
+  for name, file_path in files:
+    if name is not None:   # a directory: name and length delimit each file
+      digest.update(f"{name}\0{os.path.getsize(file_path)}\0".encode("utf-8", "surrogateescape"))
+    with open(file_path, "rb") as f:
+      while chunk := f.read(_HASH_CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+  return {"path": path, "bytes": size, "sha256": digest.hexdigest()}   # a file: = sha256sum
+
+
+def _check_inputs_unchanged(plan: dict, output: str) -> None:
+  saved = plan.get("input_fingerprints")
+  if saved is None:
+    logging.warning("Dataset %r was planned before inputs were fingerprinted: cannot check that "
+                    "its inputs are unchanged; resuming anyway.", output)
+    return
+  for old in saved:
+    new = input_fingerprint(old["path"])
+    if new["sha256"] != old["sha256"]:
+      raise ValueError(
+          f"Input {old['path']!r} changed since dataset {output!r} was started (then "
+          f"{old['bytes']} bytes, sha256 {old['sha256'][:16]}; now {new['bytes']} bytes, sha256 "
+          f"{new['sha256'][:16]}); use the same inputs to resume or a new --output.")
+
+
+def _duplicate_rows(inputs: Sequence[str], ids: list[list[str]], num_rows: int) -> dict:
+  """{row: reason} for every row whose material_id already appeared in an earlier row."""
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  flat = pd.Series(list(itertools.islice(itertools.chain.from_iterable(ids), num_rows)),
+                   dtype=object)
+  codes, _ = pd.factorize(flat)   # hashing in C: 5M ids in seconds, no Python dict of them
+  _, first_index = np.unique(codes, return_index=True)
+  first = first_index[codes]
+  rows = np.flatnonzero((first != np.arange(len(codes))) & (flat.to_numpy() != ""))
+  if not len(rows):
+    return {}
+  starts = np.cumsum([0] + [len(i) for i in ids])
+  locators = {}
+
+  def locate(row: int) -> str:
+    index = int(np.searchsorted(starts, row, side="right")) - 1
+    if index not in locators:
+      locators[index] = readers.record_locator(inputs[index])
+    return locators[index](row - int(starts[index]))
+
+  return {int(row): f"{locate(row)}: duplicate material_id {flat[row]!r} of row {first[row]} "
+                    f"({locate(int(first[row]))})" for row in rows}
+
+
 def _make_plan(config: PrepareConfig) -> dict:
-  counts = []
+  ids, fingerprints = [], []
   for path in config.inputs:   # inputs past --limit are not read
-    if config.limit is not None and sum(counts) >= config.limit:
+    if config.limit is not None and sum(map(len, ids)) >= config.limit:
       break
-    counts.append(readers.count_records(path))
+    ids.append(readers.record_ids(path))
+    fingerprints.append(input_fingerprint(path))
+  counts = [len(i) for i in ids]
   total = sum(counts)
   num_rows = total if config.limit is None else min(total, config.limit)
   if num_rows == 0:
     raise ValueError(f"Inputs {list(config.inputs)} hold no records.")
+  duplicates = _duplicate_rows(config.inputs, ids, num_rows)
+  if duplicates and not config.allow_duplicate_ids:
+    shown = "; ".join(list(duplicates.values())[:5])
+    raise ValueError(
+        f"The inputs hold {len(duplicates)} duplicate material_id(s) (a material could sit in "
+        f"both train and test): {shown}{'; ...' if len(duplicates) > 5 else ''}. Remove them, or "
+        f"pass --allow_duplicate_ids to keep the first of each and make the others error rows.")
   return {"config": dataclasses.asdict(config), "input_counts": counts, "num_rows": num_rows,
+          "input_fingerprints": fingerprints,
+          "duplicate_rows": {str(row): reason for row, reason in duplicates.items()},
           "schema_version": schema.SCHEMA_VERSION}
+
+
+def _unrelated_entry(kv, output: str) -> str | None:
+  """An entry of `output` that is not part of a dataset being planned, or None when empty."""
+  if "://" not in output:
+    if os.path.isfile(output):
+      return output
+    names = sorted(os.listdir(output)) if os.path.isdir(output) else []
+  else:
+    names = sorted(k.decode() for k in kv.list().result())
+  # plan.json's own temporary/lock files: a run killed while writing it may leave one.
+  return next((n for n in names if not n.startswith(schema.PLAN_FILE)), None)
 
 
 def _load_or_make_plan(kv, config: PrepareConfig, output: str) -> dict:
   existing = store.read_json(kv, schema.PLAN_FILE)
+  if existing is None:
+    stray = _unrelated_entry(kv, output)
+    existing = store.read_json(kv, schema.PLAN_FILE)   # another shard may have planned meanwhile
+    if existing is None and stray is not None:
+      raise ValueError(f"--output {output!r} is not empty and holds no dataset (no "
+                       f"{schema.PLAN_FILE}; found {stray!r}); choose a new or empty directory.")
   wanted = json.loads(json.dumps(dataclasses.asdict(config)))
   if existing is not None:
-    if existing["config"] != wanted:
-      changed = sorted(k for k in wanted if existing["config"].get(k) != wanted[k])
+    defaults = json.loads(json.dumps(dataclasses.asdict(PrepareConfig(inputs=()))))
+    saved = {**{k: defaults[k] for k in wanted if k not in existing["config"]},
+             **existing["config"]}   # fields added since the plan was written: their defaults
+    if saved != wanted:
+      changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
       raise ValueError(f"Dataset {output!r} was started with different arguments ({changed}); "
                        f"use the same arguments to resume or a new --output.")
+    _check_inputs_unchanged(existing, output)
     return existing
   plan = _make_plan(config)
   store.write_json(kv, schema.PLAN_FILE, plan)
@@ -175,24 +369,37 @@ class BlockBuffer:
 
 
 class _Progress:
-  """Logs rows/s and ETA every `every_s` seconds."""
+  """Logs rows/s and ETA every `every_s` seconds.
 
-  def __init__(self, total: int, label: str, every_s: float):
-    self.total, self.label, self.every_s = total, label, every_s
+  The rate counts rows finished since the first result arrived, and no ETA is given until
+  `warmup_rows` more rows have finished: worker start-up (spawn, pymatgen import) made the
+  first ETA of a 37-minute run read 8 hours.
+  """
+
+  def __init__(self, total: int, label: str, every_s: float, warmup_rows: int = 0):
+    self.total, self.label, self.every_s, self.warmup_rows = total, label, every_s, warmup_rows
     self.done = self.errors = 0
     self.start = self.last = time.monotonic()
+    self.first = None   # (time, rows done before it) of the first result
 
   def update(self, rows: int, errors: int, force: bool = False) -> None:
+    now = time.monotonic()
+    if self.first is None and rows:
+      self.first = (now, self.done + rows)
     self.done += rows
     self.errors += errors
-    now = time.monotonic()
     if force or now - self.last >= self.every_s:
       self.last = now
-      rate = self.done / max(now - self.start, 1e-9)
-      eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-      logging.info("%s %d/%d rows (%.1f%%), %.1f rows/s, ETA %s, errors %d", self.label,
-                   self.done, self.total, 100 * self.done / max(self.total, 1), rate,
-                   _format_seconds(eta), self.errors)
+      since = self.done - self.first[1] if self.first else 0
+      if since >= max(self.warmup_rows, 1) and now > self.first[0]:
+        rate = since / (now - self.first[0])
+        speed = f"{rate:.1f} rows/s, ETA {_format_seconds((self.total - self.done) / rate)}"
+      elif self.done == self.total:
+        speed = f"{self.done / max(now - self.start, 1e-9):.1f} rows/s"
+      else:
+        speed = "ETA after warm-up"
+      logging.info("%s %d/%d rows (%.1f%%), %s, errors %d", self.label, self.done, self.total,
+                   100 * self.done / max(self.total, 1), speed, self.errors)
 
 
 def _format_seconds(seconds: float) -> str:
@@ -211,8 +418,11 @@ def _record_stream(config: PrepareConfig, num_rows: int) -> Iterable[readers.Raw
   return itertools.islice(stream, num_rows)
 
 
-def _tasks(config: PrepareConfig, num_rows: int, todo: set[int]):
-  """Yields (block, records) groups of at most _TASK_ROWS records from blocks in `todo`."""
+def _tasks(config: PrepareConfig, num_rows: int, todo: set[int], row_errors: dict):
+  """Yields (block, records) groups of at most _TASK_ROWS records from blocks in `todo`.
+
+  `row_errors` ({row: reason}, e.g. duplicate ids) turns those rows into error records.
+  """
   block_rows = config.block_rows
   pending: list = []
   pending_block = None
@@ -220,6 +430,8 @@ def _tasks(config: PrepareConfig, num_rows: int, todo: set[int]):
     block = row // block_rows
     if block not in todo:
       continue
+    if row in row_errors:
+      record = dataclasses.replace(record, error=row_errors[row])
     if pending and (block != pending_block or len(pending) == _TASK_ROWS):
       yield pending_block, pending
       pending = []
@@ -229,30 +441,154 @@ def _tasks(config: PrepareConfig, num_rows: int, todo: set[int]):
     yield pending_block, pending
 
 
-def _run_tasks(tasks, max_elements: int, workers: int):
+class _WorkerLost(Exception):
+  """The pool lost its unfinished tasks: a worker died, or one hung past the deadline."""
+
+
+class _WorkerPool:
+  """A spawn ProcessPoolExecutor that is restarted when a worker dies or hangs.
+
+  Each record has a soft time limit inside its worker (_time_limit). A worker stuck in native
+  code ignores it; the parent notices when no task finishes for TASK_ROWS × limit + _OVERRUN_S
+  and kills the workers. A dead worker (OOM killer, segfault) breaks the executor. Either way
+  the unfinished tasks are redone one record at a time, so the record that kills or hangs a
+  worker again becomes an error row and the rest are featurised.
+  """
+
+  def __init__(self, workers: int, featurize_kwargs: dict, record_timeout_s: float | None):
+    self.workers, self.kwargs, self.timeout_s = workers, featurize_kwargs, record_timeout_s
+    self.task_deadline_s = (_TASK_ROWS * record_timeout_s + _OVERRUN_S
+                            if record_timeout_s else None)
+    self.executor = None
+    self._start()
+
+  def _start(self) -> None:
+    context = multiprocessing.get_context("spawn")  # TensorStore threads make fork unsafe
+    # Workers are spawned by the thread that submits (PR_SET_PDEATHSIG follows that thread).
+    self.executor = concurrent.futures.ProcessPoolExecutor(
+        self.workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),))
+    self.started = self.last_done = time.monotonic()
+    self.warm = False
+
+  def _finished(self, executor, future) -> None:   # runs on the executor's thread
+    if executor is self.executor:   # not a late callback from a pool already replaced
+      self.last_done = time.monotonic()
+      if not future.cancelled() and future.exception() is None:
+        self.warm = True
+
+  def submit(self, records: list):
+    try:
+      future = self.executor.submit(featurize_records, records, **self.kwargs,
+                                    record_timeout_s=self.timeout_s)
+    except concurrent.futures.process.BrokenProcessPool as e:
+      future = concurrent.futures.Future()
+      future.set_exception(e)
+    future.submitted = time.monotonic()
+    future.add_done_callback(functools.partial(self._finished, self.executor))
+    return future
+
+  def wait(self, future) -> list:
+    """The results of `future`; _WorkerLost when the pool broke or stalled."""
+    while True:
+      try:
+        return future.result(timeout=None if self.task_deadline_s is None else 1.0)
+      except concurrent.futures.TimeoutError:
+        allowed = self.task_deadline_s + (0 if self.warm else _STARTUP_S)
+        if time.monotonic() - max(self.last_done, future.submitted) > allowed:
+          raise _WorkerLost(f"no task finished for {allowed:g} s (a worker hung?)") from None
+      except concurrent.futures.process.BrokenProcessPool:
+        raise _WorkerLost("a worker process died (killed, e.g. by the out-of-memory killer, "
+                          "or crashed)") from None
+
+  def restart(self) -> None:
+    # No public way to kill the workers of a ProcessPoolExecutor before Python 3.14.
+    for process in list((getattr(self.executor, "_processes", None) or {}).values()):
+      with contextlib.suppress(Exception):
+        process.kill()
+    self.executor.shutdown(wait=True, cancel_futures=True)
+    self._start()
+
+  def featurize_alone(self, record: readers.RawRecord):
+    """One record on a fresh or healthy pool, with a hard deadline; restarts the pool on loss."""
+    if not self.warm:   # start-up must not count against the record
+      try:
+        self.executor.submit(os.getpid).result(timeout=_STARTUP_S)
+      except concurrent.futures.TimeoutError:
+        pass
+      except concurrent.futures.process.BrokenProcessPool as e:
+        raise RuntimeError(f"Featurisation workers cannot start: {e}") from None
+      self.warm = True
+    future = self.submit([record])
+    try:
+      return future.result(
+          timeout=None if self.timeout_s is None else self.timeout_s + _OVERRUN_S)[0]
+    except concurrent.futures.TimeoutError:
+      self.restart()
+      return (f"{record.location}: featurisation did not finish within "
+              f"{self.timeout_s + _OVERRUN_S:g} s; its worker was killed")
+    except concurrent.futures.process.BrokenProcessPool:
+      self.restart()
+      return (f"{record.location}: the worker process died while featurising this record "
+              f"(out of memory, or a crash in native code)")
+
+  def close(self) -> None:
+    self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _recover(pool: _WorkerPool, in_flight: collections.deque, reason: str) -> None:
+  """Replaces the unfinished tasks of `in_flight` by their results, redone one record at a time."""
+  def finished(pending) -> bool:
+    return isinstance(pending, list) or (pending.done() and not pending.cancelled()
+                                         and pending.exception() is None)
+  lost = [i for i, (_, _, pending) in enumerate(in_flight) if not finished(pending)]
+  logging.warning("%s; restarting the workers and redoing the %d records of %d unfinished "
+                  "tasks one at a time.", reason, sum(len(in_flight[i][1]) for i in lost),
+                  len(lost))
+  pool.restart()
+  for i, (block, records, pending) in enumerate(in_flight):
+    results = ([pool.featurize_alone(r) for r in records] if i in lost
+               else pending if isinstance(pending, list) else pending.result())
+    in_flight[i] = (block, records, results)
+
+
+def _run_tasks(tasks, max_elements: int, workers: int, featurize_kwargs: dict | None = None,
+               record_timeout_s: float | None = None):
   """Yields (block, records, results) in input order, featurising on `workers` processes."""
+  featurize_kwargs = dict(featurize_kwargs or {}, max_elements=max_elements)
   if workers <= 1:
-    _init_worker()
+    _init_quiet()
     for block, records in tasks:
-      yield block, records, featurize_records(records, max_elements)
+      yield block, records, featurize_records(records, **featurize_kwargs,
+                                              record_timeout_s=record_timeout_s)
     return
-  context = multiprocessing.get_context("spawn")  # TensorStore threads make fork unsafe
-  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context,
-                                              initializer=_init_worker) as pool:
-    in_flight = collections.deque()
-    tasks = iter(tasks)
+  pool = _WorkerPool(workers, featurize_kwargs, record_timeout_s)
+  in_flight = collections.deque()
+
+  def head():
+    block, records, pending = in_flight[0]
+    if not isinstance(pending, list):
+      try:
+        pending = pool.wait(pending)
+      except _WorkerLost as e:
+        _recover(pool, in_flight, str(e))
+        pending = in_flight[0][2]
+    in_flight.popleft()
+    return block, records, pending
+
+  try:
     for block, records in tasks:
-      in_flight.append((block, records, pool.submit(featurize_records, records, max_elements)))
+      in_flight.append((block, records, pool.submit(records)))
       if len(in_flight) >= workers * _TASKS_PER_WORKER:
-        block, records, future = in_flight.popleft()
-        yield block, records, future.result()
+        yield head()
     while in_flight:
-      block, records, future = in_flight.popleft()
-      yield block, records, future.result()
+      yield head()
+  finally:
+    pool.close()
 
 
 def _process_blocks(config: PrepareConfig, output: str, kv, num_rows: int, todo: set[int],
-                    workers: int, progress: "_Progress", label: str) -> tuple[int, int]:
+                    workers: int, progress: "_Progress", label: str, row_errors: dict,
+                    record_timeout_s: float | None) -> tuple[int, int]:
   """Featurises and writes the blocks in `todo`; returns (valid rows, error rows)."""
   arrays = store.create_arrays(output, num_rows, config.block_rows, config.max_elements)
   split = split_assignment(num_rows, config.seed, config.test_fraction)
@@ -260,8 +596,10 @@ def _process_blocks(config: PrepareConfig, output: str, kv, num_rows: int, todo:
   block_rows = config.block_rows
   buffer = None
   valid = errors = 0
-  for block, records, results in _run_tasks(_tasks(config, num_rows, todo), config.max_elements,
-                                            workers):
+  limits = dict(max_reflections=config.max_reflections, max_xrd_work=config.max_xrd_work)
+  for block, records, results in _run_tasks(_tasks(config, num_rows, todo, row_errors),
+                                            config.max_elements, workers, limits,
+                                            record_timeout_s):
     if buffer is None or buffer.block != block:
       b_start = block * block_rows
       buffer = BlockBuffer(block, b_start, min(b_start + block_rows, num_rows), split, fields)
@@ -289,8 +627,17 @@ def prepare_dataset(inputs: Sequence[str], output: str, *, workers: int | None =
                     max_elements: int = schema.DEFAULT_MAX_ELEMENTS,
                     block_rows: int = schema.DEFAULT_BLOCK_ROWS,
                     min_formation_energy: float | None = None, shard: int = 0,
-                    num_shards: int = 1, log_every_s: float = 10.0) -> dict:
+                    num_shards: int = 1, log_every_s: float = 10.0,
+                    max_reflections: float = schema.DEFAULT_MAX_REFLECTIONS,
+                    max_xrd_work: float = schema.DEFAULT_MAX_XRD_WORK,
+                    allow_duplicate_ids: bool = False,
+                    record_timeout_s: float | None = DEFAULT_RECORD_TIMEOUT_S) -> dict:
   """Featurises `inputs` into the dataset at `output` (see module docstring).
+
+  max_reflections, max_xrd_work: per-record XRD size limits (featurize.check_xrd_size); a larger
+  cell is an error row. allow_duplicate_ids: keep the first row of a repeated material_id and
+  make the others error rows (default: refuse the inputs). record_timeout_s: a record taking
+  longer is an error row (0 or None: no limit).
 
   Returns:
     The summary: rows, blocks done now / before, valid and error counts, seconds,
@@ -307,9 +654,14 @@ def prepare_dataset(inputs: Sequence[str], output: str, *, workers: int | None =
     raise ValueError(f"shard must be in [0, num_shards={num_shards}), got {shard}.")
   if max_elements < 1 or block_rows < 1 or (limit is not None and limit < 1):
     raise ValueError("max_elements, block_rows and limit must be positive.")
+  if not max_reflections > 0 or not max_xrd_work > 0:
+    raise ValueError("max_reflections and max_xrd_work must be positive.")
+  if record_timeout_s is not None and record_timeout_s < 0:
+    raise ValueError(f"record_timeout_s must be >= 0, got {record_timeout_s}.")
   workers = (os.cpu_count() or 1) if workers is None else workers
   config = PrepareConfig(tuple(os.path.abspath(p) for p in inputs), limit, seed, test_fraction,
-                         max_elements, block_rows, min_formation_energy)
+                         max_elements, block_rows, min_formation_energy, max_reflections,
+                         max_xrd_work, allow_duplicate_ids)
   start = time.monotonic()
   kv = store.open_kvstore(output)
   plan = _load_or_make_plan(kv, config, output)
@@ -324,8 +676,11 @@ def prepare_dataset(inputs: Sequence[str], output: str, *, workers: int | None =
   logging.info("%s %d rows in %d blocks; this shard: %d blocks, %d already done, %d rows to do "
                "on %d workers.", label, num_rows, num_blocks, len(mine), len(done_before),
                todo_rows, workers)
-  progress = _Progress(todo_rows, label, log_every_s)
-  valid, errors = _process_blocks(config, output, kv, num_rows, todo, workers, progress, label)
+  progress = _Progress(todo_rows, label, log_every_s,
+                       warmup_rows=2 * _TASK_ROWS * max(workers, 1) if workers > 1 else 0)
+  row_errors = {int(row): reason for row, reason in plan.get("duplicate_rows", {}).items()}
+  valid, errors = _process_blocks(config, output, kv, num_rows, todo, workers, progress, label,
+                                  row_errors, record_timeout_s or None)
 
   complete = _done_blocks(kv) >= set(range(num_blocks))
   metadata = finalize(output, plan) if complete else None

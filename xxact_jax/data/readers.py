@@ -4,6 +4,9 @@ Formats:
   * CSV / .csv.gz / .csv.xz / .csv.bz2 with a `cif` column (the mp_36k format);
   * Alexandria `*.json.bz2` (also .json, .json.gz, .json.xz): {"entries": [ComputedStructureEntry dicts]};
   * a directory of `*.cif` files with an optional `labels.csv` keyed by file stem.
+
+A non-UTF-8 byte does not stop a run: CSV text is decoded with `surrogateescape`, and a row (or
+CIF file) holding such a byte becomes a record with `error` set, naming the file, row and line.
 """
 
 import bz2
@@ -82,7 +85,7 @@ def _labels_from(mapping, location: str) -> tuple[dict, str | None]:
 
 def _csv_columns(path: str) -> list[str]:
   try:
-    return list(pd.read_csv(path, nrows=0).columns)
+    return list(pd.read_csv(path, nrows=0, encoding_errors="surrogateescape").columns)
   except Exception as e:
     raise ValueError(f"Input {path!r}: cannot read a CSV header: {type(e).__name__}: {e}") from None
 
@@ -95,23 +98,63 @@ def _check_csv(path: str) -> list[str]:
 
 
 def _csv_chunks(path: str, usecols=None):
+  # surrogateescape: a stray non-UTF-8 byte becomes a lone surrogate that the row check below
+  # reports, instead of a UnicodeDecodeError that names neither file nor row.
   try:
     yield from pd.read_csv(path, chunksize=_CSV_CHUNK_ROWS, dtype=str, keep_default_na=False,
-                           usecols=usecols)
+                           usecols=usecols, encoding_errors="surrogateescape")
   except pd.errors.ParserError as e:
     raise ValueError(f"Input {path!r}: malformed CSV: {e}") from None
+  except UnicodeDecodeError as e:   # not expected with surrogateescape; named all the same
+    raise ValueError(f"Input {path!r}: not valid UTF-8 at byte offset {e.start} of the "
+                     f"(decompressed) text: {e.reason}") from None
+  except (OSError, EOFError, lzma.LZMAError) as e:   # e.g. a truncated .xz or .gz
+    raise ValueError(f"Input {path!r}: cannot read: {type(e).__name__}: {e}") from None
+
+
+def _csv_id_column(columns) -> str | None:
+  return next((c for c in ID_COLUMNS if c in columns), None)
+
+
+def _undecodable(text: str) -> str | None:
+  """Where `text` (decoded with surrogateescape) holds a non-UTF-8 byte: "byte 0x.. at line N"."""
+  try:
+    text.encode("utf-8")   # C speed; only a lone surrogate (an undecodable byte) fails
+    return None
+  except UnicodeEncodeError as e:
+    byte = ord(text[e.start]) - 0xdc00
+    return f"byte 0x{byte:02x} at line {text.count(chr(10), 0, e.start) + 1}"
+
+
+def readable_id(material_id: str) -> str:
+  """The id with undecodable bytes shown as U+FFFD, so it can be stored and printed."""
+  return material_id.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _csv_row_error(record: dict, id_column: str | None, location: str) -> str | None:
+  """A clear reason for a row the featuriser would reject cryptically, naming the field."""
+  for column, value in record.items():
+    where = _undecodable(value) if isinstance(value, str) else None
+    if where:
+      return f"{location}: column {column!r} is not valid UTF-8 ({where} of the field)"
+  if id_column and not record[id_column].strip():
+    return f"{location}: column {id_column!r} (the material id) is empty"
+  if not record["cif"].strip():
+    return f"{location}: column 'cif' is empty (a row with missing fields?)"
+  return None
 
 
 def _read_csv(path: str) -> Iterator[RawRecord]:
   columns = _check_csv(path)
-  id_column = next((c for c in ID_COLUMNS if c in columns), None)
+  id_column = _csv_id_column(columns)
   stem = os.path.basename(path)
   row = 0
   for chunk in _csv_chunks(path):
     for record in chunk.to_dict("records"):
       location = f"{path}:row {row}"
-      material_id = record[id_column] if id_column else f"{stem}:{row}"
+      material_id = readable_id(record[id_column]) if id_column else f"{stem}:{row}"
       labels, error = _labels_from(record, location)
+      error = _csv_row_error(record, id_column, location) or error
       yield RawRecord(material_id, "cif", record["cif"], labels, location, error)
       row += 1
 
@@ -136,12 +179,17 @@ def _alexandria_entries(path: str) -> list:
   return entries
 
 
+def _alexandria_id(entry, path: str, i: int) -> str:
+  data = (entry.get("data") or {}) if isinstance(entry, dict) else {}
+  return str(data.get("mat_id") or (entry.get("entry_id") if isinstance(entry, dict) else None)
+             or f"{os.path.basename(path)}:{i}")
+
+
 def _read_alexandria(path: str) -> Iterator[RawRecord]:
   for i, entry in enumerate(_alexandria_entries(path)):
     location = f"{path}:entry {i}"
     data = (entry.get("data") or {}) if isinstance(entry, dict) else {}
-    material_id = str(data.get("mat_id") or (entry.get("entry_id") if isinstance(entry, dict)
-                                              else None) or f"{os.path.basename(path)}:{i}")
+    material_id = _alexandria_id(entry, path, i)
     labels, error = _labels_from(data, location)
     if not isinstance(entry, dict) or "structure" not in entry:
       error = error or f"{location}: entry has no 'structure'"
@@ -156,7 +204,8 @@ def _cif_labels(path: str) -> dict[str, dict]:
   labels_path = os.path.join(path, CIF_LABELS_FILE)
   if not os.path.exists(labels_path):
     return {}
-  table = pd.read_csv(labels_path, dtype=str, keep_default_na=False)
+  table = pd.read_csv(labels_path, dtype=str, keep_default_na=False,
+                      encoding_errors="surrogateescape")
   key = next((c for c in ID_COLUMNS if c in table.columns), table.columns[0])
   return {row[key]: row for row in table.to_dict("records")}
 
@@ -166,26 +215,57 @@ def _read_cif_dir(path: str) -> Iterator[RawRecord]:
   for name in _cif_files(path):
     stem = os.path.splitext(name)[0]
     location = os.path.join(path, name)
+    no_labels = {t: math.nan for t in constants.REGRESSION_TARGETS}
     try:
-      with open(location, encoding="utf-8", errors="replace") as f:
-        text = f.read()
+      with open(location, "rb") as f:
+        raw = f.read()
     except OSError as e:
-      yield RawRecord(stem, "cif", "", {t: math.nan for t in constants.REGRESSION_TARGETS},
-                      location, f"{location}: cannot read: {e}")
+      yield RawRecord(stem, "cif", "", no_labels, location, f"{location}: cannot read: {e}")
+      continue
+    try:
+      text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+      line = raw.count(b"\n", 0, e.start) + 1
+      yield RawRecord(stem, "cif", "", no_labels, location,
+                      f"{location}: not valid UTF-8: byte 0x{raw[e.start]:02x} at line {line} "
+                      f"(byte offset {e.start})")
       continue
     labels, error = _labels_from(labels_by_stem.get(stem, {}), location)
     yield RawRecord(stem, "cif", text, labels, location, error)
 
 
-def count_records(path: str) -> int:
-  """Number of records in one input (reads the file once)."""
+def record_ids(path: str) -> list[str]:
+  """The material ids of one input's records, in file order, as iter_records yields them.
+
+  Cheaper than iter_records: a CSV is parsed for its id column only, CIF files are not opened.
+  """
   fmt = input_format(path)
   if fmt == "csv":
-    _check_csv(path)
-    return sum(len(chunk) for chunk in _csv_chunks(path, usecols=["cif"]))
+    id_column = _csv_id_column(_check_csv(path))
+    if id_column is None:
+      count = sum(len(chunk) for chunk in _csv_chunks(path, usecols=["cif"]))
+      return [f"{os.path.basename(path)}:{row}" for row in range(count)]
+    return [readable_id(v) for chunk in _csv_chunks(path, usecols=[id_column])
+            for v in chunk[id_column]]
   if fmt == "alexandria":
-    return len(_alexandria_entries(path))
-  return len(_cif_files(path))
+    return [_alexandria_id(e, path, i) for i, e in enumerate(_alexandria_entries(path))]
+  return [os.path.splitext(name)[0] for name in _cif_files(path)]
+
+
+def record_locator(path: str):
+  """A function: record index -> the `location` iter_records gives it (for messages)."""
+  fmt = input_format(path)
+  if fmt == "csv":
+    return lambda index: f"{path}:row {index}"
+  if fmt == "alexandria":
+    return lambda index: f"{path}:entry {index}"
+  names = _cif_files(path)
+  return lambda index: os.path.join(path, names[index])
+
+
+def count_records(path: str) -> int:
+  """Number of records in one input (reads the file once)."""
+  return len(record_ids(path))
 
 
 def iter_records(path: str) -> Iterator[RawRecord]:

@@ -9,6 +9,12 @@ from xxact_jax import constants
 SCHEMA_VERSION = 1
 DEFAULT_MAX_ELEMENTS = 10
 DEFAULT_BLOCK_ROWS = 1024
+# Per-record XRD size limits (prepare --max_reflections / --max_xrd_work): estimated reflections
+# up to 2θ = 90° (≈ 3.2 × cell volume in Å³) and reflections × sites. The largest mp_36k cells
+# reach 18,500 and 2.1e6; a 100 Å cube (3.2e6 reflections) took 245 s and a 1000 Å cube ran out
+# of memory. See featurize.check_xrd_size.
+DEFAULT_MAX_REFLECTIONS = 200_000
+DEFAULT_MAX_XRD_WORK = 200_000_000
 MATERIAL_ID_BYTES = 64
 
 SPLIT_CODES = {"train": 0, "test": 1}
