@@ -39,3 +39,31 @@ def small_dataset(tmp_path_factory) -> str:
   prepare.prepare_dataset([os.path.join(FIXTURES_DIR, "mp_small.csv.gz")], path, workers=0,
                           block_rows=3, test_fraction=0.25, seed=1)
   return path
+
+
+# A 20-step `:runlocal` training run on the embedded data, shared by the inference tests.
+RUNLOCAL_TRAIN_STEPS = 20
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory):
+  """A trained `:runlocal` workdir (all four targets)."""
+  from xxact_jax.training import defaults  # pylint: disable=g-import-not-at-top
+  repo = os.path.dirname(os.path.dirname(FIXTURES_DIR))
+  config = defaults.load_config_file(os.path.join(repo, "configs", "supervised.py"),
+                                     "runlocal,targets=all")
+  config.num_train_steps = RUNLOCAL_TRAIN_STEPS
+  config.eval_every_steps = 10
+  config.checkpoint_every_steps = 10
+  config.log_every_steps = 5
+  config.tensorboard = False
+  directory = str(tmp_path_factory.mktemp("runlocal"))
+  from xxact_jax.training import train_and_evaluate  # pylint: disable=g-import-not-at-top
+  train_and_evaluate(config, directory)
+  return directory
+
+
+@pytest.fixture(scope="session")
+def predictor(workdir):
+  import xxact_jax  # pylint: disable=g-import-not-at-top
+  return xxact_jax.load(workdir)

@@ -17,11 +17,8 @@ from xxact_jax import predict as predict_cli
 from xxact_jax.inference import inputs
 from xxact_jax.report import __main__ as report_cli
 
-# The 20-step :runlocal training fixture of the inference e2e tests (compiles are cached).
 from test_inference_e2e import check_prediction
 from test_inference_e2e import fixture
-from test_inference_e2e import predictor  # noqa: F401  pylint: disable=unused-import
-from test_inference_e2e import workdir  # noqa: F401  pylint: disable=unused-import
 
 
 def run_predict(args, tmp_path, name="out.jsonl"):
@@ -62,7 +59,7 @@ def test_supported_edge_and_fractional_amounts_still_encode():
 # The Python API and the single-input CLI.
 
 @pytest.mark.slow
-def test_api_refuses_questionable_formulas(predictor):  # noqa: F811
+def test_api_refuses_questionable_formulas(predictor):
   for formula, message in (("Fe0O3", "zero amount of Fe"), ("Og2O3", "Og.*not supported")):
     with pytest.raises(ValueError, match=f"{re.escape(formula)}.*{message}"):
       predictor.predict(formula=formula, xrd=fixture("Si_CuKa.xy"))
@@ -77,7 +74,7 @@ def test_api_refuses_questionable_formulas(predictor):  # noqa: F811
     ("Fe0O3", r"'Fe0O3': zero amount of Fe"),
     ("Og2O3", r"'Og2O3': element Og \(Z=118\) is not supported .* H–Pu \(Z 1–94\)"),
 ])
-def test_cli_refuses_questionable_formulas(workdir, tmp_path, capsys, formula,  # noqa: F811
+def test_cli_refuses_questionable_formulas(workdir, tmp_path, capsys, formula,
                                            message):
   code, records = run_predict([f"--workdir={workdir}", f"--formula={formula}",
                                f"--xrd={fixture('NaCl_CuKa.csv')}"], tmp_path)
@@ -89,7 +86,7 @@ def test_cli_refuses_questionable_formulas(workdir, tmp_path, capsys, formula,  
 # Batch mode: every good row predicted, every bad one named by its CSV line.
 
 @pytest.mark.slow
-def test_batch_predicts_good_rows_and_names_each_bad_line(workdir, predictor, tmp_path,  # noqa
+def test_batch_predicts_good_rows_and_names_each_bad_line(workdir, predictor, tmp_path,
                                                           capsys):
   nan_scan = tmp_path / "nan.xy"
   lines = open(fixture("Si_CuKa.xy")).read().splitlines()
@@ -139,7 +136,7 @@ def test_batch_predicts_good_rows_and_names_each_bad_line(workdir, predictor, tm
 
 
 @pytest.mark.slow
-def test_batch_with_every_row_bad_writes_the_errors(workdir, tmp_path, capsys):  # noqa: F811
+def test_batch_with_every_row_bad_writes_the_errors(workdir, tmp_path, capsys):
   table = tmp_path / "bad.csv"
   table.write_text("formula,xrd_file\nQq,a.xy\nSi,b.xy\n")
   code, records = run_predict([f"--workdir={workdir}", f"--input={table}"], tmp_path)
@@ -152,7 +149,7 @@ def test_batch_with_every_row_bad_writes_the_errors(workdir, tmp_path, capsys): 
 # Minimum 2θ coverage (resample.Preprocessing.min_coverage_deg, --min_coverage_deg).
 
 @pytest.mark.slow
-def test_narrow_scans_are_refused_unless_coverage_is_lowered(workdir, tmp_path, capsys):  # noqa
+def test_narrow_scans_are_refused_unless_coverage_is_lowered(workdir, tmp_path, capsys):
   # 10 points over 0.17° (0.2 % of 5–90°): refused even at --min_coverage_deg=0, since a scan
   # also needs 50 points inside the grid (resample.MIN_POINTS).
   tiny = tmp_path / "tiny.xy"
@@ -185,7 +182,7 @@ def test_narrow_scans_are_refused_unless_coverage_is_lowered(workdir, tmp_path, 
 # The report folder.
 
 @pytest.mark.slow
-def test_report_files_get_ordinary_permissions(workdir, tmp_path):  # noqa: F811
+def test_report_files_get_ordinary_permissions(workdir, tmp_path):
   out = tmp_path / "report"
   previous = os.umask(0o022)
   try:

@@ -24,32 +24,11 @@ pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "patterns")
-TRAIN_STEPS = 20
+TRAIN_STEPS = 20   # of the conftest `workdir` fixture (RUNLOCAL_TRAIN_STEPS)
 
 
 def fixture(name):
   return os.path.join(FIXTURES, name)
-
-
-@pytest.fixture(scope="session")
-def workdir(tmp_path_factory):
-  from xxact_jax.training import defaults  # pylint: disable=g-import-not-at-top
-  config = defaults.load_config_file(os.path.join(ROOT, "configs", "supervised.py"),
-                                     "runlocal,targets=all")
-  config.num_train_steps = TRAIN_STEPS
-  config.eval_every_steps = 10
-  config.checkpoint_every_steps = 10
-  config.log_every_steps = 5
-  config.tensorboard = False
-  directory = str(tmp_path_factory.mktemp("runlocal"))
-  from xxact_jax.training import train_and_evaluate  # pylint: disable=g-import-not-at-top
-  train_and_evaluate(config, directory)
-  return directory
-
-
-@pytest.fixture(scope="session")
-def predictor(workdir):
-  return xxact_jax.load(workdir)
 
 
 @pytest.fixture(scope="session")
