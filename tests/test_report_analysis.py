@@ -25,11 +25,15 @@ def clustered(num_per_class=(40, 25, 30, 1, 20), dim=6, seed=0):
   return centres[labels] + rng.normal(size=(labels.size, dim)), labels
 
 
-def test_silhouette_matches_sklearn_including_singleton_class():
-  x, labels = clustered()
-  ours = embeddings.silhouette_samples(x, labels, chunk_size=17)
-  np.testing.assert_allclose(ours, sk_metrics.silhouette_samples(x, labels), atol=1e-10)
-  assert ours[labels == 3] == 0.0  # singleton class
+def test_silhouette_of_a_known_layout_including_a_singleton_class():
+  # Two classes on a line: {0, 1} and {10}; a third class {4} alone.
+  x = np.array([[0.0], [1.0], [10.0], [4.0]])
+  labels = np.array([0, 0, 1, 2])
+  scores = embeddings.silhouette_samples(x, labels)
+  # Sample 0: a = 1, b = min(10, 4) = 4 -> 0.75; sample 1: a = 1, b = 3 -> 2/3.
+  np.testing.assert_allclose(scores[:2], [0.75, 2 / 3], atol=1e-12)
+  assert scores[2] == 0.0 and scores[3] == 0.0   # alone in their class
+  assert np.all(embeddings.silhouette_samples(x, np.arange(4)) == 0.0)
 
 
 def test_silhouette_by_class_mean_and_per_class():

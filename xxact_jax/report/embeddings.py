@@ -1,10 +1,12 @@
 """Embedding analysis: 2-D PCA and silhouette scores per class (paper Fig. 2, Table 5)."""
 
 import numpy as np
+from sklearn import decomposition
+from sklearn import metrics as sk_metrics
 
 
 def pca_2d(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Projects [N, D] embeddings on their first two principal components.
+  """Projects [N, D] embeddings on their first two principal components (scikit-learn's PCA).
 
   Returns:
     (coordinates [N, 2], explained-variance ratio [2]). Component signs are
@@ -14,55 +16,34 @@ def pca_2d(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   x = np.asarray(embeddings, dtype=np.float64)
   if x.ndim != 2 or x.shape[0] < 2:
     raise ValueError(f"pca_2d needs [N >= 2, D] embeddings, got shape {x.shape}")
-  centred = x - x.mean(axis=0)
-  _, singular, components = np.linalg.svd(centred, full_matrices=False)
-  components = components[:2]
-  signs = np.sign(components[np.arange(components.shape[0]),
-                             np.argmax(np.abs(components), axis=1)])
-  components = components * signs[:, None]
-  variance = singular ** 2
-  ratio = variance[:2] / max(variance.sum(), np.finfo(np.float64).tiny)
-  coords = centred @ components.T
-  if coords.shape[1] < 2:  # one-dimensional embeddings: pad the second axis
-    coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
-    ratio = np.pad(ratio, (0, 2 - ratio.shape[0]))
+  n = min(2, *x.shape)
+  pca = decomposition.PCA(n_components=n, svd_solver="full").fit(x)
+  components = pca.components_
+  signs = np.sign(components[np.arange(n), np.argmax(np.abs(components), axis=1)])
+  signs[signs == 0] = 1.0
+  coords = (x - pca.mean_) @ (components * signs[:, None]).T
+  ratio = np.nan_to_num(pca.explained_variance_ratio_)
+  if n < 2:  # one-dimensional embeddings: pad the second axis
+    coords = np.pad(coords, ((0, 0), (0, 2 - n)))
+    ratio = np.pad(ratio, (0, 2 - n))
   return coords, ratio
 
 
-def silhouette_samples(x: np.ndarray, labels: np.ndarray,
-                       chunk_size: int = 1024) -> np.ndarray:
-  """Euclidean silhouette coefficient of every sample (as scikit-learn defines it).
+def silhouette_samples(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  """Euclidean silhouette coefficient of every sample (scikit-learn; computed in row chunks).
 
   s = (b - a) / max(a, b), with a the mean distance to the other members of
   the sample's class and b the smallest mean distance to another class;
-  samples alone in their class get 0. Distances are computed in row chunks so
-  memory stays at chunk_size x N.
+  samples alone in their class get 0.
   """
   x = np.asarray(x, dtype=np.float64)
   labels = np.asarray(labels)
-  classes, codes = np.unique(labels, return_inverse=True)
-  if classes.size < 2:
+  num_classes = np.unique(labels).size
+  if num_classes < 2:
     raise ValueError("silhouette needs at least two classes")
-  one_hot = np.eye(classes.size)[codes]                   # [N, C]
-  counts = one_hot.sum(axis=0)                            # [C]
-  squared_norms = np.einsum("nd,nd->n", x, x)
-  scores = np.empty(x.shape[0])
-  for start in range(0, x.shape[0], chunk_size):
-    rows = slice(start, start + chunk_size)
-    squared = squared_norms[rows, None] + squared_norms[None, :] - 2.0 * x[rows] @ x.T
-    distances = np.sqrt(np.maximum(squared, 0.0))
-    distances[np.arange(distances.shape[0]), np.arange(start, start + distances.shape[0])] = 0.0
-    sums = distances @ one_hot                            # [chunk, C]
-    own = codes[rows]
-    own_count = counts[own] - 1
-    a = sums[np.arange(sums.shape[0]), own] / np.maximum(own_count, 1)
-    mean_other = sums / counts
-    mean_other[np.arange(sums.shape[0]), own] = np.inf
-    b = mean_other.min(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-      s = (b - a) / np.maximum(a, b)
-    scores[rows] = np.where(own_count > 0, np.nan_to_num(s), 0.0)
-  return scores
+  if num_classes == len(labels):        # every sample alone in its class
+    return np.zeros(len(labels))
+  return sk_metrics.silhouette_samples(x, labels, metric="euclidean")
 
 
 def silhouette_by_class(x: np.ndarray, labels: np.ndarray,

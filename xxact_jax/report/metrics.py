@@ -1,6 +1,8 @@
-"""Classification and regression scores computed from arrays (paper Table 4, parity plots)."""
+"""Classification and regression scores computed from arrays (paper Table 4, parity plots),
+with scikit-learn's definitions."""
 
 import numpy as np
+from sklearn import metrics as sk_metrics
 
 
 def confusion_matrix(true: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
@@ -11,9 +13,8 @@ def confusion_matrix(true: np.ndarray, predicted: np.ndarray, num_classes: int) 
     if values.size and (values.min() < 0 or values.max() >= num_classes):
       raise ValueError(f"{name} labels must lie in [0, {num_classes}), got "
                        f"[{values.min()}, {values.max()}]")
-  matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-  np.add.at(matrix, (true, predicted), 1)
-  return matrix
+  return sk_metrics.confusion_matrix(true, predicted, labels=np.arange(num_classes)).astype(
+      np.int64)
 
 
 def per_class_accuracy(matrix: np.ndarray) -> np.ndarray:
@@ -36,8 +37,8 @@ def regression_scores(true: np.ndarray, predicted: np.ndarray) -> dict:
   true, predicted = true[keep], predicted[keep]
   if true.size == 0:
     return {"count": 0, "mae": float("nan"), "rmse": float("nan"), "r2": float("nan")}
-  error = predicted - true
-  spread = np.sum((true - true.mean()) ** 2)
-  r2 = 1.0 - np.sum(error ** 2) / spread if spread > 0 else float("nan")
-  return {"count": int(true.size), "mae": float(np.abs(error).mean()),
-          "rmse": float(np.sqrt(np.mean(error ** 2))), "r2": float(r2)}
+  # R² of a constant label is undefined (scikit-learn would report 0 or 1).
+  r2 = sk_metrics.r2_score(true, predicted) if np.ptp(true) > 0 else float("nan")
+  return {"count": int(true.size), "mae": float(sk_metrics.mean_absolute_error(true, predicted)),
+          "rmse": float(np.sqrt(sk_metrics.mean_squared_error(true, predicted))),
+          "r2": float(r2)}
