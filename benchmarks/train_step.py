@@ -29,7 +29,7 @@ import numpy as np
 
 import _common
 from xxact_jax import constants
-from xxact_jax.models import dtypes as model_dtypes
+from xxact_jax.models import layers as model_layers
 from xxact_jax.training import defaults
 from xxact_jax.training import flops as flops_lib
 from xxact_jax.training import setup as setup_lib
@@ -256,7 +256,7 @@ def benchmark(config, per_device_batch, steps, repeats, warmup, max_elements, da
   result = {
       "config": config.get("config_arg", ""), "model": config.model.name,
       "objective": config.objective, "targets": list(config.targets),
-      "compute_dtype": jnp.dtype(model_dtypes.compute_dtype(config.model.dtype)).name,
+      "compute_dtype": jnp.dtype(model_layers.compute_dtype(config.model.dtype)).name,
       "num_params": num_params, "per_device_batch": per_device_batch,
       "global_batch": global_batch, "max_elements": max_elements, "steps": steps,
       "repeats": repeats, "warmup": warmup, "compile_seconds": compile_seconds,

@@ -47,7 +47,7 @@ def test_xrd_only_model_reports_on_its_own_cls(embedded_dataset, tmp_path):
   results = analysis.analyse(outputs, labels)
   assert set(results["silhouette"]) == {"embedding"}
   written = analysis.write_report(results, None, str(tmp_path), {"model": "xrd_transformer"},
-                                  report_cli.EMBEDDING_NAMES["xrd_transformer"])
+                                  predictor.embeddings)
   assert {os.path.basename(p) for p in written} == {
       "pca_embedding.png", "confusion_crystal_system.png", "accuracy_per_crystal_system.png",
       "parity_formation_energy_per_atom.png", "summary.md"}

@@ -1,4 +1,5 @@
-"""The dropout kernels (models/layers.py `Kernels`): narrow random draws, unbiased and faithful."""
+"""Dropout (models/layers.py `LayerConfig.dropout_bits`): narrow random draws, unbiased and
+faithful."""
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from xxact_jax.models import build_model
+from xxact_jax.models import config as config_lib
 from xxact_jax.models import layers
 from xxact_jax.models import model_config
 
@@ -56,13 +58,13 @@ def test_narrow_bits_dropout_is_unbiased_and_off_when_deterministic(bits):
 
 def test_bad_dropout_bits_are_a_clear_error():
   with pytest.raises(ValueError, match="model.dropout_bits"):
-    layers.Kernels(dropout_bits=4)
+    layers.LayerConfig(0.1, jnp.float32, False, False, dropout_bits=4)
 
 
 def test_default_dropout_keeps_the_papers_rate():
   """The default draws keep with probability 0.9 to 1e-5 (the paper's dropout 0.1)."""
   config = model_config("xxact", "paper")
-  bits = layers.kernels_from_config(config).dropout_bits
+  bits = layers.LayerConfig.from_model_config(config, train=True).dropout_bits
   kept = layers.quantised_keep_threshold(1 - config.dropout, bits) / 2 ** bits
   assert abs(kept - 0.9) < 1e-5
 
@@ -70,7 +72,8 @@ def test_default_dropout_keeps_the_papers_rate():
 def test_configs_without_dropout_bits_load_as_flax_dropout():
   config = model_config("xxact", "tiny")
   del config["dropout_bits"]
-  assert layers.kernels_from_config(config).dropout_bits == 32
+  config = config_lib.upgrade(config)   # where a stored config is read
+  assert layers.LayerConfig.from_model_config(config, train=True).dropout_bits == 32
 
 
 def _inputs():
@@ -87,7 +90,7 @@ def _model(name, dropout_bits=32):
   return build_model(c)
 
 
-def test_kernels_keep_the_parameter_tree():
+def test_dropout_bits_keep_the_parameter_tree():
   inputs = _inputs()
   trees = [jax.tree.structure(_model("xxact", b).init(jax.random.key(0), *inputs))
            for b in (32, 16, 8)]

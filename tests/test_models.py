@@ -14,11 +14,11 @@ from xxact_jax.models import check_inputs
 from xxact_jax.models import layers
 from xxact_jax.models import MODEL_NAMES
 from xxact_jax.models import model_config
+from xxact_jax.models import parameter_count
 from xxact_jax.models import robust_l1
-from xxact_jax.models import summary
 from xxact_jax.models import xrd_tokens
-from xxact_jax.models.element_embeddings import fractional_encoding
-from xxact_jax.models.element_embeddings import mat2vec_table
+from xxact_jax.models.encoders import fractional_encoding
+from xxact_jax.models.encoders import mat2vec_table
 
 B, K = 3, 5
 
@@ -98,14 +98,18 @@ def test_output_shapes_parameters_and_dropout(name):
   assert not np.allclose(out["embedding"], other["embedding"])
 
 
+def counts(cfg):
+  return parameter_count.parameter_counts(parameter_count.abstract_params(cfg))
+
+
 def test_paper_parameter_counts_match_the_paper():
-  xxact = summary.parameter_counts(summary.abstract_params(model_config("xxact")))
+  xxact = counts(model_config("xxact"))
   assert abs(xxact["composition_encoder"] / 9.7e6 - 1) <= 0.03, xxact
   assert abs(xxact["xrd_encoder"] / 6.8e6 - 1) <= 0.03, xxact
   assert abs(xxact["fusion"] / 94.5e6 - 1) <= 0.03, xxact
   fcn_mlp_config = model_config("pxrd_fcn_mlp")
   fcn_mlp_config.targets = ("formation_energy_per_atom",)  # single-target, as in the appendix
-  fcn_mlp = summary.parameter_counts(summary.abstract_params(fcn_mlp_config))
+  fcn_mlp = counts(fcn_mlp_config)
   assert abs(fcn_mlp["total"] / 1.814401e6 - 1) <= 0.10, fcn_mlp
 
 
@@ -114,8 +118,7 @@ def test_tiny_configs_are_small_and_paper_configs_are_not():
     tiny_cfg, paper_cfg = model_config(name, "tiny"), model_config(name, "paper")
     assert tiny_cfg.composition.num_layers == tiny_cfg.xrd.num_layers == 1
     assert tiny_cfg.fusion.num_layers == 1 and 32 <= tiny_cfg.fusion.d_model <= 64
-    tiny_count = summary.parameter_counts(summary.abstract_params(tiny_cfg))["total"]
-    paper_count = summary.parameter_counts(summary.abstract_params(paper_cfg))["total"]
+    tiny_count, paper_count = counts(tiny_cfg)["total"], counts(paper_cfg)["total"]
     assert tiny_count < 100_000 < paper_count, (name, tiny_count, paper_count)
 
 
@@ -166,8 +169,8 @@ def test_robust_l1_matches_formula_and_skips_missing_labels():
 def test_remat_gives_the_same_outputs_and_gradients():
   x = jax.random.normal(jax.random.key(0), (2, 6, 16))
   mask = jnp.array([[True] * 6, [True] * 3 + [False] * 3])
-  stacks = [layers.TransformerEncoder(2, 2, 32, 0.1, jnp.float32, remat, False) for remat in
-            (False, True)]
+  stacks = [layers.TransformerEncoder(2, 2, 32, layers.LayerConfig(0.1, jnp.float32, remat, False))
+            for remat in (False, True)]
   params = jax.jit(stacks[0].init)(jax.random.key(1, impl="rbg"), x, mask)
 
   def loss(stack, p):
@@ -184,7 +187,7 @@ def test_remat_gives_the_same_outputs_and_gradients():
 
 def test_eval_mode_is_deterministic_for_every_layer_kind():
   x = jax.random.normal(jax.random.key(0), (2, 6, 16))
-  stack = layers.TransformerEncoder(1, 2, 32, 0.5, jnp.float32, False, True)
+  stack = layers.TransformerEncoder(1, 2, 32, layers.LayerConfig(0.5, jnp.float32, False, True))
   params = stack.init(jax.random.key(1), x, None)
   np.testing.assert_array_equal(
       stack.apply(params, x, None, rngs={"dropout": jax.random.key(2)}),

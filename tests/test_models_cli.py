@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from xxact_jax.models import model_config
-from xxact_jax.models import summary
+from xxact_jax.models import parameter_count
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(TESTS_DIR)
@@ -28,12 +28,12 @@ def test_cli_prints_counts_and_flops_as_json(name):
   lines = run_cli(os.path.join(TESTS_DIR, "models_tiny_config.py") + f":{name}")
   report = json.loads(lines[-1])
   cfg = model_config(name, "tiny")
-  expected = summary.parameter_counts(summary.abstract_params(cfg))
+  expected = parameter_count.parameter_counts(parameter_count.abstract_params(cfg))
   assert {k: report[k] for k in expected} == expected
-  assert report["total"] == sum(report[k] for k in summary.COMPONENTS)
+  assert report["total"] == sum(report[k] for k in parameter_count.COMPONENTS)
   assert report["forward_flops_per_sample"] > 2 * 0.5 * report["total"]  # at least ~1 MAC/param
   table = "\n".join(lines[:-1])
-  for component in summary.COMPONENTS:
+  for component in parameter_count.COMPONENTS:
     assert f"{expected[component]:,}" in table
 
 

@@ -60,14 +60,14 @@ def test_mxm_loss_counts_masked_tokens_only():
 
 def test_sqrt_xrd_input_compresses_intensities_and_keeps_the_unmeasured_marker():
   from xxact_jax import constants
-  from xxact_jax.models import xrd_encoder
+  from xxact_jax.models import encoders
   x = jnp.array([[0.0, 1.0, 25.0, 100.0, constants.UNMEASURED_INTENSITY]])
-  np.testing.assert_allclose(xrd_encoder.xrd_input(x, 0.01, "sqrt"), [[0, 0.1, 0.5, 1, -1]],
+  np.testing.assert_allclose(encoders.xrd_input(x, 0.01, "sqrt"), [[0, 0.1, 0.5, 1, -1]],
                              rtol=1e-6)
-  np.testing.assert_allclose(xrd_encoder.xrd_input(x, 0.01, "linear"),
+  np.testing.assert_allclose(encoders.xrd_input(x, 0.01, "linear"),
                              [[0, 0.01, 0.25, 1, -1]], rtol=1e-6)
   with pytest.raises(ValueError, match="xrd_intensity"):
-    xrd_encoder.xrd_input(x, 0.01, "log")
+    encoders.xrd_input(x, 0.01, "log")
 
 
 def test_stored_model_configs_without_newer_fields_are_upgraded():

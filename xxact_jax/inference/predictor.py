@@ -12,10 +12,6 @@ from xxact_jax.inference import inputs
 from xxact_jax.inference import resample
 from xxact_jax.inference.errors import InputError
 
-# Models that read each modality; the other input is fed as zeros.
-_USES_COMPOSITION = ("xxact", "crabnet", "pxrd_fcn_mlp")
-_USES_XRD = ("xxact", "xrd_transformer", "pxrd_fcn", "pxrd_fcn_mlp")
-_EMBEDDING_KEYS = ("embedding", "comp_cls", "xrd_cls")
 DEFAULT_MAX_ELEMENTS = 10
 
 
@@ -45,16 +41,19 @@ class Predictor:
     self.preprocessing = preprocessing or resample.Preprocessing()
     self.model_name = config.model.name
     self.targets = tuple(config.model.targets)
-    self.uses_composition = self.model_name in _USES_COMPOSITION
-    self.uses_xrd = self.model_name in _USES_XRD
     model = build_model(config.model)
+    # What the model reads (an unused input is fed as zeros) and which outputs are embeddings.
+    self.uses_composition = model.uses_composition
+    self.uses_xrd = model.uses_xrd
+    self.embeddings = dict(model.embeddings)
+    embedding_keys = tuple(self.embeddings)
     stats = {t: {"mean": float(s["mean"]), "std": float(s["std"])}
              for t, s in target_stats.items()}
     targets = self.targets
 
     def forward(params, species, fractions, xrd):
       out = model.apply({"params": params}, species, fractions, xrd, train=False)
-      result = {k: out[k].astype(jnp.float32) for k in _EMBEDDING_KEYS if k in out}
+      result = {k: out[k].astype(jnp.float32) for k in embedding_keys}
       for t in targets:
         target = targets_lib.get(t)
         if target.is_regression:
@@ -117,7 +116,7 @@ class Predictor:
     """Batched predictions for lists of compositions and patterns (see `prepare`)."""
     arrays = self._stack(compositions, xrds, wavelength)
     out = self.predict_arrays(*arrays)
-    return {k: v for k, v in out.items() if k not in _EMBEDDING_KEYS}
+    return {k: v for k, v in out.items() if k not in self.embeddings}
 
   def predict(self, formula_or_composition=None, xrd=None, wavelength=None, *,
               formula=None, composition=None) -> dict:
@@ -142,7 +141,7 @@ class Predictor:
     if single:
       compositions, xrds = [compositions], [xrds]
     out = self.predict_arrays(*self._stack(compositions, xrds, wavelength))
-    result = {k: out[k] for k in _EMBEDDING_KEYS if k in out}
+    result = {k: out[k] for k in self.embeddings}
     return {k: v[0] for k, v in result.items()} if single else result
 
   def _stack(self, compositions, xrds, wavelength):

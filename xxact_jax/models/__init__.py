@@ -1,11 +1,18 @@
-"""Flax models: XxaCT-NN, CrabNet, the XRD transformer and the PXRDPIAYN baselines."""
+"""Flax models: XxaCT-NN, CrabNet, the XRD transformer and the PXRDPIAYN baselines.
 
-from xxact_jax.models.builder import build_model
+layers.py (LayerConfig, dropout, attention, transformer layers), encoders.py (composition and
+XRD encoders, input checks), xxact.py (fusion + XxaCT-NN), baselines.py, heads.py, config.py
+(model configs, `build_model`), parameter_count.py (parameters and FLOPs; `python -m
+xxact_jax.models` prints them).
+"""
+
+from xxact_jax.models.baselines import robust_l1
+from xxact_jax.models.config import build_model
 from xxact_jax.models.config import MODEL_NAMES
+from xxact_jax.models.config import model_class
 from xxact_jax.models.config import model_config
-from xxact_jax.models.crabnet import robust_l1
-from xxact_jax.models.validation import check_inputs
-from xxact_jax.models.xrd_encoder import xrd_tokens
+from xxact_jax.models.encoders import check_inputs
+from xxact_jax.models.encoders import xrd_tokens
 
-__all__ = ["MODEL_NAMES", "build_model", "check_inputs", "model_config", "robust_l1",
-           "xrd_tokens"]
+__all__ = ["MODEL_NAMES", "build_model", "check_inputs", "model_class", "model_config",
+           "robust_l1", "xrd_tokens"]

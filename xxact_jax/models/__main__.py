@@ -13,7 +13,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from xxact_jax.models import summary
+from xxact_jax.models import parameter_count
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/NAME.py).")
@@ -30,13 +30,15 @@ def main(argv):
     from xxact_jax.training import defaults  # pylint: disable=g-import-not-at-top
     defaults.resolve(_CONFIG.value)
   model_config = _CONFIG.value.model
-  counts = summary.parameter_counts(summary.abstract_params(model_config, _MAX_ELEMENTS.value))
+  params = parameter_count.abstract_params(model_config, _MAX_ELEMENTS.value)
+  counts = parameter_count.parameter_counts(params)
   print(f"model: {model_config.name}  dtype: {model_config.dtype}  "
         f"targets: {', '.join(model_config.targets) or '-'}")
   print(f"{'component':<22}{'parameters':>14}")
   for name, value in counts.items():
     print(f"{name:<22}{value:>14,}")
-  flops = summary.forward_flops_per_sample(model_config, _BATCH_SIZE.value, _MAX_ELEMENTS.value)
+  flops = parameter_count.forward_flops_per_sample(model_config, _BATCH_SIZE.value,
+                                                   _MAX_ELEMENTS.value)
   print(f"{'forward FLOPs/sample':<22}{flops:>14.4g}")
   print(json.dumps({**counts, "forward_flops_per_sample": flops}))
 

@@ -1,8 +1,21 @@
-"""Model configurations: the paper's sizes and tiny ones that build the same code path."""
+"""Model configurations and `build_model`.
 
+`model_config(name, size)` gives the paper's sizes and smaller ones that build the same code path;
+`upgrade` fills the fields a stored (older) config lacks; `build_model` returns the Flax module,
+whose class declares the inputs it reads and its embedding outputs (`model_class`).
+"""
+
+import flax.linen as nn
 import ml_collections
 
-MODEL_NAMES = ("xxact", "crabnet", "xrd_transformer", "pxrd_fcn", "pxrd_fcn_mlp")
+from xxact_jax.models import baselines
+from xxact_jax.models import heads
+from xxact_jax.models import xxact
+
+_MODELS = {"xxact": xxact.XxaCT, "crabnet": baselines.CrabNet,
+           "xrd_transformer": baselines.XRDTransformer, "pxrd_fcn": baselines.PXRDFCN,
+           "pxrd_fcn_mlp": baselines.PXRDFCNMLP}
+MODEL_NAMES = tuple(_MODELS)
 SIZES = ("paper", "small", "tiny")
 PAPER_TARGETS = ("formation_energy_per_atom", "crystal_system")
 
@@ -35,7 +48,7 @@ def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
   c.dtype = "auto"
   c.dropout = 0.1
   c.remat = False
-  # Random bits per dropout decision (models/layers.py `Kernels`): 32 | 16 | 8. 16 bits draw
+  # Random bits per dropout decision (models/layers.py `LayerConfig`): 32 | 16 | 8. 16 bits draw
   # half the random numbers of flax's nn.Dropout (32) and keep with probability 58982/65536 =
   # 0.899994 at dropout 0.1, the paper's rate; 8 bits (230/256 = 0.8984) do not. On an H100 all
   # of dropout costs ~1-3 % of the paper-size step (benchmarks/RESULTS.md).
@@ -44,7 +57,7 @@ def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
   # reconstruction is in the same scaled units (see `xrd_tokens`).
   c.xrd_scale = 0.01
   # "linear" (the paper) or "sqrt": a signed square root of the scaled intensities
-  # (models/xrd_encoder.py `xrd_input`), which weighs weak reflections more.
+  # (models/encoders.py `xrd_input`), which weighs weak reflections more.
   c.xrd_intensity = "linear"
   # Regression heads also output `<target>_log_std` for regression_loss="robust_l1" (the
   # crabnet model always does; the others only with this set).
@@ -101,3 +114,21 @@ def upgrade(model_config: ml_collections.ConfigDict | dict):
     if key not in model_config:
       model_config[key] = value
   return model_config
+
+
+def model_class(name: str) -> type[nn.Module]:
+  """The Flax module class of model `name`.
+
+  Its class attributes declare the model: `uses_composition` and `uses_xrd` (the inputs it reads)
+  and `embeddings` ({output key: what it is}, "embedding" first).
+  """
+  if name not in _MODELS:
+    raise ValueError(f"Unknown model_config.name {name!r}; known: {list(MODEL_NAMES)}")
+  return _MODELS[name]
+
+
+def build_model(model_config: ml_collections.ConfigDict) -> nn.Module:
+  """Returns the module; call it as model.apply(variables, species, fractions, xrd, ...)."""
+  for target in model_config.targets:
+    heads.target_width(target)  # Unknown targets fail here, before any tracing.
+  return model_class(model_config.name)(model_config)

@@ -2,7 +2,7 @@
 temperature."""
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -27,7 +27,7 @@ class Heads(nn.Module):
     targets: the targets to predict.
     mxm: add ReLU(Linear(d -> 250)) on each XRD token (masked XRD modelling).
     contrastive: add the learnable log(1/temperature), initialised to log(1/0.07).
-    dtype: compute dtype.
+    layer_config: its dtype is the compute dtype (the heads have no dropout).
     log_std: regression targets also output `<target>_log_std` (a second linear layer), the
       predicted log σ that CrabNet's RobustL1 loss needs.
     hidden: widths of ReLU layers before each target's output layer; () is the paper's linear
@@ -36,7 +36,7 @@ class Heads(nn.Module):
   targets: Sequence[str]
   mxm: bool
   contrastive: bool
-  dtype: Any
+  layer_config: layers.LayerConfig
   log_std: bool = False
   hidden: Sequence[int] = ()
 
@@ -44,22 +44,23 @@ class Heads(nn.Module):
   def __call__(self, embedding: jax.Array, xrd_tokens: jax.Array | None = None
                ) -> dict[str, jax.Array]:
     """Args: embedding [B, D]; xrd_tokens [B, 17, D] (the XRD tokens after [CLS]) for MXM."""
+    dtype = self.layer_config.dtype
     out = {}
     for target in self.targets:
       width = target_width(target)
       h = embedding
       for i, features in enumerate(self.hidden):
-        h = nn.relu(layers.dense_general(features, f"{target}_hidden{i}", self.dtype)(h))
-      y = layers.dense_general(width, target, self.dtype)(h).astype(jnp.float32)
+        h = nn.relu(layers.dense_general(features, f"{target}_hidden{i}", dtype)(h))
+      y = layers.dense_general(width, target, dtype)(h).astype(jnp.float32)
       regression = targets_lib.get(target).is_regression
       out[target] = y[:, 0] if regression else y
       if self.log_std and regression:
-        out[target + "_log_std"] = layers.dense_general(1, target + "_log_std", self.dtype)(
+        out[target + "_log_std"] = layers.dense_general(1, target + "_log_std", dtype)(
             h).astype(jnp.float32)[:, 0]
     if self.mxm:
       if xrd_tokens is None:
         raise ValueError("model_config.mxm needs an XRD token sequence (XxaCT or XRD transformer)")
-      recon = layers.dense_general(constants.XRD_TOKEN_SIZE, "mxm", self.dtype)(xrd_tokens)
+      recon = layers.dense_general(constants.XRD_TOKEN_SIZE, "mxm", dtype)(xrd_tokens)
       out["mxm"] = nn.relu(recon).astype(jnp.float32)
     if self.contrastive:
       out["logit_scale"] = self.param(

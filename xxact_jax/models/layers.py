@@ -1,10 +1,9 @@
-"""Post-LN transformer layers for short sequences (as PyTorch's nn.TransformerEncoderLayer).
+"""Layers shared by every model: `LayerConfig`, dropout, dense/layer norm, attention, transformers.
 
-Sequences here are tiny (18 XRD tokens, at most ~11 composition tokens), so attention is two
-einsums with the softmax in float32 and dropout on the attention weights, as PyTorch's
-MultiheadAttention. Projections are fused (one Dense for q, k, v; one for k, v in
-cross-attention) so each is a single matmul. `Kernels` selects how dropout draws its random bits
-(benchmarks/sweep.py measures the choices against each other).
+The transformer layers are post-LN, as PyTorch's nn.TransformerEncoderLayer. Sequences here are
+tiny (18 XRD tokens, at most ~11 composition tokens), so attention is two einsums with the softmax
+in float32 and dropout on the attention weights, as PyTorch's MultiheadAttention. Projections are
+fused (one Dense for q, k, v; one for k, v in cross-attention) so each is a single matmul.
 """
 
 import dataclasses
@@ -18,6 +17,49 @@ Dtype = Any
 
 # PyTorch's LayerNorm epsilon (CrabNet and the paper's encoders use the PyTorch default).
 LAYER_NORM_EPSILON = 1e-5
+DROPOUT_BITS = (32, 16, 8)
+_NAMED_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def compute_dtype(name: str) -> Dtype:
+  """Maps a config dtype name to a jnp dtype; "auto" is bfloat16 on GPU/TPU, float32 on CPU."""
+  if name == "auto":
+    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+  if name not in _NAMED_DTYPES:
+    raise ValueError(f"model_config.dtype must be one of {['auto', *_NAMED_DTYPES]}, got {name!r}")
+  return _NAMED_DTYPES[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerConfig:
+  """What every layer needs besides its sizes; built once per forward pass by the model.
+
+  Attributes:
+    dropout: dropout rate.
+    dtype: compute dtype (parameters are always float32).
+    remat: rematerialise each transformer layer in the backward pass (trades FLOPs for memory).
+    deterministic: disables dropout (evaluation).
+    dropout_bits: 32 draws one 32-bit random number per element (flax's nn.Dropout); 16 or 8
+      split each 32-bit draw into 2 or 4 narrower ones, with the keep probability rounded to
+      a multiple of 2^-bits and the scale matched to it, so the output stays unbiased.
+  """
+  dropout: float
+  dtype: Dtype
+  remat: bool
+  deterministic: bool
+  dropout_bits: int = 32
+
+  def __post_init__(self):
+    if self.dropout_bits not in DROPOUT_BITS:
+      raise ValueError(f"model.dropout_bits must be one of {list(DROPOUT_BITS)}, "
+                       f"got {self.dropout_bits!r}")
+
+  @classmethod
+  def from_model_config(cls, model_config, train: bool) -> "LayerConfig":
+    """The layer config of a model config (models/config.py) in training or evaluation mode."""
+    return cls(dropout=model_config.dropout, dtype=compute_dtype(model_config.dtype),
+               remat=model_config.remat, deterministic=not train,
+               dropout_bits=int(model_config.dropout_bits))
 
 
 def dense_general(features, name: str, dtype: Dtype, axis=-1) -> nn.DenseGeneral:
@@ -26,30 +68,6 @@ def dense_general(features, name: str, dtype: Dtype, axis=-1) -> nn.DenseGeneral
 
 def layer_norm(name: str, dtype: Dtype) -> nn.LayerNorm:
   return nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, dtype=dtype, param_dtype=jnp.float32, name=name)
-
-
-DROPOUT_BITS = (32, 16, 8)
-
-
-@dataclasses.dataclass(frozen=True)
-class Kernels:
-  """How dropout is computed.
-
-  Attributes:
-    dropout_bits: 32 draws one 32-bit random number per element (flax's nn.Dropout); 16 or 8
-      split each 32-bit draw into 2 or 4 narrower ones, with the keep probability rounded to
-      a multiple of 2^-bits and the scale matched to it, so the output stays unbiased.
-  """
-  dropout_bits: int = 32
-
-  def __post_init__(self):
-    if self.dropout_bits not in DROPOUT_BITS:
-      raise ValueError(f"model.dropout_bits must be one of {list(DROPOUT_BITS)}, "
-                       f"got {self.dropout_bits!r}")
-
-
-def kernels_from_config(model_config) -> Kernels:
-  return Kernels(dropout_bits=int(model_config.dropout_bits))
 
 
 def quantised_keep_threshold(keep_prob: float, bits: int) -> int:
@@ -74,7 +92,7 @@ def keep_mask(rng: jax.Array, shape: tuple, keep_prob: float, bits: int) -> jax.
 
 
 class NarrowBitsDropout(nn.Module):
-  """Dropout from 8- or 16-bit random draws (see `Kernels.dropout_bits`)."""
+  """Dropout from 8- or 16-bit random draws (see `LayerConfig.dropout_bits`)."""
   rate: float
   deterministic: bool
   bits: int
@@ -89,10 +107,11 @@ class NarrowBitsDropout(nn.Module):
     return jnp.where(keep, x * jnp.asarray(1.0 / kept, x.dtype), jnp.zeros((), x.dtype))
 
 
-def dropout(rate: float, deterministic: bool, kernels: Kernels) -> nn.Module:
-  if kernels.dropout_bits == 32:
-    return nn.Dropout(rate, deterministic=deterministic)
-  return NarrowBitsDropout(rate, deterministic, kernels.dropout_bits)
+def dropout(config: LayerConfig) -> nn.Module:
+  """A dropout module at the config's rate; flax's nn.Dropout for 32-bit draws."""
+  if config.dropout_bits == 32:
+    return nn.Dropout(config.dropout, deterministic=config.deterministic)
+  return NarrowBitsDropout(config.dropout, config.deterministic, config.dropout_bits)
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None,
@@ -122,96 +141,77 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None,
 class SelfAttention(nn.Module):
   """Multi-head self-attention with one fused QKV projection."""
   num_heads: int
-  dropout: float
-  dtype: Dtype
-  deterministic: bool
-  kernels: Kernels = Kernels()
+  layer_config: LayerConfig
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    dtype = self.layer_config.dtype
     d_model = x.shape[-1]
     head_dim = d_model // self.num_heads
-    qkv = dense_general((3, self.num_heads, head_dim), "qkv", self.dtype)(x)
+    qkv = dense_general((3, self.num_heads, head_dim), "qkv", dtype)(x)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    out = attend(q, k, v, mask, dropout(self.dropout, self.deterministic, self.kernels))
-    return dense_general(d_model, "out", self.dtype, axis=(-2, -1))(out)
+    out = attend(q, k, v, mask, dropout(self.layer_config))
+    return dense_general(d_model, "out", dtype, axis=(-2, -1))(out)
 
 
 class CrossAttention(nn.Module):
   """Multi-head attention of `x` (queries) over `memory` (keys/values, fused KV projection)."""
   num_heads: int
-  dropout: float
-  dtype: Dtype
-  deterministic: bool
-  kernels: Kernels = Kernels()
+  layer_config: LayerConfig
 
   @nn.compact
   def __call__(self, x: jax.Array, memory: jax.Array, memory_mask: jax.Array | None) -> jax.Array:
+    dtype = self.layer_config.dtype
     d_model = x.shape[-1]
     head_dim = d_model // self.num_heads
-    q = dense_general((self.num_heads, head_dim), "q", self.dtype)(x)
-    kv = dense_general((2, self.num_heads, head_dim), "kv", self.dtype)(memory)
-    out = attend(q, kv[:, :, 0], kv[:, :, 1], memory_mask,
-                 dropout(self.dropout, self.deterministic, self.kernels))
-    return dense_general(d_model, "out", self.dtype, axis=(-2, -1))(out)
+    q = dense_general((self.num_heads, head_dim), "q", dtype)(x)
+    kv = dense_general((2, self.num_heads, head_dim), "kv", dtype)(memory)
+    out = attend(q, kv[:, :, 0], kv[:, :, 1], memory_mask, dropout(self.layer_config))
+    return dense_general(d_model, "out", dtype, axis=(-2, -1))(out)
 
 
 class FeedForward(nn.Module):
   """Linear -> ReLU -> dropout -> Linear (PyTorch's transformer feed-forward block)."""
   d_ff: int
-  dropout: float
-  dtype: Dtype
-  deterministic: bool
-  kernels: Kernels = Kernels()
+  layer_config: LayerConfig
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    h = nn.relu(dense_general(self.d_ff, "fc1", self.dtype)(x))
-    h = dropout(self.dropout, self.deterministic, self.kernels)(h)
-    return dense_general(x.shape[-1], "fc2", self.dtype)(h)
+    h = nn.relu(dense_general(self.d_ff, "fc1", self.layer_config.dtype)(x))
+    h = dropout(self.layer_config)(h)
+    return dense_general(x.shape[-1], "fc2", self.layer_config.dtype)(h)
 
 
 class EncoderLayer(nn.Module):
   """Post-LN encoder layer: x = LN(x + SA(x)); x = LN(x + FFN(x))."""
   num_heads: int
   d_ff: int
-  dropout: float
-  dtype: Dtype
-  deterministic: bool
-  kernels: Kernels = Kernels()
+  layer_config: LayerConfig
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
-    drop = lambda: dropout(self.dropout, self.deterministic, self.kernels)
-    h = SelfAttention(self.num_heads, self.dropout, self.dtype, self.deterministic,
-                      self.kernels, name="self_attention")(x, mask)
-    x = layer_norm("norm1", self.dtype)(x + drop()(h))
-    h = FeedForward(self.d_ff, self.dropout, self.dtype, self.deterministic, self.kernels,
-                    name="ffn")(x)
-    return layer_norm("norm2", self.dtype)(x + drop()(h))
+    cfg = self.layer_config
+    h = SelfAttention(self.num_heads, cfg, name="self_attention")(x, mask)
+    x = layer_norm("norm1", cfg.dtype)(x + dropout(cfg)(h))
+    h = FeedForward(self.d_ff, cfg, name="ffn")(x)
+    return layer_norm("norm2", cfg.dtype)(x + dropout(cfg)(h))
 
 
 class DecoderLayer(nn.Module):
   """Post-LN decoder layer: self-attention, cross-attention over `memory`, feed-forward."""
   num_heads: int
   d_ff: int
-  dropout: float
-  dtype: Dtype
-  deterministic: bool
-  kernels: Kernels = Kernels()
+  layer_config: LayerConfig
 
   @nn.compact
   def __call__(self, x: jax.Array, memory: jax.Array, memory_mask: jax.Array | None) -> jax.Array:
-    drop = lambda: dropout(self.dropout, self.deterministic, self.kernels)
-    h = SelfAttention(self.num_heads, self.dropout, self.dtype, self.deterministic,
-                      self.kernels, name="self_attention")(x, None)
-    x = layer_norm("norm1", self.dtype)(x + drop()(h))
-    h = CrossAttention(self.num_heads, self.dropout, self.dtype, self.deterministic,
-                       self.kernels, name="cross_attention")(x, memory, memory_mask)
-    x = layer_norm("norm2", self.dtype)(x + drop()(h))
-    h = FeedForward(self.d_ff, self.dropout, self.dtype, self.deterministic, self.kernels,
-                    name="ffn")(x)
-    return layer_norm("norm3", self.dtype)(x + drop()(h))
+    cfg = self.layer_config
+    h = SelfAttention(self.num_heads, cfg, name="self_attention")(x, None)
+    x = layer_norm("norm1", cfg.dtype)(x + dropout(cfg)(h))
+    h = CrossAttention(self.num_heads, cfg, name="cross_attention")(x, memory, memory_mask)
+    x = layer_norm("norm2", cfg.dtype)(x + dropout(cfg)(h))
+    h = FeedForward(self.d_ff, cfg, name="ffn")(x)
+    return layer_norm("norm3", cfg.dtype)(x + dropout(cfg)(h))
 
 
 def maybe_remat(layer_cls: type[nn.Module], remat: bool) -> type[nn.Module]:
@@ -224,16 +224,11 @@ class TransformerEncoder(nn.Module):
   num_layers: int
   num_heads: int
   d_ff: int
-  dropout: float
-  dtype: Dtype
-  remat: bool
-  deterministic: bool
-  kernels: Kernels = Kernels()
+  layer_config: LayerConfig
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
-    layer_cls = maybe_remat(EncoderLayer, self.remat)
+    layer_cls = maybe_remat(EncoderLayer, self.layer_config.remat)
     for i in range(self.num_layers):
-      x = layer_cls(self.num_heads, self.d_ff, self.dropout, self.dtype, self.deterministic,
-                    self.kernels, name=f"layer_{i}")(x, mask)
+      x = layer_cls(self.num_heads, self.d_ff, self.layer_config, name=f"layer_{i}")(x, mask)
     return x

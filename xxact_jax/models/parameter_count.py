@@ -1,4 +1,4 @@
-"""Parameter counts per component and forward FLOPs from XLA's cost analysis."""
+"""Parameter counts per top-level component and forward FLOPs (XLA's cost analysis) of a model."""
 
 from typing import Any
 
@@ -8,12 +8,12 @@ import ml_collections
 import numpy as np
 
 from xxact_jax import constants
-from xxact_jax.models import builder
+from xxact_jax.models import config as config_lib
 
 COMPONENTS = ("composition_encoder", "xrd_encoder", "fusion", "heads")
 
 
-def example_inputs(batch_size: int, max_elements: int) -> tuple[jax.ShapeDtypeStruct, ...]:
+def _example_inputs(batch_size: int, max_elements: int) -> tuple[jax.ShapeDtypeStruct, ...]:
   """Abstract (species, fractions, xrd) of one batch."""
   return (jax.ShapeDtypeStruct((batch_size, max_elements), jnp.int32),
           jax.ShapeDtypeStruct((batch_size, max_elements), jnp.float32),
@@ -22,14 +22,14 @@ def example_inputs(batch_size: int, max_elements: int) -> tuple[jax.ShapeDtypeSt
 
 def abstract_params(model_config: ml_collections.ConfigDict, max_elements: int = 10) -> Any:
   """The parameter tree as ShapeDtypeStructs (nothing is allocated)."""
-  model = builder.build_model(model_config)
-  inputs = example_inputs(1, max_elements)
+  model = config_lib.build_model(model_config)
+  inputs = _example_inputs(1, max_elements)
   variables = jax.eval_shape(
       lambda *x: model.init(jax.random.key(0), *x, train=False), *inputs)
   return variables["params"]
 
 
-def count(tree: Any) -> int:
+def _count(tree: Any) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
 
 
@@ -38,7 +38,7 @@ def parameter_counts(params: Any) -> dict[str, int]:
   unknown = sorted(set(params) - set(COMPONENTS))
   if unknown:
     raise ValueError(f"Unexpected top-level parameter collections {unknown}")
-  counts = {name: count(params.get(name, {})) for name in COMPONENTS}
+  counts = {name: _count(params.get(name, {})) for name in COMPONENTS}
   counts["total"] = sum(counts.values())
   return counts
 
@@ -46,8 +46,8 @@ def parameter_counts(params: Any) -> dict[str, int]:
 def forward_flops_per_sample(model_config: ml_collections.ConfigDict, batch_size: int = 8,
                              max_elements: int = 10) -> float:
   """Forward (inference) FLOPs per sample, from XLA's cost analysis of the compiled program."""
-  model = builder.build_model(model_config)
-  inputs = example_inputs(batch_size, max_elements)
+  model = config_lib.build_model(model_config)
+  inputs = _example_inputs(batch_size, max_elements)
   params = abstract_params(model_config, max_elements)
   apply = jax.jit(lambda p, *x: model.apply({"params": p}, *x, train=False))
   cost = apply.lower(params, *inputs).compile().cost_analysis()

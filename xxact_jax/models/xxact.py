@@ -1,40 +1,70 @@
-"""XxaCT-NN: CrabNet composition encoder + XRD transformer + cross-attention fusion + heads."""
+"""XxaCT-NN (the paper's Fig. 1): composition and XRD encoders, cross-attention fusion, heads."""
+
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from xxact_jax.models import composition_encoder
-from xxact_jax.models import dtypes
-from xxact_jax.models import fusion
+from xxact_jax.models import encoders
 from xxact_jax.models import heads
 from xxact_jax.models import layers
-from xxact_jax.models import validation
-from xxact_jax.models import xrd_encoder
+
+
+class FusionDecoder(nn.Module):
+  """Post-LN transformer decoder fusing the modalities.
+
+  XRD tokens are the queries (and the self-attended sequence); composition tokens the memory.
+
+  Attributes:
+    config: the `fusion` part of the model config (d_model, num_layers, num_heads, d_ff).
+    layer_config: dropout, dtype, remat, deterministic.
+  """
+  config: ml_collections.ConfigDict
+  layer_config: layers.LayerConfig
+
+  @nn.compact
+  def __call__(self, xrd_tokens: jax.Array, composition_tokens: jax.Array,
+               composition_mask: jax.Array) -> jax.Array:
+    """Returns the fused XRD sequence [B, 18, d_model]; index 0 is the fused [CLS]."""
+    cfg = self.config
+    for name, tokens in (("xrd_tokens", xrd_tokens), ("composition_tokens", composition_tokens)):
+      if tokens.shape[-1] != cfg.d_model:
+        raise ValueError(f"FusionDecoder: {name} have width {tokens.shape[-1]}, expected the "
+                         f"fusion d_model {cfg.d_model}")
+    layer_cls = layers.maybe_remat(layers.DecoderLayer, self.layer_config.remat)
+    x = xrd_tokens
+    for i in range(cfg.num_layers):
+      x = layer_cls(cfg.num_heads, cfg.d_ff, self.layer_config, name=f"layer_{i}")(
+          x, composition_tokens, composition_mask)
+    return x
 
 
 class XxaCT(nn.Module):
-  """The bimodal model of the paper (Fig. 1)."""
+  """The bimodal model of the paper."""
   config: ml_collections.ConfigDict
+
+  # The inputs it reads, and its embedding outputs (key: what it is), "embedding" first.
+  uses_composition: ClassVar[bool] = True
+  uses_xrd: ClassVar[bool] = True
+  embeddings: ClassVar[dict[str, str]] = {
+      "embedding": "fused [CLS]", "comp_cls": "composition [CLS]", "xrd_cls": "XRD [CLS]"}
 
   @nn.compact
   def __call__(self, species: jax.Array, fractions: jax.Array, xrd: jax.Array,
                xrd_mask: jax.Array | None = None, train: bool = False) -> dict[str, jax.Array]:
-    validation.check_inputs(species, fractions, xrd, xrd_mask)
+    encoders.check_inputs(species, fractions, xrd, xrd_mask)
     cfg = self.config
-    dtype = dtypes.compute_dtype(cfg.dtype)
-    common = dict(dropout=cfg.dropout, dtype=dtype, remat=cfg.remat, deterministic=not train,
-                  kernels=layers.kernels_from_config(cfg))
+    layer_config = layers.LayerConfig.from_model_config(cfg, train)
     # Both encoders project to the fusion width; CLIP-style, the contrastive pair lives there.
-    comp, comp_mask = composition_encoder.CompositionEncoder(
-        cfg.composition, output_dim=cfg.fusion.d_model, name="composition_encoder",
-        **common)(species, fractions)
-    xrd_seq = xrd_encoder.XRDEncoder(
-        cfg.xrd, cfg.xrd_scale, output_dim=cfg.fusion.d_model, xrd_intensity=cfg.xrd_intensity,
-        name="xrd_encoder",
-        **common)(xrd, xrd_mask)
-    fused = fusion.FusionDecoder(cfg.fusion, name="fusion", **common)(xrd_seq, comp, comp_mask)
+    comp, comp_mask = encoders.CompositionEncoder(
+        cfg.composition, layer_config, output_dim=cfg.fusion.d_model,
+        name="composition_encoder")(species, fractions)
+    xrd_seq = encoders.XRDEncoder(
+        cfg.xrd, layer_config, cfg.xrd_scale, cfg.xrd_intensity, output_dim=cfg.fusion.d_model,
+        name="xrd_encoder")(xrd, xrd_mask)
+    fused = FusionDecoder(cfg.fusion, layer_config, name="fusion")(xrd_seq, comp, comp_mask)
     readout = cfg.readout
     if readout == "fused_cls":                      # the paper: heads on the fused [CLS] only
       head_input = fused[:, 0]
@@ -42,10 +72,9 @@ class XxaCT(nn.Module):
       head_input = jnp.concatenate([fused[:, 0], comp[:, 0]], axis=-1)
     else:
       raise ValueError(f"Unknown readout {readout!r} (fused_cls | fused_and_composition_cls)")
-    out = heads.Heads(tuple(cfg.targets), cfg.mxm, cfg.contrastive, dtype,
-                      log_std=cfg.regression_log_std,
-                      hidden=tuple(cfg.head_hidden), name="heads")(
-        head_input, fused[:, 1:])
+    out = heads.Heads(tuple(cfg.targets), cfg.mxm, cfg.contrastive, layer_config,
+                      log_std=cfg.regression_log_std, hidden=tuple(cfg.head_hidden),
+                      name="heads")(head_input, fused[:, 1:])
     out["comp_cls"] = comp[:, 0].astype(jnp.float32)
     out["xrd_cls"] = xrd_seq[:, 0].astype(jnp.float32)
     out["embedding"] = fused[:, 0].astype(jnp.float32)

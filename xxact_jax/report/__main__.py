@@ -20,9 +20,6 @@ import numpy as np
 from xxact_jax import constants
 from xxact_jax.inference.errors import InputError
 
-EMBEDDING_NAMES = {"xxact": "fused [CLS]", "crabnet": "CrabNet pooled composition",
-                   "xrd_transformer": "XRD [CLS]", "pxrd_fcn": "FCN feature",
-                   "pxrd_fcn_mlp": "FCN + MLP feature"}
 
 
 def _parse_args(argv):
@@ -76,7 +73,8 @@ def build(args) -> str:
   except (OSError, ValueError, KeyError) as e:
     raise InputError(f"cannot open split {split!r} ({e})", path=data_path) from None
   outputs, labels = run_split(predictor, dataset, args.max_samples)
-  results = analysis.analyse(outputs, labels, args.max_embedding_samples)
+  results = analysis.analyse(outputs, labels, args.max_embedding_samples,
+                             embedding_keys=tuple(predictor.embeddings))
   try:
     records = curves.read_metrics(args.workdir)
   except InputError as e:
@@ -92,8 +90,7 @@ def build(args) -> str:
               "targets": ", ".join(predictor.targets),
               "checkpoint": f"{args.which} (step {predictor.step})",
               "dataset": f"{data_path} (split {split!r}, {len(dataset)} rows)"}
-    analysis.write_report(results, records, staging, header,
-                          EMBEDDING_NAMES.get(config.model.name, "model"))
+    analysis.write_report(results, records, staging, header, predictor.embeddings)
     _publish_permissions(staging)
     if os.path.isdir(out_dir):
       shutil.rmtree(out_dir)

@@ -12,25 +12,28 @@ from xxact_jax import constants
 from xxact_jax import targets as targets_lib
 from xxact_jax.report import curves
 from xxact_jax.report import embeddings as embedding_analysis
+from xxact_jax.report import markdown_tables
 from xxact_jax.report import metrics
 from xxact_jax.report import plots
-from xxact_jax.report import summary
-
-EMBEDDING_NAMES = {"embedding": "fused [CLS] / model embedding",
-                   "comp_cls": "composition [CLS]", "xrd_cls": "XRD [CLS]"}
 
 
 def analyse(outputs: dict, labels: dict, max_embedding_samples: int = 10_000,
-            seed: int = 0) -> dict:
+            seed: int = 0, embedding_keys=None) -> dict:
   """All report numbers.
 
   Args:
-    outputs: "embedding" [N, D] (plus optional "comp_cls", "xrd_cls"), and per
-      target either de-standardised values [N] (regression) or logits [N, C].
+    outputs: "embedding" [N, D] (plus the model's other embeddings, e.g. XxaCT-NN's
+      "comp_cls", "xrd_cls"), and per target either de-standardised values [N]
+      (regression) or logits [N, C].
     labels: per target the reference values (NaN / -1 = missing).
     max_embedding_samples: PCA and silhouette (O(N²)) use a seeded subset of
       at most this many labelled samples.
+    seed: of that subset.
+    embedding_keys: the outputs that are embeddings (the model's `embeddings`);
+      by default every output that is not a target.
   """
+  if embedding_keys is None:
+    embedding_keys = [k for k in outputs if k not in constants.ALL_TARGETS]
   results = {"num_samples": int(len(outputs["embedding"])), "regression": {},
              "classification": {}, "silhouette": {}, "parity": {}}
   for target in constants.REGRESSION_TARGETS:
@@ -63,7 +66,7 @@ def analyse(outputs: dict, labels: dict, max_embedding_samples: int = 10_000,
           chosen, max_embedding_samples, replace=False))
     results["embedding_indices"] = chosen
     if np.unique(systems[chosen]).size >= 2:
-      for key in EMBEDDING_NAMES:
+      for key in embedding_keys:
         if key in outputs:
           results["silhouette"][key] = embedding_analysis.silhouette_by_class(
               np.asarray(outputs[key])[chosen], systems[chosen], constants.CRYSTAL_SYSTEMS)
@@ -97,12 +100,15 @@ def learning_curve_panels(records: list[dict]) -> dict:
 
 
 def write_report(results: dict, records: list[dict] | None, out_dir: str,
-                 header: dict, embedding_name: str = "fused [CLS]") -> list[str]:
+                 header: dict, embedding_names: dict | None = None) -> list[str]:
   """Writes every PNG and summary.md into out_dir; returns the files written.
 
-  embedding_name says what out["embedding"] is (fused [CLS] for XxaCT, the
-  encoder's [CLS] for unimodal models) in the PCA title.
+  embedding_names: {output key: what it is} (the model's `embeddings`, e.g.
+  "embedding": "fused [CLS]" for XxaCT-NN), for the PCA title and the silhouette
+  table; an embedding without a name is called by its key.
   """
+  embedding_names = embedding_names or {}
+  embedding_name = embedding_names.get("embedding", "model")
   os.makedirs(out_dir, exist_ok=True)
   written = []
   path = lambda name: os.path.join(out_dir, name)
@@ -131,6 +137,6 @@ def write_report(results: dict, records: list[dict] | None, out_dir: str,
       written.append(plots.plot_learning_curves(panels, path("learning_curves.png")))
   summary_path = path("summary.md")
   with open(summary_path, "w") as f:
-    f.write(summary.render(results, records, header,
-                           [os.path.basename(p) for p in written]))
+    f.write(markdown_tables.render(results, records, header,
+                                   [os.path.basename(p) for p in written], embedding_names))
   return written + [summary_path]

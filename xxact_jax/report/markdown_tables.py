@@ -6,15 +6,14 @@ from xxact_jax import constants
 from xxact_jax.report import curves
 
 
-_EMBEDDING_COLUMNS = {"embedding": "model embedding (fused [CLS] for XxaCT)",
-                      "comp_cls": "composition [CLS]", "xrd_cls": "XRD [CLS]"}
-
-
 def _number(value, digits=4):
   return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
-def render(results: dict, records, header: dict, figures: list[str]) -> str:
+def render(results: dict, records, header: dict, figures: list[str],
+           embedding_names: dict | None = None) -> str:
+  """summary.md; `embedding_names` ({output key: what it is}) heads the silhouette columns."""
+  embedding_names = embedding_names or {}
   lines = ["# XxaCT-NN evaluation report", ""]
   for key, value in header.items():
     lines.append(f"- **{key}**: {value}")
@@ -47,7 +46,7 @@ def render(results: dict, records, header: dict, figures: list[str]) -> str:
 
   if results["silhouette"]:
     keys = list(results["silhouette"])
-    columns = [(_EMBEDDING_COLUMNS.get(key, key), results["silhouette"][key]) for key in keys]
+    columns = [(embedding_names.get(key, key), results["silhouette"][key]) for key in keys]
     columns.append(("2-D PCA of model embedding", results["silhouette_pca"]))
     n = len(results.get("embedding_indices", []))
     lines += ["## Silhouette scores per crystal system (Table 5)", "",

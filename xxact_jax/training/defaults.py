@@ -157,13 +157,14 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if loss not in REGRESSION_LOSSES:
     raise ValueError(f"Unknown regression_loss {loss!r}; known: {list(REGRESSION_LOSSES)}")
   model = config.model
-  if model.name == "crabnet" and config.objective != "supervised":
-    raise ValueError(f"objective={config.objective!r} needs an XRD input; the crabnet model has "
-                     "none (use objective='supervised')")
-  from xxact_jax.models import xrd_encoder  # pylint: disable=g-import-not-at-top
-  if model.xrd_intensity not in xrd_encoder.XRD_INTENSITIES:
+  from xxact_jax.models import encoders  # pylint: disable=g-import-not-at-top
+  from xxact_jax.models import model_class  # pylint: disable=g-import-not-at-top
+  if config.objective != "supervised" and not model_class(model.name).uses_xrd:
+    raise ValueError(f"objective={config.objective!r} needs an XRD input; the {model.name} model "
+                     "has none (use objective='supervised')")
+  if model.xrd_intensity not in encoders.XRD_INTENSITIES:
     raise ValueError(f"Unknown model.xrd_intensity {model.xrd_intensity!r}; known: "
-                     f"{list(xrd_encoder.XRD_INTENSITIES)}")
+                     f"{list(encoders.XRD_INTENSITIES)}")
   model.targets = targets
   model.mxm = "mxm" in config.objective
   model.contrastive = "contrastive" in config.objective

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 
 from xxact_jax import constants
 from xxact_jax import targets as targets_lib
-from xxact_jax.models import xrd_encoder
-from xxact_jax.models.crabnet import robust_l1_per_example
+from xxact_jax.models import encoders
+from xxact_jax.models.baselines import robust_l1_per_example
 
 # The largest CLIP logit scale, as in CLIP (exp(scale) ≤ 100).
 MAX_LOGIT_SCALE = 4.6052
@@ -93,14 +93,14 @@ def sample_xrd_mask(rng, batch_size, num_tokens=constants.XRD_NUM_TOKENS, ratio=
 def mxm_loss(reconstruction, xrd, mask, xrd_scale=1.0, xrd_intensity="linear"):
   """Eq. 3: per-sample mean squared error over the masked tokens only, averaged over the batch.
 
-  The target is the pattern in the model's input units (models/xrd_encoder.py `xrd_input`).
+  The target is the pattern in the model's input units (models/encoders.py `xrd_input`).
   """
   per_sample = mxm_per_sample(reconstruction, xrd, mask, xrd_scale, xrd_intensity)
   return jnp.mean(per_sample)
 
 
 def mxm_per_sample(reconstruction, xrd, mask, xrd_scale=1.0, xrd_intensity="linear"):
-  target = xrd_encoder.xrd_tokens(xrd, xrd_scale, xrd_intensity)
+  target = encoders.xrd_tokens(xrd, xrd_scale, xrd_intensity)
   err = jnp.mean(jnp.square(reconstruction.astype(jnp.float32) - target), axis=-1)   # [B, T]
   m = mask.astype(jnp.float32)
   return jnp.sum(err * m, -1) / jnp.maximum(jnp.sum(m, -1), 1.0)
