@@ -181,6 +181,19 @@ def test_cli_cif_matches_the_dataset_featurisation(workdir, predictor, tmp_path)
                                     features["xrd"].astype(np.float16).astype(np.float32)[None])
   assert records[0]["band_gap"]["value"] == pytest.approx(float(direct["band_gap"][0]),
                                                           rel=1e-5, abs=1e-6)
+  # The Python API reads the same CIF the same way, from its path or its text.
+  for cif in (fixture("NaCl.cif"), open(fixture("NaCl.cif")).read()):
+    api = predictor.predict(cif=cif)
+    assert api["band_gap"]["value"] == pytest.approx(records[0]["band_gap"]["value"], rel=1e-6)
+  with pytest.raises(ValueError, match="not both"):
+    predictor.predict("NaCl", cif=fixture("NaCl.cif"))
+
+
+def test_api_checks_the_wavelength_once_for_every_entry_point(predictor):
+  from xxact_jax.inference.errors import InputError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(InputError) as e:
+    predictor.predict("Si", fixture("Si_CuKa.xy"), wavelength="Xx")
+  assert e.value.field == "wavelength"
 
 
 def test_cli_csv_of_several_rows_as_subprocess(workdir, tmp_path):

@@ -138,24 +138,15 @@ def _sample_of_row(row, line, path, resolve, default_wavelength, keep_bad_rows) 
 
 def prepare_sample(predictor, sample: Sample):
   """(species, fractions, xrd) of one sample; InputError naming its file, CSV line and field."""
-  from xxact_jax.inference import inputs  # pylint: disable=g-import-not-at-top
-  from xxact_jax.inference import wavelengths  # pylint: disable=g-import-not-at-top
   where = sample.source.get("input")
   line = sample.source.get("line")
   if sample.error is not None:
     raise sample.error
   try:
     if sample.cif or sample.cif_text:
-      features = (inputs.featurize_cif(sample.cif, predictor.max_elements) if sample.cif
-                  else inputs.featurize_cif_text(sample.cif_text, predictor.max_elements,
-                                                 source=f"{where} line {line}"))
-      sample.source["formula"] = features["formula"]
-      return (features["species"], features["fractions"], inputs.as_stored(features["xrd"]))
-    if sample.wavelength is not None:
-      try:
-        wavelengths.parse_wavelength(sample.wavelength)
-      except ValueError as e:
-        raise InputError(str(e), path=where, line=line, field="wavelength") from None
+      cif = predictor.read_cif(sample.cif or sample.cif_text, source=f"{where} line {line}")
+      sample.source["formula"] = cif["formula"]
+      return cif["arrays"]
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter("always")
       row = predictor.prepare(sample.formula, sample.xrd, sample.wavelength)

@@ -10,6 +10,7 @@ from xxact_jax import constants
 from xxact_jax import targets as targets_lib
 from xxact_jax.inference import inputs
 from xxact_jax.inference import resample
+from xxact_jax.inference import wavelengths
 from xxact_jax.inference.errors import InputError
 
 DEFAULT_MAX_ELEMENTS = 10
@@ -93,8 +94,33 @@ class Predictor:
 
   # Sample-level API.
 
-  def prepare(self, composition=None, xrd=None, wavelength=None):
-    """(species, fractions, xrd) model arrays of one sample; zeros for an unused modality."""
+  def read_cif(self, cif: str, source: str | None = None) -> dict:
+    """A CIF (a path, or the text itself) as the dataset featurises it: "formula" and "arrays"
+    (species, fractions, xrd). pymatgen is imported only here."""
+    if "data_" in cif and "\n" in cif:       # CIF text, not a path
+      features = inputs.featurize_cif_text(cif, self.max_elements, source=source or "<CIF text>")
+    else:
+      features = inputs.featurize_cif(cif, self.max_elements)
+    return {"formula": features["formula"],
+            "arrays": (features["species"], features["fractions"],
+                       inputs.as_stored(features["xrd"]))}
+
+  def prepare(self, composition=None, xrd=None, wavelength=None, *, cif=None):
+    """(species, fractions, xrd) model arrays of one sample; zeros for an unused modality.
+
+    `cif` (a path or CIF text) takes the place of the composition and the pattern. The
+    wavelength (Å or an anode name) is checked here, for every entry point, with the
+    InputError's field "wavelength".
+    """
+    if cif is not None:
+      if composition is not None or xrd is not None:
+        raise ValueError("give a CIF, or a composition and a pattern, not both")
+      return self.read_cif(cif)["arrays"]
+    if wavelength is not None:
+      try:
+        wavelengths.parse_wavelength(wavelength)
+      except ValueError as e:
+        raise InputError(str(e), field="wavelength") from None
     if self.uses_composition:
       if composition is None:
         raise InputError(f"the {self.model_name} model needs a composition")
@@ -119,18 +145,21 @@ class Predictor:
     return {k: v for k, v in out.items() if k not in self.embeddings}
 
   def predict(self, formula_or_composition=None, xrd=None, wavelength=None, *,
-              formula=None, composition=None) -> dict:
+              formula=None, composition=None, cif=None) -> dict:
     """One sample's predictions as a JSON-ready dict (see `format_prediction`).
 
-    The composition is the first argument, or `formula=` / `composition=`. A bad formula (syntax,
+    The composition is the first argument, or `formula=` / `composition=`; or `cif=` (a path or
+    CIF text) alone, whose pattern is simulated as in the dataset. A bad formula (syntax,
     unknown element, zero amount, an element outside `inputs.SUPPORTED_ELEMENTS`) raises
-    ValueError naming it; a bad pattern raises InputError naming the file.
+    ValueError naming it; a bad pattern or CIF raises InputError naming the file.
     """
     given = [v for v in (formula_or_composition, formula, composition) if v is not None]
     if len(given) > 1:
       raise ValueError("give the composition once (positionally, formula= or composition=)")
-    out = self.predict_batch([given[0] if given else None], [xrd], wavelength)
-    return format_prediction({k: v[0] for k, v in out.items()}, self.targets)
+    arrays = self.prepare(given[0] if given else None, xrd, wavelength, cif=cif)
+    out = self.predict_arrays(*(a[None] for a in arrays))
+    out = {k: v[0] for k, v in out.items() if k not in self.embeddings}
+    return format_prediction(out, self.targets)
 
   def embed(self, compositions, xrds=None, wavelength=None) -> dict[str, np.ndarray]:
     """Composition, XRD and fused [CLS] embeddings ("comp_cls", "xrd_cls", "embedding").
