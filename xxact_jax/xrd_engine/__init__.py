@@ -1,0 +1,23 @@
+"""Batched, jit-compiled powder XRD simulator in JAX (issue 14).
+
+Crystal structures (lattice, fractional coordinates, atomic numbers, occupancies) -> reflections
+inside 5-90° 2θ -> intensities with pymatgen XRDCalculator's physics and constants (its atomic
+scattering parameters, Lorentz-polarisation factor, merging of equal-2θ reflections, relative
+cut-off) -> the 4,250-point pattern smeared as xrd.smear_sticks, max 100.
+
+Not imported by xxact_jax or the training path; pymatgen is needed only for its scattering table
+(read from pymatgen's own JSON at first use) and for structures_to_batch / simulate.
+"""
+
+from xxact_jax.xrd_engine.engine import Result
+from xxact_jax.xrd_engine.engine import simulate
+from xxact_jax.xrd_engine.engine import simulate_arrays
+from xxact_jax.xrd_engine.engine import simulate_planned
+from xxact_jax.xrd_engine.engine import structure_arrays
+from xxact_jax.xrd_engine.engine import structures_to_batch
+from xxact_jax.xrd_engine.planning import XRDEngineError
+from xxact_jax.xrd_engine.planning import plan_structure
+from xxact_jax.xrd_engine.planning import reflections
+
+__all__ = ["Result", "XRDEngineError", "plan_structure", "reflections", "simulate",
+           "simulate_arrays", "simulate_planned", "structure_arrays", "structures_to_batch"]
