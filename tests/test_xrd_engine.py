@@ -209,14 +209,15 @@ def test_chunked_passes_agree(structures):
   per_row = key[0] * key[1]
   args = (a["lattice"], a["hkl"], a["frac_coords"], a["occupancies"], a["slots"], a["elements"],
           table)
+  structure_factors = device._structure_factors  # pylint: disable=protected-access
+  pattern_program = device._patterns  # pylint: disable=protected-access
   with jax.enable_x64(True):
-    f2 = [np.asarray(jax.jit(functools.partial(device._structure_factors,  # pylint: disable=protected-access
-                                               pairs_per_chunk=budget))(*args))
+    f2 = [np.asarray(jax.jit(functools.partial(structure_factors, pairs_per_chunk=budget))(*args))
           for budget in (2 * per_row, per_row, per_row // 3)]
     patterns = [np.asarray(jax.jit(functools.partial(
-        device._patterns, sigma=constants.XRD_SIGMA,  # pylint: disable=protected-access
-        reflections_per_chunk=budget))(a["lattice"], a["hkl"], a["num_reflections"],
-                                       np.float64(constants.CU_KA_LINES[0]), f2[0])[0])
+        pattern_program, sigma=constants.XRD_SIGMA, reflections_per_chunk=budget))(
+            a["lattice"], a["hkl"], a["num_reflections"], np.float64(constants.CU_KA_LINES[0]),
+            f2[0])[0])
                 for budget in (2 * key[1], key[1])]
   for other in f2[1:]:   # float32 sums in another order
     np.testing.assert_allclose(other, f2[0], rtol=1e-5, atol=1e-6 * f2[0].max())

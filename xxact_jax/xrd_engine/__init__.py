@@ -17,7 +17,9 @@ from xxact_jax.xrd_engine.engine import structure_arrays
 from xxact_jax.xrd_engine.engine import structures_to_batch
 from xxact_jax.xrd_engine.planning import XRDEngineError
 from xxact_jax.xrd_engine.planning import plan_structure
+from xxact_jax.xrd_engine.planning import plan_structures
 from xxact_jax.xrd_engine.planning import reflections
 
-__all__ = ["Result", "XRDEngineError", "plan_structure", "reflections", "simulate",
-           "simulate_arrays", "simulate_planned", "structure_arrays", "structures_to_batch"]
+__all__ = ["Result", "XRDEngineError", "plan_structure", "plan_structures", "reflections",
+           "simulate", "simulate_arrays", "simulate_planned", "structure_arrays",
+           "structures_to_batch"]

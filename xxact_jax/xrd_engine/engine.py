@@ -125,7 +125,8 @@ def simulate_arrays(lattice, frac_coords, numbers, occupancies,
     two_theta_range: reflections kept (degrees); the grid stays 5-90° in 0.02° steps.
     sigma: Gaussian σ in degrees.
     max_batch: most structures per device call.
-    max_reflections: refuse a structure with more (half-space) reflections than this.
+    max_reflections: refuse a cell whose 2θ sphere holds more reciprocal points than this,
+      estimated as (4/3)π r³ V like prepare's --max_reflections (the engine computes half).
     return_sticks: also return pymatgen's stick lists.
     errors: "raise" (the first bad structure raises) or "return" (Result.errors names them).
 

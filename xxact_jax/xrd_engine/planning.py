@@ -20,8 +20,8 @@ from xxact_jax.xrd_engine import scattering
 TWO_THETA_TOL = 1e-5
 SCALED_INTENSITY_TOL = 1e-3
 
-# Same guard as prepare's (featurize.DEFAULT_MAX_REFLECTIONS): half-space reflections above this
-# are refused rather than allowed to exhaust memory.
+# Same guard and meaning as prepare's --max_reflections (featurize.DEFAULT_MAX_REFLECTIONS):
+# reciprocal points in the whole 2θ sphere, (4/3)π r³ V (the engine computes half of them).
 DEFAULT_MAX_REFLECTIONS = 200_000
 
 # Bucket sizes: 1 and 1.5 times powers of two, so padding wastes at most a third.
@@ -105,8 +105,8 @@ def check_structure(index: int, lattice, frac_coords, numbers, occupancies) -> N
 
 
 def _size_estimate(volume, max_r):
-  """Expected half-space reflections inside the sphere: (2/3)π r³ V."""
-  return 2 / 3 * math.pi * max_r ** 3 * volume
+  """Expected reciprocal points inside the 2θ sphere, as featurize.xrd_size: (4/3)π r³ V."""
+  return 4 / 3 * math.pi * max_r ** 3 * volume
 
 
 def _reflections_many(lattices: np.ndarray, wavelength: float, two_theta_range):
@@ -180,8 +180,8 @@ def reflections(lattice, wavelength: float, two_theta_range,
 
 
 def _too_large(index, estimate, two_theta_range, max_reflections) -> str:
-  return (f"structure {index}: cell too large: about {estimate:.3g} reflections (half-space) "
-          f"up to 2θ = {two_theta_range[1]:g}°, above the limit of {max_reflections:.3g}")
+  return (f"structure {index}: cell too large: about {estimate:.3g} reflections up to "
+          f"2θ = {two_theta_range[1]:g}°, above the limit of {max_reflections:.3g}")
 
 
 @dataclasses.dataclass
