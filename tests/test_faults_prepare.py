@@ -354,7 +354,7 @@ def test_output_directory_with_unrelated_files_is_refused(tmp_path, fixtures_dir
 # ------------------------------------------------------------------ 5. noise
 
 
-def test_spglib_noise_is_silenced_and_eta_waits_for_warm_up(tmp_path, capfd, caplog):
+def test_spglib_noise_is_silenced(tmp_path, capfd):
   path = tmp_path / "cifs"
   path.mkdir()
   (path / "mp-28520.cif").write_text(MP_28520_CIF)
@@ -363,13 +363,5 @@ def test_spglib_noise_is_silenced_and_eta_waits_for_warm_up(tmp_path, capfd, cap
   assert "spglib" not in capfd.readouterr().err
   assert open_dataset(str(tmp_path / "out"))[0]["spacegroup_number"] == 140
 
-  progress = prepare._Progress(1000, "[t]", every_s=0.0, warmup_rows=64)
-  with caplog.at_level(logging.INFO):
-    progress.update(16, 0)
-    progress.update(16, 0)
-  assert "ETA after warm-up" in caplog.text and "ETA 0" not in caplog.text
-  progress.first = (progress.first[0] - 10.0, progress.first[1])   # 10 s since the first result
-  with caplog.at_level(logging.INFO):
-    progress.update(64, 0)
-  assert "8.0 rows/s" in caplog.text.splitlines()[-1]
+  # The ETA's warm-up is tested with the shared progress line (tests/test_progress.py).
 

@@ -40,6 +40,7 @@ import warnings
 import numpy as np
 
 from xxact_jax import constants
+from xxact_jax import progress as progress_lib
 from xxact_jax import targets as targets_lib
 from xxact_jax.inference import resample
 from xxact_jax.inference import wavelengths
@@ -115,8 +116,9 @@ def load_inputs(predictor, rows):
   """(model arrays of the readable rows, their rows, [(row, reason)] of the others), each scan
   prepared by `predictor.prepare` with the predictor's preprocessing."""
   arrays, kept, failed = [], [], []
-  start = time.perf_counter()
+  progress = progress_lib.Progress(len(rows), "evaluate: read", unit="scans")
   for i, row in enumerate(rows):
+    progress.update(i)
     try:
       with warnings.catch_warnings():
         warnings.simplefilter("ignore", resample.PartialCoverageWarning)
@@ -125,10 +127,7 @@ def load_inputs(predictor, rows):
       failed.append((row, str(e)))
       continue
     kept.append(row)
-    if (i + 1) % 50 == 0 or i + 1 == len(rows):
-      rate = (i + 1) / (time.perf_counter() - start)
-      print(f"read {i + 1}/{len(rows)} scans ({rate:.0f}/s, ETA "
-            f"{(len(rows) - i - 1) / rate:.0f} s)", file=sys.stderr, flush=True)
+  progress.update(len(rows), len(failed))
   return arrays, kept, failed
 
 

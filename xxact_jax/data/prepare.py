@@ -38,6 +38,7 @@ from absl import logging
 import numpy as np
 
 from xxact_jax import constants
+from xxact_jax import progress as progress_lib
 from xxact_jax.data import readers
 from xxact_jax.data import schema
 from xxact_jax.data import store
@@ -368,48 +369,6 @@ class BlockBuffer:
 # ---------------------------------------------------------------- progress
 
 
-class _Progress:
-  """Logs rows/s and ETA every `every_s` seconds.
-
-  The rate counts rows finished since the first result arrived, and no ETA is given until
-  `warmup_rows` more rows have finished: worker start-up (spawn, pymatgen import) made the
-  first ETA of a 37-minute run read 8 hours.
-  """
-
-  def __init__(self, total: int, label: str, every_s: float, warmup_rows: int = 0):
-    self.total, self.label, self.every_s, self.warmup_rows = total, label, every_s, warmup_rows
-    self.done = self.errors = 0
-    self.start = self.last = time.monotonic()
-    self.first = None   # (time, rows done before it) of the first result
-
-  def update(self, rows: int, errors: int, force: bool = False) -> None:
-    now = time.monotonic()
-    if self.first is None and rows:
-      self.first = (now, self.done + rows)
-    self.done += rows
-    self.errors += errors
-    if force or now - self.last >= self.every_s:
-      self.last = now
-      since = self.done - self.first[1] if self.first else 0
-      if since >= max(self.warmup_rows, 1) and now > self.first[0]:
-        rate = since / (now - self.first[0])
-        speed = f"{rate:.1f} rows/s, ETA {_format_seconds((self.total - self.done) / rate)}"
-      elif self.done == self.total:
-        speed = f"{self.done / max(now - self.start, 1e-9):.1f} rows/s"
-      else:
-        speed = "ETA after warm-up"
-      logging.info("%s %d/%d rows (%.1f%%), %s, errors %d", self.label, self.done, self.total,
-                   100 * self.done / max(self.total, 1), speed, self.errors)
-
-
-def _format_seconds(seconds: float) -> str:
-  if not math.isfinite(seconds):
-    return "?"
-  minutes, secs = divmod(int(round(seconds)), 60)
-  hours, minutes = divmod(minutes, 60)
-  return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
-
-
 # ---------------------------------------------------------------- main loop
 
 
@@ -587,7 +546,7 @@ def _run_tasks(tasks, max_elements: int, workers: int, featurize_kwargs: dict | 
 
 
 def _process_blocks(config: PrepareConfig, output: str, kv, num_rows: int, todo: set[int],
-                    workers: int, progress: "_Progress", label: str, row_errors: dict,
+                    workers: int, progress: progress_lib.Progress, label: str, row_errors: dict,
                     record_timeout_s: float | None) -> tuple[int, int]:
   """Featurises and writes the blocks in `todo`; returns (valid rows, error rows)."""
   arrays = store.create_arrays(output, num_rows, config.block_rows, config.max_elements)
@@ -610,7 +569,7 @@ def _process_blocks(config: PrepareConfig, output: str, kv, num_rows: int, todo:
       if errors < _LOG_ERRORS:
         logging.warning("%s error: %s", label, error["reason"])
       errors += 1
-    progress.update(len(records), len(buffer.errors) - before)
+    progress.advance(len(records), len(buffer.errors) - before)
     if buffer.filled == buffer.stop - buffer.start:
       buffer.write(arrays, kv)
       valid += int(buffer.data["valid"].sum())
@@ -618,7 +577,7 @@ def _process_blocks(config: PrepareConfig, output: str, kv, num_rows: int, todo:
   if buffer is not None:
     raise RuntimeError(f"Inputs ended early: block {buffer.block} has {buffer.filled} of "
                        f"{buffer.stop - buffer.start} rows; did an input file change?")
-  progress.update(0, 0, force=True)
+  progress.advance(0, 0, force=True)
   return valid, errors
 
 
@@ -676,8 +635,12 @@ def prepare_dataset(inputs: Sequence[str], output: str, *, workers: int | None =
   logging.info("%s %d rows in %d blocks; this shard: %d blocks, %d already done, %d rows to do "
                "on %d workers.", label, num_rows, num_blocks, len(mine), len(done_before),
                todo_rows, workers)
-  progress = _Progress(todo_rows, label, log_every_s,
-                       warmup_rows=2 * _TASK_ROWS * max(workers, 1) if workers > 1 else 0)
+  # No ETA before two tasks per worker finished: spawning workers and importing pymatgen made
+  # the first ETA of a 37-minute run read 8 hours.
+  progress = progress_lib.Progress(
+      todo_rows, label, unit="rows", interval=log_every_s,
+      warmup=2 * _TASK_ROWS * max(workers, 1) if workers > 1 else 0,
+      emit=lambda line: logging.info("%s", line))
   row_errors = {int(row): reason for row, reason in plan.get("duplicate_rows", {}).items()}
   valid, errors = _process_blocks(config, output, kv, num_rows, todo, workers, progress, label,
                                   row_errors, record_timeout_s or None)

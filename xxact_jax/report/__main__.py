@@ -18,6 +18,7 @@ import tempfile
 import numpy as np
 
 from xxact_jax import constants
+from xxact_jax import progress as progress_lib
 from xxact_jax.inference.errors import InputError
 
 
@@ -40,11 +41,10 @@ def _parse_args(argv):
 
 def run_split(predictor, dataset, max_samples: int = 0) -> tuple[dict, dict]:
   """(outputs, labels) over a dataset split, in row order, with progress on stderr."""
-  from xxact_jax.inference.progress import Progress  # pylint: disable=g-import-not-at-top
   count = len(dataset) if max_samples <= 0 else min(max_samples, len(dataset))
   if count == 0:
     raise InputError(f"split {dataset.split!r} is empty", path=dataset.path)
-  progress = Progress(count, "report: predicting")
+  progress = progress_lib.Progress(count, "report: predicting")
   label_keys = constants.REGRESSION_TARGETS + tuple(constants.CLASSIFICATION_TARGETS)
   outputs, labels = [], []
   for start in range(0, count, predictor.batch_size):
