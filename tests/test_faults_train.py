@@ -146,6 +146,8 @@ def test_resume_with_another_training_config_is_refused_with_the_differences(fin
   train.train_and_evaluate(_config(log_every_steps=2, eval_every_steps=6), workdir)
   train.train_and_evaluate(_config(num_train_steps=7, resume_allow_changes=True), workdir)
   assert checkpoints.restore_checkpoint(workdir, "latest").step == 7
+  # eval_every_steps=3 does not divide 7: steps 3, 6 and the last, each evaluated once.
+  assert [r["step"] for r in _rows(workdir) if "eval/loss" in r] == [3, 6, 7]
 
 
 def test_second_trainer_on_a_locked_workdir_is_refused(finished_run, tmp_path):
