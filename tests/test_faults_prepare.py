@@ -148,6 +148,32 @@ def test_sigkill_of_prepare_leaves_no_orphans(tmp_path):
     process.stdout.close()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigkill_of_main_during_first_use_featurisation_leaves_no_orphans(tmp_path):
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  cache = tmp_path / "cache"          # empty: the embedded sample is featurised on first use
+  process = subprocess.Popen(
+      [sys.executable, "-m", "xxact_jax.main", "--config=configs/supervised.py:runlocal",
+       f"--workdir={tmp_path}/workdir"], cwd=repo,
+      env=dict(os.environ, XXACT_JAX_CACHE=str(cache)),
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+  try:
+    deadline = time.monotonic() + 120
+    while not [p for p in _session_processes(process.pid) if "spawn_main" in p[2]]:
+      assert process.poll() is None and time.monotonic() < deadline, "no worker started"
+      time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 10
+    while _session_processes(process.pid) and time.monotonic() < deadline:
+      time.sleep(0.1)
+    assert _session_processes(process.pid) == []
+  finally:
+    for pid, _, _ in _session_processes(process.pid):
+      os.kill(pid, signal.SIGKILL)
+    process.stdout.close()
+
+
 # ------------------------------------------------------------------ 2. changed input on resume
 
 
