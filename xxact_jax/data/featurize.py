@@ -90,13 +90,37 @@ def check_xrd_size(structure: Structure, max_reflections: float = DEFAULT_MAX_RE
         f"{work:.3g}, above the limit of {max_xrd_work:.3g} (--max_xrd_work)")
 
 
+XRD_ENGINES = ("pymatgen", "jax")
+
+
+def engine_reason(message: str) -> str:
+  """An xrd_engine error message without its leading 'structure <index>: '."""
+  return re.sub(r"^structure -?\d+: ", "", str(message))
+
+
+def structure_arrays(structure: Structure) -> tuple:
+  """(lattice [3,3], frac_coords [s,3], numbers [s], occupancies [s]) for the JAX XRD engine.
+
+  Imports the engine (and jax) at first use only, so the pymatgen path never loads them.
+  """
+  from xxact_jax.xrd_engine import engine  # pylint: disable=g-import-not-at-top
+  try:
+    return engine.structure_arrays(structure)
+  except ValueError as e:   # XRDEngineError: a species without scattering parameters, ...
+    raise FeaturizationError(f"xrd: {engine_reason(e)} (--xrd_engine=jax)") from None
+
+
 def featurize_structure(structure: Structure, max_elements: int, *,
                         max_reflections: float = DEFAULT_MAX_REFLECTIONS,
-                        max_xrd_work: float = DEFAULT_MAX_XRD_WORK) -> dict:
+                        max_xrd_work: float = DEFAULT_MAX_XRD_WORK,
+                        xrd_engine: str = "pymatgen") -> dict:
   """Composition, smeared XRD and symmetry labels of one structure.
 
+  xrd_engine="jax": no pattern is computed here; the result holds `structure` (structure_arrays)
+  instead of `xrd`, for the caller to simulate in batches with xxact_jax.xrd_engine.
+
   Returns:
-    dict with species int32[K], fractions float32[K], xrd float32[4250],
+    dict with species int32[K], fractions float32[K], xrd float32[4250] (or structure, above),
     crystal_system int, spacegroup_number int.
 
   Raises:
@@ -108,18 +132,23 @@ def featurize_structure(structure: Structure, max_elements: int, *,
         _element_amounts(structure), max_elements)
   except ValueError as e:
     raise FeaturizationError(f"composition: {e}") from None
+  if xrd_engine not in XRD_ENGINES:
+    raise ValueError(f"xrd_engine must be one of {XRD_ENGINES}, not {xrd_engine!r}")
   check_xrd_size(structure, max_reflections, max_xrd_work)
-  try:
-    xrd = xrd_lib.smear_sticks(*stick_pattern(structure))
-  except Exception as e:  # pymatgen raises many types; report them all as data errors
-    raise FeaturizationError(f"xrd: {type(e).__name__}: {e}") from None
+  if xrd_engine == "jax":
+    pattern = {"structure": structure_arrays(structure)}
+  else:
+    try:
+      pattern = {"xrd": xrd_lib.smear_sticks(*stick_pattern(structure))}
+    except Exception as e:  # pymatgen raises many types; report them all as data errors
+      raise FeaturizationError(f"xrd: {type(e).__name__}: {e}") from None
   try:
     with warnings.catch_warnings():   # spglib's deprecation notices, once per structure
       warnings.simplefilter("ignore")
       crystal_system, spacegroup_number = symmetry_labels(structure)
   except Exception as e:
     raise FeaturizationError(f"symmetry: {type(e).__name__}: {e}") from None
-  return dict(species=species, fractions=fractions, xrd=xrd,
+  return dict(species=species, fractions=fractions, **pattern,
               crystal_system=crystal_system, spacegroup_number=spacegroup_number)
 
 

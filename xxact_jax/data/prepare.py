@@ -48,6 +48,8 @@ _TASK_ROWS = 16          # records per worker task: small, so workers stay balan
 _TASKS_PER_WORKER = 4    # in-flight tasks per worker (bounded memory for 5M-row inputs)
 _LOG_ERRORS = 20         # errors also logged individually, up to this many
 DEFAULT_RECORD_TIMEOUT_S = 300.0
+XRD_ENGINES = ("pymatgen", "jax")
+DEFAULT_XRD_ENGINE = "jax"
 # Beyond TASK_ROWS × record timeout, how long a task may overrun (stuck in native code, where the
 # worker's own alarm cannot interrupt it) before the parent kills the workers; and how long a
 # restarted pool may take to start (spawn + pymatgen import).
@@ -70,6 +72,9 @@ class PrepareConfig:
   max_reflections: float = schema.DEFAULT_MAX_REFLECTIONS
   max_xrd_work: float = schema.DEFAULT_MAX_XRD_WORK
   allow_duplicate_ids: bool = False
+  # Where the XRD patterns come from: "pymatgen" (XRDCalculator in the workers; also what a plan
+  # without this field means) or "jax" (xxact_jax.xrd_engine, batched in the main process).
+  xrd_engine: str = "pymatgen"
 
 
 def split_assignment(num_rows: int, seed: int, test_fraction: float) -> np.ndarray:
@@ -156,8 +161,13 @@ def _time_limit(seconds: float | None):
 def featurize_records(records: Sequence[readers.RawRecord], max_elements: int, *,
                       max_reflections: float = schema.DEFAULT_MAX_REFLECTIONS,
                       max_xrd_work: float = schema.DEFAULT_MAX_XRD_WORK,
-                      record_timeout_s: float | None = None) -> list:
-  """Featurises records; each result is a feature dict or an error string."""
+                      record_timeout_s: float | None = None,
+                      xrd_engine: str = "pymatgen") -> list:
+  """Featurises records; each result is a feature dict or an error string.
+
+  With xrd_engine="jax" a feature dict holds the structure's arrays (`structure`) instead of
+  `xrd`; the caller simulates the patterns (_simulate_xrd).
+  """
   from xxact_jax.data import featurize  # pylint: disable=g-import-not-at-top
   results = []
   for record in records:
@@ -169,7 +179,8 @@ def featurize_records(records: Sequence[readers.RawRecord], max_elements: int, *
         structure = featurize.structure_from_payload(record.kind, record.payload)
         result = featurize.featurize_structure(structure, max_elements,
                                                max_reflections=max_reflections,
-                                               max_xrd_work=max_xrd_work)
+                                               max_xrd_work=max_xrd_work,
+                                               xrd_engine=xrd_engine)
     except _RecordTimeout:
       result = (f"{record.location}: featurisation took longer than {record_timeout_s:g} s "
                 f"(--record_timeout_s)")
@@ -329,8 +340,11 @@ class BlockBuffer:
     self.data = {name: np.full((n, *f.row_shape), f.fill_value, dtype=f.dtype)
                  for name, f in fields.items()}
     self.data["split"][:] = split[start:stop]
+    self.fields = fields
     self.errors: list[dict] = []
     self.filled = 0
+    # (row in block, record, structure arrays) of rows whose XRD the JAX engine still owes.
+    self.pending_xrd: list = []
 
   def add(self, record: readers.RawRecord, result, min_formation_energy) -> None:
     i = self.filled
@@ -346,7 +360,10 @@ class BlockBuffer:
     self.data["valid"][i] = 1
     self.data["species"][i] = result["species"]
     self.data["fractions"][i] = result["fractions"]
-    self.data["xrd"][i] = result["xrd"]
+    if "xrd" in result:
+      self.data["xrd"][i] = result["xrd"]
+    else:   # --xrd_engine=jax: filled in by _simulate_xrd before the block is written
+      self.pending_xrd.append((i, record, result["structure"]))
     self.data["crystal_system"][i] = result["crystal_system"]
     self.data["spacegroup_number"][i] = result["spacegroup_number"]
     e_form = record.labels["formation_energy_per_atom"]
@@ -355,7 +372,17 @@ class BlockBuffer:
     self.data["formation_energy_per_atom"][i] = e_form
     self.data["band_gap"][i] = record.labels["band_gap"]
 
+  def fail(self, i: int, record: readers.RawRecord, reason: str) -> None:
+    """Turns row i, already added as valid, into an error row (its fields back to the fill)."""
+    for name, field in self.fields.items():
+      if name not in ("split", "material_id"):
+        self.data[name][i] = field.fill_value
+    self.errors.append({"row": self.start + i, "material_id": record.material_id,
+                        "reason": reason})
+
   def write(self, arrays: dict, kv) -> None:
+    if self.pending_xrd:
+      raise RuntimeError(f"block {self.block}: {len(self.pending_xrd)} XRD patterns not simulated")
     futures = [arrays[name][self.start:self.stop].write(value)
                for name, value in self.data.items()]
     for future in futures:
@@ -545,6 +572,39 @@ def _run_tasks(tasks, max_elements: int, workers: int, featurize_kwargs: dict | 
     pool.close()
 
 
+# --xrd_engine=jax: full blocks wait until they hold this many structures to simulate together,
+# so each engine call has at least one full device batch (xrd_engine's 256) where blocks allow.
+_XRD_BATCH = 256
+
+
+def _simulate_xrd(buffers: list, max_reflections: float) -> None:
+  """Fills the XRD rows the buffers owe with the JAX engine, in one batched call; a structure
+  the engine refuses becomes an error row with the engine's reason."""
+  pending = [(buffer, i, record, arrays)
+             for buffer in buffers for i, record, arrays in buffer.pending_xrd]
+  if not pending:
+    return
+  from xxact_jax import xrd_engine  # pylint: disable=g-import-not-at-top
+  from xxact_jax.data import featurize  # pylint: disable=g-import-not-at-top
+  from xxact_jax.xrd_engine import planning  # pylint: disable=g-import-not-at-top
+  two_theta_range = (constants.TWO_THETA_MIN, constants.TWO_THETA_MAX)
+  wavelength = planning.wavelength_angstrom(constants.XRD_WAVELENGTH)
+  planned = xrd_engine.plan_structures(
+      [arrays for *_, arrays in pending], wavelength, two_theta_range,
+      max_reflections, errors="return",
+      indices=[buffer.start + i for buffer, i, _, _ in pending])
+  result = xrd_engine.simulate_planned(planned, wavelength,
+                                       sigma=constants.XRD_SIGMA, errors="return")
+  for k, (buffer, i, record, _) in enumerate(pending):
+    if k in result.errors:
+      buffer.fail(i, record, f"{record.location}: xrd: {featurize.engine_reason(result.errors[k])}"
+                             f" (--xrd_engine=jax)")
+    else:
+      buffer.data["xrd"][i] = result.patterns[k]
+  for buffer in buffers:
+    buffer.pending_xrd = []
+
+
 def _process_blocks(config: PrepareConfig, output: str, kv, num_rows: int, todo: set[int],
                     workers: int, progress: progress_lib.Progress, label: str, row_errors: dict,
                     record_timeout_s: float | None) -> tuple[int, int]:
@@ -555,25 +615,76 @@ def _process_blocks(config: PrepareConfig, output: str, kv, num_rows: int, todo:
   block_rows = config.block_rows
   buffer = None
   valid = errors = 0
-  limits = dict(max_reflections=config.max_reflections, max_xrd_work=config.max_xrd_work)
-  for block, records, results in _run_tasks(_tasks(config, num_rows, todo, row_errors),
-                                            config.max_elements, workers, limits,
-                                            record_timeout_s):
-    if buffer is None or buffer.block != block:
-      b_start = block * block_rows
-      buffer = BlockBuffer(block, b_start, min(b_start + block_rows, num_rows), split, fields)
-    before = len(buffer.errors)
-    for record, result in zip(records, results):
-      buffer.add(record, result, config.min_formation_energy)
-    for error in buffer.errors[before:]:
+  limits = dict(max_reflections=config.max_reflections, max_xrd_work=config.max_xrd_work,
+                xrd_engine=config.xrd_engine)
+  full: list = []   # complete blocks not yet written (--xrd_engine=jax: waiting for patterns)
+  # --xrd_engine=jax: one thread simulates and writes a batch of blocks while this one keeps the
+  # workers busy; one batch at a time (bounded memory). (future, blocks, errors before) or None.
+  engine = (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="xrd-engine")
+            if config.xrd_engine == "jax" else None)
+  in_engine = None
+
+  def simulate_and_write(blocks: list) -> None:
+    _simulate_xrd(blocks, config.max_reflections)
+    for b in blocks:
+      b.write(arrays, kv)
+
+  def settle() -> None:
+    nonlocal valid, errors, in_engine
+    if in_engine is None:
+      return
+    future, blocks, before = in_engine
+    in_engine = None
+    future.result()
+    new = [error for b, n in zip(blocks, before) for error in b.errors[n:]]
+    for error in new:
       if errors < _LOG_ERRORS:
         logging.warning("%s error: %s", label, error["reason"])
       errors += 1
-    progress.advance(len(records), len(buffer.errors) - before)
-    if buffer.filled == buffer.stop - buffer.start:
-      buffer.write(arrays, kv)
-      valid += int(buffer.data["valid"].sum())
-      buffer = None
+    if new:
+      progress.advance(0, len(new))
+    valid += sum(int(b.data["valid"].sum()) for b in blocks)
+
+  def write_full(force: bool) -> None:
+    nonlocal valid, in_engine
+    owed = sum(len(b.pending_xrd) for b in full)
+    if not full or (not force and 0 < owed < _XRD_BATCH):
+      return
+    blocks = list(full)
+    full.clear()
+    if not owed:
+      for b in blocks:
+        b.write(arrays, kv)
+        valid += int(b.data["valid"].sum())
+      return
+    settle()
+    in_engine = (engine.submit(simulate_and_write, blocks), blocks,
+                 [len(b.errors) for b in blocks])
+
+  try:
+    for block, records, results in _run_tasks(_tasks(config, num_rows, todo, row_errors),
+                                              config.max_elements, workers, limits,
+                                              record_timeout_s):
+      if buffer is None or buffer.block != block:
+        b_start = block * block_rows
+        buffer = BlockBuffer(block, b_start, min(b_start + block_rows, num_rows), split, fields)
+      before = len(buffer.errors)
+      for record, result in zip(records, results):
+        buffer.add(record, result, config.min_formation_energy)
+      for error in buffer.errors[before:]:
+        if errors < _LOG_ERRORS:
+          logging.warning("%s error: %s", label, error["reason"])
+        errors += 1
+      progress.advance(len(records), len(buffer.errors) - before)
+      if buffer.filled == buffer.stop - buffer.start:
+        full.append(buffer)
+        write_full(force=False)
+        buffer = None
+    write_full(force=True)
+    settle()
+  finally:
+    if engine is not None:
+      engine.shutdown(wait=True)
   if buffer is not None:
     raise RuntimeError(f"Inputs ended early: block {buffer.block} has {buffer.filled} of "
                        f"{buffer.stop - buffer.start} rows; did an input file change?")
@@ -590,13 +701,17 @@ def prepare_dataset(inputs: Sequence[str], output: str, *, workers: int | None =
                     max_reflections: float = schema.DEFAULT_MAX_REFLECTIONS,
                     max_xrd_work: float = schema.DEFAULT_MAX_XRD_WORK,
                     allow_duplicate_ids: bool = False,
-                    record_timeout_s: float | None = DEFAULT_RECORD_TIMEOUT_S) -> dict:
+                    record_timeout_s: float | None = DEFAULT_RECORD_TIMEOUT_S,
+                    xrd_engine: str = DEFAULT_XRD_ENGINE) -> dict:
   """Featurises `inputs` into the dataset at `output` (see module docstring).
 
   max_reflections, max_xrd_work: per-record XRD size limits (featurize.check_xrd_size); a larger
   cell is an error row. allow_duplicate_ids: keep the first row of a repeated material_id and
   make the others error rows (default: refuse the inputs). record_timeout_s: a record taking
-  longer is an error row (0 or None: no limit).
+  longer is an error row (0 or None: no limit). xrd_engine: "pymatgen" (XRDCalculator in the
+  workers) or "jax" (workers return structure arrays, the main process simulates the patterns
+  with xxact_jax.xrd_engine in batches on the default JAX device); recorded in the plan (a resume
+  must use the same engine) and in metadata.json.
 
   Returns:
     The summary: rows, blocks done now / before, valid and error counts, seconds,
@@ -617,10 +732,12 @@ def prepare_dataset(inputs: Sequence[str], output: str, *, workers: int | None =
     raise ValueError("max_reflections and max_xrd_work must be positive.")
   if record_timeout_s is not None and record_timeout_s < 0:
     raise ValueError(f"record_timeout_s must be >= 0, got {record_timeout_s}.")
+  if xrd_engine not in XRD_ENGINES:
+    raise ValueError(f"xrd_engine must be one of {list(XRD_ENGINES)}, got {xrd_engine!r}.")
   workers = (os.cpu_count() or 1) if workers is None else workers
   config = PrepareConfig(tuple(os.path.abspath(p) for p in inputs), limit, seed, test_fraction,
                          max_elements, block_rows, min_formation_energy, max_reflections,
-                         max_xrd_work, allow_duplicate_ids)
+                         max_xrd_work, allow_duplicate_ids, xrd_engine)
   start = time.monotonic()
   kv = store.open_kvstore(output)
   plan = _load_or_make_plan(kv, config, output)
@@ -689,6 +806,7 @@ def finalize(output: str, plan: dict, extra_metadata: dict | None = None) -> dic
       "wavelength": constants.XRD_WAVELENGTH,
       "max_intensity": constants.XRD_MAX_INTENSITY,
       "symprec": 0.1,
+      "xrd_engine": config.get("xrd_engine", "pymatgen"),
       "counts": {"rows": plan["num_rows"], "valid": int(valid.sum()), "errors": len(errors)},
       "splits": {"train": int(train.sum()), "test": int(test.sum()), "seed": config["seed"],
                  "test_fraction": config["test_fraction"], "codes": schema.SPLIT_CODES},

@@ -57,7 +57,8 @@ def subset_dataset(source: str, output: str, num_rows: int, seed: int = 0,
   config = prepare_lib.PrepareConfig(
       inputs=(source,), limit=num_rows, seed=source_meta["splits"]["seed"],
       test_fraction=source_meta["splits"]["test_fraction"], max_elements=max_elements,
-      block_rows=block_rows, min_formation_energy=source_meta.get("min_formation_energy"))
+      block_rows=block_rows, min_formation_energy=source_meta.get("min_formation_energy"),
+      xrd_engine=source_meta.get("xrd_engine", "pymatgen"))
   plan = {"config": dataclasses.asdict(config), "num_rows": num_rows,
           "schema_version": schema.SCHEMA_VERSION, "subset_of": source}
   store.write_json(kv, schema.PLAN_FILE, plan)
