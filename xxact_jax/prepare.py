@@ -57,9 +57,10 @@ _XRD_ENGINE = flags.DEFINE_enum(
     "xrd_engine", prepare_lib.DEFAULT_XRD_ENGINE, list(prepare_lib.XRD_ENGINES),
     "Where the XRD patterns come from. jax (the default): the workers parse the structures and "
     "find the symmetry labels, the main process simulates the patterns with xxact_jax.xrd_engine "
-    "in batches on the default JAX device (pymatgen's physics; on 2,000 mp_36k rows the two "
-    "engines' datasets are equal within 0.07 on the 0-100 scale, benchmarks/RESULTS.md); a "
-    "structure it refuses is an error row. pymatgen: XRDCalculator in the workers, as before. "
+    "in batches on the default JAX device (pymatgen's physics; on 2,000 and 6,000 mp_36k rows "
+    "the two engines' datasets are equal within 0.07 on the 0-100 scale, "
+    "benchmarks/RESULTS.md); a structure it refuses is an error row. pymatgen: XRDCalculator in "
+    "the workers, as before. "
     "Recorded in the dataset: a resume must use the same engine.")
 _SUBSET_OF = flags.DEFINE_string(
     "subset_of", None, "A prepared dataset: copy --limit random valid rows of it to --output "

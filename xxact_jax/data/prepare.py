@@ -13,6 +13,11 @@ Faults: the plan records a sha256 of every input (a resume over changed inputs i
 refuses duplicate material ids; workers die with the parent (SIGKILL of prepare leaves no
 orphans); a record whose XRD would be too large, that runs past --record_timeout_s, or whose
 worker dies (out of memory, a native crash) becomes an error row and the run goes on.
+
+XRD (xrd_engine): "jax" (default) has the workers return each structure's arrays and simulates
+the patterns of whole blocks in the main process (xxact_jax.xrd_engine, imported only then) on a
+background thread before writing them; "pymatgen" computes them in the workers. The per-record
+guards run in the workers either way; the engine's own time is bounded by max_reflections.
 """
 
 import collections
