@@ -12,6 +12,7 @@ import pytest
 from xxact_jax.data import prepare
 from xxact_jax.data import schema
 from xxact_jax.data import store
+from xxact_jax.data import subset as subset_lib
 
 
 def _cubic_cif(a: float, name: str, element: str) -> str:
@@ -87,6 +88,9 @@ def test_engines_give_the_same_dataset(source, reference, tmp_path, workers):
   assert "no intensity on the 5-90° grid" in errors[9]
   assert all(r.startswith(f"{source}:row {row}: xrd: ") for row, r in errors.items())
   assert "scattering coefficients for Es" in _errors(reference)[4]   # pymatgen's own reason
+  if workers == 0:   # a subset keeps the engine of its source
+    subset_lib.subset_dataset(path, str(tmp_path / "subset"), 4, seed=0)
+    assert _metadata(str(tmp_path / "subset"))["xrd_engine"] == "jax"
 
 
 def test_resume_with_the_other_engine_is_refused(source, tmp_path):
