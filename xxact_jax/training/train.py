@@ -19,6 +19,7 @@ from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 from xxact_jax import constants
@@ -102,6 +103,20 @@ class StopSignals:
       logging.warning("Received %s: stopping after this step with a checkpoint",
                       signal.Signals(signum).name)
       self.received = signum
+
+  def agreed(self, step: int, every: int) -> int | None:
+    """The signal to stop on after `step`, the same in every process; None to go on.
+
+    One process stops at once. Several must stop at the same step (the step is a collective),
+    so they compare their signals every `every` steps, where the host waits for the step's
+    metrics anyway, and stop together at the first such step after any of them got one.
+    """
+    if jax.process_count() == 1:
+      return self.received
+    if step % every:
+      return None
+    signals = multihost_utils.process_allgather(np.int32(self.received or 0))
+    return int(np.max(signals)) or None
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
@@ -367,7 +382,8 @@ def _train(config, workdir, data_path, ds_train, ds_eval, target_stats):
           checkpointer.save(step, state, batches.peek()[0], extra, eval_metrics or None)
         writer.flush()
         rates.update(step)   # evaluation and checkpointing are not training time
-      if stop.received is not None:
+      signum = stop.agreed(step, config.log_every_steps)
+      if signum is not None:
         if not do_ckpt:
           if previous is not None:
             log(*previous)
@@ -375,7 +391,7 @@ def _train(config, workdir, data_path, ds_train, ds_eval, target_stats):
             raise NonFiniteLossError(f"Parameters became NaN or Inf at step {step}; stopping. "
                                      f"The last good checkpoint in {workdir} is kept.")
           checkpointer.save(step, state, batches.peek()[0], extra)
-        raise Interrupted(stop.received, step, workdir)
+        raise Interrupted(signum, step, workdir)
     if previous is not None and previous[0] % config.log_every_steps == 0:
       log(*previous)
   finally:
