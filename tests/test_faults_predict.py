@@ -19,14 +19,7 @@ from xxact_jax.report import __main__ as report_cli
 
 from test_inference_e2e import check_prediction
 from test_inference_e2e import fixture
-
-
-def run_predict(args, tmp_path, name="out.jsonl"):
-  output = tmp_path / name
-  code = predict_cli.main(list(args) + [f"--output={output}"])
-  records = ([json.loads(line) for line in output.read_text().splitlines()]
-             if output.exists() else None)
-  return code, records
+from test_inference_e2e import run_predict
 
 
 def error_lines(text):

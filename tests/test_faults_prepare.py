@@ -69,7 +69,7 @@ loop_
 """
 
 
-def _cubic_cif(a: float, name: str, element: str = "Na") -> str:
+def cubic_cif(a: float, name: str, element: str = "Na") -> str:
   return (f"data_{name}\n_cell_length_a {a}\n_cell_length_b {a}\n_cell_length_c {a}\n"
           "_cell_angle_alpha 90\n_cell_angle_beta 90\n_cell_angle_gamma 90\n"
           "_symmetry_space_group_name_H-M 'P 1'\nloop_\n _symmetry_equiv_pos_as_xyz\n 'x, y, z'\n"
@@ -212,8 +212,8 @@ def test_resume_refuses_changed_input_and_accepts_a_touched_one(tmp_path, fixtur
 
 
 def test_huge_cells_are_error_rows_quickly_and_in_bounded_memory(tmp_path, fixtures_dir):
-  inputs = _cif_dir(tmp_path, fixtures_dir, "cifs", {"huge1000": _cubic_cif(1000, "huge1000"),
-                                                     "huge100": _cubic_cif(100, "huge100")})
+  inputs = _cif_dir(tmp_path, fixtures_dir, "cifs", {"huge1000": cubic_cif(1000, "huge1000"),
+                                                     "huge100": cubic_cif(100, "huge100")})
 
   def limit_memory():   # so that a regression fails here instead of exhausting the machine
     resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
@@ -234,7 +234,7 @@ def test_huge_cells_are_error_rows_quickly_and_in_bounded_memory(tmp_path, fixtu
 def test_slow_record_times_out_as_an_error_row(tmp_path, fixtures_dir):
   # 30 Å: 87,000 reflections, under the size limit, ~8 s of pymatgen (the JAX engine, outside
   # the workers' time limit, takes well under a second on it).
-  inputs = _cif_dir(tmp_path, fixtures_dir, "cifs", {"slow": _cubic_cif(30, "slow")})
+  inputs = _cif_dir(tmp_path, fixtures_dir, "cifs", {"slow": cubic_cif(30, "slow")})
   start = time.monotonic()
   summary = prepare.prepare_dataset([inputs], str(tmp_path / "out"), workers=0,
                                     record_timeout_s=0.5, xrd_engine="pymatgen")
@@ -355,7 +355,7 @@ def test_non_utf8_bytes_name_file_row_and_line(tmp_path, fixtures_dir):
   assert "latin.csv:row 3: column 'cif' is not valid UTF-8 (byte 0xff at line 5" in reason
 
   cifs = _cif_dir(tmp_path, fixtures_dir, "cifs",
-                  {"bad": _cubic_cif(4, "bad").encode().replace(b"data_bad", b"data_b\xe9")})
+                  {"bad": cubic_cif(4, "bad").encode().replace(b"data_bad", b"data_b\xe9")})
   prepare.prepare_dataset([cifs], str(tmp_path / "out2"), workers=0)
   assert ("bad.cif: not valid UTF-8: byte 0xe9 at line 1 (byte offset 6)"
           in _errors(tmp_path / "out2")["bad"])

@@ -19,25 +19,18 @@ import numpy as np
 import pytest
 
 from xxact_jax.training import checkpoints
-from xxact_jax.training import defaults
 from xxact_jax.training import metric_writers
 from xxact_jax.training import train
+
+from test_train import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(**overrides):
-  config = defaults.load_config_file(os.path.join(REPO, "configs", "supervised.py"), "runlocal")
-  config.num_train_steps = 6
-  config.log_every_steps = 1
-  config.eval_every_steps = 3
-  config.checkpoint_every_steps = 3
-  config.global_batch_size = 16
-  config.eval_batch_size = 64
-  config.tensorboard = False
-  for key, value in overrides.items():
-    config[key] = value
-  return config
+  settings = dict(num_train_steps=6, log_every_steps=1, eval_every_steps=3,
+                  checkpoint_every_steps=3, tensorboard=False)
+  return load_config("supervised", **{**settings, **overrides})
 
 
 def _rows(workdir):

@@ -14,14 +14,7 @@ from xxact_jax.data import schema
 from xxact_jax.data import store
 from xxact_jax.data import subset as subset_lib
 
-
-def _cubic_cif(a: float, name: str, element: str) -> str:
-  return (f"data_{name}\n_cell_length_a {a}\n_cell_length_b {a}\n_cell_length_c {a}\n"
-          "_cell_angle_alpha 90\n_cell_angle_beta 90\n_cell_angle_gamma 90\n"
-          "_symmetry_space_group_name_H-M 'P 1'\nloop_\n _symmetry_equiv_pos_as_xyz\n 'x, y, z'\n"
-          "loop_\n _atom_site_type_symbol\n _atom_site_label\n _atom_site_fract_x\n"
-          " _atom_site_fract_y\n _atom_site_fract_z\n _atom_site_occupancy\n"
-          f" {element} {element}0 0 0 0 1\n")
+from test_faults_prepare import cubic_cif
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +25,7 @@ def source(tmp_path_factory, fixtures_dir) -> str:
   extra = []
   for material_id, a, element in (("mp-es", 4.0, "Es"), ("mp-tiny", 0.7, "Na")):
     row = table.iloc[0].copy()
-    row["material_id"], row["cif"] = material_id, _cubic_cif(a, material_id, element)
+    row["material_id"], row["cif"] = material_id, cubic_cif(a, material_id, element)
     extra.append(pd.DataFrame([row]))
   table = pd.concat([table.iloc[:4], extra[0], table.iloc[4:], extra[1]], ignore_index=True)
   path = str(tmp_path_factory.mktemp("xrd_engine_source") / "mp.csv")

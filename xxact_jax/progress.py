@@ -62,6 +62,6 @@ class Progress:
       speed = f"{self.done / max(now - self.start, 1e-9):.1f} {self.unit}/s"
     else:
       speed = "ETA after warm-up"
-    errors = f", errors {self.errors}" if errors is not None or self.errors else ""
+    error_text = f", errors {self.errors}" if errors is not None or self.errors else ""
     self.emit(f"{self.label} {self.done}/{self.total} {self.unit} "
-              f"({100 * self.done / max(self.total, 1):.1f}%), {speed}{errors}")
+              f"({100 * self.done / max(self.total, 1):.1f}%), {speed}{error_text}")
