@@ -310,6 +310,13 @@ def _train(config, workdir, data_path, ds_train, ds_eval, target_stats):
 
   all_finite = jax.jit(lambda tree: jax.tree.reduce(
       lambda a, b: a & b, jax.tree.map(lambda x: jax.numpy.isfinite(x).all(), tree)))
+
+  def require_finite_params(params, step):
+    """Raises before a checkpoint of NaN or Inf parameters replaces a good one."""
+    if not bool(all_finite(params)):
+      raise NonFiniteLossError(f"Parameters became NaN or Inf at step {step}; stopping. The "
+                               f"last good checkpoint in {workdir} is kept.")
+
   start_step = int(state["step"])
   # Rows past the restored step were written by the run that died after it: they are replayed now.
   writer = metric_writers.MetricWriter(workdir, config.tensorboard, resume_step=start_step)
@@ -367,9 +374,8 @@ def _train(config, workdir, data_path, ds_train, ds_eval, target_stats):
           if not math.isfinite(loss):
             raise NonFiniteLossError(f"Loss is {loss} at step {step}; stopping. The last good "
                                      f"checkpoint in {workdir} is kept.")
-        if do_ckpt and not bool(all_finite(state["params"])):
-          raise NonFiniteLossError(f"Parameters became NaN or Inf at step {step}; stopping. The "
-                                   f"last good checkpoint in {workdir} is kept.")
+        if do_ckpt:
+          require_finite_params(state["params"], step)
         previous = None
         eval_metrics = {}
         if do_eval:
@@ -387,9 +393,7 @@ def _train(config, workdir, data_path, ds_train, ds_eval, target_stats):
         if not do_ckpt:
           if previous is not None:
             log(*previous)
-          if not bool(all_finite(state["params"])):
-            raise NonFiniteLossError(f"Parameters became NaN or Inf at step {step}; stopping. "
-                                     f"The last good checkpoint in {workdir} is kept.")
+          require_finite_params(state["params"], step)
           checkpointer.save(step, state, batches.peek()[0], extra)
         raise Interrupted(signum, step, workdir)
     if previous is not None and previous[0] % config.log_every_steps == 0:
