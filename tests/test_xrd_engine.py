@@ -217,7 +217,7 @@ def test_chunked_passes_agree(structures):
     patterns = [np.asarray(jax.jit(functools.partial(
         pattern_program, sigma=constants.XRD_SIGMA, reflections_per_chunk=budget))(
             a["lattice"], a["hkl"], a["num_reflections"], np.float64(constants.CU_KA_LINES[0]),
-            f2[0])[0])
+            f2[0], a["texture_hkl"], a["march_r"], a["b_factor"])[0])
                 for budget in (2 * key[1], key[1])]
   for other in f2[1:]:   # float32 sums in another order
     np.testing.assert_allclose(other, f2[0], rtol=1e-5, atol=1e-6 * f2[0].max())

@@ -19,7 +19,10 @@ from xxact_jax.xrd_engine.planning import XRDEngineError
 from xxact_jax.xrd_engine.planning import plan_structure
 from xxact_jax.xrd_engine.planning import plan_structures
 from xxact_jax.xrd_engine.planning import reflections
+from xxact_jax.xrd_engine.sample import SampleEffects
+from xxact_jax.xrd_engine.sample import random_effects
+from xxact_jax.xrd_engine.sample import symmetric_strain
 
-__all__ = ["Result", "XRDEngineError", "plan_structure", "plan_structures", "reflections",
-           "simulate", "simulate_arrays", "simulate_planned", "structure_arrays",
-           "structures_to_batch"]
+__all__ = ["Result", "SampleEffects", "XRDEngineError", "plan_structure", "plan_structures",
+           "random_effects", "reflections", "simulate", "simulate_arrays", "simulate_planned",
+           "structure_arrays", "structures_to_batch", "symmetric_strain"]

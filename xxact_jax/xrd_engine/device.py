@@ -76,13 +76,35 @@ def _reciprocal(lattice):
                     jnp.cross(a, b) / volume], axis=1)
 
 
-def _g_squared(lattice, hkl):
-  """|g|² = |h a* + k b* + l c*|² in float64, [B, R] (explicit sums: a 3×3 batched dot is slow)."""
+def _g_vectors(lattice, hkl):
+  """Cartesian h a* + k b* + l c*, three float64 [B, R] components (explicit sums: a 3×3 batched
+  dot is slow); hkl [B, R, 3] integer or float."""
   recip = _reciprocal(lattice)[:, None]                     # [B, 1, 3, 3]
   h = hkl.astype(jnp.float64)
-  points = [h[..., 0] * recip[..., 0, d] + h[..., 1] * recip[..., 1, d]
-            + h[..., 2] * recip[..., 2, d] for d in range(3)]
+  return [h[..., 0] * recip[..., 0, d] + h[..., 1] * recip[..., 1, d]
+          + h[..., 2] * recip[..., 2, d] for d in range(3)]
+
+
+def _g_squared(lattice, hkl):
+  """|g|² = |h a* + k b* + l c*|² in float64, [B, R]."""
+  points = _g_vectors(lattice, hkl)
   return points[0] * points[0] + points[1] * points[1] + points[2] * points[2]
+
+
+def _sample_factor(lattice, hkl, texture_hkl, march_r, b_factor):
+  """March–Dollase × Debye–Waller factor per reflection, float64 [B, R] (sample.py's physics;
+  exactly 1 for neutral values)."""
+  g = _g_vectors(lattice, hkl)
+  g2 = g[0] * g[0] + g[1] * g[1] + g[2] * g[2]
+  axis = _g_vectors(lattice, texture_hkl[:, None, :])      # [B, 1] each
+  axis2 = axis[0] * axis[0] + axis[1] * axis[1] + axis[2] * axis[2]
+  textured = (axis2 > 0) & (g2 > 0)
+  cos2 = jnp.where(textured, (g[0] * axis[0] + g[1] * axis[1] + g[2] * axis[2]) ** 2
+                   / jnp.where(textured, g2 * axis2, 1.0), 1.0)
+  r = march_r[:, None]
+  march = jnp.where(textured, (r * r * cos2 + (1 - cos2) / r) ** -1.5, 1.0)
+  # exp(−2 B s²) with s = |g| / 2.
+  return march * jnp.exp(-b_factor[:, None] * g2 / 2)
 
 
 def _intensity_unscaled(hkl, s2, frac_hi, frac_lo, weights, coefficients, numbers):
@@ -149,7 +171,8 @@ def _structure_factors(lattice, hkl, frac_coords, occupancies, slots, elements,
                  (hkl, s2, frac_hi, frac_lo, weights, coefficients, numbers))
 
 
-def _patterns_rows(lattice, hkl, num_reflections, f_squared, *, wavelength, sigma: float):
+def _patterns_rows(lattice, hkl, num_reflections, f_squared, texture_hkl, march_r, b_factor, *,
+                   wavelength, sigma: float):
   """_patterns for one chunk of structures."""
   f64, f32 = jnp.float64, jnp.float32
   batch, num_rows, _ = hkl.shape
@@ -161,7 +184,8 @@ def _patterns_rows(lattice, hkl, num_reflections, f_squared, *, wavelength, sigm
   sin2 = sin_theta * sin_theta
   cos_2theta = 1 - 2 * sin2
   lorentz = (1 + cos_2theta * cos_2theta) / (sin2 * jnp.sqrt(1 - sin2))
-  intensity = jnp.where(valid, f_squared.astype(f64) * lorentz, 0.0)
+  intensity = jnp.where(valid, f_squared.astype(f64) * lorentz
+                        * _sample_factor(lattice, hkl, texture_hkl, march_r, b_factor), 0.0)
 
   # Merge runs of equal round(2θ / tol) (the list is in |g| order, so equal keys are adjacent),
   # then apply pymatgen's cut-off to the merged intensities.
@@ -202,14 +226,16 @@ def _patterns_rows(lattice, hkl, num_reflections, f_squared, *, wavelength, sigm
   return pattern, peak[:, 0], jnp.where(stick, two_theta, 0.0), stick_intensity
 
 
-def _patterns(lattice, hkl, num_reflections, wavelength, f_squared, *, sigma: float,
-              reflections_per_chunk: int):
+def _patterns(lattice, hkl, num_reflections, wavelength, f_squared, texture_hkl, march_r,
+              b_factor, *, sigma: float, reflections_per_chunk: int):
   """Merged, cut and smeared patterns of a bucket from its |F|² (inside jax.enable_x64(True)).
 
   Args:
     lattice: f64[B, 3, 3]; hkl: i32[B, R, 3] sorted by |g|, valid rows first;
     num_reflections: i32[B]; wavelength: Å, f64 scalar (traced: one compile for any);
-    f_squared: f32[B, R] from _structure_factors; sigma: Gaussian σ in degrees (static);
+    f_squared: f32[B, R] from _structure_factors; texture_hkl f64[B, 3], march_r f64[B],
+    b_factor f64[B]: sample effects (sample.SampleEffects; neutral: 0, 1, 0);
+    sigma: Gaussian σ in degrees (static);
     reflections_per_chunk: reflections per pass (static).
 
   Returns:
@@ -219,7 +245,7 @@ def _patterns(lattice, hkl, num_reflections, wavelength, f_squared, *, sigma: fl
   """
   rows = _rows_per_chunk(hkl.shape[0], hkl.shape[1], reflections_per_chunk)
   return _map_rows(functools.partial(_patterns_rows, wavelength=wavelength, sigma=sigma), rows,
-                   lattice, hkl, num_reflections, f_squared)
+                   lattice, hkl, num_reflections, f_squared, texture_hkl, march_r, b_factor)
 
 
 # XLA's CPU backend (jax 0.10.2) fuses small reductions into YNNPACK kernels that return wrong
@@ -252,4 +278,5 @@ def simulate_padded(arrays: dict, wavelength, coefficient_table, *, sigma: float
                                 arrays["occupancies"], arrays["slots"], arrays["elements"],
                                 coefficient_table)
   return patterns(arrays["lattice"], arrays["hkl"], arrays["num_reflections"], wavelength,
-                  f_squared, sigma=sigma)
+                  f_squared, arrays["texture_hkl"], arrays["march_r"], arrays["b_factor"],
+                  sigma=sigma)

@@ -9,6 +9,7 @@ import numpy as np
 from xxact_jax import constants
 from xxact_jax.xrd_engine import device
 from xxact_jax.xrd_engine import planning
+from xxact_jax.xrd_engine import sample as sample_lib
 from xxact_jax.xrd_engine import scattering
 
 DEFAULT_TWO_THETA_RANGE = (constants.TWO_THETA_MIN, constants.TWO_THETA_MAX)
@@ -113,7 +114,8 @@ def simulate_arrays(lattice, frac_coords, numbers, occupancies,
                     two_theta_range=DEFAULT_TWO_THETA_RANGE, sigma: float = constants.XRD_SIGMA,
                     max_batch: int = DEFAULT_MAX_BATCH,
                     max_reflections: float = planning.DEFAULT_MAX_REFLECTIONS,
-                    return_sticks: bool = False, errors: str = "raise") -> Result:
+                    return_sticks: bool = False, errors: str = "raise",
+                    effects: sample_lib.SampleEffects | None = None) -> Result:
   """Smeared XRD patterns of padded structures, as pymatgen get_pattern + xrd.smear_sticks.
 
   Args:
@@ -129,6 +131,8 @@ def simulate_arrays(lattice, frac_coords, numbers, occupancies,
       estimated as (4/3)π r³ V like prepare's --max_reflections (the engine computes half).
     return_sticks: also return pymatgen's stick lists.
     errors: "raise" (the first bad structure raises) or "return" (Result.errors names them).
+    effects: per-structure strain, preferred orientation and Debye–Waller factor
+      (sample.SampleEffects); None: the ideal powder pymatgen simulates.
 
   Raises:
     XRDEngineError: 'structure <i>: ...' for a structure without sites, with a degenerate cell,
@@ -138,11 +142,23 @@ def simulate_arrays(lattice, frac_coords, numbers, occupancies,
   lattice = np.asarray(lattice, np.float64)
   if lattice.ndim != 3 or lattice.shape[1:] != (3, 3):
     raise ValueError(f"lattice must be [B, 3, 3], not {lattice.shape}")
+  if effects is not None:
+    effects.check(len(lattice))
+    lattice = effects.strained(lattice)
   planned = planning.plan_structures(
       [(lattice[i], frac_coords[i], numbers[i], occupancies[i]) for i in range(len(lattice))],
       wavelength, two_theta_range, max_reflections, errors=errors)
+  planned = _with_effects(planned, effects)
   return simulate_planned(planned, wavelength, sigma=sigma, max_batch=max_batch,
                           return_sticks=return_sticks, errors=errors)
+
+
+def _with_effects(planned: list, effects: sample_lib.SampleEffects | None) -> list:
+  """planned (in input order) with each structure's preferred orientation and B set."""
+  if effects is None:
+    return planned
+  return [p if isinstance(p, Exception) or p is None
+          else dataclasses.replace(p, **effects.per_structure(i)) for i, p in enumerate(planned)]
 
 
 def structure_arrays(structure, index: int = 0):
@@ -193,17 +209,23 @@ def simulate(structures, wavelength=constants.XRD_WAVELENGTH, *,
              two_theta_range=DEFAULT_TWO_THETA_RANGE, sigma: float = constants.XRD_SIGMA,
              max_batch: int = DEFAULT_MAX_BATCH,
              max_reflections: float = planning.DEFAULT_MAX_REFLECTIONS,
-             return_sticks: bool = False, errors: str = "raise"):
+             return_sticks: bool = False, errors: str = "raise",
+             effects: sample_lib.SampleEffects | None = None):
   """Smeared patterns float32[N, 4250] of pymatgen Structures (a Result if return_sticks or
   errors="return"). Each structure is planned on its own (no global padding); see
   simulate_arrays for the arguments.
   """
   wavelength = planning.wavelength_angstrom(wavelength)
+  if effects is not None:
+    effects.check(len(structures))
   planned: list = [None] * len(structures)
   arrays, indices = [], []
   for i, structure in enumerate(structures):
     try:
-      arrays.append(structure_arrays(structure, i))
+      matrix, *rest = structure_arrays(structure, i)
+      if effects is not None and effects.strain is not None:
+        matrix = matrix @ (np.eye(3) + np.asarray(effects.strain[i], np.float64))
+      arrays.append((matrix, *rest))
       indices.append(i)
     except planning.XRDEngineError as e:
       if errors == "raise":
@@ -212,6 +234,7 @@ def simulate(structures, wavelength=constants.XRD_WAVELENGTH, *,
   for i, p in zip(indices, planning.plan_structures(
       arrays, wavelength, two_theta_range, max_reflections, errors=errors, indices=indices)):
     planned[i] = p
+  planned = _with_effects(planned, effects)
   result = simulate_planned(planned, wavelength, sigma=sigma, max_batch=max_batch,
                             return_sticks=return_sticks, errors=errors)
   return result if (return_sticks or errors == "return") else result.patterns

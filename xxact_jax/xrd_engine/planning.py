@@ -194,6 +194,10 @@ class Planned:
   slots: np.ndarray            # int32[s]: index into elements
   elements: np.ndarray         # int32[e]: atomic numbers present
   hkl: np.ndarray              # int32[n, 3]
+  # Sample effects (sample.SampleEffects), neutral by default.
+  texture_hkl: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(3))
+  march_r: float = 1.0
+  b_factor: float = 0.0
 
   @property
   def shape_key(self) -> tuple[int, int, int]:
@@ -305,7 +309,8 @@ def pack(planned: list[Planned], key: tuple[int, int, int], batch: int) -> dict:
              slots=np.zeros((batch, sites), np.int32),
              elements=np.zeros((batch, num_elements), np.int32),
              hkl=np.zeros((batch, num_reflections, 3), np.int32),
-             num_reflections=np.zeros(batch, np.int32))
+             num_reflections=np.zeros(batch, np.int32),
+             texture_hkl=np.zeros((batch, 3)), march_r=np.ones(batch), b_factor=np.zeros(batch))
   for row, p in enumerate(planned):
     s, n, e = len(p.occupancies), len(p.hkl), len(p.elements)
     out["lattice"][row] = p.lattice
@@ -315,4 +320,7 @@ def pack(planned: list[Planned], key: tuple[int, int, int], batch: int) -> dict:
     out["elements"][row, :e] = p.elements
     out["hkl"][row, :n] = p.hkl
     out["num_reflections"][row] = n
+    out["texture_hkl"][row] = p.texture_hkl
+    out["march_r"][row] = p.march_r
+    out["b_factor"][row] = p.b_factor
   return out
