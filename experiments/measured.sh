@@ -9,8 +9,8 @@
 # learning rate 1e-3) and seed; the bimodal and XRD-only runs differ only in augment.enabled
 # (xxact_augmented_half: half the patterns augmented instead of 80 %; xxact_augmented_texture:
 # relative intensities perturbed with a log-scale σ of up to 0.7 instead of 0.3; *_sqrt: the
-# model reads the square root of the intensities, model.xrd_intensity=sqrt; RUNS="..." picks
-# runs).
+# model reads the square root of the intensities, model.xrd_intensity=sqrt; *_conv: the XRD
+# encoder embeds the pattern with convolutions, model.xrd_stem=conv; RUNS="..." picks runs).
 # `evaluate` scores every run on the measured index with each preprocessing option and writes
 # OUT/summary.jsonl (one line per run and option) and OUT/summary.md.
 set -euo pipefail
@@ -27,9 +27,14 @@ config_of() {   # config | config argument | extra flags of a run
     xxact_plain_sqrt) echo "supervised|targets=crystal_system|--config.model.xrd_intensity=sqrt" ;;
     xxact_augmented_sqrt)
       echo "measured|targets=crystal_system|--config.model.xrd_intensity=sqrt" ;;
+    xxact_plain_conv) echo "supervised|targets=crystal_system|--config.model.xrd_stem=conv" ;;
+    xxact_augmented_conv) echo "measured|targets=crystal_system|--config.model.xrd_stem=conv" ;;
     xrd_plain) echo "xrd_transformer|targets=crystal_system|" ;;
     xrd_augmented)
       echo "xrd_transformer|targets=crystal_system|--config.augment.enabled=True" ;;
+    xrd_plain_conv) echo "xrd_transformer|targets=crystal_system|--config.model.xrd_stem=conv" ;;
+    xrd_augmented_conv) echo "xrd_transformer|targets=crystal_system|--config.model.xrd_stem=conv \
+--config.augment.enabled=True" ;;
     crabnet) echo "crabnet|targets=crystal_system|" ;;
     *) echo "unknown run $1" >&2; exit 2 ;;
   esac

@@ -302,3 +302,41 @@ def test_readout_with_the_composition_cls():
   assert mlp_params["formation_energy_per_atom"]["kernel"].shape[0] == 8
   with pytest.raises(ValueError, match="Unknown readout"):
     build_model(tiny("xxact", readout="mean")).init(jax.random.key(0), species, fractions, xrd)
+
+
+
+def test_conv_stem_tokens_and_shift_by_one_token():
+  """model.xrd_stem=conv: [B, 17, d] tokens from strided convolutions; masking still per token;
+  a pattern moved by one token (250 points) moves the stem's tokens by exactly one position (the
+  strides multiply to the token size), which a per-position patch projection does not."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from xxact_jax.models import encoders  # pylint: disable=g-import-not-at-top
+  cfg = tiny("xrd_transformer", targets=("crystal_system",), mxm=True, xrd_stem="conv")
+  model = build_model(cfg)
+  species, fractions, xrd = random_batch()
+  variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), species, fractions, xrd)
+  params = variables["params"]["xrd_encoder"]
+  assert "input_projection" not in params and "stem_output" in params
+  mask = np.zeros((B, constants.XRD_NUM_TOKENS), bool)
+  mask[:, 3] = True
+  out = model.apply(variables, species, fractions, xrd, xrd_mask=jnp.asarray(mask))
+  assert out["crystal_system"].shape == (B, 7)
+  assert out["mxm"].shape == (B, constants.XRD_NUM_TOKENS, constants.XRD_TOKEN_SIZE)
+  assert np.isfinite(np.asarray(out["mxm"])).all()
+
+  class Stem(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return encoders.conv_stem(x.reshape(x.shape[0], constants.XRD_NUM_TOKENS, -1), 8,
+                                jnp.float32)
+
+  pattern = np.zeros((1, constants.NUM_XRD_POINTS), np.float32)
+  pattern[0, 1800:1830] = np.hanning(30)            # one peak in token 7
+  moved = np.roll(pattern, constants.XRD_TOKEN_SIZE, axis=1)
+  stem_vars = Stem().init(jax.random.key(1), pattern)
+  a, b = (np.asarray(Stem().apply(stem_vars, x))[0] for x in (pattern, moved))
+  np.testing.assert_allclose(b[8], a[7], rtol=1e-5, atol=1e-6)
+  assert not np.allclose(a[8], a[7])
+  with pytest.raises(ValueError, match="xrd_stem"):
+    bad = tiny("xrd_transformer", targets=("crystal_system",), xrd_stem="fourier")
+    build_model(bad).init(jax.random.key(0, impl="rbg"), species, fractions, xrd)

@@ -144,7 +144,7 @@ class XRDTransformer(nn.Module):
     cfg = self.config
     layer_config = layers.LayerConfig.from_model_config(cfg, train)
     seq = encoders.XRDEncoder(cfg.xrd, layer_config, cfg.xrd_scale, cfg.xrd_intensity,
-                              name="xrd_encoder")(xrd, xrd_mask)
+                              stem=cfg.xrd_stem, name="xrd_encoder")(xrd, xrd_mask)
     out = heads.Heads(tuple(cfg.targets), cfg.mxm, False, layer_config,
                       log_std=cfg.regression_log_std, hidden=tuple(cfg.head_hidden),
                       name="heads")(seq[:, 0], seq[:, 1:])

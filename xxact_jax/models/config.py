@@ -59,6 +59,10 @@ def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
   # "linear" (the paper) or "sqrt": a signed square root of the scaled intensities
   # (models/encoders.py `xrd_input`), which weighs weak reflections more.
   c.xrd_intensity = "linear"
+  # How the XRD encoder embeds its 17 tokens: "patch" (the paper: a linear projection of each
+  # token's 250 points) or "conv" (strided 1-D convolutions over the whole pattern,
+  # models/encoders.py `conv_stem`).
+  c.xrd_stem = "patch"
   # Regression heads also output `<target>_log_std` for regression_loss="robust_l1" (the
   # crabnet model always does; the others only with this set).
   c.regression_log_std = False
@@ -105,7 +109,7 @@ def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
 # before them computed (e.g. flax's 32-bit dropout). `upgrade` is applied where a stored config
 # is read, so the model code never needs a fallback.
 _ADDED_FIELDS = dict(dropout_bits=32, regression_log_std=False, readout="fused_cls",
-                     head_hidden=(), xrd_intensity="linear")
+                     head_hidden=(), xrd_intensity="linear", xrd_stem="patch")
 
 
 def upgrade(model_config: ml_collections.ConfigDict | dict):

@@ -193,6 +193,29 @@ def xrd_tokens(xrd: jax.Array, xrd_scale: float, intensity: str = "linear") -> j
   return xrd_input(tokens, xrd_scale, intensity)
 
 
+XRD_STEMS = ("patch", "conv")
+# Convolutional stem: (channels, kernel, stride) per layer; the strides multiply to the token
+# size, so the stem ends at the 17 token positions. The first layer, at full resolution, spans
+# ±4 grid points (±0.08°, a σ = 0.1° peak's core); d_model channels come last.
+CONV_STEM_LAYERS = ((32, 9, 1), (64, 5, 5), (128, 5, 5))
+CONV_STEM_FINAL_STRIDE = constants.XRD_TOKEN_SIZE // 25      # 10: 5 × 5 × 10 = 250
+
+
+def conv_stem(x: jax.Array, d_model: int, dtype) -> jax.Array:
+  """[B, 17, 250] tokens (input units) -> [B, 17, d_model] through strided 1-D convolutions.
+
+  A peak is recognised by the same filters wherever it sits, where the paper's linear patch
+  projection learns each of a token's 250 positions separately.
+  """
+  x = x.reshape(x.shape[0], -1, 1)
+  for i, (channels, kernel, stride) in enumerate(CONV_STEM_LAYERS):
+    x = nn.Conv(channels, (kernel,), strides=(stride,), padding="SAME", dtype=dtype,
+                param_dtype=jnp.float32, name=f"stem_conv_{i}")(x)
+    x = nn.gelu(x)
+  return nn.Conv(d_model, (CONV_STEM_FINAL_STRIDE,), strides=(CONV_STEM_FINAL_STRIDE,),
+                 padding="VALID", dtype=dtype, param_dtype=jnp.float32, name="stem_output")(x)
+
+
 class XRDEncoder(nn.Module):
   """Transformer over XRD tokens with a learnable [CLS] and learnable positional embeddings.
 
@@ -202,12 +225,15 @@ class XRDEncoder(nn.Module):
     xrd_scale: multiplies the raw intensities (max 100) before the input projection.
     xrd_intensity: "linear" or "sqrt" (`xrd_input`).
     output_dim: if set, the tokens are projected to this width (the fusion width in XxaCT-NN).
+    stem: "patch" (the paper: one linear projection per 250-point token) or "conv"
+      (`conv_stem`).
   """
   config: ml_collections.ConfigDict
   layer_config: layers.LayerConfig
   xrd_scale: float
   xrd_intensity: str
   output_dim: int | None = None
+  stem: str = "patch"
 
   @nn.compact
   def __call__(self, xrd: jax.Array, xrd_mask: jax.Array | None = None) -> jax.Array:
@@ -225,7 +251,12 @@ class XRDEncoder(nn.Module):
                             (constants.XRD_TOKEN_SIZE,), jnp.float32)
     if xrd_mask is not None:
       tokens = jnp.where(xrd_mask[..., None], mask_token.astype(dtype), tokens)
-    x = layers.dense_general(cfg.d_model, "input_projection", dtype)(tokens)
+    if self.stem == "conv":
+      x = conv_stem(tokens, cfg.d_model, dtype)
+    elif self.stem == "patch":
+      x = layers.dense_general(cfg.d_model, "input_projection", dtype)(tokens)
+    else:
+      raise ValueError(f"Unknown model.xrd_stem {self.stem!r}; known: {list(XRD_STEMS)}")
     cls = self.param("cls", nn.initializers.normal(0.02), (cfg.d_model,), jnp.float32)
     cls = jnp.broadcast_to(cls.astype(dtype), (x.shape[0], 1, cfg.d_model))
     x = jnp.concatenate([cls, x], axis=1)

@@ -63,7 +63,7 @@ class XxaCT(nn.Module):
         name="composition_encoder")(species, fractions)
     xrd_seq = encoders.XRDEncoder(
         cfg.xrd, layer_config, cfg.xrd_scale, cfg.xrd_intensity, output_dim=cfg.fusion.d_model,
-        name="xrd_encoder")(xrd, xrd_mask)
+        stem=cfg.xrd_stem, name="xrd_encoder")(xrd, xrd_mask)
     fused = FusionDecoder(cfg.fusion, layer_config, name="fusion")(xrd_seq, comp, comp_mask)
     readout = cfg.readout
     if readout == "fused_cls":                      # the paper: heads on the fused [CLS] only

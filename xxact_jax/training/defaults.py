@@ -165,6 +165,9 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if model.xrd_intensity not in encoders.XRD_INTENSITIES:
     raise ValueError(f"Unknown model.xrd_intensity {model.xrd_intensity!r}; known: "
                      f"{list(encoders.XRD_INTENSITIES)}")
+  if model.xrd_stem not in encoders.XRD_STEMS:
+    raise ValueError(f"Unknown model.xrd_stem {model.xrd_stem!r}; known: "
+                     f"{list(encoders.XRD_STEMS)}")
   model.targets = targets
   model.mxm = "mxm" in config.objective
   model.contrastive = "contrastive" in config.objective
