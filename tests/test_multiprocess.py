@@ -138,8 +138,10 @@ def restore_train_state(workdir):
 def test_two_process_checkpoint_is_complete_and_restores(workdirs, embedded_dataset):
   single, multi = workdirs
   # The last 3 steps (keep_checkpoints), none left half-written.
-  assert sorted(os.listdir(os.path.join(multi, checkpoints.LATEST_DIR))) == ["4", "5", "6"]
-  assert len(os.listdir(os.path.join(multi, checkpoints.BEST_DIR))) == 1
+  steps = sorted(os.listdir(os.path.join(multi, checkpoints.LATEST_DIR)), key=int)
+  assert steps[-3:] == ["4", "5", "6"]
+  best = checkpoints.tracked_best_step(os.path.join(multi, checkpoints.LATEST_DIR))
+  assert steps == sorted({"4", "5", "6", str(best)}, key=int)   # the newest 3 and the best
   for name in ("config.json", "target_stats.json"):
     with open(os.path.join(multi, name)) as f:
       json.load(f)   # written whole, once

@@ -92,8 +92,8 @@ def next_steps(workdir: str, config) -> str:
   """Where the run's outputs are and the commands that use them."""
   data = config.data.path or "the embedded sample"
   return "\n".join([
-      f"Outputs in {workdir}: metrics.jsonl (losses, evaluations), checkpoints/ (latest), "
-      "checkpoints_best/ (best on the held-out split), config.json.",
+      f"Outputs in {workdir}: metrics.jsonl (losses, evaluations), checkpoints/ (the latest "
+      "steps and the best on the held-out split), config.json.",
       "Next:",
       f"  python -m xxact_jax.report --workdir={workdir}              # figures and summary.md",
       f"  python -m xxact_jax.evaluate --workdir={workdir} --data=DATASET --output=OUT"

@@ -1,5 +1,10 @@
 """Orbax checkpoints: the last N and the best on validation, plus parameter-only restores.
 
+One CheckpointManager writes WORKDIR/checkpoints/; its preservation policy keeps the newest
+`keep` steps and the step with the lowest tracked metric (saved with its eval metrics), so the
+best state is never written twice. Workdirs of earlier versions also have checkpoints_best/,
+still read by inference.
+
 A checkpoint step holds four items: `params`, `train` (step + optimiser state), `data_iter` (the
 Grain iterator state, JSON) and `extra` (config and target statistics, JSON). Inference and
 fine-tuning restore `params` alone, so they never materialise optimiser state.
@@ -20,10 +25,13 @@ import time
 from typing import Any
 import zlib
 
+import logging as logging_std
+
 from absl import logging
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policy_lib
 
 from xxact_jax.models import config as model_config_lib
 
@@ -38,17 +46,48 @@ class CheckpointError(RuntimeError):
   """A checkpoint that cannot be used (missing, truncated, or from another model)."""
 
 
+def _only_metric(metrics: dict) -> float:
+  """The one metric a step is saved with (the trainer's best_metric), for reading a workdir
+  without knowing its name."""
+  return next(iter(metrics.values()))
+
+
 def _manager(directory: str, keep: int, best_metric: str | None = None,
              create: bool = True) -> ocp.CheckpointManager:
+  """The workdir's manager: the newest `keep` steps, and the best on `best_metric` (lower is
+  better) among the steps saved with metrics."""
+  policies = [policy_lib.LatestN(n=keep)]
+  if best_metric:
+    policies.append(policy_lib.BestN(get_metric_fn=lambda m: m[best_metric], reverse=True, n=1,
+                                     keep_checkpoints_without_metrics=False))
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=keep, create=create, enable_async_checkpointing=True,
-      best_fn=(lambda m: m[best_metric]) if best_metric else None,
-      best_mode="min",
-      # Orbax names its cross-process barriers the same in every manager: the latest and best
-      # managers, saving the same step at once, would otherwise meet at each other's and hang.
-      multiprocessing_options=ocp.options.MultiprocessingOptions(
-          barrier_sync_key_prefix=os.path.basename(os.path.normpath(directory))))
+      create=create, enable_async_checkpointing=True,
+      preservation_policy=policy_lib.AnyPreservationPolicy(policies=policies),
+      best_fn=(lambda m: m[best_metric]) if best_metric else None, best_mode="min")
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+class _NoMetricsNote(logging_std.Filter):
+  """Drops Orbax's warning for steps saved without metrics: only eval steps carry them."""
+
+  def filter(self, record):
+    return "did not provide metrics" not in record.getMessage()
+
+
+logging.get_absl_logger().addFilter(_NoMetricsNote())
+
+
+def tracked_best_step(directory: str) -> int | None:
+  """The step with the lowest metric among a checkpoint directory's steps saved with one
+  (None if none was)."""
+  if not os.path.isdir(directory) or not _steps_newest_first(directory):
+    return None
+  mngr = ocp.CheckpointManager(os.path.abspath(directory), options=ocp.CheckpointManagerOptions(
+      create=False, best_fn=_only_metric, best_mode="min"))
+  try:
+    return mngr.best_step()
+  finally:
+    mngr.close()
 
 
 def _jsonable(x):
@@ -119,14 +158,14 @@ def _steps_newest_first(directory: str) -> list[int]:
 
 
 class Checkpointer:
-  """Saves training state asynchronously into WORKDIR/checkpoints and WORKDIR/checkpoints_best."""
+  """Saves training state asynchronously into WORKDIR/checkpoints (the newest `keep` steps and
+  the best one)."""
 
   def __init__(self, workdir: str, keep: int, best_metric: str):
     self.workdir = workdir
     self.best_metric = best_metric
     self.keep = keep
-    self.latest = _manager(os.path.join(workdir, LATEST_DIR), keep)
-    self.best = _manager(os.path.join(workdir, BEST_DIR), 1, best_metric)
+    self.latest = _manager(os.path.join(workdir, LATEST_DIR), keep, best_metric)
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
@@ -135,7 +174,7 @@ class Checkpointer:
     """Writes the checksums of finalised steps that have none (process 0; saves are finished)."""
     if jax.process_index() != 0:
       return
-    for name in (LATEST_DIR, BEST_DIR):
+    for name in (LATEST_DIR, BEST_DIR):    # checkpoints_best/: a workdir of an earlier version
       directory = os.path.join(self.workdir, name)
       for step in _steps_newest_first(directory):
         step_dir = os.path.join(directory, str(step))
@@ -152,7 +191,7 @@ class Checkpointer:
       with open(dest + ".reason.txt", "w") as f:
         f.write(reason + "\n")
     self.latest.close()
-    self.latest = _manager(os.path.join(self.workdir, LATEST_DIR), self.keep)
+    self.latest = _manager(os.path.join(self.workdir, LATEST_DIR), self.keep, self.best_metric)
     return dest
 
   def _args(self, state, data_state, extra):
@@ -167,13 +206,12 @@ class Checkpointer:
     self.wait()
     # A step saved by a run that resumed from an earlier checkpoint (after a damaged one was set
     # aside) is recomputed: the new save replaces it.
-    for manager in (self.latest, self.best):
-      if step in manager.all_steps():
-        manager.delete(step)
-    self.latest.save(step, args=self._args(state, data_state, extra), force=True)
+    if step in self.latest.all_steps():
+      self.latest.delete(step)
+    metrics = None
     if eval_metrics is not None and self.best_metric in eval_metrics:
-      self.best.save(step, args=self._args(state, data_state, extra),
-                     metrics={self.best_metric: float(eval_metrics[self.best_metric])}, force=True)
+      metrics = {self.best_metric: float(eval_metrics[self.best_metric])}
+    self.latest.save(step, args=self._args(state, data_state, extra), metrics=metrics, force=True)
 
   def restore(self, abstract_state) -> tuple[Any, Any, dict]:
     """Restores the newest intact step onto `abstract_state`'s shapes and shardings.
@@ -210,23 +248,22 @@ class Checkpointer:
 
   def wait(self):
     self.latest.wait_until_finished()
-    self.best.wait_until_finished()
     self._checksum_finished_steps()
 
   def close(self):
     self.latest.close()
-    self.best.close()
 
 
 def _candidates(workdir: str, which: str) -> list[tuple[str, int]]:
-  """(directory, step) pairs to try, preferred first: `which`'s steps newest first, then the other's."""
-  order = {"best": (BEST_DIR, LATEST_DIR), "latest": (LATEST_DIR, BEST_DIR)}
-  if which not in order:
+  """(directory, step) pairs to try, preferred first: for "best", the tracked best step (or an
+  earlier version's checkpoints_best/), then the newest steps; for "latest", the other way."""
+  if which not in ("best", "latest"):
     raise ValueError(f"which={which!r}: expected 'best' or 'latest'")
-  found = []
-  for name in order[which]:
-    directory = os.path.join(workdir, name)
-    found.extend((directory, step) for step in _steps_newest_first(directory))
+  latest_dir, best_dir = os.path.join(workdir, LATEST_DIR), os.path.join(workdir, BEST_DIR)
+  best = [(latest_dir, step) for step in [tracked_best_step(latest_dir)] if step is not None]
+  best += [(best_dir, step) for step in _steps_newest_first(best_dir)]
+  latest = [(latest_dir, step) for step in _steps_newest_first(latest_dir)]
+  found = list(dict.fromkeys(best + latest if which == "best" else latest + best))
   if not found:
     raise CheckpointError(f"No checkpoint in workdir {workdir!r} (looked in {LATEST_DIR}/ and "
                           f"{BEST_DIR}/). Train first: python -m xxact_jax.main --workdir=...")
