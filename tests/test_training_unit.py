@@ -13,8 +13,23 @@ from xxact_jax import constants
 from xxact_jax.training import defaults, objectives, optimizer
 
 
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+@pytest.mark.parametrize("name,epochs", [("supervised", 50), ("mxm_contrastive", 100)])
+def test_config_files_state_the_papers_recipe(name, epochs):
+  c = defaults.load_config_file(os.path.join(CONFIGS, f"{name}.py"))
+  assert c.num_epochs == epochs and c.global_batch_size == 32_768 and c.model.dropout == 0.1
+  assert (c.optimizer.b1, c.optimizer.b2, c.optimizer.weight_decay) == (0.9, 0.98, 0.01)
+  with pytest.raises(ValueError, match="missing \\['end_lr'\\]"):
+    recipe = dict(num_epochs=1, global_batch_size=8, dropout=0.0,
+                  optimizer=dict(init_lr=0, peak_lr=1, warmup_fraction=0.1, b1=0.9, b2=0.9,
+                                 weight_decay=0.0, grad_clip_norm=0.0))
+    defaults.experiment("xxact", "supervised", None, recipe=recipe)
+
+
 def test_schedule_hits_paper_values():
-  c = defaults.base_config(model=ml_collections.ConfigDict(), objective="supervised").optimizer
+  c = defaults.load_config_file(os.path.join(CONFIGS, "supervised.py")).optimizer
   total = 1000
   lr = optimizer.learning_rate_schedule(c, total)
   assert float(lr(0)) == pytest.approx(1e-6, rel=1e-4)
@@ -73,12 +88,14 @@ def test_sqrt_xrd_input_compresses_intensities_and_keeps_the_unmeasured_marker()
 def test_stored_model_configs_without_newer_fields_are_upgraded():
   from xxact_jax.models import config as config_lib
   from xxact_jax.training import defaults
-  c = defaults.experiment("xxact", "supervised", "runlocal")
+  c = defaults.load_config_file(os.path.join(CONFIGS, "supervised.py"), "runlocal")
   stored = json.loads(c.model.to_json_best_effort())
-  for key in ("dropout_bits", "readout", "head_hidden", "xrd_intensity", "regression_log_std"):
+  for key in ("dropout_bits", "readout", "head_hidden", "xrd_intensity", "xrd_stem",
+              "regression_log_std"):
     stored.pop(key)
   upgraded = ml_collections.ConfigDict(config_lib.upgrade(stored))
   assert upgraded.dropout_bits == 32 and upgraded.xrd_intensity == "linear"
+  assert upgraded.xrd_stem == "patch"
   assert upgraded.readout == "fused_cls" and tuple(upgraded.head_hidden) == ()
   c.model.xrd_intensity = "cube"
   with pytest.raises(ValueError, match="xrd_intensity"):

@@ -17,6 +17,9 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 from xxact_jax.training import defaults, objectives, optimizer, sharding, step  # pylint: disable=g-import-not-at-top
 from xxact_jax.models import build_model  # pylint: disable=g-import-not-at-top
 
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                       "configs")
+
 
 def random_batch(rng, b, k=6):
   species = np.zeros((b, k), np.int32)
@@ -54,9 +57,7 @@ def main():
   batch = random_batch(rng, 16)
   out = {}
   for objective, fsdp in (("supervised", False), ("mxm_contrastive", True)):
-    config = defaults.experiment("xxact", objective, "runlocal",
-                                 targets=defaults.PAPER_MULTI_TARGETS if objective == "supervised"
-                                 else ())
+    config = defaults.load_config_file(os.path.join(CONFIGS, f"{objective}.py"), "runlocal")
     config.model.dtype = "float32"
     config.sharding.fsdp = fsdp
     p1, m1 = one_step(config, jax.devices()[:1], batch)

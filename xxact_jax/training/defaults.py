@@ -1,8 +1,9 @@
-"""Shared experiment defaults: every file in configs/ starts from `base_config`.
+"""Shared experiment plumbing: every file in configs/ builds its config with `experiment`.
 
-The paper's hyper-parameters (Sec. 3.3): AdamW (0.9, 0.98, wd 0.01), linear warmup from 1e-6 to 5e-4
-over 10 % of training, cosine decay to 1e-7, global batch 32,768, dropout 0.1, 100 epochs for
-pretraining and 50 for supervised training.
+The training recipe (epochs, global batch, dropout, AdamW and its warmup-cosine schedule) is not
+here: each config file states it (`RECIPE`), so the file a reader opens is the experiment. This
+module holds what every run shares: data, logging, evaluation and checkpoint cadence, sharding,
+and the `:runlocal` scaling for a CPU.
 """
 
 import os
@@ -51,9 +52,26 @@ def load_config_file(path: str, arg: str | None = None) -> ml_collections.Config
   return module.get_config(arg)
 
 
-def base_config(*, model, objective: str, targets=(), runlocal: bool = False,
-                num_epochs: int = 50) -> ml_collections.ConfigDict:
-  """The common trainer configuration; config files adjust what differs."""
+RECIPE_FIELDS = ("num_epochs", "global_batch_size", "dropout", "optimizer")
+OPTIMIZER_FIELDS = ("init_lr", "peak_lr", "end_lr", "warmup_fraction", "b1", "b2",
+                    "weight_decay", "grad_clip_norm")
+
+
+def check_recipe(recipe: dict) -> None:
+  """ValueError naming what a config file's RECIPE lacks or has in excess."""
+  for fields, given, where in ((RECIPE_FIELDS, recipe, "RECIPE"),
+                               (OPTIMIZER_FIELDS, recipe.get("optimizer", {}),
+                                "RECIPE['optimizer']")):
+    missing = [f for f in fields if f not in given]
+    extra = [f for f in given if f not in fields]
+    if missing or extra:
+      raise ValueError(f"{where}: missing {missing}, unknown {extra}; expected {list(fields)}")
+
+
+def base_config(*, model, objective: str, recipe: dict, targets=(),
+                runlocal: bool = False) -> ml_collections.ConfigDict:
+  """The common trainer configuration around a config file's recipe (see RECIPE_FIELDS)."""
+  check_recipe(recipe)
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.objective = objective            # supervised | mxm | contrastive | mxm_contrastive
@@ -78,21 +96,13 @@ def base_config(*, model, objective: str, targets=(), runlocal: bool = False,
   c.data.worker_count = 0
   c.data.prefetch = 2                # batches staged on device ahead of the step
 
-  c.global_batch_size = 32_768
+  c.global_batch_size = recipe["global_batch_size"]
   c.grad_accum_steps = 1
-  c.num_epochs = num_epochs
+  c.num_epochs = recipe["num_epochs"]
   c.num_train_steps = -1             # > 0 overrides num_epochs
   c.eval_batch_size = 4_096
-
-  c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.init_lr = 1e-6
-  c.optimizer.peak_lr = 5e-4
-  c.optimizer.end_lr = 1e-7
-  c.optimizer.warmup_fraction = 0.1
-  c.optimizer.b1 = 0.9
-  c.optimizer.b2 = 0.98
-  c.optimizer.weight_decay = 0.01
-  c.optimizer.grad_clip_norm = 0.0   # the paper uses none
+  c.optimizer = ml_collections.ConfigDict(dict(recipe["optimizer"]))
+  c.model.dropout = recipe["dropout"]
 
   c.sharding = ml_collections.ConfigDict()
   c.sharding.fsdp = False            # shard parameters and optimiser state along the data axis
@@ -177,9 +187,9 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 PAPER_MULTI_TARGETS = ("formation_energy_per_atom", "crystal_system")
 
 
-def experiment(model_name: str, objective: str, arg: str | None, *,
-               targets=PAPER_MULTI_TARGETS, num_epochs: int = 50,
-               regression_loss: str = "mse", **extra_args: Any) -> ml_collections.ConfigDict:
+def experiment(model_name: str, objective: str, arg: str | None, *, recipe: dict,
+               targets=PAPER_MULTI_TARGETS, regression_loss: str = "mse",
+               **extra_args: Any) -> ml_collections.ConfigDict:
   """Builds a config from `arg` = "[runlocal][,size=small][,targets=a+b][,init=DIR][,...]".
 
   `size` picks the model size (models/config.py: paper, small, tiny); runlocal implies tiny.
@@ -203,8 +213,8 @@ def experiment(model_name: str, objective: str, arg: str | None, *,
   # model.targets, .mxm, .contrastive and .regression_log_std follow from the trainer's fields
   # (`resolve`, again at the start of training, after command-line overrides).
   model = model_config(model_name, size=a.size or ("tiny" if a.runlocal else "paper"))
-  c = base_config(model=model, objective=objective, targets=chosen, runlocal=a.runlocal,
-                  num_epochs=num_epochs)
+  c = base_config(model=model, objective=objective, recipe=recipe, targets=chosen,
+                  runlocal=a.runlocal)
   c.init_from = a.init
   loss = a.loss or regression_loss
   if loss not in REGRESSION_LOSSES:
