@@ -2,6 +2,7 @@ r"""Prints parameter counts per component and forward FLOPs per sample of a conf
 
   python -m xxact_jax.models --config=configs/supervised.py
   python -m xxact_jax.models --config=configs/supervised.py:runlocal --batch_size=16
+  python -m xxact_jax.models --config=configs/supervised.py --parameters   # every parameter
 
 The last line is JSON: {"composition_encoder": ..., "xrd_encoder": ..., "fusion": ...,
 "heads": ..., "total": ..., "forward_flops_per_sample": ...}.
@@ -20,6 +21,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Batch size of the program whose FLOPs are "
                                    "counted (the figure is divided by it).")
 _MAX_ELEMENTS = flags.DEFINE_integer("max_elements", 10, "Element slots per composition.")
+_PARAMETERS = flags.DEFINE_bool("parameters", False, "Also print every parameter's name, shape "
+                                "and size.")
 
 
 def main(argv):
@@ -32,6 +35,8 @@ def main(argv):
   model_config = _CONFIG.value.model
   params = parameter_count.abstract_params(model_config, _MAX_ELEMENTS.value)
   counts = parameter_count.parameter_counts(params)
+  if _PARAMETERS.value:
+    print(parameter_count.parameter_table(params))
   print(f"model: {model_config.name}  dtype: {model_config.dtype}  "
         f"targets: {', '.join(model_config.targets) or '-'}")
   print(f"{'component':<22}{'parameters':>14}")

@@ -2,10 +2,10 @@
 
 from typing import Any
 
+from clu import parameter_overview
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from xxact_jax import constants
 from xxact_jax.models import config as config_lib
@@ -29,18 +29,21 @@ def abstract_params(model_config: ml_collections.ConfigDict, max_elements: int =
   return variables["params"]
 
 
-def _count(tree: Any) -> int:
-  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
-
-
 def parameter_counts(params: Any) -> dict[str, int]:
   """{component: count} for the four top-level collections plus "total"."""
   unknown = sorted(set(params) - set(COMPONENTS))
   if unknown:
     raise ValueError(f"Unexpected top-level parameter collections {unknown}")
-  counts = {name: _count(params.get(name, {})) for name in COMPONENTS}
+  counts = {name: int(parameter_overview.count_parameters(params.get(name, {})))
+            for name in COMPONENTS}
   counts["total"] = sum(counts.values())
   return counts
+
+
+def parameter_table(params: Any) -> str:
+  """Every parameter's name, shape, dtype and size, and the total (clu's parameter overview;
+  abstract or concrete trees)."""
+  return parameter_overview.get_parameter_overview(params, include_stats=False)
 
 
 def forward_flops_per_sample(model_config: ml_collections.ConfigDict, batch_size: int = 8,

@@ -5,7 +5,6 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from xxact_jax import targets as targets_lib
-from xxact_jax import targets as targets_lib
 from xxact_jax.training import sharding as sharding_lib
 from xxact_jax.training.step import INPUT_KEYS
 

@@ -8,8 +8,8 @@ import collections
 import dataclasses
 from typing import Any, Callable
 
+from clu import parameter_overview
 import jax
-import numpy as np
 
 from xxact_jax import data as data_lib
 from xxact_jax.models import build_model
@@ -49,7 +49,7 @@ def create_train_state(config, mesh, max_elements: int, target_stats: dict,
   init_fn = step_lib.make_init_fn(model, tx, max_elements)
   abstract_state = jax.eval_shape(init_fn, jax.random.key(config.seed))
   shardings = sharding_lib.state_shardings(mesh, abstract_state, config.sharding.fsdp)
-  num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state["params"]))
+  num_params = int(parameter_overview.count_parameters(abstract_state["params"]))
   train_step = step_lib.jit_train_step(model, tx, schedule, config, target_stats, mesh,
                                        shardings)
   return TrainState(model, tx, schedule, init_fn, abstract_state, shardings, num_params,

@@ -25,6 +25,7 @@ import numpy as np
 from xxact_jax import constants
 from xxact_jax import data as data_lib
 from xxact_jax.models import config as model_config_lib
+from xxact_jax.models import parameter_count
 from xxact_jax.training import checkpoints as ckpt_lib
 from xxact_jax.training import defaults
 from xxact_jax.training import evaluate as eval_lib
@@ -280,6 +281,7 @@ def _train(config, workdir, data_path, ds_train, ds_eval, target_stats):
   logging.info("Model %s: %.2f M parameters; %d train / %d eval examples; %d steps of %d",
                config.model.name, trainer.num_params / 1e6, len(ds_train), len(ds_eval),
                total_steps, config.global_batch_size)
+  logging.info("Parameters:\n%s", parameter_count.parameter_table(trainer.abstract_state["params"]))
 
   checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints, config.best_metric)
   data_state = None
