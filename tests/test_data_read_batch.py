@@ -1,6 +1,8 @@
-"""Dataset.read_batch returns rows in the order asked, whatever that order is."""
+"""Dataset.read_batch returns rows in the order asked, whatever that order is; fractions of a
+split."""
 
 import numpy as np
+import pytest
 
 from xxact_jax.data import open_dataset
 
@@ -19,3 +21,16 @@ def test_read_batch_orders_match_single_rows(embedded_dataset):
       record = ds[int(i)]
       for key in ("xrd", "species", "fractions", "spacegroup_number"):
         np.testing.assert_array_equal(batch[key][position], record[key], err_msg=(label, key))
+
+
+def test_fraction_of_a_split_is_random_reproducible_and_inside_it(embedded_dataset):
+  train = open_dataset(embedded_dataset, "train")
+  tenth = train.fraction(0.1, seed=3)
+  assert len(tenth) == round(0.1 * len(train))
+  assert set(tenth.rows) <= set(train.rows) and (np.diff(tenth.rows) > 0).all()
+  np.testing.assert_array_equal(tenth.rows, train.fraction(0.1, seed=3).rows)
+  assert not np.array_equal(tenth.rows, train.fraction(0.1, seed=4).rows)
+  assert not np.array_equal(tenth.rows, train.rows[:len(tenth)])      # not the first rows
+  np.testing.assert_array_equal(train.fraction(1.0).rows, train.rows)
+  with pytest.raises(ValueError, match="fraction"):
+    train.fraction(0.0)

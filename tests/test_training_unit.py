@@ -225,3 +225,16 @@ def test_load_config_file(tmp_path):
   assert tuple(c.targets) == ("band_gap",) and c.global_batch_size == 64
   with pytest.raises(FileNotFoundError, match="nope.py"):
     defaults.load_config_file(str(tmp_path / "nope.py"))
+
+
+def test_a_stored_config_without_newer_fields_resumes_and_a_changed_fraction_does_not(tmp_path):
+  from xxact_jax.training import train  # pylint: disable=g-import-not-at-top
+  config = defaults.load_config_file(os.path.join(CONFIGS, "supervised.py"), "runlocal")
+  stored = json.loads(config.to_json_best_effort())
+  for key in ("train_fraction", "fraction_seed"):
+    del stored["data"][key]
+  (tmp_path / "config.json").write_text(json.dumps(stored))
+  train.check_workdir(config, str(tmp_path))            # same run: resumes
+  config.data.train_fraction = 0.5
+  with pytest.raises(ValueError, match="data.train_fraction: 1.0 there, 0.5 now"):
+    train.check_workdir(config, str(tmp_path))

@@ -85,6 +85,14 @@ class Dataset:
     record["material_id"] = schema.decode_material_ids(raw["material_id"])[0]
     return record
 
+  def fraction(self, fraction: float, seed: int = 0) -> "Dataset":
+    """A random `fraction` of this split's rows (at least one), the same for the same seed."""
+    if not 0 < fraction <= 1:
+      raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
+    count = max(1, int(round(fraction * len(self._rows))))
+    chosen = np.random.default_rng(seed).choice(len(self._rows), size=count, replace=False)
+    return Dataset(self.path, self.split, self._metadata, np.sort(self._rows[chosen]))
+
   def __repr__(self) -> str:
     return f"Dataset({self.path!r}, split={self.split!r}, rows={len(self)})"
 

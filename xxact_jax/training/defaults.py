@@ -90,6 +90,10 @@ def base_config(*, model, objective: str, recipe: dict, targets=(),
   c.data.path = ""                   # "" = the embedded default dataset
   c.data.train_split = "train"
   c.data.eval_split = "test"
+  # Train on a random fraction of the train split (the paper's Fig. 3), drawn from fraction_seed;
+  # evaluation keeps the whole eval split.
+  c.data.train_fraction = 1.0
+  c.data.fraction_seed = 0
   # Grain worker processes. 0 reads in this process, where TensorStore decodes a batch's rows on
   # its own threads: at batch 4,096 that outran 1 or 2 workers by ~2x, which pay to copy every
   # batch between processes (benchmarks/RESULTS.md, loader at the GPU batch size).

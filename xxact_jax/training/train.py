@@ -143,6 +143,9 @@ def open_splits(config):
         "Create one with: python -m xxact_jax.prepare --input=... --output=DIR") from e
   if len(train) == 0:
     raise ValueError(f"The {config.data.train_split!r} split of {path!r} is empty")
+  if config.data.train_fraction != 1.0:
+    # Regression targets keep the whole split's standardisation (dataset metadata).
+    train = train.fraction(config.data.train_fraction, seed=config.data.fraction_seed)
   return path, train, evaluation
 
 
@@ -181,6 +184,21 @@ RESUMABLE_CHANGES = ("log_every_steps", "eval_every_steps", "checkpoint_every_st
                      "data.worker_count", "data.prefetch", "resume_allow_changes", "config_arg")
 
 
+# Trainer fields added after runs were written, with the value that reproduces those runs: a
+# stored config without them resumes as if it had them.
+ADDED_FIELDS = {"data.train_fraction": 1.0, "data.fraction_seed": 0}
+
+
+def _with_added_fields(stored: dict) -> dict:
+  for dotted, value in ADDED_FIELDS.items():
+    node = stored
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+      node = node.setdefault(key, {})
+    node.setdefault(leaf, value)
+  return stored
+
+
 def check_workdir(config, workdir: str):
   """A workdir that already holds a run must hold this run, to be resumed.
 
@@ -195,6 +213,7 @@ def check_workdir(config, workdir: str):
     with open(path) as f:
       old = json.load(f)
     old["model"] = json.loads(json.dumps(model_config_lib.upgrade(old.get("model", {}))))
+    old = _with_added_fields(old)
     diffs = _differences(old.get("model", {}), new["model"], "model.")
     if diffs:
       key, there, now = diffs[0]
