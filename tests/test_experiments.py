@@ -76,3 +76,33 @@ def test_summarize_measured_counts_each_source(tmp_path):
                         "crystal_system_majority_rate": 2 / 3}) + "\n")
   text = summarize.main(str(tmp_path))
   assert "| xxact_augmented | snip | **66.7%** | 50.0% (2) | 100.0% (1) | – | 100.0% | 70.0% |" in text
+
+
+def test_fit_fractions_recovers_a_power_law(tmp_path):
+  fit = load_script("fit_fractions")
+  data = tmp_path / "data"
+  data.mkdir()
+  (data / "metadata.json").write_text(json.dumps({"splits": {"train": 10_000}}))
+  for fraction in (0.1, 0.3, 1.0):
+    rows = round(fraction * 10_000)
+    name = "xxact_multi" + ("" if fraction == 1.0 else f"_fraction{fraction}")
+    run = tmp_path / "runs" / name
+    write_run(str(run), "xxact", "mse",
+              [{"step": 10, "eval/loss": 1.0,
+                "eval/formation_energy_per_atom_mae_meV": 5000.0 * rows ** -0.4,
+                "eval/crystal_system_accuracy": 1 - 2.0 * rows ** -0.25}], [], wall=1)
+    config = json.loads((run / "config.json").read_text())
+    config["data"] = {"path": str(data), "train_fraction": fraction}
+    (run / "config.json").write_text(json.dumps(config))
+  # An unfinished run (no `done`) is not a point.
+  write_run(str(tmp_path / "runs" / "crabnet_multi_fraction0.1"), "crabnet", "robust_l1",
+            [{"step": 10, "eval/loss": 1.0}], [])
+  fit.main([str(tmp_path / "runs")])
+  result = json.loads((tmp_path / "runs" / "fractions.json").read_text())
+  assert list(result["models"]) == ["xxact_multi"]
+  fits = result["models"]["xxact_multi"]["fits"]
+  assert fits["eval/formation_energy_per_atom_mae_meV"]["b"] == pytest.approx(-0.4, abs=1e-9)
+  assert fits["eval/crystal_system_accuracy"]["b"] == pytest.approx(-0.25, abs=1e-9)
+  assert [p["train_rows"] for p in result["models"]["xxact_multi"]["points"]] == [1000, 3000,
+                                                                               10000]
+  assert (tmp_path / "runs" / "fractions.png").stat().st_size > 1000
