@@ -85,19 +85,20 @@ def _g_vectors(lattice, hkl):
           + h[..., 2] * recip[..., 2, d] for d in range(3)]
 
 
-def _g_squared(lattice, hkl):
-  """|g|² = |h a* + k b* + l c*|² in float64, [B, R]."""
-  points = _g_vectors(lattice, hkl)
+def _norm2(points):
   return points[0] * points[0] + points[1] * points[1] + points[2] * points[2]
 
 
-def _sample_factor(lattice, hkl, texture_hkl, march_r, b_factor):
+def _g_squared(lattice, hkl):
+  """|g|² = |h a* + k b* + l c*|² in float64, [B, R]."""
+  return _norm2(_g_vectors(lattice, hkl))
+
+
+def _sample_factor(lattice, g, g2, texture_hkl, march_r, b_factor):
   """March–Dollase × Debye–Waller factor per reflection, float64 [B, R] (sample.py's physics;
-  exactly 1 for neutral values)."""
-  g = _g_vectors(lattice, hkl)
-  g2 = g[0] * g[0] + g[1] * g[1] + g[2] * g[2]
+  exactly 1 for neutral values); g: the reflections' _g_vectors, g2 their |g|²."""
   axis = _g_vectors(lattice, texture_hkl[:, None, :])      # [B, 1] each
-  axis2 = axis[0] * axis[0] + axis[1] * axis[1] + axis[2] * axis[2]
+  axis2 = _norm2(axis)
   textured = (axis2 > 0) & (g2 > 0)
   cos2 = jnp.where(textured, (g[0] * axis[0] + g[1] * axis[1] + g[2] * axis[2]) ** 2
                    / jnp.where(textured, g2 * axis2, 1.0), 1.0)
@@ -178,14 +179,15 @@ def _patterns_rows(lattice, hkl, num_reflections, f_squared, texture_hkl, march_
   batch, num_rows, _ = hkl.shape
   valid = jnp.arange(num_rows)[None, :] < num_reflections[:, None]
   # Geometry in float64: 2θ and the Lorentz-polarisation factor (1 + cos² 2θ) / (sin² θ cos θ).
-  sin_theta = jnp.where(valid, jnp.minimum(wavelength * jnp.sqrt(_g_squared(lattice, hkl)) / 2,
-                                           1.0), 0.5)
+  g = _g_vectors(lattice, hkl)
+  g2 = _norm2(g)
+  sin_theta = jnp.where(valid, jnp.minimum(wavelength * jnp.sqrt(g2) / 2, 1.0), 0.5)
   two_theta = jnp.degrees(2 * jnp.arcsin(sin_theta))
   sin2 = sin_theta * sin_theta
   cos_2theta = 1 - 2 * sin2
   lorentz = (1 + cos_2theta * cos_2theta) / (sin2 * jnp.sqrt(1 - sin2))
   intensity = jnp.where(valid, f_squared.astype(f64) * lorentz
-                        * _sample_factor(lattice, hkl, texture_hkl, march_r, b_factor), 0.0)
+                        * _sample_factor(lattice, g, g2, texture_hkl, march_r, b_factor), 0.0)
 
   # Merge runs of equal round(2θ / tol) (the list is in |g| order, so equal keys are adjacent),
   # then apply pymatgen's cut-off to the merged intensities.

@@ -157,7 +157,7 @@ def _with_effects(planned: list, effects: sample_lib.SampleEffects | None) -> li
   """planned (in input order) with each structure's preferred orientation and B set."""
   if effects is None:
     return planned
-  return [p if isinstance(p, Exception) or p is None
+  return [p if isinstance(p, Exception)
           else dataclasses.replace(p, **effects.per_structure(i)) for i, p in enumerate(planned)]
 
 
@@ -222,15 +222,15 @@ def simulate(structures, wavelength=constants.XRD_WAVELENGTH, *,
   arrays, indices = [], []
   for i, structure in enumerate(structures):
     try:
-      matrix, *rest = structure_arrays(structure, i)
-      if effects is not None and effects.strain is not None:
-        matrix = matrix @ (np.eye(3) + np.asarray(effects.strain[i], np.float64))
-      arrays.append((matrix, *rest))
+      arrays.append(structure_arrays(structure, i))
       indices.append(i)
     except planning.XRDEngineError as e:
       if errors == "raise":
         raise
       planned[i] = e
+  if effects is not None and arrays:
+    lattices = effects.strained(np.stack([a[0] for a in arrays]), indices)
+    arrays = [(lattice, *rest) for lattice, (_, *rest) in zip(lattices, arrays)]
   for i, p in zip(indices, planning.plan_structures(
       arrays, wavelength, two_theta_range, max_reflections, errors=errors, indices=indices)):
     planned[i] = p

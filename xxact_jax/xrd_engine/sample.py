@@ -55,11 +55,13 @@ class SampleEffects:
     if self.b_factor is not None and (np.asarray(self.b_factor) < 0).any():
       raise ValueError("SampleEffects.b_factor must be ≥ 0")
 
-  def strained(self, lattices: np.ndarray) -> np.ndarray:
-    """Lattices [B, 3, 3] (rows = vectors) after the strain."""
+  def strained(self, lattices: np.ndarray, indices=None) -> np.ndarray:
+    """Lattices [n, 3, 3] (rows = vectors) after the strain of structures `indices` (default:
+    all, in order)."""
     if self.strain is None:
       return lattices
-    return lattices @ (np.eye(3) + np.asarray(self.strain, np.float64))
+    strain = np.asarray(self.strain, np.float64)
+    return lattices @ (np.eye(3) + (strain if indices is None else strain[list(indices)]))
 
   def per_structure(self, i: int) -> dict:
     """Planned's texture_hkl, march_r and b_factor for structure i (neutral where None)."""
