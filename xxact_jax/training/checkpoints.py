@@ -19,13 +19,12 @@ Orbax can restore them.
 
 import dataclasses
 import json
+import logging as logging_std
 import os
 import shutil
 import time
 from typing import Any
 import zlib
-
-import logging as logging_std
 
 from absl import logging
 import jax
@@ -56,14 +55,15 @@ def _manager(directory: str, keep: int, best_metric: str | None = None,
              create: bool = True) -> ocp.CheckpointManager:
   """The workdir's manager: the newest `keep` steps, and the best on `best_metric` (lower is
   better) among the steps saved with metrics."""
+  metric = (lambda m: m[best_metric]) if best_metric else None
   policies = [policy_lib.LatestN(n=keep)]
-  if best_metric:
-    policies.append(policy_lib.BestN(get_metric_fn=lambda m: m[best_metric], reverse=True, n=1,
+  if metric:
+    policies.append(policy_lib.BestN(get_metric_fn=metric, reverse=True, n=1,
                                      keep_checkpoints_without_metrics=False))
   options = ocp.CheckpointManagerOptions(
       create=create, enable_async_checkpointing=True,
       preservation_policy=policy_lib.AnyPreservationPolicy(policies=policies),
-      best_fn=(lambda m: m[best_metric]) if best_metric else None, best_mode="min")
+      best_fn=metric, best_mode="min")
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
