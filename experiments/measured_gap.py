@@ -106,7 +106,8 @@ def measured_gap(workdirs, data, measured, output, rows=800, seed=0) -> dict:
 
   # Measured scans matched to dataset rows by composition and space group.
   index = evaluate.read_index(measured)
-  everything = every.read_batch(np.arange(len(every)))
+  everything = every.read_batch(np.arange(len(every)),
+                                fields=("species", "fractions", "spacegroup_number"))
   by_key = {}
   for row, key in enumerate(_row_keys(everything["species"], everything["fractions"])):
     by_key.setdefault((key, int(everything["spacegroup_number"][row])), row)
@@ -139,15 +140,13 @@ def measured_gap(workdirs, data, measured, output, rows=800, seed=0) -> dict:
     s, f, x = (np.stack(c) for c in zip(*arrays))
     correct = predictor.predict_arrays(s, f, x)["crystal_system"].argmax(-1) == scan_labels
     matched = kept_match >= 0
-    rows_m = kept_match[matched]
-    stored = every.read_batch(np.sort(rows_m))
-    order = np.argsort(np.argsort(rows_m))
-    stored_prob = predictor.predict_arrays(stored["species"][order], stored["fractions"][order],
-                                           stored["xrd"][order])["crystal_system"]
+    stored = every.read_batch(kept_match[matched])
+    stored_prob = predictor.predict_arrays(stored["species"], stored["fractions"],
+                                           stored["xrd"])["crystal_system"]
     run.update(
         measured_all=float(correct.mean()),
         measured_matched=float(correct[matched].mean()) if matched.any() else None,
-        simulated_matched=(float((stored_prob.argmax(-1) == stored["crystal_system"][order]).mean())
+        simulated_matched=(float((stored_prob.argmax(-1) == stored["crystal_system"]).mean())
                            if matched.any() else None),
         measured_unmatched=float(correct[~matched].mean()) if (~matched).any() else None,
         scans_failed=len(failed))

@@ -34,3 +34,14 @@ def test_fraction_of_a_split_is_random_reproducible_and_inside_it(embedded_datas
   np.testing.assert_array_equal(train.fraction(1.0).rows, train.rows)
   with pytest.raises(ValueError, match="fraction"):
     train.fraction(0.0)
+
+
+def test_read_batch_fields_reads_only_those(embedded_dataset):
+  ds = open_dataset(embedded_dataset, "test")
+  full = ds.read_batch([3, 1])
+  some = ds.read_batch([3, 1], fields=("species", "spacegroup_number"))
+  assert set(some) == {"species", "spacegroup_number", "index"}
+  np.testing.assert_array_equal(some["species"], full["species"])
+  np.testing.assert_array_equal(some["spacegroup_number"], full["spacegroup_number"])
+  with pytest.raises(ValueError, match="Unknown batch fields"):
+    ds.read_batch([0], fields=("xrd", "formula"))

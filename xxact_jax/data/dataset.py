@@ -65,11 +65,15 @@ class Dataset:
     futures = {n: arrays[n].oindex[unique].read() for n in names}
     return {n: f.result()[inverse] for n, f in futures.items()}
 
-  def read_batch(self, indices) -> dict[str, np.ndarray]:
-    """Batch dict (ARCHITECTURE.md) for split-relative `indices`, in their order."""
+  def read_batch(self, indices, fields=_BATCH_FIELDS) -> dict[str, np.ndarray]:
+    """Batch dict (ARCHITECTURE.md) for split-relative `indices`, in their order; `fields`
+    (default: all) picks the arrays read, e.g. without the patterns."""
+    unknown = sorted(set(fields) - set(_BATCH_FIELDS))
+    if unknown:
+      raise ValueError(f"Unknown batch fields {unknown}; known: {list(_BATCH_FIELDS)}")
     indices, rows = self._global_rows(indices)
-    raw = self._read_sorted(_BATCH_FIELDS, rows)
-    batch = {n: raw[n].astype(schema.BATCH_DTYPES[n], copy=False) for n in _BATCH_FIELDS}
+    raw = self._read_sorted(fields, rows)
+    batch = {n: raw[n].astype(schema.BATCH_DTYPES[n], copy=False) for n in fields}
     batch["index"] = indices
     return batch
 
