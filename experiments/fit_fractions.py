@@ -19,32 +19,34 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
-RUN = re.compile(r"^(?P<model>[a-z_]+?_multi(?:_finetuned)?)(?:_fraction(?P<fraction>[0-9.]+))?$")
-METRICS = (("eval/formation_energy_per_atom_mae_meV", "formation-energy MAE (meV/atom)"),
-           ("eval/crystal_system_accuracy", "crystal-system error (1 − accuracy)"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import summarize_runs  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+RUN = re.compile(r"^(?P<model>[a-z_]+?_multi(?:_finetuned)?)(?:_fraction[0-9.]+)?$")
+# (metrics.jsonl key, summarize_runs row key, title)
+METRICS = (("eval/formation_energy_per_atom_mae_meV", "fe_mae_meV",
+            "formation-energy MAE (meV/atom)"),
+           ("eval/crystal_system_accuracy", "cs_accuracy", "crystal-system error (1 − accuracy)"))
 
 
-def collect(out: str) -> dict:
-  """{model: [(fraction of the train split, {metric: error})]} sorted by fraction."""
-  points = {}
+def collect(out: str) -> tuple[dict, str | None]:
+  """({model: [(fraction of the train split, {metric: error})]} sorted by fraction, the runs'
+  dataset path). A run counts once finished (OUT/<run>/done) and evaluated."""
+  points, data_path = {}, None
   for name in sorted(os.listdir(out)):
     match = RUN.match(name)
     path = os.path.join(out, name)
     if not match or not os.path.exists(os.path.join(path, "done")):
       continue
-    config = json.load(open(os.path.join(path, "config.json")))
-    records = [json.loads(l) for l in open(os.path.join(path, "metrics.jsonl")) if l.strip()]
-    evals = [r for r in records if "eval/loss" in r]
-    if not evals:
+    row = summarize_runs.summarize_run(path)
+    if not row["steps"]:
       continue
-    fraction = float(config["data"].get("train_fraction", 1.0))
-    values = {}
-    for key, _ in METRICS:
-      if key in evals[-1]:
-        v = float(evals[-1][key])
-        values[key] = 1.0 - v if key.endswith("accuracy") else v
-    points.setdefault(match["model"], []).append((fraction, values))
-  return {m: sorted(p, key=lambda x: x[0]) for m, p in points.items()}
+    data = json.load(open(os.path.join(path, "config.json")))["data"]
+    data_path = data_path or data.get("path")
+    values = {key: (1.0 - row[field] if field == "cs_accuracy" else row[field])
+              for key, field, _ in METRICS if row.get(field) is not None}
+    points.setdefault(match["model"], []).append((float(data.get("train_fraction", 1.0)), values))
+  return {m: sorted(p, key=lambda x: x[0]) for m, p in points.items()}, data_path
 
 
 def power_law(sizes, errors):
@@ -55,20 +57,14 @@ def power_law(sizes, errors):
 
 def main(argv=None):
   out = (argv or sys.argv[1:])[0]
-  points = collect(out)
+  points, data_path = collect(out)
   if not points:
     raise SystemExit(f"no finished *_multi runs under {out}")
-  train_total = None
-  for path in (os.path.join(out, n, "config.json") for n in os.listdir(out)):
-    if os.path.exists(path):
-      data_path = json.load(open(path)).get("data", {}).get("path") or ""
-      meta = os.path.join(data_path, "metadata.json")
-      if data_path and os.path.exists(meta):
-        train_total = json.load(open(meta))["splits"]["train"]
-        break
+  meta = os.path.join(data_path or "", "metadata.json")
+  train_total = json.load(open(meta))["splits"]["train"] if os.path.exists(meta) else None
   result = {"train_rows_full": train_total, "models": {}}
   figure, axes = plt.subplots(1, len(METRICS), figsize=(5.5 * len(METRICS), 4.2))
-  lines = ["| model | fraction | training rows | " + " | ".join(t for _, t in METRICS) + " |",
+  lines = ["| model | fraction | training rows | " + " | ".join(t for _, _, t in METRICS) + " |",
            "|---|---|---|" + "---|" * len(METRICS)]
   for model, entries in points.items():
     rows = [round(f * train_total) if train_total else f for f, _ in entries]
@@ -77,8 +73,8 @@ def main(argv=None):
     for (f, v), r in zip(entries, rows):
       lines.append(f"| {model} | {f:g} | {r} | " + " | ".join(
           (f"{v[k]:.1f}" if k.endswith("meV") else f"{100 * v[k]:.1f} %") if k in v else "–"
-          for k, _ in METRICS) + " |")
-    for ax, (key, title) in zip(axes, METRICS):
+          for k, _, _ in METRICS) + " |")
+    for ax, (key, _, title) in zip(axes, METRICS):
       xs = np.array([r for (_, v), r in zip(entries, rows) if key in v], float)
       ys = np.array([v[key] for _, v in entries if key in v], float)
       if not len(xs):
@@ -100,7 +96,7 @@ def main(argv=None):
   fits = ["", "Power-law exponents b (error ∝ N^b; more negative = falls faster with data):", ""]
   for model, r in result["models"].items():
     fits.append(f"- {model}: " + ", ".join(
-        f"{t.split(' (')[0]} {r['fits'][k]['b']:.3f}" for k, t in METRICS if k in r["fits"]))
+        f"{t.split(' (')[0]} {r['fits'][k]['b']:.3f}" for k, _, t in METRICS if k in r["fits"]))
   text = "\n".join(lines + fits) + "\n"
   open(os.path.join(out, "fractions.md"), "w").write(text)
   json.dump(result, open(os.path.join(out, "fractions.json"), "w"), indent=1)
