@@ -231,7 +231,7 @@ def test_a_stored_config_without_newer_fields_resumes_and_a_changed_fraction_doe
   from xxact_jax.training import train  # pylint: disable=g-import-not-at-top
   config = defaults.load_config_file(os.path.join(CONFIGS, "supervised.py"), "runlocal")
   stored = json.loads(config.to_json_best_effort())
-  for key in ("train_fraction", "fraction_seed"):
+  for key in ("train_fraction", "fraction_seed", "extra_train"):
     del stored["data"][key]
   (tmp_path / "config.json").write_text(json.dumps(stored))
   train.check_workdir(config, str(tmp_path))            # same run: resumes

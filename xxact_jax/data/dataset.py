@@ -101,6 +101,66 @@ class Dataset:
     return f"Dataset({self.path!r}, split={self.split!r}, rows={len(self)})"
 
 
+class ConcatDataset:
+  """Several Datasets read as one: indices [0, len(a)) read `a`, the next len(b) read `b`, ...
+
+  For training on a prepared dataset together with others (e.g. synthetic crystals): the first
+  part gives the metadata (label statistics, max_elements), every part must have the same
+  max_elements, and a batch that spans parts is one read per part.
+  """
+
+  def __init__(self, parts: list):
+    if not parts:
+      raise ValueError("ConcatDataset needs at least one dataset.")
+    sizes = {p.path: int(p.metadata["max_elements"]) for p in parts}
+    if len(set(sizes.values())) > 1:
+      raise ValueError(f"Datasets with different max_elements cannot be read as one: {sizes}")
+    self.parts = list(parts)
+    self.path, self.split = parts[0].path, parts[0].split
+    self._offsets = np.cumsum([0] + [len(p) for p in parts])
+
+  @property
+  def metadata(self) -> dict:
+    return self.parts[0].metadata
+
+  def __len__(self) -> int:
+    return int(self._offsets[-1])
+
+  def _locate(self, indices) -> tuple[np.ndarray, np.ndarray]:
+    indices = np.asarray(indices)
+    if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
+      raise ValueError(f"indices must be a 1-D integer array, got shape {indices.shape} "
+                       f"dtype {indices.dtype}.")
+    n = len(self)
+    if indices.size and (indices.min() < -n or indices.max() >= n):
+      raise IndexError(f"Index out of range for {n} rows: [{indices.min()}, {indices.max()}].")
+    indices = np.where(indices < 0, indices + n, indices).astype(np.int64)
+    return indices, np.searchsorted(self._offsets, indices, side="right") - 1
+
+  def read_batch(self, indices, fields=_BATCH_FIELDS) -> dict[str, np.ndarray]:
+    indices, part = self._locate(indices)
+    batch = None
+    for p in np.unique(part):
+      where = np.flatnonzero(part == p)
+      got = self.parts[p].read_batch(indices[where] - self._offsets[p], fields)
+      if batch is None:
+        batch = {n: np.empty((len(indices), *got[n].shape[1:]), got[n].dtype) for n in fields}
+      for n in fields:
+        batch[n][where] = got[n]
+    if batch is None:   # no indices: the empty batch of the first part
+      batch = {n: v for n, v in self.parts[0].read_batch(indices, fields).items() if n in fields}
+    batch["index"] = indices
+    return batch
+
+  def material_ids(self, indices) -> list[str]:
+    indices, part = self._locate(indices)
+    return [self.parts[p].material_ids([i - self._offsets[p]])[0]
+            for i, p in zip(indices, part)]
+
+  def __repr__(self) -> str:
+    return f"ConcatDataset({self.parts!r})"
+
+
 def open_dataset(path: str, split: str | None = None) -> Dataset:
   """Opens a prepared dataset (local directory or kvstore URL).
 

@@ -94,6 +94,9 @@ def base_config(*, model, objective: str, recipe: dict, targets=(),
   # evaluation keeps the whole eval split.
   c.data.train_fraction = 1.0
   c.data.fraction_seed = 0
+  # Comma-separated prepared datasets whose valid rows all join the training rows (e.g. random
+  # crystals from `python -m xxact_jax.synthesize`); evaluation stays on data.path.
+  c.data.extra_train = ""
   # Grain worker processes. 0 reads in this process, where TensorStore decodes a batch's rows on
   # its own threads: at batch 4,096 that outran 1 or 2 workers by ~2x, which pay to copy every
   # batch between processes (benchmarks/RESULTS.md, loader at the GPU batch size).

@@ -146,6 +146,18 @@ def open_splits(config):
   if config.data.train_fraction != 1.0:
     # Regression targets keep the whole split's standardisation (dataset metadata).
     train = train.fraction(config.data.train_fraction, seed=config.data.fraction_seed)
+  extra = [p.strip() for p in config.data.extra_train.split(",") if p.strip()]
+  if extra:
+    # All valid rows of each extra dataset join the training rows; the evaluation split and the
+    # regression targets' standardisation stay those of config.data.path.
+    parts = [train]
+    for extra_path in extra:
+      try:
+        parts.append(data_lib.open_dataset(extra_path))
+      except (FileNotFoundError, OSError, ValueError, KeyError) as e:
+        raise FileNotFoundError(f"config.data.extra_train: cannot open a prepared dataset at "
+                                f"{extra_path!r} ({e})") from e
+    train = data_lib.ConcatDataset(parts)
   return path, train, evaluation
 
 
@@ -186,7 +198,7 @@ RESUMABLE_CHANGES = ("log_every_steps", "eval_every_steps", "checkpoint_every_st
 
 # Trainer fields added after runs were written, with the value that reproduces those runs: a
 # stored config without them resumes as if it had them.
-ADDED_FIELDS = {"data.train_fraction": 1.0, "data.fraction_seed": 0}
+ADDED_FIELDS = {"data.train_fraction": 1.0, "data.fraction_seed": 0, "data.extra_train": ""}
 
 
 def _with_added_fields(stored: dict) -> dict:
