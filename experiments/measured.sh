@@ -3,6 +3,8 @@
 #
 #   bash experiments/measured.sh train     DATA OUT   # five runs, ~40 min on 2 CPU cores
 #   bash experiments/measured.sh evaluate  MEASURED_INDEX OUT
+#   bash experiments/measured.sh synthetic DATA OUT   # COUNT random crystals (default 30000) with
+#                                                     # DATA's priors, prepared into OUT/synthetic
 #
 # DATA: a prepared mp_36k (python -m xxact_jax.prepare --input=mp_36k.csv.xz --output=DATA).
 # Every run: the "small" model size, crystal system only, the same budget (STEPS of BATCH, peak
@@ -10,7 +12,9 @@
 # (xxact_augmented_half: half the patterns augmented instead of 80 %; xxact_augmented_texture:
 # relative intensities perturbed with a log-scale σ of up to 0.7 instead of 0.3; *_sqrt: the
 # model reads the square root of the intensities, model.xrd_intensity=sqrt; *_conv: the XRD
-# encoder embeds the pattern with convolutions, model.xrd_stem=conv; RUNS="..." picks runs).
+# encoder embeds the pattern with convolutions, model.xrd_stem=conv; *_synthetic: the random
+# crystals of OUT/synthetic (the `synthetic` stage) join the training rows, data.extra_train;
+# RUNS="..." picks runs).
 # `evaluate` scores every run on the measured index with each preprocessing option and writes
 # OUT/summary.jsonl (one line per run and option) and OUT/summary.md.
 set -euo pipefail
@@ -35,6 +39,12 @@ config_of() {   # config | config argument | extra flags of a run
     xrd_plain_conv) echo "xrd_transformer|targets=crystal_system|--config.model.xrd_stem=conv" ;;
     xrd_augmented_conv) echo "xrd_transformer|targets=crystal_system|--config.model.xrd_stem=conv \
 --config.augment.enabled=True" ;;
+    xxact_augmented_synthetic)
+      echo "measured|targets=crystal_system|--config.data.extra_train=$out/synthetic" ;;
+    xrd_augmented_synthetic) echo "xrd_transformer|targets=crystal_system|--config.augment.enabled=True \
+--config.data.extra_train=$out/synthetic" ;;
+    xxact_plain_synthetic)
+      echo "supervised|targets=crystal_system|--config.data.extra_train=$out/synthetic" ;;
     crabnet) echo "crabnet|targets=crystal_system|" ;;
     *) echo "unknown run $1" >&2; exit 2 ;;
   esac
@@ -47,6 +57,16 @@ if [[ $stage == train ]]; then
   runs=()
   for run in $RUNS; do runs+=("$run|$(config_of "$run")"); done
   STEPS=${STEPS:-2000} train_runs "$data" "$out" small "${runs[@]}"
+elif [[ $stage == synthetic ]]; then
+  data=$(realpath -m "${2:?DATA}"); out=$(realpath -m "${3:?OUT}")
+  cd "$(dirname "$0")/.."
+  mkdir -p "$out"
+  if [[ ! -f $out/synthetic.csv.gz ]]; then
+    python -m xxact_jax.synthesize --count="${COUNT:-30000}" --like="$data" \
+      --output="$out/synthetic.partial.csv.gz"
+    mv "$out/synthetic.partial.csv.gz" "$out/synthetic.csv.gz"
+  fi
+  python -m xxact_jax.prepare --input="$out/synthetic.csv.gz" --output="$out/synthetic"
 elif [[ $stage == evaluate ]]; then
   index=$(realpath -m "${2:?MEASURED_INDEX}"); out=$(realpath -m "${3:?OUT}")
   cd "$(dirname "$0")/.."
