@@ -9,6 +9,9 @@
 #   mxm_contrastive            pretraining on DATA's train split (no labels used)
 #   xxact_multi                formation energy + crystal system from scratch (as table1.sh)
 #   xxact_multi_finetuned      the same from mxm_contrastive's parameters
+#   mxm, contrastive           each pretraining loss alone (PRETRAINING="mxm_contrastive mxm
+#   xxact_multi_finetuned_<P>  contrastive"; default mxm_contrastive only), and the fine-tuning
+#                              from each
 #   xxact_multi[_finetuned]_fraction<F>   both on a random fraction F of the training rows
 # Then OUT/compare/ (python -m xxact_jax.report.compare: convergence curves and the speed-up to
 # reach the scratch run's error at a quarter of its training) and OUT/mxm_contrastive/report
@@ -21,6 +24,12 @@ train_runs "$data" "$out" "$size" \
   "mxm_contrastive|mxm_contrastive||" \
   "xxact_multi|supervised||" \
   "xxact_multi_finetuned|finetune|init=$out/mxm_contrastive|"
+for pretraining in ${PRETRAINING:-mxm_contrastive}; do
+  [[ $pretraining == mxm_contrastive ]] && continue
+  train_runs "$data" "$out" "$size" \
+    "$pretraining|$pretraining||" \
+    "xxact_multi_finetuned_$pretraining|finetune|init=$out/$pretraining|"
+done
 for fraction in ${FRACTIONS:-0.1}; do
   train_runs "$data" "$out" "$size" \
     "xxact_multi_fraction$fraction|supervised||--config.data.train_fraction=$fraction" \
