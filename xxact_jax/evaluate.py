@@ -45,6 +45,7 @@ from xxact_jax import targets as targets_lib
 from xxact_jax.inference import resample
 from xxact_jax.inference import wavelengths
 from xxact_jax.inference.errors import InputError
+from xxact_jax.report import significance
 
 LABEL_COLUMNS = ("crystal_system", "spacegroup_number")
 
@@ -133,8 +134,8 @@ def load_inputs(predictor, rows):
 
 def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, name: str,
                            class_names=None) -> dict:
-  """Top-1 and top-5 accuracy, per-class accuracy and the majority-class rate of `labels`
-  (class indices; -1 = unlabelled)."""
+  """Top-1 accuracy with its 95 % Wilson interval, top-5 accuracy, per-class accuracy and the
+  majority-class rate of `labels` (class indices; -1 = unlabelled)."""
   sel = labels >= 0
   m = {f"{name}_count": int(sel.sum())}
   if not sel.any():
@@ -142,6 +143,8 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, name: 
   p, y = probabilities[sel], labels[sel]
   top = np.argsort(-p, axis=-1)
   m[f"{name}_accuracy"] = float(np.mean(top[:, 0] == y))
+  m[f"{name}_accuracy_ci95"] = list(significance.wilson_interval(int(np.sum(top[:, 0] == y)),
+                                                                  len(y)))
   m[f"{name}_top5_accuracy"] = float(np.mean((top[:, :5] == y[:, None]).any(-1)))
   counts = collections.Counter(y.tolist())
   m[f"{name}_majority_rate"] = max(counts.values()) / len(y)

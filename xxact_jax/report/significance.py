@@ -1,0 +1,106 @@
+r"""How sure an accuracy on a few labelled scans is, and whether two models differ on the same ones.
+
+  python -m xxact_jax.report.significance A/predictions.jsonl B/predictions.jsonl \
+      [--target=crystal_system]
+
+On 100 measured scans one scan is one point of accuracy: a Wilson interval says how far the true
+rate may lie, and an exact McNemar test (the scans one model gets right and the other wrong;
+a two-sided binomial test on those) whether two models evaluated on the same scans differ. The
+inputs are `python -m xxact_jax.evaluate` predictions files; scans are paired by their id. The
+last stdout line is the result as JSON.
+"""
+
+import argparse
+import json
+import math
+import sys
+
+from xxact_jax.inference.errors import InputError
+
+_Z95 = 1.959963984540054   # the standard normal's 97.5 % quantile
+
+
+def wilson_interval(correct: int, total: int, z: float = _Z95) -> tuple[float, float]:
+  """Wilson score interval of a proportion (95 % by default); (0, 1) for no trials."""
+  if total <= 0:
+    return 0.0, 1.0
+  p = correct / total
+  centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+  half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+  return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+  """Two-sided exact McNemar p-value from the discordant pairs: `only_a` items right by A alone,
+  `only_b` by B alone (a binomial(n, 1/2) test; 1.0 when there are none)."""
+  n = only_a + only_b
+  if n == 0:
+    return 1.0
+  k = min(only_a, only_b)
+  tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+  return min(1.0, 2 * tail)
+
+
+def _outcomes(path: str, target: str) -> dict[str, bool]:
+  outcomes = {}
+  try:
+    with open(path) as f:
+      for line_number, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        try:
+          record = json.loads(line)
+          label, predicted = record["label"][target], record[target]
+          key = record["id"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+          raise InputError(f"{path}:{line_number}: not a prediction with an id, {target!r} and "
+                           f"label.{target} ({type(e).__name__}: {e})") from None
+        if label is not None:
+          outcomes[key] = predicted == label
+  except OSError as e:
+    raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+  return outcomes
+
+
+def compare(path_a: str, path_b: str, target: str = "crystal_system") -> dict:
+  """Accuracies with Wilson intervals and the McNemar test of A against B on their common ids."""
+  a, b = _outcomes(path_a, target), _outcomes(path_b, target)
+  common = sorted(set(a) & set(b))
+  if not common:
+    raise InputError(f"{path_a} and {path_b} share no labelled predictions of {target!r}.")
+  only_a = sum(a[k] and not b[k] for k in common)
+  only_b = sum(b[k] and not a[k] for k in common)
+  result = {"target": target, "paired": len(common),
+            "only_in_a": len(set(a) - set(b)), "only_in_b": len(set(b) - set(a))}
+  for name, outcome in (("a", a), ("b", b)):
+    correct = sum(outcome[k] for k in common)
+    low, high = wilson_interval(correct, len(common))
+    result[f"{name}_accuracy"] = correct / len(common)
+    result[f"{name}_accuracy_ci95"] = [low, high]
+  result.update({"right_by_a_alone": only_a, "right_by_b_alone": only_b,
+                 "mcnemar_p": mcnemar_exact(only_a, only_b)})
+  return result
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("a", help="predictions.jsonl of model A")
+  parser.add_argument("b", help="predictions.jsonl of model B")
+  parser.add_argument("--target", default="crystal_system")
+  args = parser.parse_args(argv)
+  try:
+    result = compare(args.a, args.b, args.target)
+  except InputError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(f"A {result['a_accuracy']:.1%} [{result['a_accuracy_ci95'][0]:.1%}, "
+        f"{result['a_accuracy_ci95'][1]:.1%}]  B {result['b_accuracy']:.1%} "
+        f"[{result['b_accuracy_ci95'][0]:.1%}, {result['b_accuracy_ci95'][1]:.1%}]  on "
+        f"{result['paired']} scans; right by A alone {result['right_by_a_alone']}, by B alone "
+        f"{result['right_by_b_alone']}; McNemar p = {result['mcnemar_p']:.3g}", file=sys.stderr)
+  print(json.dumps(result))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
