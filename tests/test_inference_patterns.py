@@ -342,3 +342,45 @@ def test_snip_removes_a_smooth_background_and_keeps_the_peaks(tmp_path):
 def test_preprocessing_options_are_checked():
   with pytest.raises(ValueError, match="background must be one of"):
     resample.Preprocessing(background="rolling_ball")
+
+
+# Redrawing a scan's reflections as the training patterns' Gaussians (inference/peaks.py).
+
+def test_redrawing_an_ideal_pattern_gives_it_back():
+  from xxact_jax.data import xrd as xrd_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import peaks as peaks_lib  # pylint: disable=g-import-not-at-top
+  ideal = xrd_lib.smear_sticks([20.0, 30.05, 45.0, 60.013], [100, 40, 70, 10])
+  redrawn = peaks_lib.render(ideal, np.ones(ideal.shape, bool))
+  assert np.abs(redrawn - ideal).max() < 0.2
+
+
+def test_redrawing_a_broad_noisy_scan_finds_its_reflections_and_not_its_noise(tmp_path):
+  rng = np.random.default_rng(0)
+  t = np.arange(10.0, 80.0, 0.02)
+  centres, heights = [21.3, 33.71, 47.05, 62.4], [100, 55, 30, 12]
+  widths = 0.08 + 0.002 * (np.asarray(centres) - 10)     # broadening grows with 2θ
+  y = sum(h * np.exp(-0.5 * ((t - c) / w) ** 2) for c, h, w in zip(centres, heights, widths))
+  y = y + 20 * np.exp(-(t - 10) / 12) + 5 + rng.normal(0, 1.0, t.size)
+  scan = write_scan(tmp_path, "broad.xy", t, y)
+  x = resample.load_measured_pattern(scan, preprocessing=resample.Preprocessing(redraw_peaks=True))
+  grid = constants.two_theta_grid()
+  measured = x >= 0
+  assert (x[~measured] == constants.UNMEASURED_INTENSITY).all()
+  assert grid[measured][0] == pytest.approx(10.0, abs=0.03)
+  # One σ = 0.1° Gaussian per reflection, at its angle, with the reflection's area.
+  from xxact_jax.inference import peaks as peaks_lib  # pylint: disable=g-import-not-at-top
+  found, areas = peaks_lib.find_peaks(x[measured])
+  positions = grid[measured][0] + constants.TWO_THETA_STEP * found
+  np.testing.assert_allclose(positions, centres, atol=constants.TWO_THETA_STEP)   # one grid step
+  expected = np.asarray(heights) * widths
+  np.testing.assert_allclose(areas / areas.max(), expected / expected.max(), atol=0.05)
+  far = np.min(np.abs(grid[:, None] - np.asarray(centres)[None, :]), axis=1) > 0.6
+  assert x[far & measured].max() < 0.5                          # background and noise gone
+
+
+def test_a_scan_of_noise_alone_cannot_be_redrawn(tmp_path):
+  t = np.arange(10.0, 80.0, 0.02)
+  flat = np.full(t.size, 50.0)
+  scan = write_scan(tmp_path, "flat.xy", t, flat)
+  with pytest.raises(PatternError, match=r"flat\.xy.*cannot redraw its peaks"):
+    resample.load_measured_pattern(scan, preprocessing=resample.Preprocessing(redraw_peaks=True))

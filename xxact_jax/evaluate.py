@@ -2,6 +2,7 @@ r"""Scores a trained workdir on labelled measured scans or on any prepared datas
 
   python -m xxact_jax.evaluate --workdir=DIR --measured=index.csv --output=OUT \
       [--checkpoint=best|latest] [--background=none|snip] [--[no-]strip_ka2]
+      [--[no-]redraw_peaks]
   python -m xxact_jax.evaluate --workdir=DIR --data=DATASET --output=OUT \
       [--split=test|train|all] [--checkpoint=best|latest]
 
@@ -68,6 +69,10 @@ def _parse_args(argv):
   parser.add_argument("--strip_ka2", action=argparse.BooleanOptionalAction,
                       default=default.strip_ka2,
                       help="remove the Kα2 companion reflections (Rachinger)")
+  parser.add_argument("--redraw_peaks", action=argparse.BooleanOptionalAction,
+                      default=default.redraw_peaks,
+                      help="find each scan's reflections and draw them again as the training "
+                           "patterns' σ = 0.1° Gaussians")
   parser.add_argument("--min_coverage_deg", type=float, default=default.min_coverage_deg,
                       help="refuse scans covering less of 5–90° (Cu Kα scale); 0 accepts any")
   parser.add_argument("--batch_size", type=int, default=0,
@@ -196,6 +201,7 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
              "checkpoint": checkpoint, "step": predictor.step,
              "background": predictor.preprocessing.background,
              "strip_ka2": predictor.preprocessing.strip_ka2,
+             "redraw_peaks": predictor.preprocessing.redraw_peaks,
              "min_coverage_deg": predictor.preprocessing.min_coverage_deg,
              "scans": len(rows), "scans_evaluated": len(kept), "scans_failed": len(failed)}
   cs_labels = np.array([constants.CRYSTAL_SYSTEMS.index(r["crystal_system"])
@@ -343,6 +349,7 @@ def main(argv=None):
       metrics = evaluate_measured(
           args.workdir, args.measured, args.output, args.checkpoint,
           resample.Preprocessing(background=args.background, strip_ka2=args.strip_ka2,
+                               redraw_peaks=args.redraw_peaks,
                                min_coverage_deg=args.min_coverage_deg),
           args.batch_size or 256)
   except InputError as e:

@@ -1,7 +1,7 @@
 r"""Predictions from a trained workdir for measured patterns or CIFs.
 
   python -m xxact_jax.predict --workdir=DIR --formula=Fe2O3 --xrd=scan.xy [--wavelength=Mo] \
-      [--background=none|snip] [--[no-]strip_ka2]
+      [--background=none|snip] [--[no-]strip_ka2] [--[no-]redraw_peaks]
   python -m xxact_jax.predict --workdir=DIR --cif=structure.cif
   python -m xxact_jax.predict --workdir=DIR --input=samples.csv [--output=predictions.jsonl]
 
@@ -64,6 +64,10 @@ def _parse_args(argv):
   parser.add_argument("--strip_ka2", action=argparse.BooleanOptionalAction,
                       default=default.strip_ka2,
                       help="remove the Kα2 companion reflections of measured scans (Rachinger)")
+  parser.add_argument("--redraw_peaks", action=argparse.BooleanOptionalAction,
+                      default=default.redraw_peaks,
+                      help="find each scan's reflections and draw them again as the training "
+                           "patterns' σ = 0.1° Gaussians")
   parser.add_argument("--min_coverage_deg", type=float, default=default.min_coverage_deg,
                       help="refuse scans covering less of 5–90° (Cu Kα scale); 0 accepts any")
   args = parser.parse_args(argv)
@@ -194,8 +198,9 @@ def run(argv=None) -> list[dict]:
   from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
   predictor = predictor_lib.load(
       args.workdir, args.which, args.batch_size,
-      preprocessing=resample.Preprocessing(args.background, args.strip_ka2,
-                                           args.min_coverage_deg))
+      preprocessing=resample.Preprocessing(
+          background=args.background, strip_ka2=args.strip_ka2,
+          redraw_peaks=args.redraw_peaks, min_coverage_deg=args.min_coverage_deg))
   rows, errors = {}, {}
   for i, sample in enumerate(samples):
     if not args.input:

@@ -8,6 +8,7 @@ import numpy as np
 
 from xxact_jax import constants
 from xxact_jax.inference import background as background_lib
+from xxact_jax.inference import peaks as peaks_lib
 from xxact_jax.inference import patterns
 from xxact_jax.inference import wavelengths
 from xxact_jax.inference.errors import PatternError
@@ -37,12 +38,17 @@ class Preprocessing:
     (inference/background.py); "none" keeps the scan's background.
   strip_ka2: removes the Kα2 companion of every reflection (Rachinger) from a scan taken with an
     anode's unresolved Kα doublet, so that it shows Kα1 lines only.
+  redraw_peaks: finds the scan's reflections (after SNIP background removal, whatever
+    `background` says) and draws them again as the training patterns' σ = 0.1° Gaussians of the
+    reflections' integrated intensities (inference/peaks.py); combine with strip_ka2 for an
+    anode's doublet.
   min_coverage_deg: a scan covering less of the 5–90° grid (on the Cu Kα scale) is refused: a
     model told "not measured" for most of the pattern has little to go on. 0 accepts any.
   The defaults are those that scored best on the measured development scans (docs/MEASURED.md).
   """
   background: str = "none"
   strip_ka2: bool = False
+  redraw_peaks: bool = False
   min_coverage_deg: float = 10.0
 
   def __post_init__(self):
@@ -124,7 +130,16 @@ def to_model_grid(pattern: patterns.MeasuredPattern,
         f"{int((~inside).sum())} of {grid.size} grid points outside it are marked unmeasured",
         PartialCoverageWarning, stacklevel=2)
   resampled = np.maximum(resampled, 0.0)
-  if preprocessing.background == "snip":
+  if preprocessing.redraw_peaks:
+    # Not clipped at zero: the search judges peaks against the noise on both sides of the base.
+    profile = resampled.copy()
+    profile[inside] -= background_lib.snip(resampled[inside])
+    try:
+      resampled = peaks_lib.render(profile, inside)
+    except ValueError as e:
+      raise PatternError(f"cannot redraw its peaks: {e}", path=pattern.path,
+                         field="intensity") from None
+  elif preprocessing.background == "snip":
     resampled = background_lib.subtract(resampled, inside)
   peak = resampled.max()
   if peak <= 0:
