@@ -24,7 +24,7 @@ def test_orbits_have_pymatgens_multiplicities(spacegroup):
   from pymatgen.core import Lattice, Structure  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(spacegroup)
   system = synthetic.crystal_system_of(spacegroup)
-  lattice = Lattice.from_parameters(*synthetic._lattice_shape(system, spacegroup, rng, (0.8, 1.5)))
+  lattice = Lattice.from_parameters(*synthetic.lattice_shape(system, rng, (0.8, 1.5)))
   for point in (rng.random(3), np.array([0.0, 0.0, 0.0]), np.array([0.5, 0.25, rng.random()])):
     expected = Structure.from_spacegroup(spacegroup, lattice, ["O"], [point], tol=1e-4)
     sites = synthetic.orbit(point, spacegroup)

@@ -124,7 +124,7 @@ def crystal_system_of(spacegroup: int) -> str:
   raise ValueError(f"No space group {spacegroup}; numbers run 1–230.")
 
 
-def _lattice_shape(system: str, spacegroup: int, rng: np.random.Generator, ratio: tuple):
+def lattice_shape(system: str, rng: np.random.Generator, ratio: tuple):
   """(a, b, c, α, β, γ) of unit a, of the shape `from_spacegroup` accepts for the group."""
   r = lambda: math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
   if system == "cubic":
@@ -213,7 +213,7 @@ def random_structure(spacegroup: int, elements: list[int], rng: np.random.Genera
     if len(orbits) < len(species):
       continue
     site_species = [z for z, sites in zip(species, orbits) for _ in sites]
-    lattice = Lattice.from_parameters(*_lattice_shape(system, spacegroup, rng, config.axis_ratio))
+    lattice = Lattice.from_parameters(*lattice_shape(system, rng, config.axis_ratio))
     structure = Structure(lattice, site_species, np.concatenate(orbits))
     radii = np.array([_radius(z) for z in site_species])
     volume = (4 / 3 * math.pi * (radii ** 3).sum()) / rng.uniform(*config.packing)
