@@ -14,7 +14,9 @@
 # model reads the square root of the intensities, model.xrd_intensity=sqrt; *_conv: the XRD
 # encoder embeds the pattern with convolutions, model.xrd_stem=conv; *_synthetic: the random
 # crystals of OUT/synthetic (the `synthetic` stage) join the training rows, data.extra_train;
-# RUNS="..." picks runs).
+# synthetic_pretraining: the augmented model trained on those crystals alone, and
+# xxact_augmented_synthetic_finetuned: then trained on DATA from its parameters (twice the steps
+# in all); RUNS="..." picks runs).
 # `evaluate` scores every run on the measured index with each preprocessing option and writes
 # OUT/summary.jsonl (one line per run and option) and OUT/summary.md.
 set -euo pipefail
@@ -45,6 +47,10 @@ config_of() {   # config | config argument | extra flags of a run
 --config.data.extra_train=$out/synthetic" ;;
     xxact_plain_synthetic)
       echo "supervised|targets=crystal_system|--config.data.extra_train=$out/synthetic" ;;
+    synthetic_pretraining) echo "measured|targets=crystal_system|" ;;   # on OUT/synthetic alone
+    xxact_augmented_synthetic_finetuned)
+      echo "finetune|targets=crystal_system,init=$out/synthetic_pretraining|\
+--config.augment.enabled=True" ;;
     crabnet) echo "crabnet|targets=crystal_system|" ;;
     *) echo "unknown run $1" >&2; exit 2 ;;
   esac
@@ -54,9 +60,11 @@ if [[ $stage == train ]]; then
   data=$(realpath -m "${2:?DATA}"); out=$(realpath -m "${3:?OUT}")
   cd "$(dirname "$0")/.."
   source experiments/train_runs.sh
-  runs=()
-  for run in $RUNS; do runs+=("$run|$(config_of "$run")"); done
-  STEPS=${STEPS:-2000} train_runs "$data" "$out" small "${runs[@]}"
+  for run in $RUNS; do
+    # synthetic_pretraining trains on the random crystals alone (the `synthetic` stage).
+    run_data=$data; [[ $run == synthetic_pretraining ]] && run_data=$out/synthetic
+    STEPS=${STEPS:-2000} train_runs "$run_data" "$out" small "$run|$(config_of "$run")"
+  done
 elif [[ $stage == synthetic ]]; then
   data=$(realpath -m "${2:?DATA}"); out=$(realpath -m "${3:?OUT}")
   cd "$(dirname "$0")/.."
