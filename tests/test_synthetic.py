@@ -119,7 +119,9 @@ def test_extra_train_datasets_join_the_training_rows(synthetic_dataset, embedded
   np.testing.assert_array_equal(got["xrd"][[0, 2]], want_extra["xrd"])
   np.testing.assert_array_equal(got["xrd"][4], want_extra["xrd"][1])
   np.testing.assert_array_equal(got["index"], [len(base) + 5, 0, len(base) + 23, 3, len(mixed) - 1])
-  assert mixed.material_ids([len(base)])[0] == "synthetic-3-0"
+  assert mixed.material_ids([len(base) + 1, 2, len(base)]) == [
+      "synthetic-3-1", base.material_ids([2])[0], "synthetic-3-0"]
+  assert len(mixed.read_batch(np.array([], np.int64))["xrd"]) == 0
   with pytest.raises(IndexError):
     mixed.read_batch(np.array([len(mixed)]))
   config.data.extra_train = "/nonexistent/synthetic"

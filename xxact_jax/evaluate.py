@@ -147,9 +147,9 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, name: 
     return m
   p, y = probabilities[sel], labels[sel]
   top = np.argsort(-p, axis=-1)
-  m[f"{name}_accuracy"] = float(np.mean(top[:, 0] == y))
-  m[f"{name}_accuracy_ci95"] = list(significance.wilson_interval(int(np.sum(top[:, 0] == y)),
-                                                                  len(y)))
+  correct = top[:, 0] == y
+  m[f"{name}_accuracy"] = float(np.mean(correct))
+  m[f"{name}_accuracy_ci95"] = list(significance.wilson_interval(int(correct.sum()), len(y)))
   m[f"{name}_top5_accuracy"] = float(np.mean((top[:, :5] == y[:, None]).any(-1)))
   counts = collections.Counter(y.tolist())
   m[f"{name}_majority_rate"] = max(counts.values()) / len(y)

@@ -8,6 +8,19 @@ from xxact_jax.data import store
 _BATCH_FIELDS = tuple(schema.BATCH_DTYPES)
 
 
+def _checked_indices(indices, n: int) -> np.ndarray:
+  """`indices` into n rows as non-negative int64 (negative ones count from the end); errors for
+  anything but a 1-D integer array inside [-n, n)."""
+  indices = np.asarray(indices)
+  if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
+    raise ValueError(f"indices must be a 1-D integer array, got shape {indices.shape} "
+                     f"dtype {indices.dtype}.")
+  if indices.size and (indices.min() < -n or indices.max() >= n):
+    raise IndexError(f"Index out of range for a split of {n} rows: "
+                     f"[{indices.min()}, {indices.max()}].")
+  return np.where(indices < 0, indices + n, indices).astype(np.int64)
+
+
 class Dataset:
   """Valid rows of one split; `read_batch` does one TensorStore read per array.
 
@@ -42,15 +55,7 @@ class Dataset:
     return len(self._rows)
 
   def _global_rows(self, indices) -> tuple[np.ndarray, np.ndarray]:
-    indices = np.asarray(indices)
-    if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
-      raise ValueError(f"indices must be a 1-D integer array, got shape {indices.shape} "
-                       f"dtype {indices.dtype}.")
-    n = len(self._rows)
-    if indices.size and (indices.min() < -n or indices.max() >= n):
-      raise IndexError(f"Index out of range for a split of {n} rows: "
-                       f"[{indices.min()}, {indices.max()}].")
-    indices = np.where(indices < 0, indices + n, indices).astype(np.int64)
+    indices = _checked_indices(indices, len(self._rows))
     return indices, self._rows[indices]
 
   def _read_sorted(self, names, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -126,36 +131,38 @@ class ConcatDataset:
   def __len__(self) -> int:
     return int(self._offsets[-1])
 
-  def _locate(self, indices) -> tuple[np.ndarray, np.ndarray]:
-    indices = np.asarray(indices)
-    if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
-      raise ValueError(f"indices must be a 1-D integer array, got shape {indices.shape} "
-                       f"dtype {indices.dtype}.")
-    n = len(self)
-    if indices.size and (indices.min() < -n or indices.max() >= n):
-      raise IndexError(f"Index out of range for {n} rows: [{indices.min()}, {indices.max()}].")
-    indices = np.where(indices < 0, indices + n, indices).astype(np.int64)
-    return indices, np.searchsorted(self._offsets, indices, side="right") - 1
-
-  def read_batch(self, indices, fields=_BATCH_FIELDS) -> dict[str, np.ndarray]:
-    indices, part = self._locate(indices)
-    batch = None
+  def _by_part(self, indices):
+    """The checked indices, and (part number, positions in `indices`, the part's own indices)
+    for each part they reach."""
+    indices = _checked_indices(indices, len(self))
+    part = np.searchsorted(self._offsets, indices, side="right") - 1
+    groups = []
     for p in np.unique(part):
       where = np.flatnonzero(part == p)
-      got = self.parts[p].read_batch(indices[where] - self._offsets[p], fields)
-      if batch is None:
-        batch = {n: np.empty((len(indices), *got[n].shape[1:]), got[n].dtype) for n in fields}
+      groups.append((p, where, indices[where] - self._offsets[p]))
+    return indices, groups
+
+  def read_batch(self, indices, fields=_BATCH_FIELDS) -> dict[str, np.ndarray]:
+    indices, groups = self._by_part(indices)
+    if not groups:   # no indices: the first part's empty batch
+      return self.parts[0].read_batch(indices, fields)
+    batch = {}
+    for p, where, own in groups:
+      got = self.parts[p].read_batch(own, fields)
       for n in fields:
+        if n not in batch:
+          batch[n] = np.empty((len(indices), *got[n].shape[1:]), got[n].dtype)
         batch[n][where] = got[n]
-    if batch is None:   # no indices: the empty batch of the first part
-      batch = {n: v for n, v in self.parts[0].read_batch(indices, fields).items() if n in fields}
     batch["index"] = indices
     return batch
 
   def material_ids(self, indices) -> list[str]:
-    indices, part = self._locate(indices)
-    return [self.parts[p].material_ids([i - self._offsets[p]])[0]
-            for i, p in zip(indices, part)]
+    indices, groups = self._by_part(indices)
+    ids = [""] * len(indices)
+    for p, where, own in groups:
+      for i, material_id in zip(where, self.parts[p].material_ids(own)):
+        ids[i] = material_id
+    return ids
 
   def __repr__(self) -> str:
     return f"ConcatDataset({self.parts!r})"

@@ -50,6 +50,15 @@ _MAX_Z = 83
 _NOBLE_GASES = (2, 10, 18, 36, 54)
 
 
+def _drawable(weights: np.ndarray) -> np.ndarray:
+  """Per-Z weights [NUM_ELEMENTS + 1] with the elements never drawn set to zero."""
+  weights = np.asarray(weights, float).copy()
+  weights[0] = 0.0
+  weights[_MAX_Z + 1:] = 0.0
+  weights[list(_NOBLE_GASES)] = 0.0
+  return weights
+
+
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
   max_sites: int = 80               # sites per cell, after expansion by the space group
@@ -64,7 +73,8 @@ class SyntheticConfig:
 
   def check(self) -> "SyntheticConfig":
     if not 1 <= self.max_elements <= constants.NUM_ELEMENTS:
-      raise ValueError(f"max_elements must lie in [1, {constants.NUM_ELEMENTS}], got {self.max_elements}")
+      raise ValueError(f"max_elements must lie in [1, {constants.NUM_ELEMENTS}], "
+                       f"got {self.max_elements}")
     if self.max_orbits < 1 or self.max_sites < 1:
       raise ValueError(f"max_orbits and max_sites must be positive, got {self.max_orbits}, "
                        f"{self.max_sites}")
@@ -89,9 +99,7 @@ class Priors:
     spacegroup = np.zeros(231)
     for first, last in SYSTEM_SPACEGROUPS.values():
       spacegroup[first:last + 1] = 1.0 / (len(SYSTEM_SPACEGROUPS) * (last - first + 1))
-    element = np.zeros(constants.NUM_ELEMENTS + 1)
-    element[1:_MAX_Z + 1] = 1.0
-    element[list(_NOBLE_GASES)] = 0.0
+    element = _drawable(np.ones(constants.NUM_ELEMENTS + 1))
     num_elements = np.zeros(max_elements + 1)
     num_elements[1:] = 1.0
     return cls(spacegroup, element / element.sum(), num_elements / num_elements.sum())
@@ -106,9 +114,7 @@ class Priors:
     groups = batch["spacegroup_number"][batch["spacegroup_number"] > 0]
     spacegroup = np.bincount(groups, minlength=231)[:231].astype(float)
     species = batch["species"]
-    element = np.bincount(species[species > 0], minlength=constants.NUM_ELEMENTS + 1).astype(float)
-    element[_MAX_Z + 1:] = 0.0
-    element[list(_NOBLE_GASES)] = 0.0
+    element = _drawable(np.bincount(species[species > 0], minlength=constants.NUM_ELEMENTS + 1))
     counts = np.minimum((species > 0).sum(axis=1), max_elements)
     num_elements = np.bincount(counts[counts > 0], minlength=max_elements + 1).astype(float)
     if not spacegroup.sum() or not element.sum():

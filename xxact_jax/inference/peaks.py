@@ -5,9 +5,9 @@ remain.
 
 Peaks are local maxima of the (background-free) profile, smoothed by a Gaussian narrower than any
 peak, that stand above both a fraction of the strongest peak and the base (the median) by a
-multiple of the noise (the median absolute deviation of the smoothed values); maxima closer than `min_separation_deg` keep the
-higher; a maximum wider than `max_fwhm_deg` is background, not a reflection. A peak's position
-is refined by a parabola through its three highest points, and its
+multiple of the noise (the median absolute deviation of the smoothed values); maxima closer than
+`min_separation_deg` keep the higher; a maximum wider than `max_fwhm_deg` is background, not a
+reflection. A peak's position is refined by a parabola through its three highest points, and its
 intensity is its height times its full width at half maximum, i.e. its area up to a shape factor,
 which is what a simulated stick's height stands for.
 """
