@@ -62,6 +62,18 @@ _XRD_ENGINE = flags.DEFINE_enum(
     "benchmarks/RESULTS.md); a structure it refuses is an error row. pymatgen: XRDCalculator in "
     "the workers, as before. "
     "Recorded in the dataset: a resume must use the same engine.")
+_STORE_STRUCTURES = flags.DEFINE_boolean(
+    "store_structures", False,
+    "Also store each crystal structure (lattice, sites, point-group rotations, reflection list) "
+    "beside its pattern, so training can simulate the pattern again on the device with "
+    "per-reflection sample effects (--config.data.xrd_source=simulated). A structure larger "
+    "than --structure_sites / --structure_reflections keeps only its pattern.")
+_STRUCTURE_SITES = flags.DEFINE_integer(
+    "structure_sites", schema.DEFAULT_STRUCTURE_SITES,
+    "Site entries stored per structure (a disordered site counts once per species).")
+_STRUCTURE_REFLECTIONS = flags.DEFINE_integer(
+    "structure_reflections", schema.DEFAULT_STRUCTURE_REFLECTIONS,
+    "Reflections stored per structure (up to 2θ ≈ 96° with the strain margin).")
 _SUBSET_OF = flags.DEFINE_string(
     "subset_of", None, "A prepared dataset: copy --limit random valid rows of it to --output "
     "instead of featurising --input.")
@@ -97,7 +109,9 @@ def main(argv):
         shard=_SHARD.value, num_shards=_NUM_SHARDS.value,
         max_reflections=_MAX_REFLECTIONS.value, max_xrd_work=_MAX_XRD_WORK.value,
         allow_duplicate_ids=_ALLOW_DUPLICATE_IDS.value, record_timeout_s=_RECORD_TIMEOUT_S.value,
-        xrd_engine=_XRD_ENGINE.value)
+        xrd_engine=_XRD_ENGINE.value, store_structures=_STORE_STRUCTURES.value,
+        structure_sites=_STRUCTURE_SITES.value,
+        structure_reflections=_STRUCTURE_REFLECTIONS.value)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -6,6 +6,8 @@ from xxact_jax.data import schema
 from xxact_jax.data import store
 
 _BATCH_FIELDS = tuple(schema.BATCH_DTYPES)
+STRUCTURE_FIELDS = tuple(schema.STRUCTURE_BATCH_DTYPES)
+_DTYPES = {**schema.BATCH_DTYPES, **schema.STRUCTURE_BATCH_DTYPES}
 
 
 def _checked_indices(indices, n: int) -> np.ndarray:
@@ -46,9 +48,15 @@ class Dataset:
     """Row numbers in the on-disk arrays of this split's records (int64, ascending)."""
     return self._rows
 
+  @property
+  def has_structures(self) -> bool:
+    """Whether the dataset stores crystal structures (prepare --store_structures)."""
+    return bool(self._metadata.get("structures"))
+
   def _open(self):
     if self._arrays is None:
-      self._arrays = store.open_arrays(self.path, (*_BATCH_FIELDS, "material_id"))
+      names = (*_BATCH_FIELDS, "material_id") + (STRUCTURE_FIELDS if self.has_structures else ())
+      self._arrays = store.open_arrays(self.path, names)
     return self._arrays
 
   def __len__(self) -> int:
@@ -72,13 +80,17 @@ class Dataset:
 
   def read_batch(self, indices, fields=_BATCH_FIELDS) -> dict[str, np.ndarray]:
     """Batch dict (ARCHITECTURE.md) for split-relative `indices`, in their order; `fields`
-    (default: all) picks the arrays read, e.g. without the patterns."""
-    unknown = sorted(set(fields) - set(_BATCH_FIELDS))
+    (default: the model's inputs and labels) picks the arrays read, e.g. without the patterns,
+    or with the stored structures (STRUCTURE_FIELDS) of a dataset that has them."""
+    known = _BATCH_FIELDS + (STRUCTURE_FIELDS if self.has_structures else ())
+    unknown = sorted(set(fields) - set(known))
     if unknown:
-      raise ValueError(f"Unknown batch fields {unknown}; known: {list(_BATCH_FIELDS)}")
+      hint = (f"; {self.path!r} stores no structures (prepare --store_structures)"
+              if set(unknown) & set(STRUCTURE_FIELDS) else "")
+      raise ValueError(f"Unknown batch fields {unknown}; known: {list(known)}{hint}")
     indices, rows = self._global_rows(indices)
     raw = self._read_sorted(fields, rows)
-    batch = {n: raw[n].astype(schema.BATCH_DTYPES[n], copy=False) for n in fields}
+    batch = {n: raw[n].astype(_DTYPES[n], copy=False) for n in fields}
     batch["index"] = indices
     return batch
 
@@ -127,6 +139,10 @@ class ConcatDataset:
   @property
   def metadata(self) -> dict:
     return self.parts[0].metadata
+
+  @property
+  def has_structures(self) -> bool:
+    return all(p.has_structures for p in self.parts)
 
   def __len__(self) -> int:
     return int(self._offsets[-1])
@@ -188,9 +204,10 @@ def open_dataset(path: str, split: str | None = None) -> Dataset:
       raise FileNotFoundError(f"{path!r} is not a prepared dataset (no {schema.METADATA_FILE}).")
     raise ValueError(f"Dataset {path!r} is incomplete: prepare has not finished every block; "
                      f"re-run it with the same arguments to resume.")
-  if metadata.get("schema_version") != schema.SCHEMA_VERSION:
+  if metadata.get("schema_version") not in schema.READABLE_SCHEMA_VERSIONS:
     raise ValueError(f"Dataset {path!r} has schema_version {metadata.get('schema_version')}, "
-                     f"this package reads {schema.SCHEMA_VERSION}; re-run prepare.")
+                     f"this package reads {list(schema.READABLE_SCHEMA_VERSIONS)}; re-run "
+                     f"prepare.")
   columns = {n: store.read_full(a) for n, a in store.open_arrays(path, ("valid", "split")).items()}
   keep = columns["valid"].astype(bool)
   if split is not None:

@@ -14,6 +14,7 @@ from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from xxact_jax import constants
 from xxact_jax.data import composition as composition_lib
 from xxact_jax.data import schema
+from xxact_jax.data import structures as structures_lib
 from xxact_jax.data import xrd as xrd_lib
 
 SYMPREC = 0.1
@@ -62,11 +63,16 @@ def stick_pattern(structure: Structure) -> tuple[np.ndarray, np.ndarray]:
   return np.asarray(pattern.x, np.float64), np.asarray(pattern.y, np.float64)
 
 
-def symmetry_labels(structure: Structure) -> tuple[int, int]:
-  """(crystal system index 0..6, space group number 1..230) at symprec 0.1."""
+def symmetry_labels(structure: Structure, rotations: bool = False) -> tuple:
+  """(crystal system index 0..6, space group number 1..230) at symprec 0.1, and with
+  `rotations` the point-group rotations in the structure's lattice basis, int8[n, 3, 3]."""
   analyzer = SpacegroupAnalyzer(structure, symprec=SYMPREC)
-  return (_CRYSTAL_SYSTEM_INDEX[analyzer.get_crystal_system()],
-          int(analyzer.get_space_group_number()))
+  labels = (_CRYSTAL_SYSTEM_INDEX[analyzer.get_crystal_system()],
+            int(analyzer.get_space_group_number()))
+  if not rotations:
+    return labels
+  return labels + (structures_lib.point_group_rotations(
+      analyzer.get_symmetry_operations(cartesian=False)),)
 
 
 def xrd_size(structure: Structure) -> tuple[float, float]:
@@ -113,11 +119,13 @@ def structure_arrays(structure: Structure) -> tuple:
 def featurize_structure(structure: Structure, max_elements: int, *,
                         max_reflections: float = DEFAULT_MAX_REFLECTIONS,
                         max_xrd_work: float = DEFAULT_MAX_XRD_WORK,
-                        xrd_engine: str = "pymatgen") -> dict:
+                        xrd_engine: str = "pymatgen", store_structure: bool = False) -> dict:
   """Composition, smeared XRD and symmetry labels of one structure.
 
   xrd_engine="jax": no pattern is computed here; the result holds `structure` (structure_arrays)
   instead of `xrd`, for the caller to simulate in batches with xxact_jax.xrd_engine.
+  store_structure: the result also holds `structure` and the point-group `rotations`
+  (prepare --store_structures).
 
   Returns:
     dict with species int32[K], fractions float32[K], xrd float32[4250] (or structure, above),
@@ -135,19 +143,23 @@ def featurize_structure(structure: Structure, max_elements: int, *,
   if xrd_engine not in XRD_ENGINES:
     raise ValueError(f"xrd_engine must be one of {XRD_ENGINES}, not {xrd_engine!r}")
   check_xrd_size(structure, max_reflections, max_xrd_work)
-  if xrd_engine == "jax":
-    pattern = {"structure": structure_arrays(structure)}
-  else:
+  pattern = {}
+  if xrd_engine == "jax" or store_structure:
+    pattern["structure"] = structure_arrays(structure)
+  if xrd_engine != "jax":
     try:
-      pattern = {"xrd": xrd_lib.smear_sticks(*stick_pattern(structure))}
+      pattern["xrd"] = xrd_lib.smear_sticks(*stick_pattern(structure))
     except Exception as e:  # pymatgen raises many types; report them all as data errors
       raise FeaturizationError(f"xrd: {type(e).__name__}: {e}") from None
   try:
     with warnings.catch_warnings():   # spglib's deprecation notices, once per structure
       warnings.simplefilter("ignore")
-      crystal_system, spacegroup_number = symmetry_labels(structure)
+      crystal_system, spacegroup_number, *rotations = symmetry_labels(structure,
+                                                                      store_structure)
   except Exception as e:
     raise FeaturizationError(f"symmetry: {type(e).__name__}: {e}") from None
+  if rotations:
+    pattern["rotations"] = rotations[0]
   return dict(species=species, fractions=fractions, **pattern,
               crystal_system=crystal_system, spacegroup_number=spacegroup_number)
 

@@ -48,6 +48,7 @@ from xxact_jax.data import readers
 from xxact_jax.data import schema
 from xxact_jax.data import store
 from xxact_jax.data import stats as stats_lib
+from xxact_jax.data import structures as structures_lib
 
 _TASK_ROWS = 16          # records per worker task: small, so workers stay balanced
 _TASKS_PER_WORKER = 4    # in-flight tasks per worker (bounded memory for 5M-row inputs)
@@ -80,6 +81,17 @@ class PrepareConfig:
   # Where the XRD patterns come from: "pymatgen" (XRDCalculator in the workers; also what a plan
   # without this field means) or "jax" (xxact_jax.xrd_engine, batched in the main process).
   xrd_engine: str = "pymatgen"
+  # Crystal structures stored beside the patterns (schema.structure_fields), padded to these sizes.
+  store_structures: bool = False
+  structure_sites: int = schema.DEFAULT_STRUCTURE_SITES
+  structure_reflections: int = schema.DEFAULT_STRUCTURE_REFLECTIONS
+
+  @property
+  def structures(self) -> dict | None:
+    """The padding of the stored structures, or None when they are not stored."""
+    if not self.store_structures:
+      return None
+    return {"sites": self.structure_sites, "reflections": self.structure_reflections}
 
 
 def split_assignment(num_rows: int, seed: int, test_fraction: float) -> np.ndarray:
@@ -167,11 +179,12 @@ def featurize_records(records: Sequence[readers.RawRecord], max_elements: int, *
                       max_reflections: float = schema.DEFAULT_MAX_REFLECTIONS,
                       max_xrd_work: float = schema.DEFAULT_MAX_XRD_WORK,
                       record_timeout_s: float | None = None,
-                      xrd_engine: str = "pymatgen") -> list:
+                      xrd_engine: str = "pymatgen", store_structure: bool = False) -> list:
   """Featurises records; each result is a feature dict or an error string.
 
   With xrd_engine="jax" a feature dict holds the structure's arrays (`structure`) instead of
-  `xrd`; the caller simulates the patterns (_simulate_xrd).
+  `xrd`; the caller simulates the patterns (_simulate_xrd). store_structure: it also holds them,
+  and the point-group `rotations`, for the stored structure arrays.
   """
   from xxact_jax.data import featurize  # pylint: disable=g-import-not-at-top
   results = []
@@ -185,7 +198,8 @@ def featurize_records(records: Sequence[readers.RawRecord], max_elements: int, *
         result = featurize.featurize_structure(structure, max_elements,
                                                max_reflections=max_reflections,
                                                max_xrd_work=max_xrd_work,
-                                               xrd_engine=xrd_engine)
+                                               xrd_engine=xrd_engine,
+                                               store_structure=store_structure)
     except _RecordTimeout:
       result = (f"{record.location}: featurisation took longer than {record_timeout_s:g} s "
                 f"(--record_timeout_s)")
@@ -339,8 +353,10 @@ def _done_blocks(kv) -> set[int]:
 class BlockBuffer:
   """Rows of one block, filled in order, written with one write per array."""
 
-  def __init__(self, block: int, start: int, stop: int, split: np.ndarray, fields: dict):
+  def __init__(self, block: int, start: int, stop: int, split: np.ndarray, fields: dict,
+               structures: dict | None = None):
     self.block, self.start, self.stop = block, start, stop
+    self.structures = structures
     n = stop - start
     self.data = {name: np.full((n, *f.row_shape), f.fill_value, dtype=f.dtype)
                  for name, f in fields.items()}
@@ -369,6 +385,14 @@ class BlockBuffer:
       self.data["xrd"][i] = result["xrd"]
     else:   # --xrd_engine=jax: filled in by _simulate_xrd before the block is written
       self.pending_xrd.append((i, record, result["structure"]))
+    if self.structures is not None:
+      packed = structures_lib.pack(*result["structure"], result["rotations"],
+                                   **self.structures)
+      # A structure too large for the padding is not stored (has_structure stays 0): training
+      # reads its stored pattern instead. metadata.json counts the rows stored.
+      if not isinstance(packed, str):
+        for name, value in packed.items():
+          self.data[name][i] = value
     self.data["crystal_system"][i] = result["crystal_system"]
     self.data["spacegroup_number"][i] = result["spacegroup_number"]
     e_form = record.labels["formation_energy_per_atom"]
@@ -614,14 +638,15 @@ def _process_blocks(config: PrepareConfig, output: str, kv, num_rows: int, todo:
                     workers: int, progress: progress_lib.Progress, label: str, row_errors: dict,
                     record_timeout_s: float | None) -> tuple[int, int]:
   """Featurises and writes the blocks in `todo`; returns (valid rows, error rows)."""
-  arrays = store.create_arrays(output, num_rows, config.block_rows, config.max_elements)
+  arrays = store.create_arrays(output, num_rows, config.block_rows, config.max_elements,
+                               config.structures)
   split = split_assignment(num_rows, config.seed, config.test_fraction)
-  fields = schema.fields(config.max_elements)
+  fields = schema.fields(config.max_elements, config.structures)
   block_rows = config.block_rows
   buffer = None
   valid = errors = 0
   limits = dict(max_reflections=config.max_reflections, max_xrd_work=config.max_xrd_work,
-                xrd_engine=config.xrd_engine)
+                xrd_engine=config.xrd_engine, store_structure=config.store_structures)
   full: list = []   # complete blocks not yet written (--xrd_engine=jax: waiting for patterns)
   # --xrd_engine=jax: one thread simulates and writes a batch of blocks while this one keeps the
   # workers busy; one batch at a time (bounded memory). (future, blocks, errors before) or None.
@@ -672,7 +697,8 @@ def _process_blocks(config: PrepareConfig, output: str, kv, num_rows: int, todo:
                                               record_timeout_s):
       if buffer is None or buffer.block != block:
         b_start = block * block_rows
-        buffer = BlockBuffer(block, b_start, min(b_start + block_rows, num_rows), split, fields)
+        buffer = BlockBuffer(block, b_start, min(b_start + block_rows, num_rows), split, fields,
+                             config.structures)
       before = len(buffer.errors)
       for record, result in zip(records, results):
         buffer.add(record, result, config.min_formation_energy)
@@ -707,7 +733,9 @@ def prepare_dataset(inputs: Sequence[str], output: str, *, workers: int | None =
                     max_xrd_work: float = schema.DEFAULT_MAX_XRD_WORK,
                     allow_duplicate_ids: bool = False,
                     record_timeout_s: float | None = DEFAULT_RECORD_TIMEOUT_S,
-                    xrd_engine: str = DEFAULT_XRD_ENGINE) -> dict:
+                    xrd_engine: str = DEFAULT_XRD_ENGINE, store_structures: bool = False,
+                    structure_sites: int = schema.DEFAULT_STRUCTURE_SITES,
+                    structure_reflections: int = schema.DEFAULT_STRUCTURE_REFLECTIONS) -> dict:
   """Featurises `inputs` into the dataset at `output` (see module docstring).
 
   max_reflections, max_xrd_work: per-record XRD size limits (featurize.check_xrd_size); a larger
@@ -716,7 +744,9 @@ def prepare_dataset(inputs: Sequence[str], output: str, *, workers: int | None =
   longer is an error row (0 or None: no limit). xrd_engine: "pymatgen" (XRDCalculator in the
   workers) or "jax" (workers return structure arrays, the main process simulates the patterns
   with xxact_jax.xrd_engine in batches on the default JAX device); recorded in the plan (a resume
-  must use the same engine) and in metadata.json.
+  must use the same engine) and in metadata.json. store_structures: also store each structure,
+  padded to structure_sites site entries and structure_reflections reflections
+  (schema.structure_fields), for data.xrd_source="simulated"; a larger one keeps only its pattern.
 
   Returns:
     The summary: rows, blocks done now / before, valid and error counts, seconds,
@@ -739,10 +769,13 @@ def prepare_dataset(inputs: Sequence[str], output: str, *, workers: int | None =
     raise ValueError(f"record_timeout_s must be >= 0, got {record_timeout_s}.")
   if xrd_engine not in XRD_ENGINES:
     raise ValueError(f"xrd_engine must be one of {list(XRD_ENGINES)}, got {xrd_engine!r}.")
+  if structure_sites < 1 or structure_reflections < 1:
+    raise ValueError("structure_sites and structure_reflections must be positive.")
   workers = (os.cpu_count() or 1) if workers is None else workers
   config = PrepareConfig(tuple(os.path.abspath(p) for p in inputs), limit, seed, test_fraction,
                          max_elements, block_rows, min_formation_energy, max_reflections,
-                         max_xrd_work, allow_duplicate_ids, xrd_engine)
+                         max_xrd_work, allow_duplicate_ids, xrd_engine, store_structures,
+                         structure_sites, structure_reflections)
   start = time.monotonic()
   kv = store.open_kvstore(output)
   plan = _load_or_make_plan(kv, config, output)
@@ -789,6 +822,8 @@ def finalize(output: str, plan: dict, extra_metadata: dict | None = None) -> dic
   (and `extra_metadata`, e.g. where a subset came from)."""
   kv = store.open_kvstore(output)
   config = plan["config"]
+  padding = PrepareConfig(**{k: v for k, v in config.items()
+                             if k in PrepareConfig.__dataclass_fields__}).structures
   errors = []
   for key in store.list_keys(kv, schema.PROGRESS_DIR):
     errors.extend(store.read_json(kv, key)["errors"])
@@ -821,8 +856,16 @@ def finalize(output: str, plan: dict, extra_metadata: dict | None = None) -> dic
       "limit": config["limit"],
       "min_formation_energy": config["min_formation_energy"],
       "fields": {n: {"dtype": f.dtype, "row_shape": list(f.row_shape)}
-                 for n, f in schema.fields(config["max_elements"]).items()},
+                 for n, f in schema.fields(config["max_elements"], padding).items()},
+      "structures": None,
   }
+  if padding is not None:
+    stored = store.read_full(store.open_arrays(output, ("has_structure",))["has_structure"])
+    metadata["structures"] = {
+        **padding, "stored": int((stored.astype(bool) & valid).sum()),
+        "reflection_two_theta_range": list(structures_lib.reflection_two_theta_range()),
+        "wavelength_angstrom": constants.CU_KA_LINES[0],
+        "scattering": structures_lib.scattering_metadata()}
   metadata.update(extra_metadata or {})
   store.write_json(kv, schema.METADATA_FILE, metadata)
   return metadata

@@ -56,11 +56,12 @@ def read_context() -> ts.Context:
   return ts.Context({"cache_pool": {"total_bytes_limit": _READ_CACHE_BYTES}})
 
 
-def create_arrays(root: str, num_rows: int, block_rows: int, max_elements: int
-                  ) -> dict[str, ts.TensorStore]:
-  """Creates (or opens, if present with the same shape) every array at full size."""
+def create_arrays(root: str, num_rows: int, block_rows: int, max_elements: int,
+                  structures: dict | None = None) -> dict[str, ts.TensorStore]:
+  """Creates (or opens, if present with the same shape) every array at full size; `structures`
+  as schema.fields."""
   arrays = {}
-  for name, field in schema.fields(max_elements).items():
+  for name, field in schema.fields(max_elements, structures).items():
     spec = {"driver": "zarr3", "kvstore": kvstore_spec(root, name + "/"),
             "metadata": schema.zarr3_metadata(field, num_rows, block_rows)}
     try:

@@ -38,9 +38,11 @@ def subset_dataset(source: str, output: str, num_rows: int, seed: int = 0,
   source_meta = ds.metadata
   max_elements, block_rows = int(source_meta["max_elements"]), int(source_meta["block_rows"])
   rows = np.sort(np.random.default_rng(seed).choice(ds.rows, num_rows, replace=False))
-  names = list(schema.fields(max_elements))
+  padding = source_meta.get("structures")
+  padding = padding and {"sites": padding["sites"], "reflections": padding["reflections"]}
+  names = list(schema.fields(max_elements, padding))
   src = store.open_arrays(source, names)
-  dst = store.create_arrays(output, num_rows, block_rows, max_elements)
+  dst = store.create_arrays(output, num_rows, block_rows, max_elements, padding)
   start_time, last_log = time.monotonic(), 0.0
   for start in range(0, num_rows, block_rows):
     chosen = rows[start:start + block_rows]
@@ -58,7 +60,9 @@ def subset_dataset(source: str, output: str, num_rows: int, seed: int = 0,
       inputs=(source,), limit=num_rows, seed=source_meta["splits"]["seed"],
       test_fraction=source_meta["splits"]["test_fraction"], max_elements=max_elements,
       block_rows=block_rows, min_formation_energy=source_meta.get("min_formation_energy"),
-      xrd_engine=source_meta.get("xrd_engine", "pymatgen"))
+      xrd_engine=source_meta.get("xrd_engine", "pymatgen"), store_structures=bool(padding),
+      **({"structure_sites": padding["sites"], "structure_reflections": padding["reflections"]}
+         if padding else {}))
   plan = {"config": dataclasses.asdict(config), "num_rows": num_rows,
           "schema_version": schema.SCHEMA_VERSION, "subset_of": source}
   store.write_json(kv, schema.PLAN_FILE, plan)
