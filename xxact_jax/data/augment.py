@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from xxact_jax import constants
+from xxact_jax.data import resimulate
 
 # Cu anode lines (Å): the weighted Kα mean the stored patterns use, Kα1, Kα2.
 CU_KA, CU_KA1, CU_KA2 = constants.CU_KA_LINES
@@ -72,6 +73,9 @@ def default_config(enabled: bool = False) -> ml_collections.ConfigDict:
   c.crop_prob = 0.3
   c.crop_low_deg = (5.0, 20.0)
   c.crop_high_deg = (60.0, 90.0)
+  # Per-reflection effects of patterns simulated again from stored structures
+  # (data.xrd_source="simulated"; data/resimulate.py has their ranges).
+  c.structure = resimulate.default_config()
   return c
 
 
@@ -252,14 +256,16 @@ def _log_uniform(key, shape, bounds):
 def augment_xrd(key: jax.Array, xrd: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
   """The augmented batch (float32 [B, 4250], max 100), or `xrd` itself when disabled.
 
-  A cropped pattern holds `constants.UNMEASURED_INTENSITY` outside its scan range.
+  A cropped pattern holds `constants.UNMEASURED_INTENSITY` outside its scan range, and so does
+  every point the incoming pattern marks so (e.g. another anode's range, data/resimulate.py).
   """
   if config is None or not config.enabled:
     return xrd
   b = xrd.shape[0]
   keys = iter(jax.random.split(key, 32))
   on = lambda p: jax.random.bernoulli(next(keys), p, (b, 1))
-  simulated = normalise(xrd.astype(jnp.float32))
+  unmeasured = xrd < 0
+  simulated = normalise(jnp.where(unmeasured, 0.0, xrd.astype(jnp.float32)))
   x = simulated
   g = grid()[None, :]
 
@@ -298,4 +304,5 @@ def augment_xrd(key: jax.Array, xrd: jax.Array, config: ml_collections.ConfigDic
   low = _uniform(next(keys), (b, 1), config.crop_low_deg)
   high = _uniform(next(keys), (b, 1), config.crop_high_deg)
   x = jnp.where(on(config.crop_prob), crop(x, low, high), x)
-  return jnp.where(on(config.apply_prob), x, simulated)
+  x = jnp.where(on(config.apply_prob), x, simulated)
+  return jnp.where(unmeasured, constants.UNMEASURED_INTENSITY, x)

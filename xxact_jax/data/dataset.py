@@ -8,6 +8,7 @@ from xxact_jax.data import store
 _BATCH_FIELDS = tuple(schema.BATCH_DTYPES)
 STRUCTURE_FIELDS = tuple(schema.STRUCTURE_BATCH_DTYPES)
 _DTYPES = {**schema.BATCH_DTYPES, **schema.STRUCTURE_BATCH_DTYPES}
+READABLE_FIELDS = tuple(_DTYPES)
 
 
 def _checked_indices(indices, n: int) -> np.ndarray:

@@ -11,6 +11,8 @@ global batch, so a global batch (the parts in process order) holds the same rows
 any number of processes, and every process has the same number of batches per epoch.
 """
 
+import functools
+
 from absl import flags
 import grain
 import numpy as np
@@ -68,7 +70,7 @@ class IndexBatches:
 def make_loader(ds: dataset_lib.Dataset, batch_size: int, seed: int = 0, shuffle: bool = True,
                 num_epochs: int | None = None, shard_index: int = 0, shard_count: int = 1,
                 worker_count: int = 0, drop_remainder: bool = True, read_threads: int = 2,
-                prefetch_batches: int = 4) -> grain.IterDataset:
+                prefetch_batches: int = 4, fields=None) -> grain.IterDataset:
   """A Grain IterDataset of batch dicts; `iter()` gives a checkpointable iterator.
 
   Every epoch is one permutation of all rows from `seed`, cut into global batches of
@@ -89,6 +91,8 @@ def make_loader(ds: dataset_lib.Dataset, batch_size: int, seed: int = 0, shuffle
     drop_remainder: drop each epoch's last short batch.
     read_threads: threads issuing read_batch calls per process.
     prefetch_batches: batches read ahead per process.
+    fields: the arrays read (ds.read_batch's `fields`; None: its default). Names that are not
+      arrays of the dataset (e.g. "index") are left out.
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be positive, got {batch_size}.")
@@ -99,7 +103,11 @@ def make_loader(ds: dataset_lib.Dataset, batch_size: int, seed: int = 0, shuffle
   if batches._per_epoch == 0:  # pylint: disable=protected-access
     raise ValueError(f"{ds!r} has fewer rows than one global batch of {shard_count} x "
                      f"{batch_size} (drop_remainder={drop_remainder}).")
-  pipeline = grain.MapDataset.source(batches).map(ds.read_batch).to_iter_dataset(
+  read = ds.read_batch
+  if fields is not None:
+    read = functools.partial(ds.read_batch, fields=tuple(
+        f for f in fields if f in dataset_lib.READABLE_FIELDS))
+  pipeline = grain.MapDataset.source(batches).map(read).to_iter_dataset(
       grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch_batches))
   if worker_count > 0:
     # Grain's worker processes read absl flags; outside an absl app they are unparsed.

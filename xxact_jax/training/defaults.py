@@ -97,6 +97,11 @@ def base_config(*, model, objective: str, recipe: dict, targets=(),
   # Comma-separated prepared datasets whose valid rows all join the training rows (e.g. random
   # crystals from `python -m xxact_jax.synthesize`); evaluation stays on data.path.
   c.data.extra_train = ""
+  # Where the train step's XRD patterns come from: "stored" (the prepared patterns) or
+  # "simulated" (computed again in the step from the structures a dataset prepared with
+  # --store_structures holds, after augment.structure's per-reflection effects when augment is
+  # on; data/resimulate.py). Evaluation reads the stored patterns either way.
+  c.data.xrd_source = "stored"
   # Grain worker processes. 0 reads in this process, where TensorStore decodes a batch's rows on
   # its own threads: at batch 4,096 that outran 1 or 2 workers by ~2x, which pay to copy every
   # batch between processes (benchmarks/RESULTS.md, loader at the GPU batch size).
@@ -148,6 +153,7 @@ def base_config(*, model, objective: str, recipe: dict, targets=(),
 SUPERVISED_TARGETS = constants.ALL_TARGETS
 REGRESSION_LOSSES = ("mse", "l1", "robust_l1")
 OBJECTIVES = ("supervised", "mxm", "contrastive", "mxm_contrastive")
+XRD_SOURCES = ("stored", "simulated")
 
 
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -173,6 +179,9 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   loss = config.get("regression_loss", "mse")
   if loss not in REGRESSION_LOSSES:
     raise ValueError(f"Unknown regression_loss {loss!r}; known: {list(REGRESSION_LOSSES)}")
+  source = config.data.get("xrd_source", "stored")
+  if source not in XRD_SOURCES:
+    raise ValueError(f"Unknown data.xrd_source {source!r}; known: {list(XRD_SOURCES)}")
   model = config.model
   from xxact_jax.models import encoders  # pylint: disable=g-import-not-at-top
   from xxact_jax.models import model_class  # pylint: disable=g-import-not-at-top

@@ -13,7 +13,6 @@ import jax
 
 from xxact_jax import data as data_lib
 from xxact_jax.models import build_model
-from xxact_jax.training import evaluate as eval_lib
 from xxact_jax.training import optimizer as optimizer_lib
 from xxact_jax.training import sharding as sharding_lib
 from xxact_jax.training import step as step_lib
@@ -42,8 +41,9 @@ class TrainState:
 
 
 def create_train_state(config, mesh, max_elements: int, target_stats: dict,
-                       total_steps: int) -> TrainState:
-  """The model, optimiser and jitted train step of `config` (shapes via eval_shape first)."""
+                       total_steps: int, scattering=None) -> TrainState:
+  """The model, optimiser and jitted train step of `config` (shapes via eval_shape first);
+  scattering: the dataset's scattering parameters, for data.xrd_source="simulated"."""
   model = build_model(config.model)
   tx, schedule = optimizer_lib.make_optimizer(config.optimizer, total_steps, config.trainable)
   init_fn = step_lib.make_init_fn(model, tx, max_elements)
@@ -51,7 +51,7 @@ def create_train_state(config, mesh, max_elements: int, target_stats: dict,
   shardings = sharding_lib.state_shardings(mesh, abstract_state, config.sharding.fsdp)
   num_params = int(parameter_overview.count_parameters(abstract_state["params"]))
   train_step = step_lib.jit_train_step(model, tx, schedule, config, target_stats, mesh,
-                                       shardings)
+                                       shardings, scattering)
   return TrainState(model, tx, schedule, init_fn, abstract_state, shardings, num_params,
                     train_step)
 
@@ -66,12 +66,13 @@ class TrainBatches:
   """
 
   def __init__(self, config, dataset, batch_sharding, data_state=None):
-    self.keys = eval_lib.batch_keys(config.targets)
+    self.keys = step_lib.train_batch_keys(config)
     self.batch_sharding = batch_sharding
     loader = data_lib.make_loader(
         dataset, batch_size=config.global_batch_size // jax.process_count(), seed=config.seed,
         shuffle=True, num_epochs=None, shard_index=jax.process_index(),
-        shard_count=jax.process_count(), worker_count=config.data.worker_count)
+        shard_count=jax.process_count(), worker_count=config.data.worker_count,
+        fields=self.keys)
     self._iter = iter(loader)
     if data_state is not None:
       self._iter.set_state(data_state)

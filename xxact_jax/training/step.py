@@ -10,11 +10,27 @@ import optax
 from xxact_jax import constants
 from xxact_jax import targets as targets_lib
 from xxact_jax.data import augment
+from xxact_jax.data import resimulate
 from xxact_jax.training import objectives
 
 INPUT_KEYS = ("species", "fractions", "xrd")
 # Folded into a step's key for the augmentation draws, leaving the other streams as they were.
 AUGMENT_STREAM = 0x61756721
+# ... and for the per-reflection effects of re-simulated patterns (data.xrd_source="simulated").
+STRUCTURE_STREAM = 0x73696d75
+
+
+def simulates_xrd(config) -> bool:
+  """Whether the train step computes its patterns from stored structures."""
+  return config.data.get("xrd_source", "stored") == "simulated"
+
+
+def train_batch_keys(config) -> tuple[str, ...]:
+  """The loader fields the train step reads: inputs and targets, and with
+  data.xrd_source="simulated" the stored structures."""
+  from xxact_jax.data import dataset as dataset_lib  # pylint: disable=g-import-not-at-top
+  keys = INPUT_KEYS + tuple(config.targets)
+  return keys + (dataset_lib.STRUCTURE_FIELDS if simulates_xrd(config) else ())
 
 
 def batch_struct(batch_size: int, max_elements: int, targets=constants.ALL_TARGETS):
@@ -60,16 +76,34 @@ def train_base_key(config) -> jax.Array:
   return jax.random.key(config.seed + 1)
 
 
-def make_train_step(model, tx, schedule, config, target_stats, num_shards: int = 1):
-  """(state, batch) -> (state, metrics): forward, loss, backward, AdamW update."""
+def make_train_step(model, tx, schedule, config, target_stats, num_shards: int = 1,
+                    scattering=None):
+  """(state, batch) -> (state, metrics): forward, loss, backward, AdamW update.
+
+  scattering: f32[Z + 1, 4, 2] atomic scattering parameters (structures.coefficient_table),
+  needed with data.xrd_source="simulated".
+  """
   base_rng = train_base_key(config)
   accum = config.grad_accum_steps
 
   augment_config = config.get("augment")
+  augmenting = augment_config is not None and augment_config.enabled
+  simulated = simulates_xrd(config)
+  if simulated and scattering is None:
+    raise ValueError('data.xrd_source="simulated" needs the dataset\'s scattering parameters')
+  if simulated:
+    structure_config = (augment_config.get("structure") if augment_config is not None else None
+                        ) or resimulate.default_config()
 
   def loss_fn(params, batch, rng):
     r_drop, r_mask, r_task = jax.random.split(rng, 3)
-    if augment_config is not None and augment_config.enabled:
+    if simulated:
+      effects = (resimulate.random_effects(jax.random.fold_in(rng, STRUCTURE_STREAM),
+                                           batch["xrd"].shape[0], structure_config)
+                 if augmenting else None)
+      batch = dict(batch, xrd=resimulate.simulate(batch, jnp.asarray(scattering), effects,
+                                                  max_sigma=structure_config.max_sigma_deg))
+    if augmenting:
       # The model sees, and MXM reconstructs, the pattern as a diffractometer would record it.
       batch = dict(batch, xrd=augment.augment_xrd(jax.random.fold_in(rng, AUGMENT_STREAM),
                                                   batch["xrd"], augment_config))
@@ -149,12 +183,13 @@ def make_eval_step(model, config, target_stats):
   return eval_step
 
 
-def jit_train_step(model, tx, schedule, config, target_stats, mesh, state_shardings):
+def jit_train_step(model, tx, schedule, config, target_stats, mesh, state_shardings,
+                   scattering=None):
   """The train step jitted with explicit shardings: state as given, the batch split along `data`,
   metrics replicated; the incoming state is donated so its buffers are reused in place."""
   from xxact_jax.training import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   return jax.jit(
       make_train_step(model, tx, schedule, config, target_stats,
-                      num_shards=mesh.shape[sharding_lib.DATA_AXIS]),
+                      num_shards=mesh.shape[sharding_lib.DATA_AXIS], scattering=scattering),
       in_shardings=(state_shardings, sharding_lib.batch_sharding(mesh)),
       out_shardings=(state_shardings, sharding_lib.replicated(mesh)), donate_argnums=(0,))

@@ -24,6 +24,8 @@ import numpy as np
 
 from xxact_jax import constants
 from xxact_jax import data as data_lib
+from xxact_jax.data import resimulate
+from xxact_jax.data import structures as structures_lib
 from xxact_jax.models import config as model_config_lib
 from xxact_jax.models import parameter_count
 from xxact_jax.training import checkpoints as ckpt_lib
@@ -198,7 +200,9 @@ RESUMABLE_CHANGES = ("log_every_steps", "eval_every_steps", "checkpoint_every_st
 
 # Trainer fields added after runs were written, with the value that reproduces those runs: a
 # stored config without them resumes as if it had them.
-ADDED_FIELDS = {"data.train_fraction": 1.0, "data.fraction_seed": 0, "data.extra_train": ""}
+ADDED_FIELDS = {"data.train_fraction": 1.0, "data.fraction_seed": 0, "data.extra_train": "",
+                "data.xrd_source": "stored",
+                "augment.structure": resimulate.default_config().to_dict()}
 
 
 def _with_added_fields(stored: dict) -> dict:
@@ -207,7 +211,8 @@ def _with_added_fields(stored: dict) -> dict:
     *parents, leaf = dotted.split(".")
     for key in parents:
       node = node.setdefault(key, {})
-    node.setdefault(leaf, value)
+    if isinstance(node, dict):   # a parent stored as None (no augment section) stays so
+      node.setdefault(leaf, json.loads(json.dumps(value)))
   return stored
 
 
@@ -285,6 +290,7 @@ def train_and_evaluate(config, workdir: str):
   defaults.resolve(config)
   data_path, ds_train, ds_eval = open_splits(config)
   target_stats = target_statistics(ds_train.metadata, config.targets, data_path)
+  scattering = scattering_parameters(config, ds_train, data_path)
   if config.global_batch_size > len(ds_train):
     raise ValueError(
         f"global_batch_size={config.global_batch_size} exceeds the {len(ds_train)} examples of the "
@@ -293,10 +299,24 @@ def train_and_evaluate(config, workdir: str):
   os.makedirs(workdir, exist_ok=True)
   with workdir_lock(workdir):
     check_workdir(config, workdir)
-    return _train(config, workdir, data_path, ds_train, ds_eval, target_stats)
+    return _train(config, workdir, data_path, ds_train, ds_eval, target_stats, scattering)
 
 
-def _train(config, workdir, data_path, ds_train, ds_eval, target_stats):
+def scattering_parameters(config, ds_train, data_path: str):
+  """The training data's atomic scattering parameters with data.xrd_source="simulated" (None
+  otherwise); a clear error when it stores no structures."""
+  if not step_lib.simulates_xrd(config):
+    return None
+  if not ds_train.has_structures:
+    extra = f", {config.data.extra_train}" if config.data.extra_train else ""
+    raise ValueError(
+        f'data.xrd_source="simulated" needs stored crystal structures, and the training data '
+        f"({data_path!r}{extra}) holds none: prepare it with --store_structures, or use "
+        f'data.xrd_source="stored"')
+  return structures_lib.coefficient_table(ds_train.metadata)
+
+
+def _train(config, workdir, data_path, ds_train, ds_eval, target_stats, scattering):
   """The body of `train_and_evaluate`, once the inputs are checked and the workdir is locked."""
   max_elements = int(ds_train.metadata["max_elements"])
 
@@ -306,7 +326,8 @@ def _train(config, workdir, data_path, ds_train, ds_eval, target_stats):
   batch_sharding = sharding_lib.batch_sharding(mesh)
   total_steps = total_train_steps(config, len(ds_train))
 
-  trainer = setup_lib.create_train_state(config, mesh, max_elements, target_stats, total_steps)
+  trainer = setup_lib.create_train_state(config, mesh, max_elements, target_stats, total_steps,
+                                         scattering)
   model, tx, state_shardings = trainer.model, trainer.tx, trainer.shardings
   rng = jax.random.key(config.seed)
   logging.info("Model %s: %.2f M parameters; %d train / %d eval examples; %d steps of %d",
