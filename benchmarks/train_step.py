@@ -9,7 +9,13 @@ donation), compiled once, then timed over `--steps` steps per repeat on device-r
 batches of the real shapes and dtypes; the figure is the median of `--repeats` repeats after
 `--warmup` untimed steps. With `--data=DIR` the same step is also fed from the Grain/TensorStore
 loader with the next batch staged on device while the step runs, and the ratio of the two rates
-shows what the input pipeline costs. The last line of stdout is a JSON object with every figure.
+shows what the input pipeline costs. With `--config.data.xrd_source=simulated` (and `--data` of a
+dataset prepared with --store_structures) the step computes its patterns from the stored
+structures, and the fixed batches are two of the dataset's:
+
+  python benchmarks/train_step.py --config=configs/measured.py:size=small --data=DIR \
+      --config.data.xrd_source=simulated
+The last line of stdout is a JSON object with every figure.
 """
 
 import functools
@@ -189,10 +195,11 @@ def dataset_and_stats(config, data_path, max_elements):
   return ds, dataset_k, train_lib.target_statistics(ds.metadata, config.targets, data_path)
 
 
-def build_train_step(config, mesh, max_elements, target_stats):
+def build_train_step(config, mesh, max_elements, target_stats, scattering=None):
   """(initial state, jitted step, parameter count): the trainer's own `create_train_state`."""
   total_steps = config.num_train_steps if config.num_train_steps > 0 else 100_000
-  trainer = setup_lib.create_train_state(config, mesh, max_elements, target_stats, total_steps)
+  trainer = setup_lib.create_train_state(config, mesh, max_elements, target_stats, total_steps,
+                                         scattering)
   return trainer.init(jax.random.key(config.seed)), trainer.train_step, trainer.num_params
 
 
@@ -220,13 +227,27 @@ def benchmark(config, per_device_batch, steps, repeats, warmup, max_elements, da
   config.global_batch_size = global_batch
   sharding_lib.check_batch_divisible(global_batch, mesh, config.grad_accum_steps)
   ds, max_elements, target_stats = dataset_and_stats(config, data_path, max_elements)
-  state, train_step, num_params = build_train_step(config, mesh, max_elements, target_stats)
+  simulated = step_lib.simulates_xrd(config)
+  if simulated and ds is None:
+    raise ValueError("--config.data.xrd_source=simulated needs --data: a dataset prepared with "
+                     "--store_structures")
+  scattering = train_lib.scattering_parameters(config, ds, data_path) if simulated else None
+  state, train_step, num_params = build_train_step(config, mesh, max_elements, target_stats,
+                                                   scattering)
 
   batch_sharding = sharding_lib.batch_sharding(mesh)
-  make_batch = jax.jit(synthetic_batch_fn(global_batch, max_elements, tuple(config.targets)),
-                       out_shardings=batch_sharding)
-  # Two batches alternate so that no step sees the previous step's inputs again.
-  batches = [make_batch(jax.random.key(i)) for i in range(2)]
+  if simulated:
+    # The step needs real structures: the fixed batches are two of the dataset's, on device.
+    stream = setup_lib.TrainBatches(config, ds, batch_sharding)
+    batches = []
+    for _ in range(2):
+      batches.append(stream.take())
+      stream.refill()
+  else:
+    make_batch = jax.jit(synthetic_batch_fn(global_batch, max_elements, tuple(config.targets)),
+                         out_shardings=batch_sharding)
+    # Two batches alternate so that no step sees the previous step's inputs again.
+    batches = [make_batch(jax.random.key(i)) for i in range(2)]
   _common.progress(f"Compiling the train step: {config.model.name}, objective "
                    f"{config.objective}, {num_params / 1e6:.2f} M parameters, global batch "
                    f"{global_batch} on {num_devices} device(s)")

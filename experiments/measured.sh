@@ -51,6 +51,12 @@ config_of() {   # config | config argument | extra flags of a run
     xxact_augmented_synthetic_finetuned)
       echo "finetune|targets=crystal_system,init=$out/synthetic_pretraining|\
 --config.augment.enabled=True" ;;
+    # Patterns simulated again in the train step with per-reflection sample effects: DATA must be
+    # prepared with --store_structures.
+    xxact_augmented_simulated)
+      echo "measured|targets=crystal_system|--config.data.xrd_source=simulated" ;;
+    xrd_augmented_simulated) echo "xrd_transformer|targets=crystal_system|--config.augment.enabled=True \
+--config.data.xrd_source=simulated" ;;
     crabnet) echo "crabnet|targets=crystal_system|" ;;
     *) echo "unknown run $1" >&2; exit 2 ;;
   esac

@@ -299,3 +299,17 @@ def test_training_reads_simulated_patterns(stored, tmp_path):
                                        "augment.structure.apply_prob": 1.0})
   assert simulated[0] == pytest.approx(stored_loss[0], rel=1e-3)
   assert all(np.isfinite(effects)) and effects[0] != pytest.approx(simulated[0], rel=1e-3)
+
+
+def test_step_benchmark_times_the_simulated_source(stored):
+  from test_benchmarks_train_step import check_rates, result_of, run_benchmark  # pylint: disable=g-import-not-at-top
+  refused = run_benchmark("--config=configs/supervised.py:runlocal", "--steps=1", "--repeats=1",
+                          "--config.data.xrd_source=simulated")
+  assert refused.returncode != 0 and "--store_structures" in refused.stderr
+  result = result_of(run_benchmark(
+      "--config=configs/supervised.py:runlocal", "--steps=2", "--repeats=1", "--warmup=1",
+      "--per_device_batch=4", f"--data={stored}", "--config.data.xrd_source=simulated"))
+  for feed in ("synthetic", "data"):
+    check_rates(result[feed], result)
+  # The step now holds the structure factors: reflections × sites phases per sample.
+  assert result["flops_per_sample"] > 2 * 2048 * SITES

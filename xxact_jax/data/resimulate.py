@@ -159,9 +159,9 @@ def structure_factors(hkl, s2, frac_coords, atomic_numbers, occupancies, species
   return real * real + imag * imag
 
 
-# Reflection-site pairs per structure-factor pass: bounds the [rows, R, S] phase temporaries
-# (64 MB each) at any batch size.
-_PAIRS_PER_CHUNK = 2 ** 24
+# Reflection-site pairs per structure-factor pass. On a CPU the [rows, R, S] phase temporaries
+# must stay in cache (as in xrd_engine/device.py); on an accelerator this only bounds memory.
+_PAIRS_PER_CHUNK = {"cpu": 2 ** 20, "other": 2 ** 24}
 
 
 def _chunked(fn, budget: int, *arrays):
@@ -229,7 +229,8 @@ def simulate(batch: dict, coefficients: jax.Array, effects: Effects | None = Non
              & (two_theta <= constants.TWO_THETA_MAX))
   sin_anode = jnp.where(on_grid, sin_anode, 0.5)
 
-  f2 = _chunked(lambda *xs: structure_factors(*xs, coefficients), _PAIRS_PER_CHUNK,
+  budget = _PAIRS_PER_CHUNK["cpu" if jax.default_backend() == "cpu" else "other"]
+  f2 = _chunked(lambda *xs: structure_factors(*xs, coefficients), budget,
                 hkl, g2 / 4, batch["frac_coords"].astype(jnp.float32), batch["atomic_numbers"],
                 batch["occupancies"].astype(jnp.float32), batch["species"])
   # Angle α between each reflection and the texture axis (reciprocal metric), for the March–
