@@ -1,12 +1,13 @@
-"""Batched, jit-compiled powder XRD simulator in JAX (issue 14).
+"""Batched, jit-compiled powder XRD simulator in JAX.
 
 Crystal structures (lattice, fractional coordinates, atomic numbers, occupancies) -> reflections
 inside 5-90° 2θ -> intensities with pymatgen XRDCalculator's physics and constants (its atomic
 scattering parameters, Lorentz-polarisation factor, merging of equal-2θ reflections, relative
 cut-off) -> the 4,250-point pattern smeared as xrd.smear_sticks, max 100.
 
-Not imported by xxact_jax or the training path; pymatgen is needed only for its scattering table
-(read from pymatgen's own JSON at first use) and for structures_to_batch / simulate.
+Not imported by xxact_jax; the training path imports it only with data.xrd_source="simulated"
+(data/resimulate.py shares its polynomial cos/sin). pymatgen is needed only for its scattering
+table (read from pymatgen's own JSON at first use) and for structures_to_batch / simulate.
 """
 
 from xxact_jax.xrd_engine.engine import Result
