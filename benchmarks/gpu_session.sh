@@ -16,7 +16,7 @@
 #   keepcache the persistent compilation cache as OUT_DIR/jax_cache.tar (if under 15 MB)
 #   final     both configs at their defaults, synthetic and loader-fed, batch 4,096 and 8,192
 #   simulated configs/measured.py with stored against simulated patterns (data.xrd_source), fed
-#             from a dataset with stored structures (SIM_DATA, default .gpudata/mp6k_s)
+#             from a dataset with stored structures (SIM_DATA, default .gpudata/mp4k_s)
 # Each stage is skipped if fewer than its estimated seconds remain of DEADLINE (default 570 s
 # from the start), so a time-limited call ends with whatever finished written out.
 set -u
@@ -107,7 +107,7 @@ if has simulated; then
     fits "simulated: $source" 120 || continue
     timeout $(( $(left) - 5 )) python3 benchmarks/train_step.py --config=configs/measured.py \
       --per_device_batch="$BATCH" --steps=20 --repeats=3 --warmup=3 \
-      --data="${SIM_DATA:-.gpudata/mp6k_s}" --config.data.xrd_source=$source \
+      --data="${SIM_DATA:-.gpudata/mp4k_s}" --config.data.xrd_source=$source \
       >> "$OUT_DIR/simulated.out" 2>> "$LOG"
     tail -n 1 "$OUT_DIR/simulated.out" | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print('$source', r['per_device_batch'], 'device batches', round(r['synthetic']['samples_per_s']), 'loader-fed', round(r['data']['samples_per_s']), 'compile', round(r['compile_seconds'],1))" 2>&1 | tee -a "$LOG"
   done
