@@ -2,7 +2,7 @@ r"""Scores a trained workdir on labelled measured scans or on any prepared datas
 
   python -m xxact_jax.evaluate --workdir=DIR --measured=index.csv --output=OUT \
       [--checkpoint=best|latest] [--background=none|snip] [--[no-]strip_ka2]
-      [--[no-]redraw_peaks]
+      [--[no-]redraw_peaks] [--reference=auto|none|DATASET]
   python -m xxact_jax.evaluate --workdir=DIR --data=DATASET --output=OUT \
       [--split=test|train|all] [--checkpoint=best|latest]
 
@@ -27,6 +27,12 @@ as the flags say) and are predicted in batches. OUT receives `metrics.json`
 labels), `predictions.jsonl` (one line per scan), and `confusion_crystal_system.png`. A scan that
 cannot be read is reported with its file and reason, and left out of the metrics. The last line
 of stdout is the metrics JSON.
+
+A scan whose composition the reference dataset holds (--reference, default: the training split the
+checkpoint learnt from) is answered by its best-matching row, as `xxact_jax.load().predict` does
+(inference/reference.py); `metrics.json` then also has the model's own accuracy
+(`model_crystal_system_accuracy`) and `reference` (rows matched, accuracy on them of the reference
+and of the model). --reference=none scores the model alone.
 """
 
 import argparse
@@ -43,6 +49,7 @@ import numpy as np
 from xxact_jax import constants
 from xxact_jax import progress as progress_lib
 from xxact_jax import targets as targets_lib
+from xxact_jax.inference import reference as reference_lib
 from xxact_jax.inference import resample
 from xxact_jax.inference import wavelengths
 from xxact_jax.inference.errors import InputError
@@ -75,6 +82,9 @@ def _parse_args(argv):
                            "patterns' σ = 0.1° Gaussians")
   parser.add_argument("--min_coverage_deg", type=float, default=default.min_coverage_deg,
                       help="refuse scans covering less of 5–90° (Cu Kα scale); 0 accepts any")
+  parser.add_argument("--reference", default="auto",
+                      help="with --measured: auto (the checkpoint's training split), none, or "
+                           "a prepared dataset to look scans up in by composition")
   parser.add_argument("--batch_size", type=int, default=0,
                       help="default: 256 with --measured, the run's eval batch with --data")
   return parser.parse_args(argv)
@@ -186,10 +196,11 @@ def confusion_png(labels, predictions, path: str):
 
 def evaluate_measured(workdir, index_csv, output, checkpoint="best",
                       preprocessing: resample.Preprocessing | None = None,
-                      batch_size=256) -> dict:
+                      batch_size=256, reference="auto") -> dict:
   from xxact_jax.inference.predictor import load  # pylint: disable=g-import-not-at-top
   rows = read_index(index_csv)
-  predictor = load(workdir, checkpoint, batch_size=batch_size, preprocessing=preprocessing)
+  predictor = load(workdir, checkpoint, batch_size=batch_size, preprocessing=preprocessing,
+                   reference=reference)
   arrays, kept, failed = load_inputs(predictor, rows)
   for row, reason in failed:
     print(f"skipped: {reason}", file=sys.stderr)
@@ -197,13 +208,19 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
     raise InputError("none of the scans could be read", path=index_csv)
   species, fractions, xrd = (np.stack(c) for c in zip(*arrays))
   out = predictor.predict_arrays(species, fractions, xrd)
+  model_out = {k: v.copy() for k, v in out.items()}
+  matches = [predictor.match(row["formula"], row["path"], row["wavelength"])
+             for row in kept] if predictor.reference else []
+  for i, match in enumerate(matches):
+    reference_lib.override_row(out, i, match)
   metrics = {"workdir": os.path.abspath(workdir), "index": os.path.abspath(index_csv),
              "checkpoint": checkpoint, "step": predictor.step,
              "background": predictor.preprocessing.background,
              "strip_ka2": predictor.preprocessing.strip_ka2,
              "redraw_peaks": predictor.preprocessing.redraw_peaks,
              "min_coverage_deg": predictor.preprocessing.min_coverage_deg,
-             "scans": len(rows), "scans_evaluated": len(kept), "scans_failed": len(failed)}
+             "scans": len(rows), "scans_evaluated": len(kept), "scans_failed": len(failed),
+             "reference": None}
   cs_labels = np.array([constants.CRYSTAL_SYSTEMS.index(r["crystal_system"])
                         if r["crystal_system"] else -1 for r in kept])
   space_group = targets_lib.get("spacegroup_number")
@@ -214,6 +231,17 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
     metrics.update(classification_metrics(out["crystal_system"], cs_labels, "crystal_system",
                                            constants.CRYSTAL_SYSTEMS))
     sel = cs_labels >= 0
+    if predictor.reference is not None:
+      matched = np.array([m is not None for m in matches]) & sel
+      model_hit = model_out["crystal_system"].argmax(-1) == cs_labels
+      hit = out["crystal_system"].argmax(-1) == cs_labels
+      metrics["model_crystal_system_accuracy"] = float(model_hit[sel].mean()) if sel.any() else None
+      metrics["reference"] = {
+          "path": predictor.reference.path, "split": predictor.reference.split,
+          "rows": len(predictor.reference), "matched": int(matched.sum()),
+          "crystal_system_accuracy_matched": float(hit[matched].mean()) if matched.any() else None,
+          "model_crystal_system_accuracy_matched": (float(model_hit[matched].mean())
+                                                    if matched.any() else None)}
     if sel.any():
       confusion_png(cs_labels[sel], out["crystal_system"][sel].argmax(-1),
                     os.path.join(output, "confusion_crystal_system.png"))
@@ -234,6 +262,11 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
       for t in constants.REGRESSION_TARGETS:
         if t in out:
           record[t] = float(out[t][i])
+      if matches and matches[i] is not None:
+        record["reference"] = matches[i].as_dict()
+        if "crystal_system" in out:
+          record["model_crystal_system"] = constants.CRYSTAL_SYSTEMS[
+              int(model_out["crystal_system"][i].argmax())]
       f.write(json.dumps(record) + "\n")
     for row, reason in failed:
       f.write(json.dumps({"id": row["id"], "file": row["path"], "error": reason}) + "\n")
@@ -351,7 +384,7 @@ def main(argv=None):
           resample.Preprocessing(background=args.background, strip_ka2=args.strip_ka2,
                                redraw_peaks=args.redraw_peaks,
                                min_coverage_deg=args.min_coverage_deg),
-          args.batch_size or 256)
+          args.batch_size or 256, args.reference)
   except InputError as e:
     sys.exit(f"error: {e}")
   print(json.dumps(metrics))

@@ -1,7 +1,8 @@
 r"""Predictions from a trained workdir for measured patterns or CIFs.
 
   python -m xxact_jax.predict --workdir=DIR --formula=Fe2O3 --xrd=scan.xy [--wavelength=Mo] \
-      [--background=none|snip] [--[no-]strip_ka2] [--[no-]redraw_peaks]
+      [--background=none|snip] [--[no-]strip_ka2] [--[no-]redraw_peaks] \
+      [--reference=auto|none|DATASET]
   python -m xxact_jax.predict --workdir=DIR --cif=structure.cif
   python -m xxact_jax.predict --workdir=DIR --input=samples.csv [--output=predictions.jsonl]
 
@@ -12,6 +13,10 @@ energy (eV/atom), band gap (eV), crystal-system probabilities and the top-5
 space groups, for the heads the checkpoint has. Measured scans are prepared
 as `xxact_jax.load().predict` prepares them (inference/resample.py
 `Preprocessing`); the flags change background removal and Kα2 stripping.
+A measured scan whose composition the reference dataset holds (--reference, default: the
+training split the checkpoint learnt from, if it is on disk) gets the crystal system and space
+group of its best-matching row, with "reference" naming it and the model's own answer kept as
+"model_prediction" (inference/reference.py); --reference=none leaves the model alone.
 
 Formulas are refused with a zero amount ("Fe0O3") or an element the model was
 not trained on (beyond Pu, Z 94: `inference/inputs.py` `SUPPORTED_ELEMENTS`).
@@ -56,6 +61,9 @@ def _parse_args(argv):
   parser.add_argument("--input", help="CSV with formula,xrd_file or cif columns")
   parser.add_argument("--output", help="write JSON Lines here instead of stdout")
   parser.add_argument("--batch_size", type=int, default=256)
+  parser.add_argument("--reference", default="auto",
+                      help="auto (the checkpoint's training split), none, or a prepared dataset "
+                           "to look measured scans up in by composition")
   from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
   default = resample.Preprocessing()
   parser.add_argument("--background", choices=resample.BACKGROUND_METHODS,
@@ -195,12 +203,14 @@ def run(argv=None) -> list[dict]:
     source = {k: v for k, v in (("formula", args.formula), ("xrd_file", args.xrd)) if v}
     samples = [Sample(source, formula=args.formula,
                       xrd=args.xrd, wavelength=args.wavelength)]
+  from xxact_jax.inference import reference as reference_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
   predictor = predictor_lib.load(
       args.workdir, args.which, args.batch_size,
       preprocessing=resample.Preprocessing(
           background=args.background, strip_ka2=args.strip_ka2,
-          redraw_peaks=args.redraw_peaks, min_coverage_deg=args.min_coverage_deg))
+          redraw_peaks=args.redraw_peaks, min_coverage_deg=args.min_coverage_deg),
+      reference=args.reference)
   rows, errors = {}, {}
   for i, sample in enumerate(samples):
     if not args.input:
@@ -224,6 +234,9 @@ def run(argv=None) -> list[dict]:
       record["error"] = errors[i]
     else:
       record.update(predictor_lib.format_prediction(outputs[i], predictor.targets))
+      if sample.formula and sample.xrd and predictor.reference is not None:
+        record = reference_lib.apply(record, predictor.match(sample.formula, sample.xrd,
+                                                             sample.wavelength))
     results.append(record)
   text = "".join(json.dumps(r) + "\n" for r in results)
   if args.output:

@@ -1,5 +1,6 @@
 """`load(workdir)` -> Predictor: restored parameters behind one jitted forward pass."""
 
+import dataclasses
 import os
 
 import jax
@@ -9,6 +10,7 @@ import numpy as np
 from xxact_jax import constants
 from xxact_jax import targets as targets_lib
 from xxact_jax.inference import inputs
+from xxact_jax.inference import reference as reference_lib
 from xxact_jax.inference import resample
 from xxact_jax.inference import wavelengths
 from xxact_jax.inference.errors import InputError
@@ -24,13 +26,18 @@ class Predictor:
   power of two up to `batch_size` so a handful of shapes are ever compiled.
   Measured scans are prepared with `preprocessing` (resample.Preprocessing: background
   removal, Kα2 stripping); change it with `predictor.preprocessing = Preprocessing(...)`.
+  With a `reference` (inference/reference.py), a scan whose composition the reference dataset
+  holds gets the crystal system and space group of its best-matching row (phase identification);
+  the model answers for the others.
   """
 
   def __init__(self, params, config, target_stats: dict, max_elements: int,
                workdir: str = "", step: int | None = None, batch_size: int = 256,
                extra: dict | None = None,
-               preprocessing: resample.Preprocessing | None = None):
+               preprocessing: resample.Preprocessing | None = None,
+               reference: reference_lib.ReferenceDatabase | None = None):
     from xxact_jax.models import build_model  # pylint: disable=g-import-not-at-top
+    self.reference = reference
     self.params = jax.device_put(params)
     self.config = config
     self.target_stats = target_stats
@@ -139,10 +146,16 @@ class Predictor:
     return species, fractions, pattern
 
   def predict_batch(self, compositions, xrds=None, wavelength=None) -> dict[str, np.ndarray]:
-    """Batched predictions for lists of compositions and patterns (see `prepare`)."""
+    """Batched predictions for lists of compositions and patterns (see `prepare`); with a
+    reference, the class probabilities of a scan it matches are its answer, as in `predict`."""
     arrays = self._stack(compositions, xrds, wavelength)
     out = self.predict_arrays(*arrays)
-    return {k: v for k, v in out.items() if k not in self.embeddings}
+    out = {k: v for k, v in out.items() if k not in self.embeddings}
+    if self.reference is not None and xrds is not None:
+      for i, (composition, xrd) in enumerate(zip(compositions, xrds)):
+        if xrd is not None:
+          reference_lib.override_row(out, i, self.match(composition, xrd, wavelength))
+    return out
 
   def predict(self, formula_or_composition=None, xrd=None, wavelength=None, *,
               formula=None, composition=None, cif=None) -> dict:
@@ -159,7 +172,22 @@ class Predictor:
     arrays = self.prepare(given[0] if given else None, xrd, wavelength, cif=cif)
     out = self.predict_arrays(*(a[None] for a in arrays))
     out = {k: v[0] for k, v in out.items() if k not in self.embeddings}
-    return format_prediction(out, self.targets)
+    result = format_prediction(out, self.targets)
+    if given and xrd is not None and cif is None:
+      result = reference_lib.apply(result, self.match(given[0], xrd, wavelength))
+    return result
+
+  def match(self, composition, xrd, wavelength=None):
+    """The reference row matching a measured scan (reference.Match), or None without a
+    reference or when it lacks the composition. The scan is compared with the reference's
+    background-free simulated patterns after SNIP background removal, whatever the model's
+    preprocessing."""
+    if self.reference is None:
+      return None
+    species, fractions = inputs.encode(composition, self.max_elements)
+    pattern = inputs.pattern_on_grid(
+        xrd, wavelength, dataclasses.replace(self.preprocessing, background="snip"))
+    return self.reference.match(species, fractions, pattern)
 
   def embed(self, compositions, xrds=None, wavelength=None) -> dict[str, np.ndarray]:
     """Composition, XRD and fused [CLS] embeddings ("comp_cls", "xrd_cls", "embedding").
@@ -202,10 +230,13 @@ def format_prediction(outputs: dict, targets) -> dict:
 
 
 def load(workdir: str, which: str = "best", batch_size: int = 256,
-         preprocessing: resample.Preprocessing | None = None) -> Predictor:
+         preprocessing: resample.Preprocessing | None = None, reference="auto") -> Predictor:
   """Restores parameters (only) of a trained workdir's best or latest checkpoint.
 
   `preprocessing` (default `resample.Preprocessing()`) prepares measured scans given to predict.
+  `reference`: where measured scans are looked up by composition before the model answers
+  (inference/reference.py): "auto" (default) the training split of the checkpoint's dataset when
+  it is still on disk, "none", or the path of a prepared dataset.
 
   Raises:
     InputError: naming the workdir when it holds no usable checkpoint.
@@ -222,4 +253,5 @@ def load(workdir: str, which: str = "best", batch_size: int = 256,
   return Predictor(restored.params, restored.config, restored.target_stats,
                    extra.get("max_elements") or DEFAULT_MAX_ELEMENTS, workdir=workdir,
                    step=restored.step, batch_size=batch_size, extra=extra,
-                   preprocessing=preprocessing)
+                   preprocessing=preprocessing,
+                   reference=reference_lib.resolve(reference, extra.get("data_path")))
