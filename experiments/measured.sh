@@ -86,12 +86,15 @@ elif [[ $stage == evaluate ]]; then
   cd "$(dirname "$0")/.."
   : > "$out/summary.jsonl"
   for run in $RUNS; do
-    for pre in "none" "snip" "snip,strip_ka2"; do
+    # "reference": the scans whose composition the run's training split holds are answered by
+    # the best-matching row (inference/reference.py); the others measure the model alone.
+    for pre in "none" "snip" "snip,strip_ka2" "none,reference"; do
       background=${pre%%,*}
       strip=$([[ $pre == *strip_ka2* ]] && echo --strip_ka2 || echo --no-strip_ka2)
+      reference=$([[ $pre == *reference* ]] && echo auto || echo none)
       dest="$out/eval/$run/${pre/,/_}"
       python -m xxact_jax.evaluate --workdir="$out/$run" --measured="$index" --output="$dest" \
-        --background="$background" "$strip" | tail -1 \
+        --background="$background" "$strip" --reference="$reference" | tail -1 \
         | python -c "import json,sys; m=json.load(sys.stdin); m['run']='$run'; m['preprocessing']='$pre'; print(json.dumps(m))" \
         >> "$out/summary.jsonl"
     done
