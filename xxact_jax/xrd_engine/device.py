@@ -57,7 +57,7 @@ def _map_rows(fn, rows: int, *arrays):
   return jax.tree.map(lambda o: o.reshape((batch,) + o.shape[2:]), out)
 
 
-def _cos_sin_2pi(t):
+def cos_sin_2pi(t):
   """cos(2πt), sin(2πt) for float32 |t| ≤ 1/2: Taylor series of the half angle, then doubled."""
   x = jnp.float32(math.pi) * t
   x2 = x * x
@@ -121,7 +121,7 @@ def _intensity_unscaled(hkl, s2, frac_hi, frac_lo, weights, coefficients, number
             + hkl[..., None, 2] * x[:, None, :, 2])
   hi = dot(frac_hi)
   t = (hi - jnp.round(hi)) + dot(frac_lo)
-  cos, sin = _cos_sin_2pi(t - jnp.round(t))
+  cos, sin = cos_sin_2pi(t - jnp.round(t))
   # Occupancy-weighted phase sums per element slot, then Σ_e f_e(g) × that.
   real = jnp.sum(form * jnp.einsum("brs,bse->bre", cos, weights), axis=-1)
   imag = jnp.sum(form * jnp.einsum("brs,bse->bre", sin, weights), axis=-1)
