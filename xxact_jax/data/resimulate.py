@@ -132,8 +132,6 @@ def reciprocal_metric(lattice, rotations, strain):
   return jnp.linalg.inv(g + change)
 
 
-
-
 def structure_factors(hkl, s2, frac_coords, atomic_numbers, occupancies, species, coefficients):
   """|F|² [B, R]: pymatgen's form factors of the composition's elements, the occupancy-weighted
   phase sums of their sites.
