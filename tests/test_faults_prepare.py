@@ -242,6 +242,18 @@ def test_slow_record_times_out_as_an_error_row(tmp_path, fixtures_dir):
   assert "took longer than 0.5 s (--record_timeout_s)" in _errors(tmp_path / "out")["slow"]
 
 
+def test_a_timeout_that_library_code_swallows_still_fails_the_record():
+  with pytest.raises(prepare._RecordTimeout):  # pylint: disable=protected-access
+    with prepare._time_limit(0.05):  # pylint: disable=protected-access
+      try:
+        time.sleep(2)
+      except BaseException:  # pylint: disable=broad-except  (as a bare `except:` would)
+        pass
+  with prepare._time_limit(0.05):  # pylint: disable=protected-access
+    pass                           # a record within its limit is left alone
+  time.sleep(0.1)                  # and no late alarm reaches the caller
+
+
 class _KillsWorker:
   """A payload whose unpickling in the worker ends the process (as a segfault or the OOM killer
   would): no pymatgen involved, deterministic."""

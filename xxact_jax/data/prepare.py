@@ -157,10 +157,12 @@ def _time_limit(seconds: float | None):
   if not usable:
     yield
     return
-  armed = True
+  armed, fired = True, False
 
   def on_alarm(signum, frame):  # pylint: disable=unused-argument
+    nonlocal fired
     if armed:   # a late signal after the record finished is ignored
+      fired = True
       raise _RecordTimeout()
 
   signal.signal(signal.SIGALRM, on_alarm)
@@ -173,6 +175,8 @@ def _time_limit(seconds: float | None):
     finally:
       signal.setitimer(signal.ITIMER_REAL, 0)
       signal.signal(signal.SIGALRM, signal.SIG_DFL)
+  if fired:   # the limit passed, but code that catches everything (a bare except) swallowed it
+    raise _RecordTimeout()
 
 
 def featurize_records(records: Sequence[readers.RawRecord], max_elements: int, *,
