@@ -235,8 +235,11 @@ def run(argv=None) -> list[dict]:
     else:
       record.update(predictor_lib.format_prediction(outputs[i], predictor.targets))
       if sample.formula and sample.xrd and predictor.reference is not None:
-        record = reference_lib.apply(record, predictor.match(sample.formula, sample.xrd,
-                                                             sample.wavelength))
+        try:
+          record = reference_lib.apply(record, predictor.match(sample.formula, sample.xrd,
+                                                               sample.wavelength))
+        except InputError as e:   # a scan only the lookup reads (a formula-only model)
+          record["reference_error"] = str(e)
     results.append(record)
   text = "".join(json.dumps(r) + "\n" for r in results)
   if args.output:
