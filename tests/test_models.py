@@ -340,3 +340,35 @@ def test_conv_stem_tokens_and_shift_by_one_token():
   with pytest.raises(ValueError, match="xrd_stem"):
     bad = tiny("xrd_transformer", targets=("crystal_system",), xrd_stem="fourier")
     build_model(bad).init(jax.random.key(0, impl="rbg"), species, fractions, xrd)
+
+
+@pytest.mark.parametrize("activation, alive", [("relu", False), ("softplus", True),
+                                               ("linear", True)])
+def test_mxm_head_keeps_a_gradient_unless_relu_has_died(activation, alive):
+  """The failure mode that made MXM pretraining stall: once every pre-activation of the ReLU
+  head is negative (targets of masked tokens are mostly ~0), its gradient is exactly zero."""
+  from xxact_jax.models import heads  # pylint: disable=g-import-not-at-top
+  head = heads.Heads((), True, False, layers.LayerConfig(dropout=0.0, dtype=jnp.float32,
+                                                        remat=False, deterministic=True),
+                     mxm_activation=activation)
+  tokens = jax.random.normal(jax.random.key(0), (4, constants.XRD_NUM_TOKENS, 8))
+  params = head.init(jax.random.key(1), jnp.zeros((4, 8)), tokens)["params"]
+  params["mxm"]["bias"] = jnp.full_like(params["mxm"]["bias"], -50.0)   # every unit below 0
+  target = jnp.full((4, constants.XRD_NUM_TOKENS, constants.XRD_TOKEN_SIZE), 0.01)
+
+  def loss(p):
+    return jnp.mean((head.apply({"params": p}, jnp.zeros((4, 8)), tokens)["mxm"] - target) ** 2)
+
+  grad = jax.grad(loss)(params)["mxm"]["kernel"]
+  assert (float(jnp.abs(grad).max()) > 0) == alive
+
+
+def test_stored_configs_without_mxm_activation_keep_relu():
+  from xxact_jax.models import config as config_lib  # pylint: disable=g-import-not-at-top
+  stored = model_config("xxact", "tiny").to_dict()
+  del stored["mxm_activation"]
+  stored["mxm"] = True
+  assert config_lib.upgrade(dict(stored))["mxm_activation"] == "relu"
+  stored["mxm"] = False   # no MXM head: the activation is moot, so today's default
+  assert config_lib.upgrade(dict(stored))["mxm_activation"] == "softplus"
+  assert model_config("xxact", "tiny").mxm_activation == "softplus"

@@ -147,7 +147,7 @@ class XRDTransformer(nn.Module):
                               stem=cfg.xrd_stem, name="xrd_encoder")(xrd, xrd_mask)
     out = heads.Heads(tuple(cfg.targets), cfg.mxm, False, layer_config,
                       log_std=cfg.regression_log_std, hidden=tuple(cfg.head_hidden),
-                      name="heads")(seq[:, 0], seq[:, 1:])
+                      mxm_activation=cfg.mxm_activation, name="heads")(seq[:, 0], seq[:, 1:])
     out["embedding"] = seq[:, 0].astype(jnp.float32)
     return out
 

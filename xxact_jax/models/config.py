@@ -72,6 +72,12 @@ def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
   c.readout = "fused_cls"
   # ReLU layers before each target's output layer (XxaCT, XRD transformer, FCN); () = linear.
   c.head_hidden = ()
+  # Output activation of the MXM reconstruction head: "softplus", "relu" (the paper) or "linear".
+  # With ReLU the head dies early in pretraining: the masked targets are mostly ~0, every unit
+  # is pushed below zero, and from then on its gradient is exactly 0 (on mp_36k at the small
+  # size the gradient norm was 0 from step ~900 and the MXM loss never moved).
+  # Softplus keeps the output non-negative with a gradient everywhere.
+  c.mxm_activation = "softplus"
 
   by_size = dict(
       paper=dict(composition=(512, 3, 4, 2048), xrd=(512, 3, 4, 1024), fusion=(768, 12, 12, 2048),
@@ -109,7 +115,9 @@ def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
 # before them computed (e.g. flax's 32-bit dropout). `upgrade` is applied where a stored config
 # is read, so the model code never needs a fallback.
 _ADDED_FIELDS = dict(dropout_bits=32, regression_log_std=False, readout="fused_cls",
-                     head_hidden=(), xrd_intensity="linear", xrd_stem="patch")
+                     head_hidden=(), xrd_intensity="linear", xrd_stem="patch",
+                     mxm_activation="relu")
+MXM_ACTIVATIONS = ("softplus", "relu", "linear")
 
 
 def upgrade(model_config: ml_collections.ConfigDict | dict):
@@ -117,6 +125,10 @@ def upgrade(model_config: ml_collections.ConfigDict | dict):
   for key, value in _ADDED_FIELDS.items():
     if key not in model_config:
       model_config[key] = value
+  if not model_config.get("mxm", False):
+    # Without an MXM head the activation computes nothing: any value reproduces the model, and
+    # today's default lets such a run resume under today's config.
+    model_config["mxm_activation"] = "softplus"
   return model_config
 
 

@@ -25,7 +25,8 @@ class Heads(nn.Module):
 
   Attributes:
     targets: the targets to predict.
-    mxm: add ReLU(Linear(d -> 250)) on each XRD token (masked XRD modelling).
+    mxm: add activation(Linear(d -> 250)) on each XRD token (masked XRD modelling).
+    mxm_activation: "softplus", "relu" (the paper's) or "linear" (model config).
     contrastive: add the learnable log(1/temperature), initialised to log(1/0.07).
     layer_config: its dtype is the compute dtype (the heads have no dropout).
     log_std: regression targets also output `<target>_log_std` (a second linear layer), the
@@ -39,6 +40,7 @@ class Heads(nn.Module):
   layer_config: layers.LayerConfig
   log_std: bool = False
   hidden: Sequence[int] = ()
+  mxm_activation: str = "relu"
 
   @nn.compact
   def __call__(self, embedding: jax.Array, xrd_tokens: jax.Array | None = None
@@ -61,7 +63,12 @@ class Heads(nn.Module):
       if xrd_tokens is None:
         raise ValueError("model_config.mxm needs an XRD token sequence (XxaCT or XRD transformer)")
       recon = layers.dense_general(constants.XRD_TOKEN_SIZE, "mxm", dtype)(xrd_tokens)
-      out["mxm"] = nn.relu(recon).astype(jnp.float32)
+      activation = {"softplus": nn.softplus, "relu": nn.relu,
+                    "linear": lambda x: x}.get(self.mxm_activation)
+      if activation is None:
+        raise ValueError(f"Unknown model_config.mxm_activation {self.mxm_activation!r} "
+                         "(softplus | relu | linear)")
+      out["mxm"] = activation(recon.astype(jnp.float32))
     if self.contrastive:
       out["logit_scale"] = self.param(
           "logit_scale", nn.initializers.constant(math.log(1.0 / CONTRASTIVE_INIT_TEMPERATURE)),

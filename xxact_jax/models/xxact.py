@@ -74,7 +74,7 @@ class XxaCT(nn.Module):
       raise ValueError(f"Unknown readout {readout!r} (fused_cls | fused_and_composition_cls)")
     out = heads.Heads(tuple(cfg.targets), cfg.mxm, cfg.contrastive, layer_config,
                       log_std=cfg.regression_log_std, hidden=tuple(cfg.head_hidden),
-                      name="heads")(head_input, fused[:, 1:])
+                      mxm_activation=cfg.mxm_activation, name="heads")(head_input, fused[:, 1:])
     out["comp_cls"] = comp[:, 0].astype(jnp.float32)
     out["xrd_cls"] = xrd_seq[:, 0].astype(jnp.float32)
     out["embedding"] = fused[:, 0].astype(jnp.float32)

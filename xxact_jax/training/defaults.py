@@ -191,6 +191,10 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if model.xrd_intensity not in encoders.XRD_INTENSITIES:
     raise ValueError(f"Unknown model.xrd_intensity {model.xrd_intensity!r}; known: "
                      f"{list(encoders.XRD_INTENSITIES)}")
+  from xxact_jax.models import config as model_config_lib  # pylint: disable=g-import-not-at-top
+  if model.get("mxm_activation", "relu") not in model_config_lib.MXM_ACTIVATIONS:
+    raise ValueError(f"Unknown model.mxm_activation {model.mxm_activation!r}; known: "
+                     f"{list(model_config_lib.MXM_ACTIVATIONS)}")
   if model.xrd_stem not in encoders.XRD_STEMS:
     raise ValueError(f"Unknown model.xrd_stem {model.xrd_stem!r}; known: "
                      f"{list(encoders.XRD_STEMS)}")
