@@ -210,7 +210,7 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
   out = predictor.predict_arrays(species, fractions, xrd)
   model_out = {k: v.copy() for k, v in out.items()}
   matches = [predictor.match(row["formula"], row["path"], row["wavelength"])
-             for row in kept] if predictor.reference else []
+             for row in kept] if predictor.reference is not None else []
   for i, match in enumerate(matches):
     reference_lib.override_row(out, i, match)
   metrics = {"workdir": os.path.abspath(workdir), "index": os.path.abspath(index_csv),

@@ -89,8 +89,8 @@ class ReferenceDatabase:
       if self._crystal_system[i] >= 0:
         self._index.setdefault(key, []).append(i)
     self._kernel = _kernel(COMPARE_SIGMA_DEG)
-    grid = constants.two_theta_grid()
-    sin_theta = np.sin(np.radians(grid / 2))
+    self._grid = constants.two_theta_grid()
+    sin_theta = np.sin(np.radians(self._grid / 2))
     # For each strain, the reference-grid angle that lands on each scan-grid point.
     strains = np.linspace(-MAX_STRAIN, MAX_STRAIN, STRAIN_STEPS)
     self._strains = strains
@@ -124,10 +124,9 @@ class ReferenceDatabase:
         scan = _prepared(pattern[None], measured[None], self._kernel)[0]
         references = self._dataset.read_batch(np.asarray(rows), ("xrd",))["xrd"].astype(
             np.float64)
-        grid = constants.two_theta_grid()
         best_score = -1.0
         for row, reference in zip(rows, references):
-          shifted = np.stack([np.interp(s, grid, reference, left=0.0, right=0.0)
+          shifted = np.stack([np.interp(s, self._grid, reference, left=0.0, right=0.0)
                               for s in self._sources])
           scores = _prepared(shifted, np.broadcast_to(measured, shifted.shape),
                              self._kernel) @ scan

@@ -12,7 +12,9 @@ from clu import parameter_overview
 import jax
 
 from xxact_jax import data as data_lib
+from xxact_jax.data import dataset as dataset_lib
 from xxact_jax.models import build_model
+from xxact_jax.training import evaluate as eval_lib
 from xxact_jax.training import optimizer as optimizer_lib
 from xxact_jax.training import sharding as sharding_lib
 from xxact_jax.training import step as step_lib
@@ -56,6 +58,13 @@ def create_train_state(config, mesh, max_elements: int, target_stats: dict,
                     train_step)
 
 
+def train_batch_keys(config) -> tuple[str, ...]:
+  """The loader fields the train step reads: the evaluation's inputs and targets, and with
+  data.xrd_source="simulated" the stored structures."""
+  structures = dataset_lib.STRUCTURE_FIELDS if step_lib.simulates_xrd(config) else ()
+  return eval_lib.batch_keys(config.targets) + structures
+
+
 class TrainBatches:
   """The shuffled, endless train loader of this process, `config.data.prefetch` batches staged
   on device ahead of the step.
@@ -66,7 +75,7 @@ class TrainBatches:
   """
 
   def __init__(self, config, dataset, batch_sharding, data_state=None):
-    self.keys = step_lib.train_batch_keys(config)
+    self.keys = train_batch_keys(config)
     self.batch_sharding = batch_sharding
     loader = data_lib.make_loader(
         dataset, batch_size=config.global_batch_size // jax.process_count(), seed=config.seed,

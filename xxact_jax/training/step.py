@@ -25,14 +25,6 @@ def simulates_xrd(config) -> bool:
   return config.data.get("xrd_source", "stored") == "simulated"
 
 
-def train_batch_keys(config) -> tuple[str, ...]:
-  """The loader fields the train step reads: inputs and targets, and with
-  data.xrd_source="simulated" the stored structures."""
-  from xxact_jax.data import dataset as dataset_lib  # pylint: disable=g-import-not-at-top
-  keys = INPUT_KEYS + tuple(config.targets)
-  return keys + (dataset_lib.STRUCTURE_FIELDS if simulates_xrd(config) else ())
-
-
 def batch_struct(batch_size: int, max_elements: int, targets=constants.ALL_TARGETS):
   """ShapeDtypeStructs of a training batch (docs/ARCHITECTURE.md)."""
   s = {"species": jax.ShapeDtypeStruct((batch_size, max_elements), jnp.int32),
