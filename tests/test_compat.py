@@ -29,8 +29,9 @@ def expected():
 @pytest.fixture(scope="module")
 def predictor():
   # The model's own outputs: no reference lookup (it would answer the fixture's known
-  # compositions from the training data instead).
-  return xxact_jax.load(os.path.join(V0, "run"), which="latest", reference="none")
+  # compositions from the training data instead) and no indexing.
+  return xxact_jax.load(os.path.join(V0, "run"), which="latest", reference="none",
+                       indexing=False)
 
 
 def _assert_same(outputs, expected_outputs, targets):

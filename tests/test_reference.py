@@ -127,19 +127,37 @@ def test_predict_and_evaluate_answer_known_compositions_from_the_reference(datab
   result = predictor.predict("TiO2", str(scans / "rutile.xy"))
   assert result["crystal_system"]["prediction"] == "tetragonal"
   assert result["reference"]["material_id"] == "rutile"
-  assert "reference" not in predictor.predict("KBr", str(scans / "unknown.xy"))
+  unknown = predictor.predict("KBr", str(scans / "unknown.xy"))
+  assert "reference" not in unknown
+  # Not in the reference: the rock-salt lines index as face-centred cubic, and the model's
+  # answer is restricted to cubic; without indexing the model answers alone.
+  assert unknown["indexing"]["lattice"] == "cubic" and unknown["indexing"]["centring"] == "F"
+  assert unknown["crystal_system"]["prediction"] == "cubic"
+  assert unknown["crystal_system"]["source"] == "indexing"
+  assert all(195 <= g["spacegroup_number"] <= 230
+             for g in unknown["spacegroup_number"]["top5"])
+  batch = predictor.predict_batch(["KBr"], [str(scans / "unknown.xy")])
+  np.testing.assert_allclose(batch["crystal_system"][0],
+                             list(unknown["crystal_system"]["probabilities"].values()),
+                             rtol=1e-5)
+  predictor.indexing = False
+  assert "indexing" not in predictor.predict("KBr", str(scans / "unknown.xy"))
 
   metrics = evaluate.evaluate_measured(workdir, str(scans / "index.csv"), str(tmp_path / "out"),
                                        reference=database.path)
   assert metrics["reference"]["matched"] == 2
   assert metrics["reference"]["crystal_system_accuracy_matched"] == 1.0
   alone = evaluate.evaluate_measured(workdir, str(scans / "index.csv"), str(tmp_path / "alone"),
-                                     reference="none")
+                                     reference="none", indexing=False)
   assert alone["reference"] is None
   assert metrics["model_crystal_system_accuracy"] == alone["crystal_system_accuracy"]
   with open(tmp_path / "out" / "predictions.jsonl") as f:
     records = {r["id"]: r for r in map(json.loads, f)}
   assert records["rutile.xy"]["reference"]["material_id"] == "rutile"
   assert "reference" not in records["unknown.xy"]
+  assert records["unknown.xy"]["indexing"]["lattice"] == "cubic"
+  assert records["unknown.xy"]["crystal_system"] == "cubic"
+  assert metrics["indexing"]["indexed"] == 1 and metrics["indexing"]["lattice_allows_label"] == 1
+  assert alone["indexing"] is None
   # The model's own answer for the rows the reference answered.
   assert records["rutile.xy"]["model_crystal_system"] in constants.CRYSTAL_SYSTEMS

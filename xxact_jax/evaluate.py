@@ -2,7 +2,7 @@ r"""Scores a trained workdir on labelled measured scans or on any prepared datas
 
   python -m xxact_jax.evaluate --workdir=DIR --measured=index.csv --output=OUT \
       [--checkpoint=best|latest] [--background=none|snip] [--[no-]strip_ka2]
-      [--[no-]redraw_peaks] [--reference=auto|none|DATASET]
+      [--[no-]redraw_peaks] [--reference=auto|none|DATASET] [--[no-]indexing]
   python -m xxact_jax.evaluate --workdir=DIR --data=DATASET --output=OUT \
       [--split=test|train|all] [--checkpoint=best|latest]
 
@@ -32,7 +32,11 @@ A scan whose composition the reference dataset holds (--reference, default: the 
 checkpoint learnt from) is answered by its best-matching row, as `xxact_jax.load().predict` does
 (inference/reference.py); `metrics.json` then also has the model's own accuracy
 (`model_crystal_system_accuracy`) and `reference` (rows matched, accuracy on them of the reference
-and of the model). --reference=none scores the model alone.
+and of the model). --reference=none scores the model alone. The other scans' answers are
+restricted to the systems of the lattice that indexes them, where one does
+(inference/indexing.py); `indexing` in `metrics.json` counts them and scores them with and
+without the restriction, and `lattice_allows_label` is how often the lattice allows the label.
+--no-indexing turns it off; with both off, the model answers alone.
 """
 
 import argparse
@@ -49,6 +53,7 @@ import numpy as np
 from xxact_jax import constants
 from xxact_jax import progress as progress_lib
 from xxact_jax import targets as targets_lib
+from xxact_jax.inference import indexing as indexing_lib
 from xxact_jax.inference import reference as reference_lib
 from xxact_jax.inference import resample
 from xxact_jax.inference import wavelengths
@@ -85,6 +90,10 @@ def _parse_args(argv):
   parser.add_argument("--reference", default="auto",
                       help="with --measured: auto (the checkpoint's training split), none, or "
                            "a prepared dataset to look scans up in by composition")
+  parser.add_argument("--indexing", action=argparse.BooleanOptionalAction, default=True,
+                      help="with --measured: restrict the model's answer for a scan the reference "
+                           "does not match to the systems of the cubic, tetragonal or hexagonal "
+                           "lattice that indexes its lines, if one does")
   parser.add_argument("--batch_size", type=int, default=0,
                       help="default: 256 with --measured, the run's eval batch with --data")
   return parser.parse_args(argv)
@@ -196,11 +205,11 @@ def confusion_png(labels, predictions, path: str):
 
 def evaluate_measured(workdir, index_csv, output, checkpoint="best",
                       preprocessing: resample.Preprocessing | None = None,
-                      batch_size=256, reference="auto") -> dict:
+                      batch_size=256, reference="auto", indexing=True) -> dict:
   from xxact_jax.inference.predictor import load  # pylint: disable=g-import-not-at-top
   rows = read_index(index_csv)
   predictor = load(workdir, checkpoint, batch_size=batch_size, preprocessing=preprocessing,
-                   reference=reference)
+                   reference=reference, indexing=indexing)
   arrays, kept, failed = load_inputs(predictor, rows)
   for row, reason in failed:
     print(f"skipped: {reason}", file=sys.stderr)
@@ -209,10 +218,16 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
   species, fractions, xrd = (np.stack(c) for c in zip(*arrays))
   out = predictor.predict_arrays(species, fractions, xrd)
   model_out = {k: v.copy() for k, v in out.items()}
-  matches = [predictor.match(row["formula"], row["path"], row["wavelength"])
-             for row in kept] if predictor.reference is not None else []
-  for i, match in enumerate(matches):
+  identified = []
+  progress = progress_lib.Progress(len(kept), "evaluate: reference and indexing", unit="scans")
+  for row in kept:
+    identified.append(predictor.identify(row["formula"], row["path"], row["wavelength"]))
+    progress.advance(1)
+  matches = [m for m, _ in identified] if predictor.reference is not None else []
+  lattices = [lattice for _, lattice in identified]
+  for i, (match, lattice) in enumerate(identified):
     reference_lib.override_row(out, i, match)
+    indexing_lib.restrict_row(out, i, lattice)
   metrics = {"workdir": os.path.abspath(workdir), "index": os.path.abspath(index_csv),
              "checkpoint": checkpoint, "step": predictor.step,
              "background": predictor.preprocessing.background,
@@ -220,7 +235,7 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
              "redraw_peaks": predictor.preprocessing.redraw_peaks,
              "min_coverage_deg": predictor.preprocessing.min_coverage_deg,
              "scans": len(rows), "scans_evaluated": len(kept), "scans_failed": len(failed),
-             "reference": None}
+             "reference": None, "indexing": None}
   cs_labels = np.array([constants.CRYSTAL_SYSTEMS.index(r["crystal_system"])
                         if r["crystal_system"] else -1 for r in kept])
   space_group = targets_lib.get("spacegroup_number")
@@ -231,11 +246,22 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
     metrics.update(classification_metrics(out["crystal_system"], cs_labels, "crystal_system",
                                            constants.CRYSTAL_SYSTEMS))
     sel = cs_labels >= 0
+    model_hit = model_out["crystal_system"].argmax(-1) == cs_labels
+    hit = out["crystal_system"].argmax(-1) == cs_labels
+    if predictor.reference is not None or predictor.indexing:
+      metrics["model_crystal_system_accuracy"] = float(model_hit[sel].mean()) if sel.any() else None
+    if predictor.indexing:
+      indexed = np.array([lattice is not None for lattice in lattices]) & sel
+      metrics["indexing"] = {
+          "indexed": int(indexed.sum()),
+          "crystal_system_accuracy_indexed": float(hit[indexed].mean()) if indexed.any() else None,
+          "model_crystal_system_accuracy_indexed": (float(model_hit[indexed].mean())
+                                                    if indexed.any() else None),
+          "lattice_allows_label": (float(np.mean([cs_labels[i] in lattices[i].crystal_systems
+                                                  for i in np.flatnonzero(indexed)]))
+                                   if indexed.any() else None)}
     if predictor.reference is not None:
       matched = np.array([m is not None for m in matches]) & sel
-      model_hit = model_out["crystal_system"].argmax(-1) == cs_labels
-      hit = out["crystal_system"].argmax(-1) == cs_labels
-      metrics["model_crystal_system_accuracy"] = float(model_hit[sel].mean()) if sel.any() else None
       metrics["reference"] = {
           "path": predictor.reference.path, "split": predictor.reference.split,
           "rows": len(predictor.reference), "matched": int(matched.sum()),
@@ -262,8 +288,11 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
       for t in constants.REGRESSION_TARGETS:
         if t in out:
           record[t] = float(out[t][i])
-      if matches and matches[i] is not None:
-        record["reference"] = matches[i].as_dict()
+      if lattices[i] is not None:
+        record["indexing"] = lattices[i].as_dict()
+      if (matches and matches[i] is not None) or lattices[i] is not None:
+        if matches and matches[i] is not None:
+          record["reference"] = matches[i].as_dict()
         if "crystal_system" in out:
           record["model_crystal_system"] = constants.CRYSTAL_SYSTEMS[
               int(model_out["crystal_system"][i].argmax())]
@@ -384,7 +413,7 @@ def main(argv=None):
           resample.Preprocessing(background=args.background, strip_ka2=args.strip_ka2,
                                redraw_peaks=args.redraw_peaks,
                                min_coverage_deg=args.min_coverage_deg),
-          args.batch_size or 256, args.reference)
+          args.batch_size or 256, args.reference, args.indexing)
   except InputError as e:
     sys.exit(f"error: {e}")
   print(json.dumps(metrics))

@@ -2,7 +2,7 @@ r"""Predictions from a trained workdir for measured patterns or CIFs.
 
   python -m xxact_jax.predict --workdir=DIR --formula=Fe2O3 --xrd=scan.xy [--wavelength=Mo] \
       [--background=none|snip] [--[no-]strip_ka2] [--[no-]redraw_peaks] \
-      [--reference=auto|none|DATASET]
+      [--reference=auto|none|DATASET] [--[no-]indexing]
   python -m xxact_jax.predict --workdir=DIR --cif=structure.cif
   python -m xxact_jax.predict --workdir=DIR --input=samples.csv [--output=predictions.jsonl]
 
@@ -17,6 +17,10 @@ A measured scan whose composition the reference dataset holds (--reference, defa
 training split the checkpoint learnt from, if it is on disk) gets the crystal system and space
 group of its best-matching row, with "reference" naming it and the model's own answer kept as
 "model_prediction" (inference/reference.py); --reference=none leaves the model alone.
+For the other scans, when a cubic, tetragonal or hexagonal lattice indexes the scan's lines
+(inference/indexing.py), the model's crystal-system probabilities and space groups are
+restricted to the systems that lattice allows, with "indexing" giving the cell and figure of
+merit and the model's own answer kept the same way; --no-indexing turns this off.
 
 Formulas are refused with a zero amount ("Fe0O3") or an element the model was
 not trained on (beyond Pu, Z 94: `inference/inputs.py` `SUPPORTED_ELEMENTS`).
@@ -64,6 +68,10 @@ def _parse_args(argv):
   parser.add_argument("--reference", default="auto",
                       help="auto (the checkpoint's training split), none, or a prepared dataset "
                            "to look measured scans up in by composition")
+  parser.add_argument("--indexing", action=argparse.BooleanOptionalAction, default=True,
+                      help="restrict the answer for a measured scan the reference does not "
+                           "match to the systems of the cubic, tetragonal or hexagonal lattice "
+                           "that indexes its lines, if one does")
   from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
   default = resample.Preprocessing()
   parser.add_argument("--background", choices=resample.BACKGROUND_METHODS,
@@ -203,6 +211,7 @@ def run(argv=None) -> list[dict]:
     source = {k: v for k, v in (("formula", args.formula), ("xrd_file", args.xrd)) if v}
     samples = [Sample(source, formula=args.formula,
                       xrd=args.xrd, wavelength=args.wavelength)]
+  from xxact_jax.inference import indexing as indexing_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.inference import reference as reference_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
   predictor = predictor_lib.load(
@@ -210,7 +219,7 @@ def run(argv=None) -> list[dict]:
       preprocessing=resample.Preprocessing(
           background=args.background, strip_ka2=args.strip_ka2,
           redraw_peaks=args.redraw_peaks, min_coverage_deg=args.min_coverage_deg),
-      reference=args.reference)
+      reference=args.reference, indexing=args.indexing)
   rows, errors = {}, {}
   for i, sample in enumerate(samples):
     if not args.input:
@@ -234,12 +243,18 @@ def run(argv=None) -> list[dict]:
       record["error"] = errors[i]
     else:
       record.update(predictor_lib.format_prediction(outputs[i], predictor.targets))
-      if sample.formula and sample.xrd and predictor.reference is not None:
+      if sample.xrd and (predictor.reference is not None or predictor.indexing):
         try:
-          record = reference_lib.apply(record, predictor.match(sample.formula, sample.xrd,
-                                                               sample.wavelength))
+          match, lattice = predictor.identify(sample.formula, sample.xrd, sample.wavelength)
         except InputError as e:   # a scan only the lookup reads (a formula-only model)
           record["reference_error"] = str(e)
+        else:
+          record = reference_lib.apply(record, match)
+          if lattice is not None:
+            restricted = {k: v[None].copy() for k, v in outputs[i].items()}
+            indexing_lib.restrict_row(restricted, 0, lattice)
+            record = indexing_lib.apply(record, predictor_lib.format_prediction(
+                {k: v[0] for k, v in restricted.items()}, predictor.targets), lattice)
     results.append(record)
   text = "".join(json.dumps(r) + "\n" for r in results)
   if args.output:

@@ -14,6 +14,18 @@ CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal",
                    "trigonal", "hexagonal", "cubic")
 NUM_SPACE_GROUPS = 230
 MISSING_CLASS = -1
+# Space-group numbers of each crystal system (International Tables).
+SYSTEM_SPACEGROUPS = {
+    "triclinic": (1, 2), "monoclinic": (3, 15), "orthorhombic": (16, 74),
+    "tetragonal": (75, 142), "trigonal": (143, 167), "hexagonal": (168, 194),
+    "cubic": (195, 230)}
+
+
+def crystal_system_of(spacegroup: int) -> str:
+  for system, (first, last) in SYSTEM_SPACEGROUPS.items():
+    if first <= spacegroup <= last:
+      return system
+  raise ValueError(f"No space group {spacegroup}; numbers run 1–230.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,12 +37,9 @@ import numpy as np
 
 from xxact_jax import constants
 from xxact_jax import progress as progress_lib
+from xxact_jax.targets import SYSTEM_SPACEGROUPS
+from xxact_jax.targets import crystal_system_of  # pylint: disable=unused-import
 
-# Space-group numbers of each crystal system (International Tables).
-SYSTEM_SPACEGROUPS = {
-    "triclinic": (1, 2), "monoclinic": (3, 15), "orthorhombic": (16, 74),
-    "tetragonal": (75, 142), "trigonal": (143, 167), "hexagonal": (168, 194),
-    "cubic": (195, 230)}
 SPECIAL_VALUES = (0.0, 1 / 8, 1 / 6, 1 / 4, 1 / 3, 3 / 8, 1 / 2, 5 / 8, 2 / 3, 3 / 4, 5 / 6, 7 / 8)
 # Elements with an atomic radius in pymatgen and a scattering factor in the XRD tables; noble
 # gases and elements heavier than Bi are left out (rare in the crystals this package meets).
@@ -121,13 +118,6 @@ class Priors:
       raise ValueError(f"Dataset {dataset_path!r} has no labelled train rows to take priors from.")
     return cls(spacegroup / spacegroup.sum(), element / element.sum(),
                num_elements / num_elements.sum())
-
-
-def crystal_system_of(spacegroup: int) -> str:
-  for system, (first, last) in SYSTEM_SPACEGROUPS.items():
-    if first <= spacegroup <= last:
-      return system
-  raise ValueError(f"No space group {spacegroup}; numbers run 1–230.")
 
 
 def lattice_shape(system: str, rng: np.random.Generator, ratio: tuple):

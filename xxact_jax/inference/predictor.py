@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,7 @@ import numpy as np
 from xxact_jax import constants
 from xxact_jax import targets as targets_lib
 from xxact_jax.inference import inputs
+from xxact_jax.inference import indexing as indexing_lib
 from xxact_jax.inference import reference as reference_lib
 from xxact_jax.inference import resample
 from xxact_jax.inference import wavelengths
@@ -28,16 +30,20 @@ class Predictor:
   removal, Kα2 stripping); change it with `predictor.preprocessing = Preprocessing(...)`.
   With a `reference` (inference/reference.py), a scan whose composition the reference dataset
   holds gets the crystal system and space group of its best-matching row (phase identification);
-  the model answers for the others.
+  the model answers for the others. With `indexing` (default on), the model's answer for a scan
+  that no reference row matches is restricted to the crystal systems of the cubic, tetragonal or
+  hexagonal lattice that indexes the scan's lines, when one does (inference/indexing.py).
   """
 
   def __init__(self, params, config, target_stats: dict, max_elements: int,
                workdir: str = "", step: int | None = None, batch_size: int = 256,
                extra: dict | None = None,
                preprocessing: resample.Preprocessing | None = None,
-               reference: reference_lib.ReferenceDatabase | None = None):
+               reference: reference_lib.ReferenceDatabase | None = None,
+               indexing: bool = True):
     from xxact_jax.models import build_model  # pylint: disable=g-import-not-at-top
     self.reference = reference
+    self.indexing = bool(indexing)
     self.params = jax.device_put(params)
     self.config = config
     self.target_stats = target_stats
@@ -151,10 +157,12 @@ class Predictor:
     arrays = self._stack(compositions, xrds, wavelength)
     out = self.predict_arrays(*arrays)
     out = {k: v for k, v in out.items() if k not in self.embeddings}
-    if self.reference is not None and xrds is not None:
+    if xrds is not None:
       for i, (composition, xrd) in enumerate(zip(compositions, xrds)):
         if xrd is not None:
-          reference_lib.override_row(out, i, self.match(composition, xrd, wavelength))
+          match, lattice = self.identify(composition, xrd, wavelength)
+          reference_lib.override_row(out, i, match)
+          indexing_lib.restrict_row(out, i, lattice)
     return out
 
   def predict(self, formula_or_composition=None, xrd=None, wavelength=None, *,
@@ -173,9 +181,39 @@ class Predictor:
     out = self.predict_arrays(*(a[None] for a in arrays))
     out = {k: v[0] for k, v in out.items() if k not in self.embeddings}
     result = format_prediction(out, self.targets)
-    if given and xrd is not None and cif is None:
-      result = reference_lib.apply(result, self.match(given[0], xrd, wavelength))
+    if xrd is not None and cif is None:
+      match, lattice = self.identify(given[0] if given else None, xrd, wavelength)
+      result = reference_lib.apply(result, match)
+      if lattice is not None:
+        restricted = {k: v[None].copy() for k, v in out.items()}
+        indexing_lib.restrict_row(restricted, 0, lattice)
+        result = indexing_lib.apply(
+            result, format_prediction({k: v[0] for k, v in restricted.items()}, self.targets),
+            lattice)
     return result
+
+  def identify(self, composition, xrd, wavelength=None):
+    """(reference.Match or None, indexing.Indexing or None) of a measured scan: the reference
+    row of its composition that matches it; failing that, the high-symmetry lattice that
+    indexes it (with `self.indexing`)."""
+    match = self.match(composition, xrd, wavelength) if composition is not None else None
+    classifies = {"crystal_system", "spacegroup_number"} & set(self.targets)
+    if match is not None or not self.indexing or not classifies:
+      return match, None
+    return None, self.index(xrd, wavelength)
+
+  def index(self, xrd, wavelength=None):
+    """The cubic, tetragonal or hexagonal lattice that indexes a scan (indexing.Indexing), or
+    None. The lines are found after Kα2 stripping (for an anode's doublet) and SNIP background
+    removal, whatever the model's preprocessing."""
+    with warnings.catch_warnings():
+      # A scan at a single wavelength has no Kα2 to strip; coverage was reported for the model.
+      warnings.simplefilter("ignore", resample.PreprocessingWarning)
+      warnings.simplefilter("ignore", resample.PartialCoverageWarning)
+      pattern = inputs.pattern_on_grid(
+          xrd, wavelength, dataclasses.replace(self.preprocessing, strip_ka2=True,
+                                               background="none", redraw_peaks=False))
+    return indexing_lib.index_pattern(pattern)
 
   def match(self, composition, xrd, wavelength=None):
     """The reference row matching a measured scan (reference.Match), or None without a
@@ -230,13 +268,16 @@ def format_prediction(outputs: dict, targets) -> dict:
 
 
 def load(workdir: str, which: str = "best", batch_size: int = 256,
-         preprocessing: resample.Preprocessing | None = None, reference="auto") -> Predictor:
+         preprocessing: resample.Preprocessing | None = None, reference="auto",
+         indexing: bool = True) -> Predictor:
   """Restores parameters (only) of a trained workdir's best or latest checkpoint.
 
   `preprocessing` (default `resample.Preprocessing()`) prepares measured scans given to predict.
   `reference`: where measured scans are looked up by composition before the model answers
   (inference/reference.py): "auto" (default) the training split of the checkpoint's dataset when
   it is still on disk, "none", or the path of a prepared dataset.
+  `indexing`: whether the model's answer for a measured scan no reference row matches is
+  restricted to the systems of the lattice that indexes it (inference/indexing.py).
 
   Raises:
     InputError: naming the workdir when it holds no usable checkpoint.
@@ -254,4 +295,5 @@ def load(workdir: str, which: str = "best", batch_size: int = 256,
                    extra.get("max_elements") or DEFAULT_MAX_ELEMENTS, workdir=workdir,
                    step=restored.step, batch_size=batch_size, extra=extra,
                    preprocessing=preprocessing,
-                   reference=reference_lib.resolve(reference, extra.get("data_path")))
+                   reference=reference_lib.resolve(reference, extra.get("data_path")),
+                   indexing=indexing)

@@ -1,0 +1,423 @@
+"""Powder indexing of the high-symmetry lattices: is a scan's peak list that of a cubic,
+tetragonal or hexagonal (hexagonal or trigonal, rhombohedral included) lattice?
+
+A crystallographer's first step with an unknown powder pattern is to index it: find the smallest
+lattice whose reflections account for the observed lines. For the lattices with one or two
+parameters this is a small search, and a good fit is strong evidence of the metric. Reflection
+positions follow Q = 1/d² = 4 sin²θ / λ²:
+
+  cubic       Q = A (h² + k² + l²)                          A = 1/a²
+  tetragonal  Q = A (h² + k²) + C l²                        A = 1/a², C = 1/c²
+  hexagonal   Q = A (h² + hk + k²) + C l²                   A = 4/(3a²), C = 1/c²
+
+with the centring's conditions (cubic P, I, F; tetragonal P, I; hexagonal P and rhombohedral R
+in hexagonal axes, −h + k + l = 3n). Candidate parameters come from the first lines taken as
+low-index reflections; each candidate is scored by how many of the first `max_lines` lines it
+indexes within the tolerance and by de Wolff's figure of merit
+
+  M_N = Q_N / (2 ⟨|ΔQ|⟩ N_calc),
+
+where Q_N is the N-th observed line, ⟨|ΔQ|⟩ the mean misfit of the indexed lines and N_calc the
+number of distinct reflections the lattice allows up to Q_N; a large cell indexes anything but
+allows many reflections, and M_N says so (de Wolff, J. Appl. Cryst. 1, 108 (1968)). The best
+candidates are refined by least squares, with a zero-point shift of 2θ.
+
+A lattice found this way fixes the metric, not the symmetry: a crystal of lower symmetry whose
+cell happens to be metrically tetragonal, or whose strong lines come from a pseudo-cubic subcell,
+indexes too. `Indexing.crystal_systems` therefore names the systems the lattice allows (hexagonal
+axes hold both the hexagonal and the trigonal systems, a rhombohedral lattice only the trigonal),
+and a caller restricts a model's answer to them rather than replacing it.
+"""
+
+import dataclasses
+import functools
+
+import numpy as np
+
+from xxact_jax import constants
+from xxact_jax import targets as targets_lib
+from xxact_jax.inference import background as background_lib
+from xxact_jax.inference import peaks as peaks_lib
+
+# The model grid's angles are for Cu Kα (the weighted Kα1/Kα2 mean, as the training patterns).
+GRID_WAVELENGTH = constants.CU_KA_LINES[0]
+MAX_LINES = 20
+# Lines fainter than this fraction of the strongest are left out: at a percent of the strongest,
+# noise and impurity phases crowd out the weak reflections of the phase itself.
+MIN_RELATIVE_INTENSITY = 0.02
+# A line is indexed when a reflection lies within this many degrees of 2θ of it, after the
+# zero-point refinement: lab scans place a peak to a few hundredths of a degree.
+TOLERANCE_DEG = 0.04
+MAX_ZERO_SHIFT_DEG = 0.15
+# At most this many of the first max_lines lines, and at most a fifth of them, may stay
+# unindexed (impurities, Kβ lines, noise), and none of those at least a quarter as strong as the
+# strongest line.
+MAX_UNINDEXED = 2
+MIN_INDEXED_FRACTION = 0.8
+STRONG_LINE = 0.25
+MIN_LINES = 6
+# A lattice of two parameters and a zero shift fits a handful of lines by chance: it needs more.
+# A cubic one with fewer lines needs twice the figure of merit (M_N is meant for N ≈ 20).
+MIN_LINES_TWO_PARAMETERS = 10
+# Accepted figure of merit: M_N of at least this. Chosen on simulated patterns of the mp_36k
+# training split (experiments/indexing_check.py): at 20, 93 % of the patterns indexed are of a
+# system the lattice allows, against 81 % at 10.
+MIN_FIGURE_OF_MERIT = 20.0
+# Cells searched (Å): the reflections of a larger cell crowd too densely to be told apart.
+MAX_CELL_EDGE = 25.0
+
+FAMILIES = ("cubic", "tetragonal", "hexagonal")
+# Crystal systems (names in constants.CRYSTAL_SYSTEMS) a lattice family allows: hexagonal axes
+# hold the hexagonal and the trigonal systems, but a rhombohedral (R) lattice only the trigonal.
+SYSTEMS = {"cubic": ("cubic",), "tetragonal": ("tetragonal",),
+           "hexagonal": ("trigonal", "hexagonal")}
+RHOMBOHEDRAL_SYSTEMS = ("trigonal",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Indexing:
+  """A lattice that indexes a scan's lines."""
+  family: str                # one of FAMILIES
+  centring: str              # P, I, F (cubic), R (hexagonal axes)
+  a: float                   # Å
+  c: float                   # Å (a for cubic)
+  zero_shift: float          # degrees of 2θ, subtracted from the observed angles
+  figure_of_merit: float     # de Wolff M_N
+  lines: int                 # observed lines considered (N)
+  indexed: int               # of those, indexed within the tolerance
+
+  @property
+  def crystal_systems(self) -> tuple[int, ...]:
+    """Indices into constants.CRYSTAL_SYSTEMS of the systems this lattice allows."""
+    systems = RHOMBOHEDRAL_SYSTEMS if self.centring == "R" else SYSTEMS[self.family]
+    return tuple(constants.CRYSTAL_SYSTEMS.index(s) for s in systems)
+
+  def as_dict(self) -> dict:
+    return {"lattice": self.family, "centring": self.centring, "a": round(self.a, 4),
+            "c": round(self.c, 4), "zero_shift": round(self.zero_shift, 4),
+            "figure_of_merit": round(self.figure_of_merit, 2), "lines": self.lines,
+            "indexed": self.indexed,
+            "crystal_systems": [constants.CRYSTAL_SYSTEMS[i] for i in self.crystal_systems]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reflection tables. Q = A m + C n with n = l²; for each l, the sorted m values the centring
+# allows (a cubic lattice has one group, n = 0, m = h² + k² + l²).
+
+MAX_M = 800
+MAX_L = 24
+
+
+@functools.lru_cache(maxsize=None)
+def _groups(family: str, centring: str) -> tuple[tuple[float, np.ndarray], ...]:
+  """((n, sorted allowed m), ...) over l = 0..MAX_L."""
+  r = np.arange(0, int(np.sqrt(MAX_M)) + 2)
+  if family == "cubic":
+    h, k, l = np.meshgrid(r, r, r, indexing="ij")
+    if centring == "I":
+      allowed = (h + k + l) % 2 == 0
+    elif centring == "F":
+      allowed = ((h % 2) == (k % 2)) & ((k % 2) == (l % 2))
+    else:
+      allowed = np.ones(h.shape, bool)
+    m = (h * h + k * k + l * l)[allowed]
+    return ((0.0, np.unique(m[(m > 0) & (m <= MAX_M)]).astype(np.float64)),)
+  r = np.arange(-int(np.sqrt(MAX_M)) - 2, int(np.sqrt(MAX_M)) + 3)
+  h, k = np.meshgrid(r, r, indexing="ij")
+  m = (h * h + k * k) if family == "tetragonal" else (h * h + h * k + k * k)
+  m = np.unique(m[m <= MAX_M])                       # includes 0
+  groups = []
+  for l in range(MAX_L + 1):
+    if centring == "I":                              # h + k + l even; h² + k² ≡ h + k (mod 2)
+      ok = m % 2 == l % 2
+    elif centring == "R":                            # −h + k + l ≡ 0 (mod 3), hexagonal axes;
+      ok = (m % 3 == 0) == (l % 3 == 0)              # h² + hk + k² ≡ (k − h)² (mod 3)
+    else:
+      ok = np.ones(m.shape, bool)
+    if l == 0:
+      ok = ok & (m > 0)
+    groups.append((float(l * l), m[ok].astype(np.float64)))
+  return tuple(groups)
+
+
+CENTRINGS = {"cubic": ("P", "I", "F"), "tetragonal": ("P", "I"), "hexagonal": ("P", "R")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Lines of a scan.
+
+def q_of(two_theta_deg, wavelength: float = GRID_WAVELENGTH) -> np.ndarray:
+  s = np.sin(np.radians(np.asarray(two_theta_deg, np.float64)) / 2)
+  return 4 * s * s / wavelength**2
+
+
+def two_theta_of(q, wavelength: float = GRID_WAVELENGTH) -> np.ndarray:
+  s = np.sqrt(np.clip(np.asarray(q, np.float64), 0, None)) * wavelength / 2
+  return np.degrees(2 * np.arcsin(np.clip(s, 0.0, 1.0)))
+
+
+def dq_dtwo_theta(two_theta_deg, wavelength: float = GRID_WAVELENGTH) -> np.ndarray:
+  """dQ / d(2θ) per degree."""
+  return 2 / wavelength**2 * np.sin(np.radians(two_theta_deg)) * np.pi / 180
+
+
+def lines_of_pattern(pattern: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(2θ in degrees, relative intensity) of the reflections of a scan on the model grid (max 100,
+  constants.UNMEASURED_INTENSITY where not measured), after SNIP background removal."""
+  pattern = np.asarray(pattern, np.float64)
+  if pattern.shape != (constants.NUM_XRD_POINTS,):
+    raise ValueError(f"a pattern on the {constants.NUM_XRD_POINTS}-point grid is needed, got shape "
+                     f"{pattern.shape}")
+  inside = np.flatnonzero(pattern >= 0)
+  if inside.size < 3:
+    return np.zeros(0), np.zeros(0)
+  # The measured range is one contiguous stretch of the grid.
+  profile = pattern[inside[0]:inside[-1] + 1]
+  profile = profile - background_lib.snip(profile)
+  if not np.isfinite(profile).all() or profile.max() <= 0:
+    return np.zeros(0), np.zeros(0)
+  positions, areas = peaks_lib.find_peaks(profile)
+  grid = constants.two_theta_grid()
+  two_theta = grid[inside[0]] + positions * constants.TWO_THETA_STEP
+  return two_theta, areas / max(areas.max(), 1e-12) if areas.size else areas
+
+
+# ---------------------------------------------------------------------------------------------
+# The search.
+
+def _score(q_obs, groups, a_param, c_param):
+  """For K candidate (A, C): per line, the misfit to the nearest allowed reflection [K, L] and
+  its (m, n) [K, L, 2]; N_calc, the number of allowed reflections up to the last line [K]."""
+  k_count, l_count = a_param.size, q_obs.size
+  best = np.full((k_count, l_count), np.inf)
+  best_mn = np.zeros((k_count, l_count, 2))
+  n_calc = np.zeros(k_count, np.int64)
+  q_max = q_obs[-1]
+  a_col = a_param[:, None]
+  for n, m_values in groups:
+    rest = q_obs[None, :] - c_param[:, None] * n                   # [K, L]
+    reachable = c_param * n <= q_max
+    if not reachable.any():
+      continue
+    target = rest / a_col
+    j = np.searchsorted(m_values, target)
+    for neighbour in (np.clip(j - 1, 0, m_values.size - 1), np.clip(j, 0, m_values.size - 1)):
+      m = m_values[neighbour]
+      dq = np.abs(rest - a_col * m)
+      better = (dq < best) & reachable[:, None]
+      best = np.where(better, dq, best)
+      best_mn[..., 0] = np.where(better, m, best_mn[..., 0])
+      best_mn[..., 1] = np.where(better, n, best_mn[..., 1])
+    limit = (q_max - c_param * n) / a_param
+    n_calc += np.where(reachable, np.searchsorted(m_values, limit, side="right"), 0)
+  return best, best_mn, n_calc
+
+
+def _figure_of_merit(q_obs, tol_q, dq, n_calc, strong):
+  """de Wolff's M_N per candidate, 0 where too many or any strong line stay unindexed; and
+  the number of lines indexed."""
+  indexed = dq <= tol_q[None]
+  n = indexed.sum(1)
+  # Misfits below a fifth of the tolerance (0.008°) are not resolved by a lab scan: they count as that.
+  mean_dq = np.where(indexed, np.maximum(dq, 0.2 * tol_q[None]), 0).sum(1) / np.maximum(n, 1)
+  fom = q_obs[-1] / (2 * np.maximum(mean_dq, 1e-30) * np.maximum(n_calc, 1))
+  unindexed = q_obs.size - n
+  ok = ((unindexed <= MAX_UNINDEXED) & (n >= MIN_INDEXED_FRACTION * q_obs.size)
+        & ~np.any(~indexed & strong[None], axis=1))
+  return np.where(ok, fom, 0.0), n
+
+
+# Low-index (m, l) two of the first lines are taken to be, to solve for a trial (A, C).
+_LOW_M = {"tetragonal": (0, 1, 2, 4, 5), "hexagonal": (0, 1, 3, 4, 7)}
+_LOW_L = {"tetragonal": 4, "hexagonal": 6}
+_TRIAL_LINES = 7
+
+
+def _candidates(family, q_obs):
+  """Trial (A, C): for a cubic lattice, one of the first lines taken as h² + k² + l² = 1..40;
+  otherwise every pair of the first lines taken as two low-index reflections (m, l), the two
+  equations Q = A m + C l² solved for A and C."""
+  if family == "cubic":
+    n_values = np.arange(1, 41, dtype=np.float64)
+    a_param = (q_obs[:4, None] / n_values[None]).ravel()
+    return a_param, np.zeros_like(a_param)
+  m, l = np.meshgrid(np.array(_LOW_M[family], np.float64),
+                     np.arange(_LOW_L[family] + 1, dtype=np.float64), indexing="ij")
+  m, n = m.ravel(), (l * l).ravel()
+  keep = (m > 0) | (n > 0)
+  m, n = m[keep], n[keep]
+  first = q_obs[:_TRIAL_LINES]
+  i, j = np.triu_indices(first.size, 1)
+  qi, qj = first[i][:, None, None], first[j][:, None, None]
+  m1, n1 = m[None, :, None], n[None, :, None]
+  m2, n2 = m[None, None, :], n[None, None, :]
+  det = m1 * n2 - m2 * n1
+  with np.errstate(divide="ignore", invalid="ignore"):
+    a_param = (qi * n2 - qj * n1) / det
+    c_param = (m1 * qj - m2 * qi) / det
+  keep = (det != 0) & (a_param > 0) & (c_param > 0)
+  a_param, c_param = a_param[keep], c_param[keep]
+  scale = 4 / 3 if family == "hexagonal" else 1.0
+  keep = ((np.sqrt(scale / a_param) <= MAX_CELL_EDGE) & (1 / np.sqrt(c_param) <= MAX_CELL_EDGE))
+  # Trials within a part in 10⁴ of each other are one.
+  pairs = np.unique(np.round(np.log(np.stack([a_param[keep], c_param[keep]], 1)) * 1e4), axis=0)
+  return np.exp(pairs[:, 0] / 1e4), np.exp(pairs[:, 1] / 1e4)
+
+
+def _refine(two_theta, mn, indexed, wavelength, zero):
+  """Least-squares (A, C, zero shift) from the indexed lines' (m, n); None if underdetermined."""
+  corrected = two_theta - zero
+  q = q_of(corrected, wavelength)
+  slope = dq_dtwo_theta(corrected, wavelength)
+  mn = mn[indexed]
+  cubic = np.all(mn[:, 1] == 0)
+  design = np.column_stack([mn[:, :1] if cubic else mn, slope[indexed]])
+  if design.shape[0] <= design.shape[1] or np.linalg.matrix_rank(design) < design.shape[1]:
+    return None
+  solution, *_ = np.linalg.lstsq(design, q[indexed], rcond=None)
+  a_param, c_param = solution[0], (0.0 if cubic else solution[1])
+  # Q(2θ_obs − Z) ≈ Q(corrected) − slope·(Z − zero): the last coefficient is Z − zero.
+  return a_param, c_param, zero + solution[-1]
+
+
+def _search(family, centring, two_theta, strong, wavelength) -> Indexing | None:
+  groups = _groups(family, centring)
+  q_obs = q_of(two_theta, wavelength)
+  slope = dq_dtwo_theta(two_theta, wavelength)
+  a_param, c_param = _candidates(family, q_obs)
+  if a_param.size == 0:
+    return None
+  # Trial values carry the zero error of the lines they came from: a tolerance wide enough for
+  # the largest zero shift first, then refinement with the zero shift, then the real tolerance.
+  wide = slope * (TOLERANCE_DEG + MAX_ZERO_SHIFT_DEG)
+  dq, mn, n_calc = _score(q_obs, groups, a_param, c_param)
+  fom, _ = _figure_of_merit(q_obs, wide, dq, n_calc, strong)
+  tolerance = slope * TOLERANCE_DEG
+  result = None
+  for k in np.argsort(-fom)[:8]:
+    if fom[k] <= 0:
+      break
+    zero, rows_mn, indexed = 0.0, mn[k], dq[k] <= wide
+    refined = None
+    for _ in range(3):
+      refined = _refine(two_theta, rows_mn, indexed, wavelength, zero)
+      if refined is None:
+        break
+      a1, c1, zero = refined
+      if not (a1 > 0 and c1 >= 0 and abs(zero) <= MAX_ZERO_SHIFT_DEG):
+        refined = None
+        break
+      q_corr = q_of(two_theta - zero, wavelength)
+      dq1, mn1, n1 = _score(q_corr, groups, np.array([a1]), np.array([c1]))
+      rows_mn, indexed = mn1[0], dq1[0] <= tolerance
+    if refined is None:
+      continue
+    fom1, count = _figure_of_merit(q_corr, tolerance, dq1, n1, strong)
+    if fom1[0] > 0 and (result is None or fom1[0] > result.figure_of_merit):
+      scale = 4 / 3 if family == "hexagonal" else 1.0
+      result = Indexing(family=family, centring=centring, a=float(np.sqrt(scale / a1)),
+                        c=float(1 / np.sqrt(c1)) if c1 > 0 else float(np.sqrt(1 / a1)),
+                        zero_shift=float(zero), figure_of_merit=float(fom1[0]),
+                        lines=int(two_theta.size), indexed=int(count[0]))
+  return result
+
+
+def index_lines(two_theta, intensity, wavelength: float = GRID_WAVELENGTH,
+                max_lines: int = MAX_LINES,
+                min_figure_of_merit: float = MIN_FIGURE_OF_MERIT) -> Indexing | None:
+  """The high-symmetry lattice that indexes these lines best, or None.
+
+  `two_theta` in degrees at `wavelength` (Å); the first `max_lines` lines at least
+  MIN_RELATIVE_INTENSITY of the strongest are indexed.
+  """
+  two_theta = np.asarray(two_theta, np.float64)
+  intensity = np.asarray(intensity, np.float64)
+  if two_theta.size == 0:
+    return None
+  order = np.argsort(two_theta)
+  two_theta, intensity = two_theta[order], intensity[order]
+  keep = intensity >= MIN_RELATIVE_INTENSITY * intensity.max()
+  two_theta, intensity = two_theta[keep][:max_lines], intensity[keep][:max_lines]
+  if two_theta.size < MIN_LINES:
+    return None
+  strong = intensity >= STRONG_LINE * intensity.max()
+  few = two_theta.size < MIN_LINES_TWO_PARAMETERS
+  families = ("cubic",) if few else FAMILIES
+  min_figure_of_merit = 2 * min_figure_of_merit if few else min_figure_of_merit
+  accepted = [r for family in families for centring in CENTRINGS[family]
+              if (r := _search(family, centring, two_theta, strong, wavelength)) is not None
+              and r.figure_of_merit >= min_figure_of_merit]
+  if not accepted:
+    return None
+  # The lattice that explains most lines; among those, cubic first (a cubic lattice indexes as
+  # tetragonal and in hexagonal axes too, with a lower M_N only because those allow more
+  # reflections), then the best M_N.
+  most = max(r.indexed for r in accepted)
+  return min((r for r in accepted if r.indexed == most),
+             key=lambda r: (r.family != "cubic", -r.figure_of_merit))
+
+
+def index_pattern(pattern: np.ndarray, **kwargs) -> Indexing | None:
+  """index_lines on the reflections of a scan on the model grid (lines_of_pattern)."""
+  two_theta, intensity = lines_of_pattern(pattern)
+  return index_lines(two_theta, intensity, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# A model's answer restricted to the systems an indexing allows.
+
+def _spacegroup_allowed(systems: tuple[int, ...]) -> np.ndarray:
+  """bool[230] over space-group class indices (number − 1): groups of the allowed systems."""
+  allowed = np.zeros(targets_lib.NUM_SPACE_GROUPS, bool)
+  for s in systems:
+    first, last = targets_lib.SYSTEM_SPACEGROUPS[constants.CRYSTAL_SYSTEMS[s]]
+    allowed[first - 1:last] = True
+  return allowed
+
+
+def restrict(probabilities: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+  """Class probabilities conditioned on the allowed classes (uniform over them if the model gave
+  them nothing)."""
+  p = np.where(allowed, np.asarray(probabilities, np.float64), 0.0)
+  total = p.sum()
+  p = p / total if total > 0 else allowed / allowed.sum()
+  return p.astype(np.asarray(probabilities).dtype)
+
+
+def _masks(indexing: Indexing) -> dict[str, np.ndarray]:
+  systems = np.zeros(len(constants.CRYSTAL_SYSTEMS), bool)
+  systems[list(indexing.crystal_systems)] = True
+  return {"crystal_system": systems,
+          "spacegroup_number": _spacegroup_allowed(indexing.crystal_systems)}
+
+
+def restrict_row(outputs: dict, row: int, indexing: Indexing | None) -> None:
+  """Row `row` of batched class probabilities (crystal_system, spacegroup_number where present)
+  conditioned on the indexing's systems; nothing without one."""
+  if indexing is None:
+    return
+  for name, allowed in _masks(indexing).items():
+    if name in outputs:
+      outputs[name][row] = restrict(outputs[name][row], allowed)
+
+
+def apply(prediction: dict, restricted: dict, indexing: Indexing | None) -> dict:
+  """A format_prediction dict with the answers of `restricted` (format_prediction of the same
+  outputs after restrict_row) for crystal system and space group, the model's own kept as
+  "model_prediction", "model_probabilities" and "model_top5"; and "indexing"."""
+  if indexing is None:
+    return prediction
+  result = dict(prediction)
+  if "crystal_system" in result:
+    entry = dict(restricted["crystal_system"])
+    entry["model_prediction"] = prediction["crystal_system"]["prediction"]
+    entry["model_probabilities"] = prediction["crystal_system"]["probabilities"]
+    entry["source"] = "indexing"
+    result["crystal_system"] = entry
+  if "spacegroup_number" in result:
+    entry = dict(restricted["spacegroup_number"])
+    entry["model_top5"] = prediction["spacegroup_number"]["top5"]
+    entry["source"] = "indexing"
+    result["spacegroup_number"] = entry
+  result["indexing"] = indexing.as_dict()
+  return result
