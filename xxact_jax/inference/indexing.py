@@ -322,39 +322,56 @@ def _search(family, centring, two_theta, strong, wavelength) -> Indexing | None:
   return result
 
 
-def index_lines(two_theta, intensity, wavelength: float = GRID_WAVELENGTH,
-                max_lines: int = MAX_LINES,
-                min_figure_of_merit: float = MIN_FIGURE_OF_MERIT) -> Indexing | None:
-  """The high-symmetry lattice that indexes these lines best, or None.
-
-  `two_theta` in degrees at `wavelength` (Å); the first `max_lines` lines at least
-  MIN_RELATIVE_INTENSITY of the strongest are indexed.
-  """
+def select_lines(two_theta, intensity, max_lines: int = MAX_LINES):
+  """(2θ, intensity) of the lines indexed: the first `max_lines` in angle at least
+  MIN_RELATIVE_INTENSITY of the strongest."""
   two_theta = np.asarray(two_theta, np.float64)
   intensity = np.asarray(intensity, np.float64)
   if two_theta.size == 0:
-    return None
+    return two_theta, intensity
   order = np.argsort(two_theta)
   two_theta, intensity = two_theta[order], intensity[order]
   keep = intensity >= MIN_RELATIVE_INTENSITY * intensity.max()
-  two_theta, intensity = two_theta[keep][:max_lines], intensity[keep][:max_lines]
+  return two_theta[keep][:max_lines], intensity[keep][:max_lines]
+
+
+def fit_lattices(two_theta, intensity, wavelength: float = GRID_WAVELENGTH) -> list[Indexing]:
+  """The best fit of every lattice (family and centring) to lines already selected
+  (select_lines), whatever its figure of merit; lattices of two parameters only from
+  MIN_LINES_TWO_PARAMETERS lines on, and nothing below MIN_LINES."""
+  two_theta = np.asarray(two_theta, np.float64)
+  intensity = np.asarray(intensity, np.float64)
   if two_theta.size < MIN_LINES:
-    return None
+    return []
   strong = intensity >= STRONG_LINE * intensity.max()
-  few = two_theta.size < MIN_LINES_TWO_PARAMETERS
-  families = ("cubic",) if few else FAMILIES
-  min_figure_of_merit = 2 * min_figure_of_merit if few else min_figure_of_merit
-  accepted = [r for family in families for centring in CENTRINGS[family]
-              if (r := _search(family, centring, two_theta, strong, wavelength)) is not None
-              and r.figure_of_merit >= min_figure_of_merit]
+  families = FAMILIES if two_theta.size >= MIN_LINES_TWO_PARAMETERS else ("cubic",)
+  return [r for family in families for centring in CENTRINGS[family]
+          if (r := _search(family, centring, two_theta, strong, wavelength)) is not None]
+
+
+def choose(fits: list[Indexing],
+           min_figure_of_merit: float = MIN_FIGURE_OF_MERIT) -> Indexing | None:
+  """The indexing accepted among fit_lattices' fits: M_N at least `min_figure_of_merit` (twice
+  that below MIN_LINES_TWO_PARAMETERS lines); the lattice that explains most lines; among
+  those, cubic first (a cubic lattice indexes as tetragonal and in hexagonal axes too, with a
+  lower M_N only because those allow more reflections), then the best M_N."""
+  accepted = [r for r in fits
+              if r.figure_of_merit >= min_figure_of_merit
+              * (2 if r.lines < MIN_LINES_TWO_PARAMETERS else 1)]
   if not accepted:
     return None
-  # The lattice that explains most lines; among those, cubic first (a cubic lattice indexes as
-  # tetragonal and in hexagonal axes too, with a lower M_N only because those allow more
-  # reflections), then the best M_N.
   most = max(r.indexed for r in accepted)
   return min((r for r in accepted if r.indexed == most),
              key=lambda r: (r.family != "cubic", -r.figure_of_merit))
+
+
+def index_lines(two_theta, intensity, wavelength: float = GRID_WAVELENGTH,
+                max_lines: int = MAX_LINES,
+                min_figure_of_merit: float = MIN_FIGURE_OF_MERIT) -> Indexing | None:
+  """The high-symmetry lattice that indexes these lines (2θ in degrees at `wavelength` Å), or
+  None: select_lines, fit_lattices, choose."""
+  two_theta, intensity = select_lines(two_theta, intensity, max_lines)
+  return choose(fit_lattices(two_theta, intensity, wavelength), min_figure_of_merit)
 
 
 def index_pattern(pattern: np.ndarray, **kwargs) -> Indexing | None:
