@@ -87,14 +87,17 @@ elif [[ $stage == evaluate ]]; then
   : > "$out/summary.jsonl"
   for run in $RUNS; do
     # "reference": the scans whose composition the run's training split holds are answered by
-    # the best-matching row (inference/reference.py); the others measure the model alone.
-    for pre in "none" "snip" "snip,strip_ka2" "none,reference"; do
+    # the best-matching row (inference/reference.py); "indexing": the others' answers are
+    # restricted to the systems of the lattice that indexes them (inference/indexing.py); the
+    # rows without either measure the model alone.
+    for pre in "none" "snip" "snip,strip_ka2" "none,reference" "none,reference,indexing"; do
       background=${pre%%,*}
       strip=$([[ $pre == *strip_ka2* ]] && echo --strip_ka2 || echo --no-strip_ka2)
       reference=$([[ $pre == *reference* ]] && echo auto || echo none)
-      dest="$out/eval/$run/${pre/,/_}"
+      indexing=$([[ $pre == *indexing* ]] && echo --indexing || echo --no-indexing)
+      dest="$out/eval/$run/${pre//,/_}"
       python -m xxact_jax.evaluate --workdir="$out/$run" --measured="$index" --output="$dest" \
-        --background="$background" "$strip" --reference="$reference" | tail -1 \
+        --background="$background" "$strip" --reference="$reference" "$indexing" | tail -1 \
         | python -c "import json,sys; m=json.load(sys.stdin); m['run']='$run'; m['preprocessing']='$pre'; print(json.dumps(m))" \
         >> "$out/summary.jsonl"
     done

@@ -221,7 +221,9 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
   identified = []
   progress = progress_lib.Progress(len(kept), "evaluate: reference and indexing", unit="scans")
   for row in kept:
-    identified.append(predictor.identify(row["formula"], row["path"], row["wavelength"]))
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", resample.PartialCoverageWarning)
+      identified.append(predictor.identify(row["formula"], row["path"], row["wavelength"]))
     progress.advance(1)
   matches = [m for m, _ in identified] if predictor.reference is not None else []
   lattices = [lattice for _, lattice in identified]
