@@ -32,6 +32,12 @@ def _anatase():
                                    [[0, 0.75, 0.125], [0, 0.75, 0.3333]])
 
 
+def _fluorite_tio2():
+  """TiO2's cubic high-pressure polymorph."""
+  return Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.87), ["Ti", "O"],
+                                   [[0, 0, 0], [0.25, 0.25, 0.25]])
+
+
 def _rocksalt():
   return Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"],
                                    [[0, 0, 0], [0.5, 0.5, 0.5]])
@@ -39,13 +45,15 @@ def _rocksalt():
 
 @pytest.fixture(scope="module")
 def database(tmp_path_factory):
-  """TiO2 in two polymorphs and NaCl, prepared as a dataset (all rows train)."""
+  """TiO2 in three polymorphs and NaCl, prepared as a dataset (all rows train)."""
   cifs = tmp_path_factory.mktemp("cifs")
-  structures = {"rutile": _rutile(), "anatase": _anatase(), "rocksalt": _rocksalt()}
+  structures = {"rutile": _rutile(), "anatase": _anatase(), "fluorite": _fluorite_tio2(),
+                "rocksalt": _rocksalt()}
   for name, structure in structures.items():
     CifWriter(structure).write_file(str(cifs / f"{name}.cif"))
   (cifs / "labels.csv").write_text("material_id,formation_energy_per_atom,band_gap\n"
-                                   "rutile,-3.3,1.8\nanatase,-3.2,2.1\nrocksalt,-2.1,5.0\n")
+                                   "rutile,-3.3,1.8\nanatase,-3.2,2.1\nfluorite,-2.9,1.0\n"
+                                   "rocksalt,-2.1,5.0\n")
   path = str(tmp_path_factory.mktemp("reference"))
   prepare.prepare_dataset([str(cifs)], path, workers=0, test_fraction=0.0)
   return reference.ReferenceDatabase(path, "train")
@@ -69,13 +77,27 @@ def _composition(formula):
 
 
 def test_the_pattern_picks_the_polymorph_and_the_lattice_scaling(database):
-  assert len(database.candidates(*_composition("TiO2"))) == 2
+  assert len(database.candidates(*_composition("TiO2"))) == 3
   for structure, name, group in ((_anatase(), "anatase", 141), (_rutile(), "rutile", 136)):
     match = database.match(*_composition("Ti2O4"), _scan(structure, strain=0.012))
-    assert (match.material_id, match.spacegroup_number, match.candidates) == (name, group, 2)
+    assert (match.material_id, match.spacegroup_number, match.candidates) == (name, group, 3)
     assert constants.CRYSTAL_SYSTEMS[match.crystal_system] == "tetragonal"
     assert match.strain == pytest.approx(0.012, abs=0.0021)
     assert match.similarity > 0.9
+
+
+def test_an_indexed_lattice_picks_among_the_polymorphs_it_allows(database):
+  scan = _scan(_rutile())
+  cubic, tetragonal, trigonal = (constants.CRYSTAL_SYSTEMS.index(s)
+                                 for s in ("cubic", "tetragonal", "trigonal"))
+  only_cubic = database.match(*_composition("TiO2"), scan, systems=(cubic,))
+  assert (only_cubic.material_id, only_cubic.lattice_candidates) == ("fluorite", 1)
+  both = database.match(*_composition("TiO2"), scan, systems=(tetragonal,))
+  assert (both.material_id, both.lattice_candidates) == ("rutile", 2)
+  # No row of the lattice's systems: all rows are compared, as without a lattice.
+  none = database.match(*_composition("TiO2"), scan, systems=(trigonal,))
+  assert (none.material_id, none.lattice_candidates, none.candidates) == ("rutile", 0, 3)
+  assert "lattice_candidates" not in database.match(*_composition("TiO2"), scan).as_dict()
 
 
 def test_a_composition_the_reference_lacks_has_no_match(database):
@@ -102,7 +124,7 @@ def test_resolve_names_its_sources(database, tmp_path):
   assert reference.resolve("none", database.path) is None
   assert reference.resolve(None, database.path) is None
   assert reference.resolve("auto", str(tmp_path / "gone")) is None
-  assert len(reference.resolve("auto", database.path)) == 3
+  assert len(reference.resolve("auto", database.path)) == 4
   assert reference.resolve(database.path, None).split is None
 
 

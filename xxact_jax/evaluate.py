@@ -229,7 +229,8 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
   lattices = [lattice for _, lattice in identified]
   for i, (match, lattice) in enumerate(identified):
     reference_lib.override_row(out, i, match)
-    indexing_lib.restrict_row(out, i, lattice)
+    if match is None:
+      indexing_lib.restrict_row(out, i, lattice)
   metrics = {"workdir": os.path.abspath(workdir), "index": os.path.abspath(index_csv),
              "checkpoint": checkpoint, "step": predictor.step,
              "background": predictor.preprocessing.background,
@@ -253,7 +254,9 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
     if predictor.reference is not None or predictor.indexing:
       metrics["model_crystal_system_accuracy"] = float(model_hit[sel].mean()) if sel.any() else None
     if predictor.indexing:
-      indexed = np.array([lattice is not None for lattice in lattices]) & sel
+      # The scans whose answer the lattice restricted: indexed, and no reference match.
+      indexed = np.array([lattice is not None and (not matches or matches[i] is None)
+                          for i, lattice in enumerate(lattices)]) & sel
       metrics["indexing"] = {
           "indexed": int(indexed.sum()),
           "crystal_system_accuracy_indexed": float(hit[indexed].mean()) if indexed.any() else None,

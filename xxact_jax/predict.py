@@ -250,7 +250,9 @@ def run(argv=None) -> list[dict]:
           record["reference_error"] = str(e)
         else:
           record = reference_lib.apply(record, match)
-          if lattice is not None:
+          if match is not None and lattice is not None:
+            record["indexing"] = lattice.as_dict()
+          elif lattice is not None:
             restricted = {k: v[None].copy() for k, v in outputs[i].items()}
             indexing_lib.restrict_row(restricted, 0, lattice)
             record = indexing_lib.apply(record, predictor_lib.format_prediction(

@@ -162,7 +162,8 @@ class Predictor:
         if xrd is not None:
           match, lattice = self.identify(composition, xrd, wavelength)
           reference_lib.override_row(out, i, match)
-          indexing_lib.restrict_row(out, i, lattice)
+          if match is None:
+            indexing_lib.restrict_row(out, i, lattice)
     return out
 
   def predict(self, formula_or_composition=None, xrd=None, wavelength=None, *,
@@ -184,7 +185,9 @@ class Predictor:
     if xrd is not None and cif is None:
       match, lattice = self.identify(given[0] if given else None, xrd, wavelength)
       result = reference_lib.apply(result, match)
-      if lattice is not None:
+      if match is not None and lattice is not None:
+        result["indexing"] = lattice.as_dict()
+      elif lattice is not None:
         restricted = {k: v[None].copy() for k, v in out.items()}
         indexing_lib.restrict_row(restricted, 0, lattice)
         result = indexing_lib.apply(
@@ -193,14 +196,15 @@ class Predictor:
     return result
 
   def identify(self, composition, xrd, wavelength=None):
-    """(reference.Match or None, indexing.Indexing or None) of a measured scan: the reference
-    row of its composition that matches it; failing that, the high-symmetry lattice that
-    indexes it (with `self.indexing`)."""
-    match = self.match(composition, xrd, wavelength) if composition is not None else None
+    """(reference.Match or None, indexing.Indexing or None) of a measured scan: the
+    high-symmetry lattice that indexes it (with `self.indexing`), and the reference row of its
+    composition that matches it, chosen among the rows of the systems the lattice allows when
+    there are such rows. A match answers; a lattice alone restricts the model's answer."""
     classifies = {"crystal_system", "spacegroup_number"} & set(self.targets)
-    if match is not None or not self.indexing or not classifies:
-      return match, None
-    return None, self.index(xrd, wavelength)
+    lattice = self.index(xrd, wavelength) if self.indexing and classifies else None
+    match = (self.match(composition, xrd, wavelength, lattice) if composition is not None
+             else None)
+    return match, lattice
 
   def index(self, xrd, wavelength=None):
     """The cubic, tetragonal or hexagonal lattice that indexes a scan (indexing.Indexing), or
@@ -215,17 +219,18 @@ class Predictor:
                                                background="none", redraw_peaks=False))
     return indexing_lib.index_pattern(pattern)
 
-  def match(self, composition, xrd, wavelength=None):
+  def match(self, composition, xrd, wavelength=None, lattice=None):
     """The reference row matching a measured scan (reference.Match), or None without a
     reference or when it lacks the composition. The scan is compared with the reference's
     background-free simulated patterns after SNIP background removal, whatever the model's
-    preprocessing."""
+    preprocessing; with an indexed `lattice`, among the rows of the systems it allows first."""
     if self.reference is None:
       return None
     species, fractions = inputs.encode(composition, self.max_elements)
     pattern = inputs.pattern_on_grid(
         xrd, wavelength, dataclasses.replace(self.preprocessing, background="snip"))
-    return self.reference.match(species, fractions, pattern)
+    return self.reference.match(species, fractions, pattern,
+                                None if lattice is None else lattice.crystal_systems)
 
   def embed(self, compositions, xrds=None, wavelength=None) -> dict[str, np.ndarray]:
     """Composition, XRD and fused [CLS] embeddings ("comp_cls", "xrd_cls", "embedding").

@@ -41,13 +41,19 @@ class Match:
   similarity: float              # cosine, 0..1
   strain: float                  # ε of d → d(1 + ε) that aligns the reference with the scan
   candidates: int                # rows of the dataset with the scan's composition
+  # Of those, the rows of a crystal system the scan's indexed lattice allows (they alone were
+  # compared when there were any); None without a lattice.
+  lattice_candidates: int | None = None
 
   def as_dict(self) -> dict:
-    return {"material_id": self.material_id,
-            "crystal_system": constants.CRYSTAL_SYSTEMS[self.crystal_system],
-            "spacegroup_number": self.spacegroup_number,
-            "similarity": round(self.similarity, 4), "strain": round(self.strain, 4),
-            "candidates": self.candidates}
+    out = {"material_id": self.material_id,
+           "crystal_system": constants.CRYSTAL_SYSTEMS[self.crystal_system],
+           "spacegroup_number": self.spacegroup_number,
+           "similarity": round(self.similarity, 4), "strain": round(self.strain, 4),
+           "candidates": self.candidates}
+    if self.lattice_candidates is not None:
+      out["lattice_candidates"] = self.lattice_candidates
+    return out
 
 
 def composition_key(species, fractions) -> tuple:
@@ -107,15 +113,24 @@ class ReferenceDatabase:
     """Rows (split-relative) with this composition."""
     return self._index.get(composition_key(species, fractions), [])
 
-  def match(self, species, fractions, pattern=None) -> Match | None:
+  def match(self, species, fractions, pattern=None, systems=None) -> Match | None:
     """The row that agrees best with a scan of this composition, or None if none has it.
 
     pattern: the scan on the 5–90° model grid (max 100, constants.UNMEASURED_INTENSITY where not
     measured); None (or a single candidate) takes the composition's only or first row.
+    systems: crystal systems (indices) the scan's indexed lattice allows (indexing.Indexing);
+    the composition's rows of those systems are the candidates when it has any, so that the
+    lattice picks among polymorphs whose patterns differ by small splittings (tetragonal against
+    cubic BaTiO3). Without such rows all are compared.
     """
-    rows = self.candidates(species, fractions)
-    if not rows:
+    all_rows = self.candidates(species, fractions)
+    if not all_rows:
       return None
+    rows, lattice_candidates = all_rows, None
+    if systems is not None:
+      allowed = [r for r in all_rows if self._crystal_system[r] in tuple(systems)]
+      lattice_candidates = len(allowed)
+      rows = allowed or all_rows
     similarity, strain, best = float("nan"), 0.0, rows[0]
     if pattern is not None:
       pattern = np.asarray(pattern, np.float64)
@@ -137,7 +152,8 @@ class ReferenceDatabase:
     return Match(material_id=self._dataset.material_ids(np.asarray([best]))[0],
                  crystal_system=int(self._crystal_system[best]),
                  spacegroup_number=int(self._spacegroup[best]), similarity=similarity,
-                 strain=strain, candidates=len(rows))
+                 strain=strain, candidates=len(all_rows),
+                 lattice_candidates=lattice_candidates)
 
 
 def resolve(reference, data_path: str | None):
