@@ -18,9 +18,9 @@ indexes within the tolerance and by de Wolff's figure of merit
   M_N = Q_N / (2 ⟨|ΔQ|⟩ N_calc),
 
 where Q_N is the N-th observed line, ⟨|ΔQ|⟩ the mean misfit of the indexed lines and N_calc the
-number of distinct reflections the lattice allows up to Q_N; a large cell indexes anything but
-allows many reflections, and M_N says so (de Wolff, J. Appl. Cryst. 1, 108 (1968)). The best
-candidates are refined by least squares, with a zero-point shift of 2θ.
+number of reflections (distinct index pairs) the lattice allows up to Q_N; a large cell indexes
+anything but allows many reflections, and M_N says so (de Wolff, J. Appl. Cryst. 1, 108 (1968)).
+The best candidates are refined by least squares, with a zero-point shift of 2θ.
 
 A lattice found this way fixes the metric, not the symmetry: a crystal of lower symmetry whose
 cell happens to be metrically tetragonal, or whose strong lines come from a pseudo-cubic subcell,
