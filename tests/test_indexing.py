@@ -136,3 +136,18 @@ def test_apply_keeps_the_models_answer_beside_the_indexing():
   assert answer["spacegroup_number"]["model_top5"][0]["spacegroup_number"] == 14
   assert answer["indexing"]["lattice"] == "cubic"
   assert indexing.apply(model, restricted, None) is model
+
+
+def test_degenerate_patterns_index_as_nothing_without_raising():
+  n = constants.NUM_XRD_POINTS
+  assert indexing.index_pattern(np.full(n, constants.UNMEASURED_INTENSITY)) is None
+  spike = np.zeros(n)
+  spike[2000] = 100.0
+  assert indexing.index_pattern(spike) is None
+  gap = np.full(n, 5.0)
+  gap[1000:1010] = np.nan
+  assert indexing.index_pattern(gap) is None
+  noise = np.random.default_rng(1).uniform(0, 100, n)
+  assert indexing.index_pattern(noise) == indexing.index_pattern(noise.copy())
+  with pytest.raises(ValueError, match="4250-point grid"):
+    indexing.index_pattern(np.zeros(100))

@@ -4,6 +4,7 @@ import dataclasses
 import os
 import warnings
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -217,7 +218,12 @@ class Predictor:
       pattern = inputs.pattern_on_grid(
           xrd, wavelength, dataclasses.replace(self.preprocessing, strip_ka2=True,
                                                background="none", redraw_peaks=False))
-    return indexing_lib.index_pattern(pattern)
+    try:
+      return indexing_lib.index_pattern(pattern)
+    except (ValueError, np.linalg.LinAlgError) as e:
+      # Indexing only narrows the model's answer: a scan it cannot handle keeps that answer.
+      logging.warning("No indexing of %s: %s", xrd if isinstance(xrd, str) else "the pattern", e)
+      return None
 
   def match(self, composition, xrd, wavelength=None, lattice=None):
     """The reference row matching a measured scan (reference.Match), or None without a
