@@ -164,6 +164,17 @@ def test_predict_and_evaluate_answer_known_compositions_from_the_reference(datab
                              rtol=1e-5)
   predictor.indexing = False
   assert "indexing" not in predictor.predict("KBr", str(scans / "unknown.xy"))
+  # The predict CLI gives the same answers.
+  from xxact_jax import predict as predict_cli  # pylint: disable=g-import-not-at-top
+  for flag, indexed in (("--indexing", True), ("--no-indexing", False)):
+    output = tmp_path / f"cli{flag}.jsonl"
+    assert predict_cli.main([f"--workdir={workdir}", "--formula=KBr",
+                             f"--xrd={scans / 'unknown.xy'}", f"--reference={database.path}",
+                             flag, f"--output={output}"]) == 0
+    record = json.loads(output.read_text())
+    assert ("indexing" in record) == indexed
+    if indexed:
+      assert record["crystal_system"] == unknown["crystal_system"]
 
   metrics = evaluate.evaluate_measured(workdir, str(scans / "index.csv"), str(tmp_path / "out"),
                                        reference=database.path)
