@@ -106,3 +106,28 @@ def test_fit_fractions_recovers_a_power_law(tmp_path):
   assert [p["train_rows"] for p in result["models"]["xxact_multi"]["points"]] == [1000, 3000,
                                                                                10000]
   assert (tmp_path / "runs" / "fractions.png").stat().st_size > 1000
+
+
+def test_indexing_check_counts_what_the_indexing_finds(small_dataset, tmp_path, capsys):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from xxact_jax.data import open_dataset  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import indexing  # pylint: disable=g-import-not-at-top
+  check = load_script("indexing_check")
+  output = tmp_path / "check.json"
+  check.main([f"--data={small_dataset}", "--split=train", "--rows=100", "--thresholds=20,1000",
+              f"--output={output}"])
+  results = json.loads(output.read_text())
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == results
+  dataset = open_dataset(small_dataset, "train")
+  batch = dataset.read_batch(np.arange(len(dataset)), ("xrd", "crystal_system"))
+  found = [indexing.index_pattern(x) for x, y in zip(batch["xrd"], batch["crystal_system"])
+           if y >= 0]
+  at_20 = results["thresholds"]["20.0"]
+  assert results["rows"] == len(found)
+  assert at_20["indexed"] == sum(f is not None for f in found)
+  assert sum(c["rows"] for c in at_20["by_crystal_system"].values()) == len(found)
+  assert results["thresholds"]["1000.0"]["indexed"] <= at_20["indexed"]
+  # Augmented as measured: the same rows, indexed again.
+  check.main([f"--data={small_dataset}", "--split=train", "--rows=2", "--augment",
+              f"--output={output}"])
+  assert json.loads(output.read_text())["augment"] is True
