@@ -53,8 +53,6 @@ import numpy as np
 from xxact_jax import constants
 from xxact_jax import progress as progress_lib
 from xxact_jax import targets as targets_lib
-from xxact_jax.inference import indexing as indexing_lib
-from xxact_jax.inference import reference as reference_lib
 from xxact_jax.inference import resample
 from xxact_jax.inference import wavelengths
 from xxact_jax.inference.errors import InputError
@@ -206,10 +204,11 @@ def confusion_png(labels, predictions, path: str):
 def evaluate_measured(workdir, index_csv, output, checkpoint="best",
                       preprocessing: resample.Preprocessing | None = None,
                       batch_size=256, reference="auto", indexing=True) -> dict:
-  from xxact_jax.inference.predictor import load  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
   rows = read_index(index_csv)
-  predictor = load(workdir, checkpoint, batch_size=batch_size, preprocessing=preprocessing,
-                   reference=reference, indexing=indexing)
+  predictor = predictor_lib.load(workdir, checkpoint, batch_size=batch_size,
+                                 preprocessing=preprocessing, reference=reference,
+                                 indexing=indexing)
   arrays, kept, failed = load_inputs(predictor, rows)
   for row, reason in failed:
     print(f"skipped: {reason}", file=sys.stderr)
@@ -228,9 +227,7 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
   matches = [m for m, _ in identified] if predictor.reference is not None else []
   lattices = [lattice for _, lattice in identified]
   for i, (match, lattice) in enumerate(identified):
-    reference_lib.override_row(out, i, match)
-    if match is None:
-      indexing_lib.restrict_row(out, i, lattice)
+    predictor_lib.apply_identification(out, i, match, lattice)
   metrics = {"workdir": os.path.abspath(workdir), "index": os.path.abspath(index_csv),
              "checkpoint": checkpoint, "step": predictor.step,
              "background": predictor.preprocessing.background,

@@ -211,8 +211,6 @@ def run(argv=None) -> list[dict]:
     source = {k: v for k, v in (("formula", args.formula), ("xrd_file", args.xrd)) if v}
     samples = [Sample(source, formula=args.formula,
                       xrd=args.xrd, wavelength=args.wavelength)]
-  from xxact_jax.inference import indexing as indexing_lib  # pylint: disable=g-import-not-at-top
-  from xxact_jax.inference import reference as reference_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
   predictor = predictor_lib.load(
       args.workdir, args.which, args.batch_size,
@@ -242,21 +240,14 @@ def run(argv=None) -> list[dict]:
     if i in errors:
       record["error"] = errors[i]
     else:
-      record.update(predictor_lib.format_prediction(outputs[i], predictor.targets))
+      match = lattice = None
       if sample.xrd and (predictor.reference is not None or predictor.indexing):
         try:
           match, lattice = predictor.identify(sample.formula, sample.xrd, sample.wavelength)
         except InputError as e:   # a scan only the lookup reads (a formula-only model)
           record["reference_error"] = str(e)
-        else:
-          record = reference_lib.apply(record, match)
-          if match is not None and lattice is not None:
-            record["indexing"] = lattice.as_dict()
-          elif lattice is not None:
-            restricted = {k: v[None].copy() for k, v in outputs[i].items()}
-            indexing_lib.restrict_row(restricted, 0, lattice)
-            record = indexing_lib.apply(record, predictor_lib.format_prediction(
-                {k: v[0] for k, v in restricted.items()}, predictor.targets), lattice)
+      record.update(predictor_lib.identified_prediction(outputs[i], predictor.targets, match,
+                                                        lattice))
     results.append(record)
   text = "".join(json.dumps(r) + "\n" for r in results)
   if args.output:

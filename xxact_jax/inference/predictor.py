@@ -12,6 +12,7 @@ import numpy as np
 from xxact_jax import constants
 from xxact_jax import targets as targets_lib
 from xxact_jax.inference import inputs
+from xxact_jax.inference import patterns
 from xxact_jax.inference import indexing as indexing_lib
 from xxact_jax.inference import reference as reference_lib
 from xxact_jax.inference import resample
@@ -161,10 +162,7 @@ class Predictor:
     if xrds is not None:
       for i, (composition, xrd) in enumerate(zip(compositions, xrds)):
         if xrd is not None:
-          match, lattice = self.identify(composition, xrd, wavelength)
-          reference_lib.override_row(out, i, match)
-          if match is None:
-            indexing_lib.restrict_row(out, i, lattice)
+          apply_identification(out, i, *self.identify(composition, xrd, wavelength))
     return out
 
   def predict(self, formula_or_composition=None, xrd=None, wavelength=None, *,
@@ -182,25 +180,18 @@ class Predictor:
     arrays = self.prepare(given[0] if given else None, xrd, wavelength, cif=cif)
     out = self.predict_arrays(*(a[None] for a in arrays))
     out = {k: v[0] for k, v in out.items() if k not in self.embeddings}
-    result = format_prediction(out, self.targets)
+    match = lattice = None
     if xrd is not None and cif is None:
       match, lattice = self.identify(given[0] if given else None, xrd, wavelength)
-      result = reference_lib.apply(result, match)
-      if match is not None and lattice is not None:
-        result["indexing"] = lattice.as_dict()
-      elif lattice is not None:
-        restricted = {k: v[None].copy() for k, v in out.items()}
-        indexing_lib.restrict_row(restricted, 0, lattice)
-        result = indexing_lib.apply(
-            result, format_prediction({k: v[0] for k, v in restricted.items()}, self.targets),
-            lattice)
-    return result
+    return identified_prediction(out, self.targets, match, lattice)
 
   def identify(self, composition, xrd, wavelength=None):
     """(reference.Match or None, indexing.Indexing or None) of a measured scan: the
     high-symmetry lattice that indexes it (with `self.indexing`), and the reference row of its
     composition that matches it, chosen among the rows of the systems the lattice allows when
     there are such rows. A match answers; a lattice alone restricts the model's answer."""
+    if isinstance(xrd, (str, os.PathLike)):
+      xrd = patterns.read_pattern(os.fspath(xrd))   # read once for the indexing and the lookup
     classifies = {"crystal_system", "spacegroup_number"} & set(self.targets)
     lattice = self.index(xrd, wavelength) if self.indexing and classifies else None
     match = (self.match(composition, xrd, wavelength, lattice) if composition is not None
@@ -257,6 +248,30 @@ class Predictor:
       raise ValueError(f"{len(compositions)} compositions but {len(xrds)} patterns")
     rows = [self.prepare(c, x, wavelength) for c, x in zip(compositions, xrds)]
     return tuple(np.stack(column) for column in zip(*rows))
+
+
+def apply_identification(outputs: dict, row: int, match, lattice) -> None:
+  """Row `row` of batched class probabilities with a scan's identification (Predictor.identify):
+  a reference match answers; a lattice alone restricts the model's answer."""
+  reference_lib.override_row(outputs, row, match)
+  if match is None:
+    indexing_lib.restrict_row(outputs, row, lattice)
+
+
+def identified_prediction(outputs: dict, targets, match=None, lattice=None) -> dict:
+  """format_prediction of one sample's outputs with its identification (Predictor.identify):
+  the reference's answer for a match, the model's answer restricted to the lattice's systems
+  without one; the model's own answer is kept beside either."""
+  result = reference_lib.apply(format_prediction(outputs, targets), match)
+  if lattice is None:
+    return result
+  if match is not None:
+    result["indexing"] = lattice.as_dict()
+    return result
+  restricted = {k: np.asarray(v)[None].copy() for k, v in outputs.items()}
+  apply_identification(restricted, 0, None, lattice)
+  return indexing_lib.apply(
+      result, format_prediction({k: v[0] for k, v in restricted.items()}, targets), lattice)
 
 
 def format_prediction(outputs: dict, targets) -> dict:
