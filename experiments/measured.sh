@@ -16,7 +16,8 @@
 # crystals of OUT/synthetic (the `synthetic` stage) join the training rows, data.extra_train;
 # synthetic_pretraining: the augmented model trained on those crystals alone, and
 # xxact_augmented_synthetic_finetuned: then trained on DATA from its parameters (twice the steps
-# in all); RUNS="..." picks runs).
+# in all); *_flagged: the XRD encoder is told which patterns are augmented (measured-like) and
+# which simulated, model.xrd_measurement_embedding; RUNS="..." picks runs).
 # `evaluate` scores every run on the measured index with each preprocessing option and writes
 # OUT/summary.jsonl (one line per run and option) and OUT/summary.md.
 set -euo pipefail
@@ -28,6 +29,12 @@ config_of() {   # config | config argument | extra flags of a run
     xxact_plain) echo "supervised|targets=crystal_system|" ;;
     xxact_augmented) echo "measured|targets=crystal_system|" ;;
     xxact_augmented_half) echo "measured|targets=crystal_system|--config.augment.apply_prob=0.5" ;;
+    xxact_augmented_flagged)
+      echo "measured|targets=crystal_system|--config.model.xrd_measurement_embedding=True" ;;
+    xxact_augmented_half_flagged) echo "measured|targets=crystal_system|\
+--config.model.xrd_measurement_embedding=True --config.augment.apply_prob=0.5" ;;
+    xrd_augmented_flagged) echo "xrd_transformer|targets=crystal_system|--config.augment.enabled=True \
+--config.model.xrd_measurement_embedding=True" ;;
     xxact_augmented_texture)
       echo "measured|targets=crystal_system|--config.augment.intensity_log_sigma=0.7" ;;
     xxact_plain_sqrt) echo "supervised|targets=crystal_system|--config.model.xrd_intensity=sqrt" ;;

@@ -215,7 +215,7 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
   if not kept:
     raise InputError("none of the scans could be read", path=index_csv)
   species, fractions, xrd = (np.stack(c) for c in zip(*arrays))
-  out = predictor.predict_arrays(species, fractions, xrd)
+  out = predictor.predict_arrays(species, fractions, xrd, measured=True)
   model_out = {k: v.copy() for k, v in out.items()}
   identified = []
   progress = progress_lib.Progress(len(kept), "evaluate: reference and indexing", unit="scans")

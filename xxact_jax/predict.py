@@ -232,7 +232,10 @@ def run(argv=None) -> list[dict]:
   outputs = {}
   if rows:
     arrays = tuple(np.stack(column) for column in zip(*rows.values()))
-    predicted = predictor.predict_arrays(*arrays)
+    # A CIF's pattern is simulated as in the dataset; every other pattern is a measured scan.
+    measured = [not (samples[i].cif or samples[i].cif_text) and samples[i].xrd is not None
+                for i in rows]
+    predicted = predictor.predict_arrays(*arrays, measured=measured)
     outputs = {i: {k: v[n] for k, v in predicted.items()} for n, i in enumerate(rows)}
   results = []
   for i, sample in enumerate(samples):

@@ -259,9 +259,19 @@ def augment_xrd(key: jax.Array, xrd: jax.Array, config: ml_collections.ConfigDic
   A cropped pattern holds `constants.UNMEASURED_INTENSITY` outside its scan range, and so does
   every point the incoming pattern marks so (e.g. another anode's range, data/resimulate.py).
   """
-  if config is None or not config.enabled:
-    return xrd
+  return augment_xrd_with_flags(key, xrd, config)[0]
+
+
+def augment_xrd_with_flags(key: jax.Array, xrd: jax.Array, config: ml_collections.ConfigDict
+                           ) -> tuple[jax.Array, jax.Array]:
+  """(`augment_xrd`'s batch, bool [B]: which patterns were augmented, i.e. measured-like).
+
+  The flags are what a model with `model.xrd_measurement_embedding` is told in training; the
+  `1 − apply_prob` patterns left as simulated are told "simulated".
+  """
   b = xrd.shape[0]
+  if config is None or not config.enabled:
+    return xrd, jnp.zeros((b,), bool)
   keys = iter(jax.random.split(key, 32))
   on = lambda p: jax.random.bernoulli(next(keys), p, (b, 1))
   unmeasured = xrd < 0
@@ -304,5 +314,6 @@ def augment_xrd(key: jax.Array, xrd: jax.Array, config: ml_collections.ConfigDic
   low = _uniform(next(keys), (b, 1), config.crop_low_deg)
   high = _uniform(next(keys), (b, 1), config.crop_high_deg)
   x = jnp.where(on(config.crop_prob), crop(x, low, high), x)
-  x = jnp.where(on(config.apply_prob), x, simulated)
-  return jnp.where(unmeasured, constants.UNMEASURED_INTENSITY, x)
+  applied = on(config.apply_prob)
+  x = jnp.where(applied, x, simulated)
+  return jnp.where(unmeasured, constants.UNMEASURED_INTENSITY, x), applied[:, 0]

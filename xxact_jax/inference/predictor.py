@@ -67,8 +67,9 @@ class Predictor:
              for t, s in target_stats.items()}
     targets = self.targets
 
-    def forward(params, species, fractions, xrd):
-      out = model.apply({"params": params}, species, fractions, xrd, train=False)
+    def forward(params, species, fractions, xrd, measured):
+      out = model.apply({"params": params}, species, fractions, xrd, train=False,
+                        measured=measured)
       result = {k: out[k].astype(jnp.float32) for k in embedding_keys}
       for t in targets:
         target = targets_lib.get(t)
@@ -82,8 +83,12 @@ class Predictor:
 
   # Array-level API.
 
-  def predict_arrays(self, species, fractions, xrd) -> dict[str, np.ndarray]:
+  def predict_arrays(self, species, fractions, xrd, measured=False) -> dict[str, np.ndarray]:
     """Outputs for [N, K] species/fractions and [N, 4250] patterns, in batches.
+
+    `measured` (a bool, or bool [N]): which patterns are measured scans rather than simulated
+    ones; a model trained with `model.xrd_measurement_embedding` reads them accordingly, the
+    others ignore it. `predict`, `predict_batch` and `evaluate --measured` set it for scans.
 
     Returns numpy arrays: regression [N], class probabilities [N, C], and the
     embeddings the model exposes ("embedding", "comp_cls", "xrd_cls") [N, D].
@@ -92,6 +97,7 @@ class Predictor:
     fractions = np.asarray(fractions, np.float32)
     xrd = np.asarray(xrd, np.float32)
     n = species.shape[0]
+    measured = np.broadcast_to(np.asarray(measured, bool), (n,))
     if n == 0:
       raise ValueError("predict_arrays needs at least one sample")
     chunks = []
@@ -100,7 +106,7 @@ class Predictor:
       size = self._padded_size(stop - start)
       pad = lambda a: np.concatenate([a[start:stop], np.repeat(a[start:start + 1],
                                                                size - (stop - start), 0)])
-      out = self._forward(self.params, pad(species), pad(fractions), pad(xrd))
+      out = self._forward(self.params, pad(species), pad(fractions), pad(xrd), pad(measured))
       chunks.append({k: np.asarray(v)[:stop - start] for k, v in out.items()})
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
@@ -157,7 +163,7 @@ class Predictor:
     """Batched predictions for lists of compositions and patterns (see `prepare`); with a
     reference, the class probabilities of a scan it matches are its answer, as in `predict`."""
     arrays = self._stack(compositions, xrds, wavelength)
-    out = self.predict_arrays(*arrays)
+    out = self.predict_arrays(*arrays, measured=self._measured(compositions, xrds))
     out = {k: v for k, v in out.items() if k not in self.embeddings}
     if xrds is not None:
       for i, (composition, xrd) in enumerate(zip(compositions, xrds)):
@@ -178,7 +184,8 @@ class Predictor:
     if len(given) > 1:
       raise ValueError("give the composition once (positionally, formula= or composition=)")
     arrays = self.prepare(given[0] if given else None, xrd, wavelength, cif=cif)
-    out = self.predict_arrays(*(a[None] for a in arrays))
+    out = self.predict_arrays(*(a[None] for a in arrays),
+                              measured=xrd is not None and cif is None)
     out = {k: v[0] for k, v in out.items() if k not in self.embeddings}
     match = lattice = None
     if xrd is not None and cif is None:
@@ -237,9 +244,17 @@ class Predictor:
     single = not isinstance(compositions, (list, tuple))
     if single:
       compositions, xrds = [compositions], [xrds]
-    out = self.predict_arrays(*self._stack(compositions, xrds, wavelength))
+    out = self.predict_arrays(*self._stack(compositions, xrds, wavelength),
+                              measured=self._measured(compositions, xrds))
     result = {k: out[k] for k in self.embeddings}
     return {k: v[0] for k, v in result.items()} if single else result
+
+  @staticmethod
+  def _measured(compositions, xrds) -> np.ndarray:
+    """bool [N]: the rows given a scan (every pattern given to the predictor is measured)."""
+    if xrds is None:
+      return np.zeros(len(compositions), bool)
+    return np.array([x is not None for x in xrds], bool)
 
   def _stack(self, compositions, xrds, wavelength):
     compositions = list(compositions)

@@ -88,8 +88,10 @@ class CrabNet(nn.Module):
 
   @nn.compact
   def __call__(self, species: jax.Array, fractions: jax.Array, xrd: jax.Array | None = None,
-               xrd_mask: jax.Array | None = None, train: bool = False) -> dict[str, jax.Array]:
-    del xrd, xrd_mask  # Composition only; accepted so every model shares one signature.
+               xrd_mask: jax.Array | None = None, train: bool = False,
+               measured: jax.Array | None = None) -> dict[str, jax.Array]:
+    # Composition only; the XRD arguments are accepted so every model shares one signature.
+    del xrd, xrd_mask, measured
     encoders.check_inputs(species, fractions, None, needs_xrd=False)
     cfg = self.config
     if cfg.mxm or cfg.contrastive:
@@ -138,13 +140,16 @@ class XRDTransformer(nn.Module):
 
   @nn.compact
   def __call__(self, species: jax.Array, fractions: jax.Array, xrd: jax.Array,
-               xrd_mask: jax.Array | None = None, train: bool = False) -> dict[str, jax.Array]:
+               xrd_mask: jax.Array | None = None, train: bool = False,
+               measured: jax.Array | None = None) -> dict[str, jax.Array]:
     del species, fractions  # XRD only; accepted so every model shares one signature.
     encoders.check_inputs(None, None, xrd, xrd_mask, needs_composition=False)
     cfg = self.config
     layer_config = layers.LayerConfig.from_model_config(cfg, train)
     seq = encoders.XRDEncoder(cfg.xrd, layer_config, cfg.xrd_scale, cfg.xrd_intensity,
-                              stem=cfg.xrd_stem, name="xrd_encoder")(xrd, xrd_mask)
+                              stem=cfg.xrd_stem,
+                              measurement_embedding=cfg.xrd_measurement_embedding,
+                              name="xrd_encoder")(xrd, xrd_mask, measured)
     out = heads.Heads(tuple(cfg.targets), cfg.mxm, False, layer_config,
                       log_std=cfg.regression_log_std, hidden=tuple(cfg.head_hidden),
                       mxm_activation=cfg.mxm_activation, name="heads")(seq[:, 0], seq[:, 1:])
@@ -213,10 +218,15 @@ class PXRDFCN(nn.Module):
 
   @nn.compact
   def __call__(self, species: jax.Array, fractions: jax.Array, xrd: jax.Array,
-               xrd_mask: jax.Array | None = None, train: bool = False) -> dict[str, jax.Array]:
+               xrd_mask: jax.Array | None = None, train: bool = False,
+               measured: jax.Array | None = None) -> dict[str, jax.Array]:
     encoders.check_inputs(species, fractions, xrd, None,
                           needs_composition=self.uses_composition)
     cfg = self.config
+    if cfg.xrd_measurement_embedding:
+      raise ValueError(f"{cfg.name}: model.xrd_measurement_embedding needs a transformer XRD "
+                       "encoder (xxact, xrd_transformer)")
+    del measured
     if xrd_mask is not None or cfg.mxm or cfg.contrastive:
       raise ValueError(f"{cfg.name}: the PXRDPIAYN baselines support neither XRD masking (MXM) "
                        "nor contrastive pretraining")

@@ -63,6 +63,11 @@ def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
   # token's 250 points) or "conv" (strided 1-D convolutions over the whole pattern,
   # models/encoders.py `conv_stem`).
   c.xrd_stem = "patch"
+  # A learned embedding of the pattern's source added to every XRD token: simulated (stored or
+  # CIF patterns) or measured (scans given to predict/evaluate --measured, and in training the
+  # patterns the augmentation turned into measured-like ones). One model then keeps what it
+  # reads from ideal patterns apart from what it reads from measured ones.
+  c.xrd_measurement_embedding = False
   # Regression heads also output `<target>_log_std` for regression_loss="robust_l1" (the
   # crabnet model always does; the others only with this set).
   c.regression_log_std = False
@@ -116,7 +121,7 @@ def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
 # is read, so the model code never needs a fallback.
 _ADDED_FIELDS = dict(dropout_bits=32, regression_log_std=False, readout="fused_cls",
                      head_hidden=(), xrd_intensity="linear", xrd_stem="patch",
-                     mxm_activation="relu")
+                     mxm_activation="relu", xrd_measurement_embedding=False)
 MXM_ACTIVATIONS = ("softplus", "relu", "linear")
 
 

@@ -228,6 +228,9 @@ class XRDEncoder(nn.Module):
     output_dim: if set, the tokens are projected to this width (the fusion width in XxaCT-NN).
     stem: "patch" (the paper: one linear projection per 250-point token) or "conv"
       (`conv_stem`).
+    measurement_embedding: add to every token a learned vector of the pattern's source, simulated
+      or measured (`measured` in `__call__`), so that one model can read ideal patterns as ideal
+      and measured scans as measured.
   """
   config: ml_collections.ConfigDict
   layer_config: layers.LayerConfig
@@ -235,14 +238,19 @@ class XRDEncoder(nn.Module):
   xrd_intensity: str
   output_dim: int | None = None
   stem: str = "patch"
+  measurement_embedding: bool = False
 
   @nn.compact
-  def __call__(self, xrd: jax.Array, xrd_mask: jax.Array | None = None) -> jax.Array:
+  def __call__(self, xrd: jax.Array, xrd_mask: jax.Array | None = None,
+               measured: jax.Array | None = None) -> jax.Array:
     """Returns [B, 18, D]: the [CLS] embedding first, then one per XRD token.
 
     Args:
       xrd: [B, 4250] pattern.
       xrd_mask: optional bool [B, 17]; True tokens are replaced by the learned [MASK] token.
+      measured: optional bool [B] (or a scalar for the whole batch): True for a measured scan
+        (or a pattern augmented as one), False or None for a simulated pattern. Read only with
+        `measurement_embedding`.
     """
     cfg = self.config
     dtype = self.layer_config.dtype
@@ -264,6 +272,12 @@ class XRDEncoder(nn.Module):
     positions = self.param("positional_embedding", nn.initializers.normal(0.02),
                            (constants.XRD_NUM_TOKENS + 1, cfg.d_model), jnp.float32)
     x = x + positions.astype(dtype)
+    if self.measurement_embedding:
+      source = self.param("measurement_embedding", nn.initializers.normal(0.02),
+                          (2, cfg.d_model), jnp.float32)
+      index = (jnp.zeros((x.shape[0],), jnp.int32) if measured is None
+               else jnp.broadcast_to(jnp.asarray(measured), (x.shape[0],)).astype(jnp.int32))
+      x = x + source[index][:, None, :].astype(dtype)
     x = layers.TransformerEncoder(cfg.num_layers, cfg.num_heads, cfg.d_ff, self.layer_config,
                                   name="transformer")(x, None)
     if self.output_dim is not None:

@@ -53,7 +53,8 @@ class XxaCT(nn.Module):
 
   @nn.compact
   def __call__(self, species: jax.Array, fractions: jax.Array, xrd: jax.Array,
-               xrd_mask: jax.Array | None = None, train: bool = False) -> dict[str, jax.Array]:
+               xrd_mask: jax.Array | None = None, train: bool = False,
+               measured: jax.Array | None = None) -> dict[str, jax.Array]:
     encoders.check_inputs(species, fractions, xrd, xrd_mask)
     cfg = self.config
     layer_config = layers.LayerConfig.from_model_config(cfg, train)
@@ -63,7 +64,8 @@ class XxaCT(nn.Module):
         name="composition_encoder")(species, fractions)
     xrd_seq = encoders.XRDEncoder(
         cfg.xrd, layer_config, cfg.xrd_scale, cfg.xrd_intensity, output_dim=cfg.fusion.d_model,
-        stem=cfg.xrd_stem, name="xrd_encoder")(xrd, xrd_mask)
+        stem=cfg.xrd_stem, measurement_embedding=cfg.xrd_measurement_embedding,
+        name="xrd_encoder")(xrd, xrd_mask, measured)
     fused = FusionDecoder(cfg.fusion, layer_config, name="fusion")(xrd_seq, comp, comp_mask)
     readout = cfg.readout
     if readout == "fused_cls":                      # the paper: heads on the fused [CLS] only

@@ -95,16 +95,19 @@ def make_train_step(model, tx, schedule, config, target_stats, num_shards: int =
                  if augmenting else None)
       batch = dict(batch, xrd=resimulate.simulate(batch, jnp.asarray(scattering), effects,
                                                   max_sigma=structure_config.max_sigma_deg))
+    measured = None
     if augmenting:
       # The model sees, and MXM reconstructs, the pattern as a diffractometer would record it.
-      batch = dict(batch, xrd=augment.augment_xrd(jax.random.fold_in(rng, AUGMENT_STREAM),
-                                                  batch["xrd"], augment_config))
+      xrd, measured = augment.augment_xrd_with_flags(jax.random.fold_in(rng, AUGMENT_STREAM),
+                                                     batch["xrd"], augment_config)
+      batch = dict(batch, xrd=xrd)
     xrd_mask = None
     if "mxm" in config.objective:
       xrd_mask = objectives.sample_xrd_mask(r_mask, batch["xrd"].shape[0],
                                             ratio=config.mxm_mask_ratio)
     outputs = model.apply({"params": params}, batch["species"], batch["fractions"], batch["xrd"],
-                          xrd_mask=xrd_mask, train=True, rngs={"dropout": r_drop})
+                          xrd_mask=xrd_mask, train=True, measured=measured,
+                          rngs={"dropout": r_drop})
     return objectives.objective_loss(outputs, batch, config, target_stats, r_task, xrd_mask)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
