@@ -53,6 +53,7 @@ import numpy as np
 from xxact_jax import constants
 from xxact_jax import progress as progress_lib
 from xxact_jax import targets as targets_lib
+from xxact_jax.inference import patterns
 from xxact_jax.inference import resample
 from xxact_jax.inference import wavelengths
 from xxact_jax.inference.errors import InputError
@@ -137,19 +138,21 @@ def read_index(path: str) -> list[dict]:
 
 def load_inputs(predictor, rows):
   """(model arrays of the readable rows, their rows, [(row, reason)] of the others), each scan
-  prepared by `predictor.prepare` with the predictor's preprocessing."""
+  prepared by `predictor.prepare` with the predictor's preprocessing. A kept row holds its parsed
+  scan as "scan", so the identification does not read the file again."""
   arrays, kept, failed = [], [], []
   progress = progress_lib.Progress(len(rows), "evaluate: read", unit="scans")
   for i, row in enumerate(rows):
     progress.update(i)
     try:
+      scan = patterns.read_pattern(row["path"])
       with warnings.catch_warnings():
         warnings.simplefilter("ignore", resample.PartialCoverageWarning)
-        arrays.append(predictor.prepare(row["formula"], row["path"], row["wavelength"]))
+        arrays.append(predictor.prepare(row["formula"], scan, row["wavelength"]))
     except InputError as e:
       failed.append((row, str(e)))
       continue
-    kept.append(row)
+    kept.append(dict(row, scan=scan))
   progress.update(len(rows), len(failed))
   return arrays, kept, failed
 
@@ -222,7 +225,7 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
   for row in kept:
     with warnings.catch_warnings():
       warnings.simplefilter("ignore", resample.PartialCoverageWarning)
-      identified.append(predictor.identify(row["formula"], row["path"], row["wavelength"]))
+      identified.append(predictor.identify(row["formula"], row["scan"], row["wavelength"]))
     progress.advance(1)
   matches = [m for m, _ in identified] if predictor.reference is not None else []
   lattices = [lattice for _, lattice in identified]

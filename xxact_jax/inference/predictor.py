@@ -162,6 +162,8 @@ class Predictor:
   def predict_batch(self, compositions, xrds=None, wavelength=None) -> dict[str, np.ndarray]:
     """Batched predictions for lists of compositions and patterns (see `prepare`); with a
     reference, the class probabilities of a scan it matches are its answer, as in `predict`."""
+    if xrds is not None:   # each file read once: for the model, the indexing and the lookup
+      xrds = [_read_once(x) for x in xrds]
     arrays = self._stack(compositions, xrds, wavelength)
     out = self.predict_arrays(*arrays, measured=self._measured(compositions, xrds))
     out = {k: v for k, v in out.items() if k not in self.embeddings}
@@ -183,6 +185,8 @@ class Predictor:
     given = [v for v in (formula_or_composition, formula, composition) if v is not None]
     if len(given) > 1:
       raise ValueError("give the composition once (positionally, formula= or composition=)")
+    if cif is None:      # the file read once: for the model, the indexing and the lookup
+      xrd = _read_once(xrd)
     arrays = self.prepare(given[0] if given else None, xrd, wavelength, cif=cif)
     out = self.predict_arrays(*(a[None] for a in arrays),
                               measured=xrd is not None and cif is None)
@@ -263,6 +267,14 @@ class Predictor:
       raise ValueError(f"{len(compositions)} compositions but {len(xrds)} patterns")
     rows = [self.prepare(c, x, wavelength) for c, x in zip(compositions, xrds)]
     return tuple(np.stack(column) for column in zip(*rows))
+
+
+def _read_once(xrd):
+  """A scan given as a file path, parsed (patterns.MeasuredPattern keeps the path for messages);
+  any other value as it is."""
+  if isinstance(xrd, (str, os.PathLike)):
+    return patterns.read_pattern(os.fspath(xrd))
+  return xrd
 
 
 def apply_identification(outputs: dict, row: int, match, lattice) -> None:
