@@ -17,6 +17,7 @@ from xxact_jax import constants  # pylint: disable=g-import-not-at-top
 from xxact_jax import xrd_engine  # pylint: disable=g-import-not-at-top
 from xxact_jax.data import composition  # pylint: disable=g-import-not-at-top
 from xxact_jax.data import prepare  # pylint: disable=g-import-not-at-top
+from xxact_jax.inference import patterns  # pylint: disable=g-import-not-at-top
 from xxact_jax.inference import reference  # pylint: disable=g-import-not-at-top
 
 GRID = constants.two_theta_grid()
@@ -129,7 +130,7 @@ def test_resolve_names_its_sources(database, tmp_path):
 
 
 def test_predict_and_evaluate_answer_known_compositions_from_the_reference(database, workdir,
-                                                                          tmp_path):
+                                                                          tmp_path, monkeypatch):
   from xxact_jax import evaluate  # pylint: disable=g-import-not-at-top
   from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
   scans = tmp_path / "scans"
@@ -146,7 +147,13 @@ def test_predict_and_evaluate_answer_known_compositions_from_the_reference(datab
   (scans / "index.csv").write_text("\n".join(rows) + "\n")
 
   predictor = predictor_lib.load(workdir, reference=database.path)
+  # One read of the file serves the model, the indexing and the lookup.
+  reads = []
+  read_pattern = patterns.read_pattern
+  monkeypatch.setattr(patterns, "read_pattern",
+                      lambda path: reads.append(path) or read_pattern(path))
   result = predictor.predict("TiO2", str(scans / "rutile.xy"))
+  assert reads == [str(scans / "rutile.xy")]
   assert result["crystal_system"]["prediction"] == "tetragonal"
   assert result["reference"]["material_id"] == "rutile"
   unknown = predictor.predict("KBr", str(scans / "unknown.xy"))
@@ -176,8 +183,10 @@ def test_predict_and_evaluate_answer_known_compositions_from_the_reference(datab
     if indexed:
       assert record["crystal_system"] == unknown["crystal_system"]
 
+  reads.clear()
   metrics = evaluate.evaluate_measured(workdir, str(scans / "index.csv"), str(tmp_path / "out"),
                                        reference=database.path)
+  assert len(reads) == 3
   assert metrics["reference"]["matched"] == 2
   assert metrics["reference"]["crystal_system_accuracy_matched"] == 1.0
   alone = evaluate.evaluate_measured(workdir, str(scans / "index.csv"), str(tmp_path / "alone"),
