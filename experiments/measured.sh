@@ -9,7 +9,7 @@
 # DATA: a prepared mp_36k (python -m xxact_jax.prepare --input=mp_36k.csv.xz --output=DATA).
 # Every run: the "small" model size, crystal system only, the same budget (STEPS of BATCH, peak
 # learning rate 1e-3) and seed; the bimodal and XRD-only runs differ only in augment.enabled
-# (xxact_augmented_half: half the patterns augmented instead of 80 %; xxact_augmented_texture:
+# (xxact_augmented_half: half the patterns augmented instead of 80 %; xxact_augmented_pNN: NN %; xxact_augmented_texture:
 # relative intensities perturbed with a log-scale σ of up to 0.7 instead of 0.3; *_sqrt: the
 # model reads the square root of the intensities, model.xrd_intensity=sqrt; *_conv: the XRD
 # encoder embeds the pattern with convolutions, model.xrd_stem=conv; *_synthetic: the random
@@ -18,8 +18,9 @@
 # xxact_augmented_synthetic_finetuned: then trained on DATA from its parameters (twice the steps
 # in all); *_flagged: the XRD encoder is told which patterns are augmented (measured-like) and
 # which simulated, model.xrd_measurement_embedding; RUNS="..." picks runs).
-# `evaluate` scores every run on the measured index with each preprocessing option and writes
-# OUT/summary.jsonl (one line per run and option) and OUT/summary.md.
+# `evaluate` scores every run on the measured index with each preprocessing option (PRE="..."
+# picks some) and writes OUT/summary.jsonl (one line per run and option; the lines of runs not
+# scored now stay) and OUT/summary.md.
 set -euo pipefail
 stage=${1:?train|evaluate}
 RUNS=${RUNS:-"xxact_plain xxact_augmented xrd_plain xrd_augmented crabnet"}
@@ -29,6 +30,8 @@ config_of() {   # config | config argument | extra flags of a run
     xxact_plain) echo "supervised|targets=crystal_system|" ;;
     xxact_augmented) echo "measured|targets=crystal_system|" ;;
     xxact_augmented_half) echo "measured|targets=crystal_system|--config.augment.apply_prob=0.5" ;;
+    xxact_augmented_p[0-9][0-9])   # e.g. xxact_augmented_p20: 20 % of the patterns augmented
+      echo "measured|targets=crystal_system|--config.augment.apply_prob=0.${1#xxact_augmented_p}" ;;
     xxact_augmented_flagged)
       echo "measured|targets=crystal_system|--config.model.xrd_measurement_embedding=True" ;;
     xxact_augmented_half_flagged) echo "measured|targets=crystal_system|\
@@ -91,13 +94,19 @@ elif [[ $stage == synthetic ]]; then
 elif [[ $stage == evaluate ]]; then
   index=$(realpath -m "${2:?MEASURED_INDEX}"); out=$(realpath -m "${3:?OUT}")
   cd "$(dirname "$0")/.."
-  : > "$out/summary.jsonl"
+  # Lines of the runs scored now replace theirs; other runs' lines stay.
+  touch "$out/summary.jsonl"
+  RUNS="$RUNS" python -c "
+import json, os, sys
+path, runs = sys.argv[1], set(os.environ['RUNS'].split())
+kept = [l for l in open(path) if l.strip() and json.loads(l)['run'] not in runs]
+open(path, 'w').writelines(kept)" "$out/summary.jsonl"
   for run in $RUNS; do
     # "reference": the scans whose composition the run's training split holds are answered by
     # the best-matching row (inference/reference.py); "indexing": the others' answers are
     # restricted to the systems of the lattice that indexes them (inference/indexing.py); the
     # rows without either measure the model alone.
-    for pre in "none" "snip" "snip,strip_ka2" "none,reference" "none,reference,indexing"; do
+    for pre in ${PRE:-none snip snip,strip_ka2 none,reference none,reference,indexing}; do
       background=${pre%%,*}
       strip=$([[ $pre == *strip_ka2* ]] && echo --strip_ka2 || echo --no-strip_ka2)
       reference=$([[ $pre == *reference* ]] && echo auto || echo none)
