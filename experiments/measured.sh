@@ -94,19 +94,22 @@ elif [[ $stage == synthetic ]]; then
 elif [[ $stage == evaluate ]]; then
   index=$(realpath -m "${2:?MEASURED_INDEX}"); out=$(realpath -m "${3:?OUT}")
   cd "$(dirname "$0")/.."
-  # Lines of the runs scored now replace theirs; other runs' lines stay.
+  # "reference": the scans whose composition the run's training split holds are answered by the
+  # best-matching row (inference/reference.py); "indexing": the others' answers are restricted
+  # to the systems of the lattice that indexes them (inference/indexing.py); the rows without
+  # either measure the model alone.
+  PRE=${PRE:-none snip snip,strip_ka2 none,reference none,reference,indexing}
+  # The lines of what is scored now are replaced; the others stay.
   touch "$out/summary.jsonl"
-  RUNS="$RUNS" python -c "
+  RUNS="$RUNS" PRE="$PRE" python -c "
 import json, os, sys
-path, runs = sys.argv[1], set(os.environ['RUNS'].split())
-kept = [l for l in open(path) if l.strip() and json.loads(l)['run'] not in runs]
+path = sys.argv[1]
+scored = {(r, p) for r in os.environ['RUNS'].split() for p in os.environ['PRE'].split()}
+kept = [l for l in open(path)
+        if l.strip() and (json.loads(l)['run'], json.loads(l)['preprocessing']) not in scored]
 open(path, 'w').writelines(kept)" "$out/summary.jsonl"
   for run in $RUNS; do
-    # "reference": the scans whose composition the run's training split holds are answered by
-    # the best-matching row (inference/reference.py); "indexing": the others' answers are
-    # restricted to the systems of the lattice that indexes them (inference/indexing.py); the
-    # rows without either measure the model alone.
-    for pre in ${PRE:-none snip snip,strip_ka2 none,reference none,reference,indexing}; do
+    for pre in $PRE; do
       background=${pre%%,*}
       strip=$([[ $pre == *strip_ka2* ]] && echo --strip_ka2 || echo --no-strip_ka2)
       reference=$([[ $pre == *reference* ]] && echo auto || echo none)

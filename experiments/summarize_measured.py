@@ -5,7 +5,8 @@ simulated test split at the evaluated checkpoint, and the majority-class rate.
 
 Reads OUT/summary.jsonl (one `evaluate` metrics line per run and preprocessing option, with
 `run` and `preprocessing` added), each run's OUT/<run>/metrics.jsonl and the predictions under
-OUT/eval/; writes OUT/summary.md and prints it.
+OUT/eval/; writes OUT/summary.md and prints it, and OUT/tradeoff.png: measured against simulated
+accuracy for every run scored both alone ("none") and with the reference and indexing.
 """
 
 import collections
@@ -71,8 +72,56 @@ def main(out: str) -> str:
   text = "\n".join(lines) + "\n"
   with open(os.path.join(out, "summary.md"), "w") as f:
     f.write(text)
+  plot_tradeoff(rows, out)
   print(text)
   return text
+
+
+ALONE, IDENTIFIED = "none", "none,reference,indexing"
+
+
+def tradeoff_points(rows, out: str) -> list[tuple[str, float, float, float]]:
+  """(run, simulated test accuracy, measured alone, measured with reference and indexing) of the
+  runs scored both ways and with a simulated figure at the evaluated step."""
+  by_run = collections.defaultdict(dict)
+  for m in rows:
+    by_run[m["run"]][m["preprocessing"]] = m
+  points = []
+  for run, scored in by_run.items():
+    if ALONE in scored and IDENTIFIED in scored:
+      simulated = simulated_accuracy(os.path.join(out, run), scored[ALONE]["step"])
+      if simulated is not None:
+        points.append((run, simulated, scored[ALONE]["crystal_system_accuracy"],
+                       scored[IDENTIFIED]["crystal_system_accuracy"]))
+  return points
+
+
+def plot_tradeoff(rows, out: str) -> str | None:
+  """OUT/tradeoff.png, or None when no run has all three figures."""
+  points = tradeoff_points(rows, out)
+  if not points:
+    return None
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(7, 5))
+  for run, simulated, alone, identified in points:
+    ax.plot([100 * simulated] * 2, [100 * alone, 100 * identified], color="0.8", zorder=1)
+    ax.scatter(100 * simulated, 100 * alone, facecolors="none", edgecolors="C0", zorder=2)
+    ax.scatter(100 * simulated, 100 * identified, color="C1", zorder=2)
+    ax.annotate(run, (100 * simulated, 100 * identified), fontsize=7,
+                xytext=(3, 3), textcoords="offset points")
+  ax.scatter([], [], facecolors="none", edgecolors="C0", label="model alone")
+  ax.scatter([], [], color="C1", label="+ reference + indexing")
+  ax.set_xlabel("simulated test split, crystal-system accuracy (%)")
+  ax.set_ylabel("measured scans, crystal-system accuracy (%)")
+  ax.legend(loc="lower left")
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  path = os.path.join(out, "tradeoff.png")
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
 
 
 if __name__ == "__main__":
