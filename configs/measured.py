@@ -6,6 +6,7 @@ relative intensities, impurity peaks, background, counting noise, narrower scan 
   python -m xxact_jax.main --config=configs/measured.py --workdir=DIR --config.data.path=DATASET
   python -m xxact_jax.main --config=configs/measured.py:runlocal,targets=crystal_system --workdir=DIR
   --config.augment.strain=0.02 (any range of data/augment.py's default_config)
+  --config.augment.apply_prob=0.8 (the share of patterns augmented; 0.2 here)
 """
 
 from xxact_jax.training import defaults
@@ -22,4 +23,8 @@ RECIPE = dict(
 def get_config(arg=None):
   c = defaults.experiment("xxact", "supervised", arg, recipe=RECIPE)
   c.augment.enabled = True
+  # A fifth of the patterns augmented: over three seeds at the small size this scores as well on
+  # measured scans, with the reference lookup and indexing, as 80 % (67 % against 66 %), and costs
+  # about 1 point on simulated patterns instead of 7 (docs/MEASURED.md).
+  c.augment.apply_prob = 0.2
   return c

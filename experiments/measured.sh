@@ -9,7 +9,9 @@
 # DATA: a prepared mp_36k (python -m xxact_jax.prepare --input=mp_36k.csv.xz --output=DATA).
 # Every run: the "small" model size, crystal system only, the same budget (STEPS of BATCH, peak
 # learning rate 1e-3) and seed; the bimodal and XRD-only runs differ only in augment.enabled
-# (xxact_augmented_half: half the patterns augmented instead of 80 %; xxact_augmented_pNN: NN %; xxact_augmented_texture:
+# (xxact_augmented: 80 % of the patterns augmented, as every run of configs/measured.py here that
+# does not set augment.apply_prob; xxact_augmented_p20: 20 %, configs/measured.py's default;
+# xxact_augmented_half: 50 %; xxact_augmented_pNN: NN %; xxact_augmented_texture:
 # relative intensities perturbed with a log-scale σ of up to 0.7 instead of 0.3; *_sqrt: the
 # model reads the square root of the intensities, model.xrd_intensity=sqrt; *_conv: the XRD
 # encoder embeds the pattern with convolutions, model.xrd_stem=conv; *_synthetic: the random
@@ -79,7 +81,11 @@ if [[ $stage == train ]]; then
   for run in $RUNS; do
     # synthetic_pretraining trains on the random crystals alone (the `synthetic` stage).
     run_data=$data; [[ $run == synthetic_pretraining ]] && run_data=$out/synthetic
-    STEPS=${STEPS:-2000} train_runs "$run_data" "$out" small "$run|$(config_of "$run")"
+    line=$(config_of "$run")
+    # The runs of configs/measured.py augment 80 % of the patterns unless they say otherwise.
+    [[ ${line%%|*} == measured && $line != *apply_prob* ]] \
+      && line="$line --config.augment.apply_prob=0.8"
+    STEPS=${STEPS:-2000} train_runs "$run_data" "$out" small "$run|$line"
   done
 elif [[ $stage == synthetic ]]; then
   data=$(realpath -m "${2:?DATA}"); out=$(realpath -m "${3:?OUT}")

@@ -153,7 +153,8 @@ def test_the_train_step_augments_with_keys_from_the_step():
   from xxact_jax.training import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
   config = defaults.load_config_file("configs/measured.py", "runlocal")
-  assert config.augment.enabled
+  assert config.augment.enabled and 0 < config.augment.apply_prob < 1
+  config.augment.apply_prob = 1.0     # every one of the 4 patterns augmented
   assert not defaults.load_config_file("configs/supervised.py").augment.enabled
   model = build_model(config.model)
   tx, schedule = optimizer_lib.make_optimizer(config.optimizer, 10, config.trainable)
