@@ -1,13 +1,17 @@
 r"""Tables the runs of experiments/measured.sh: measured accuracy (all scans and by source), the
 simulated test split at the evaluated checkpoint, and the majority-class rate.
 
-  python experiments/summarize_measured.py OUT
+  python experiments/summarize_measured.py OUT [OUT ...] [--runs=A,B] [--tradeoff=PNG]
 
 Reads OUT/summary.jsonl (one `evaluate` metrics line per run and preprocessing option, with
 `run` and `preprocessing` added), each run's OUT/<run>/metrics.jsonl and the predictions under
-OUT/eval/; writes OUT/summary.md and prints it, and OUT/tradeoff.png: measured against simulated
-accuracy for every run scored both alone ("none") and with the reference and indexing.
+OUT/eval/; writes OUT/summary.md and prints it. Then a figure (--tradeoff, default
+OUT/tradeoff.png of the first OUT): measured against simulated accuracy of every run (or those of
+--runs) scored both alone ("none") and with the reference and indexing; a run found in several
+OUT directories (one per seed) is drawn at its mean, with bars from its lowest to its highest.
 """
+
+import argparse
 
 import collections
 import json
@@ -48,8 +52,8 @@ def accuracy_by_source(predictions_path: str) -> dict[str, tuple[int, int]]:
   return {k: tuple(v) for k, v in counts.items()}
 
 
-def main(out: str) -> str:
-  rows = [json.loads(line) for line in open(os.path.join(out, "summary.jsonl")) if line.strip()]
+def table(out: str) -> str:
+  rows = read_rows(out)
   sources = ("rruff", "iucr", "crystalyze")
   header = ("| run | preprocessing | measured, all | " + " | ".join(sources)
             + " | top-5 | simulated test | majority |")
@@ -72,9 +76,12 @@ def main(out: str) -> str:
   text = "\n".join(lines) + "\n"
   with open(os.path.join(out, "summary.md"), "w") as f:
     f.write(text)
-  plot_tradeoff(rows, out)
   print(text)
   return text
+
+
+def read_rows(out: str) -> list[dict]:
+  return [json.loads(line) for line in open(os.path.join(out, "summary.jsonl")) if line.strip()]
 
 
 ALONE, IDENTIFIED = "none", "none,reference,indexing"
@@ -96,35 +103,55 @@ def tradeoff_points(rows, out: str) -> list[tuple[str, float, float, float]]:
   return points
 
 
-def plot_tradeoff(rows, out: str) -> str | None:
-  """OUT/tradeoff.png, or None when no run has all three figures."""
-  points = tradeoff_points(rows, out)
-  if not points:
+def plot_tradeoff(outs: list[str], path: str, runs=None) -> str | None:
+  """The figure of the module docstring at `path`, or None when no run has all three figures."""
+  by_run = collections.defaultdict(list)
+  for out in outs:
+    for run, *figures in tradeoff_points(read_rows(out), out):
+      if runs is None or run in runs:
+        by_run[run].append([100 * f for f in figures])
+  if not by_run:
     return None
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(7, 5))
-  for run, simulated, alone, identified in points:
-    ax.plot([100 * simulated] * 2, [100 * alone, 100 * identified], color="0.8", zorder=1)
-    ax.scatter(100 * simulated, 100 * alone, facecolors="none", edgecolors="C0", zorder=2)
-    ax.scatter(100 * simulated, 100 * identified, color="C1", zorder=2)
-    ax.annotate(run, (100 * simulated, 100 * identified), fontsize=7,
-                xytext=(3, 3), textcoords="offset points")
-  ax.scatter([], [], facecolors="none", edgecolors="C0", label="model alone")
-  ax.scatter([], [], color="C1", label="+ reference + indexing")
+  for run, seeds in sorted(by_run.items()):
+    values = list(zip(*seeds))    # simulated, alone, identified: one value per seed
+    mean = [sum(v) / len(v) for v in values]
+    bars = [[[m - min(v)], [max(v) - m]] for m, v in zip(mean, values)]
+    ax.plot([mean[0]] * 2, mean[1:], color="0.8", zorder=1)
+    ax.errorbar(mean[0], mean[1], xerr=bars[0], yerr=bars[1], fmt="o", mfc="none", color="C0",
+                capsize=2, zorder=2)
+    ax.errorbar(mean[0], mean[2], xerr=bars[0], yerr=bars[2], fmt="o", color="C1", capsize=2,
+                zorder=2)
+    label = run + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else "")
+    ax.annotate(label, (mean[0], mean[2]), fontsize=7, xytext=(3, 4), textcoords="offset points",
+                rotation=20)
+  ax.errorbar([], [], fmt="o", mfc="none", color="C0", label="model alone")
+  ax.errorbar([], [], fmt="o", color="C1", label="+ reference + indexing")
   ax.set_xlabel("simulated test split, crystal-system accuracy (%)")
   ax.set_ylabel("measured scans, crystal-system accuracy (%)")
   ax.legend(loc="lower left")
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  path = os.path.join(out, "tradeoff.png")
   fig.savefig(path, dpi=120)
   plt.close(fig)
   return path
 
 
+def main(argv: list[str]) -> str:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("outs", nargs="+", metavar="OUT")
+  parser.add_argument("--runs", default=None, help="comma-separated runs to plot (default: all)")
+  parser.add_argument("--tradeoff", default=None, help="the figure's path")
+  args = parser.parse_args(argv)
+  text = "".join(table(out) for out in args.outs)
+  plot_tradeoff(args.outs, args.tradeoff or os.path.join(args.outs[0], "tradeoff.png"),
+                None if args.runs is None else set(args.runs.split(",")))
+  return text
+
+
 if __name__ == "__main__":
-  if len(sys.argv) != 2:
-    sys.exit(__doc__)
-  main(sys.argv[1])
+  main(sys.argv[1:])

@@ -74,7 +74,7 @@ def test_summarize_measured_counts_each_source(tmp_path):
     f.write(json.dumps({"run": "xxact_augmented", "preprocessing": "snip", "step": 2000,
                         "crystal_system_accuracy": 2 / 3, "crystal_system_top5_accuracy": 1.0,
                         "crystal_system_majority_rate": 2 / 3}) + "\n")
-  text = summarize.main(str(tmp_path))
+  text = summarize.main([str(tmp_path)])
   assert "| xxact_augmented | snip | **66.7%** | 50.0% (2) | 100.0% (1) | – | 100.0% | 70.0% |" in text
   assert not (tmp_path / "tradeoff.png").exists()    # no run scored alone and identified
   with open(tmp_path / "summary.jsonl", "a") as f:
@@ -86,10 +86,11 @@ def test_summarize_measured_counts_each_source(tmp_path):
                           "crystal_system_accuracy": accuracy,
                           "crystal_system_top5_accuracy": 1.0,
                           "crystal_system_majority_rate": 0.5}) + "\n")
-  summarize.main(str(tmp_path))
+  summarize.main([str(tmp_path), "--runs=xxact_augmented"])
   rows = [json.loads(l) for l in open(tmp_path / "summary.jsonl")]
   assert summarize.tradeoff_points(rows, str(tmp_path)) == [("xxact_augmented", 0.7, 0.5, 0.6)]
   assert (tmp_path / "tradeoff.png").stat().st_size > 1000
+  assert summarize.plot_tradeoff([str(tmp_path)], str(tmp_path / "none.png"), {"other"}) is None
 
 
 def test_fit_fractions_recovers_a_power_law(tmp_path):
