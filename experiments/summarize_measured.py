@@ -130,6 +130,7 @@ def plot_tradeoff(outs: list[str], path: str, runs=None) -> str | None:
                 rotation=20)
   ax.errorbar([], [], fmt="o", mfc="none", color="C0", label="model alone")
   ax.errorbar([], [], fmt="o", color="C1", label="+ reference + indexing")
+  ax.margins(x=0.15, y=0.08)     # room for the labels
   ax.set_xlabel("simulated test split, crystal-system accuracy (%)")
   ax.set_ylabel("measured scans, crystal-system accuracy (%)")
   ax.legend(loc="lower left")
