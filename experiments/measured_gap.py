@@ -138,7 +138,8 @@ def measured_gap(workdirs, data, measured, output, rows=800, seed=0) -> dict:
     kept_match = np.array([m for m, row in zip(match, index) if id(row) in read])
     scan_labels = np.array([constants.CRYSTAL_SYSTEMS.index(r["crystal_system"]) for r in kept])
     s, f, x = (np.stack(c) for c in zip(*arrays))
-    correct = predictor.predict_arrays(s, f, x)["crystal_system"].argmax(-1) == scan_labels
+    correct = (predictor.predict_arrays(s, f, x, measured=True)["crystal_system"].argmax(-1)
+               == scan_labels)
     matched = kept_match >= 0
     stored = every.read_batch(kept_match[matched])
     stored_prob = predictor.predict_arrays(stored["species"], stored["fractions"],

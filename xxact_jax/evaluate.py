@@ -138,8 +138,8 @@ def read_index(path: str) -> list[dict]:
 
 def load_inputs(predictor, rows):
   """(model arrays of the readable rows, their rows, [(row, reason)] of the others), each scan
-  prepared by `predictor.prepare` with the predictor's preprocessing. A kept row holds its parsed
-  scan as "scan", so the identification does not read the file again."""
+  prepared by `predictor.prepare` with the predictor's preprocessing. Each kept row (the caller's
+  dict) is given its parsed scan as "scan", so the identification does not read the file again."""
   arrays, kept, failed = [], [], []
   progress = progress_lib.Progress(len(rows), "evaluate: read", unit="scans")
   for i, row in enumerate(rows):
@@ -152,7 +152,8 @@ def load_inputs(predictor, rows):
     except InputError as e:
       failed.append((row, str(e)))
       continue
-    kept.append(dict(row, scan=scan))
+    row["scan"] = scan
+    kept.append(row)
   progress.update(len(rows), len(failed))
   return arrays, kept, failed
 
