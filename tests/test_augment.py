@@ -148,22 +148,13 @@ def test_counting_noise_scales_as_the_square_root_of_counts():
 def test_the_train_step_augments_with_keys_from_the_step():
   """configs/measured.py turns augmentation on inside the jitted step; the same state gives the
   same loss (so a resumed run repeats it), and the loss differs from the unaugmented step's."""
-  from xxact_jax.models import build_model  # pylint: disable=g-import-not-at-top
   from xxact_jax.training import defaults  # pylint: disable=g-import-not-at-top
-  from xxact_jax.training import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
   config = defaults.load_config_file("configs/measured.py", "runlocal")
   assert config.augment.enabled and 0 < config.augment.apply_prob < 1
   config.augment.apply_prob = 1.0     # every one of the 4 patterns augmented
   assert not defaults.load_config_file("configs/supervised.py").augment.enabled
-  model = build_model(config.model)
-  tx, schedule = optimizer_lib.make_optimizer(config.optimizer, 10, config.trainable)
-  state = jax.jit(step_lib.make_init_fn(model, tx, 4))(jax.random.key(0))
-  batch = {"species": jnp.array([[14, 0, 0, 0]] * 4, jnp.int32),
-           "fractions": jnp.array([[1.0, 0, 0, 0]] * 4, jnp.float32),
-           "xrd": jnp.tile(si_pattern(), (4, 1)).astype(jnp.float16),
-           "formation_energy_per_atom": jnp.zeros((4,), jnp.float32),
-           "crystal_system": jnp.full((4,), 6, jnp.int32)}
+  model, tx, schedule, state, batch = silicon_training(config, 4)
   stats = {"formation_energy_per_atom": {"mean": 0.0, "std": 1.0}}
   losses = {}
   for enabled in (True, False):
@@ -174,3 +165,19 @@ def test_the_train_step_augments_with_keys_from_the_step():
     assert np.isfinite(first) and first == again
     losses[enabled] = first
   assert losses[True] != losses[False]
+
+
+def silicon_training(config, n):
+  """(model, tx, schedule, initial state, batch of `n` silicon patterns) for train-step tests."""
+  from xxact_jax.models import build_model  # pylint: disable=g-import-not-at-top
+  from xxact_jax.training import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  model = build_model(config.model)
+  tx, schedule = optimizer_lib.make_optimizer(config.optimizer, 10, config.trainable)
+  state = jax.jit(step_lib.make_init_fn(model, tx, 4))(jax.random.key(0))
+  batch = {"species": jnp.array([[14, 0, 0, 0]] * n, jnp.int32),
+           "fractions": jnp.array([[1.0, 0, 0, 0]] * n, jnp.float32),
+           "xrd": jnp.tile(si_pattern(), (n, 1)).astype(jnp.float16),
+           "formation_energy_per_atom": jnp.zeros((n,), jnp.float32),
+           "crystal_system": jnp.full((n,), 6, jnp.int32)}
+  return model, tx, schedule, state, batch

@@ -15,6 +15,7 @@ from xxact_jax.models import model_config
 from xxact_jax.models.config import upgrade
 
 from test_augment import si_pattern
+from test_augment import silicon_training
 from test_models import random_batch
 
 
@@ -85,18 +86,11 @@ def test_the_train_step_tells_the_model_which_patterns_were_augmented():
   """Only the augmented patterns reach the "measured" row of the table: with augmentation off
   its gradient is zero, with it on it is not."""
   from xxact_jax.training import defaults  # pylint: disable=g-import-not-at-top
-  from xxact_jax.training import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
   config = defaults.load_config_file("configs/measured.py", "runlocal,targets=crystal_system")
   config.model.xrd_measurement_embedding = True
   config.augment.apply_prob = 0.5
-  model = build_model(config.model)
-  tx, schedule = optimizer_lib.make_optimizer(config.optimizer, 10, config.trainable)
-  state = jax.jit(step_lib.make_init_fn(model, tx, 4))(jax.random.key(0))
-  batch = {"species": jnp.array([[14, 0, 0, 0]] * 8, jnp.int32),
-           "fractions": jnp.array([[1.0, 0, 0, 0]] * 8, jnp.float32),
-           "xrd": jnp.tile(si_pattern(), (8, 1)).astype(jnp.float16),
-           "crystal_system": jnp.full((8,), 6, jnp.int32)}
+  model, tx, schedule, state, batch = silicon_training(config, 8)
   moved = {}
   for enabled in (True, False):
     config.augment.enabled = enabled
