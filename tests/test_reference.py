@@ -175,9 +175,11 @@ def test_predict_and_evaluate_answer_known_compositions_from_the_reference(datab
   from xxact_jax import predict as predict_cli  # pylint: disable=g-import-not-at-top
   for flag, indexed in (("--indexing", True), ("--no-indexing", False)):
     output = tmp_path / f"cli{flag}.jsonl"
+    reads.clear()
     assert predict_cli.main([f"--workdir={workdir}", "--formula=KBr",
                              f"--xrd={scans / 'unknown.xy'}", f"--reference={database.path}",
                              flag, f"--output={output}"]) == 0
+    assert len(reads) == 1
     record = json.loads(output.read_text())
     assert ("indexing" in record) == indexed
     if indexed:

@@ -53,7 +53,6 @@ import numpy as np
 from xxact_jax import constants
 from xxact_jax import progress as progress_lib
 from xxact_jax import targets as targets_lib
-from xxact_jax.inference import patterns
 from xxact_jax.inference import resample
 from xxact_jax.inference import wavelengths
 from xxact_jax.inference.errors import InputError
@@ -145,10 +144,11 @@ def load_inputs(predictor, rows):
   for i, row in enumerate(rows):
     progress.update(i)
     try:
-      scan = patterns.read_pattern(row["path"])
       with warnings.catch_warnings():
         warnings.simplefilter("ignore", resample.PartialCoverageWarning)
-        arrays.append(predictor.prepare(row["formula"], scan, row["wavelength"]))
+        prepared, scan = predictor.prepare_and_parse(row["formula"], row["path"],
+                                                     row["wavelength"])
+      arrays.append(prepared)
     except InputError as e:
       failed.append((row, str(e)))
       continue

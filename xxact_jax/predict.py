@@ -102,6 +102,7 @@ class Sample:
     self.formula, self.xrd, self.wavelength = formula, xrd, wavelength
     self.cif, self.cif_text = cif, cif_text
     self.error = error      # InputError found while reading the row (keep_bad_rows)
+    self.scan = None        # the pattern (file parsed once) for the model and the identification
 
 
 def samples_from_csv(path: str, default_wavelength=None,
@@ -169,7 +170,8 @@ def prepare_sample(predictor, sample: Sample):
       return cif["arrays"]
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter("always")
-      row = predictor.prepare(sample.formula, sample.xrd, sample.wavelength)
+      row, sample.scan = predictor.prepare_and_parse(sample.formula, sample.xrd,
+                                                     sample.wavelength)
     for w in caught:
       print(f"warning: {w.message}", file=sys.stderr)
       sample.source.setdefault("warnings", []).append(str(w.message))
@@ -246,7 +248,7 @@ def run(argv=None) -> list[dict]:
       match = lattice = None
       if sample.xrd and (predictor.reference is not None or predictor.indexing):
         try:
-          match, lattice = predictor.identify(sample.formula, sample.xrd, sample.wavelength)
+          match, lattice = predictor.identify(sample.formula, sample.scan, sample.wavelength)
         except InputError as e:   # a scan only the lookup reads (a formula-only model)
           record["reference_error"] = str(e)
       record.update(predictor_lib.identified_prediction(outputs[i], predictor.targets, match,

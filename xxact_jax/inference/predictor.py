@@ -133,10 +133,17 @@ class Predictor:
     wavelength (Å or an anode name) is checked here, for every entry point, with the
     InputError's field "wavelength".
     """
+    return self.prepare_and_parse(composition, xrd, wavelength, cif=cif)[0]
+
+  def prepare_and_parse(self, composition=None, xrd=None, wavelength=None, *, cif=None):
+    """(`prepare`'s arrays, the scan): a pattern file the model reads is parsed once, here, and
+    comes back parsed (patterns.MeasuredPattern, which keeps its path) for `identify`, so that
+    the file is not read again; any other `xrd` comes back as given. The composition is checked
+    before the pattern is read."""
     if cif is not None:
       if composition is not None or xrd is not None:
         raise ValueError("give a CIF, or a composition and a pattern, not both")
-      return self.read_cif(cif)["arrays"]
+      return self.read_cif(cif)["arrays"], None
     if wavelength is not None:
       try:
         wavelengths.parse_wavelength(wavelength)
@@ -154,17 +161,17 @@ class Predictor:
     if self.uses_xrd:
       if xrd is None:
         raise InputError(f"the {self.model_name} model needs an XRD pattern")
+      if isinstance(xrd, (str, os.PathLike)):
+        xrd = patterns.read_pattern(os.fspath(xrd))
       pattern = inputs.as_stored(inputs.pattern_on_grid(xrd, wavelength, self.preprocessing))
     else:
       pattern = np.zeros(constants.NUM_XRD_POINTS, np.float32)
-    return species, fractions, pattern
+    return (species, fractions, pattern), xrd
 
   def predict_batch(self, compositions, xrds=None, wavelength=None) -> dict[str, np.ndarray]:
     """Batched predictions for lists of compositions and patterns (see `prepare`); with a
     reference, the class probabilities of a scan it matches are its answer, as in `predict`."""
-    if xrds is not None:   # each file read once: for the model, the indexing and the lookup
-      xrds = [_read_once(x) for x in xrds]
-    arrays = self._stack(compositions, xrds, wavelength)
+    arrays, xrds = self._stack(compositions, xrds, wavelength)
     out = self.predict_arrays(*arrays, measured=self._measured(compositions, xrds))
     out = {k: v for k, v in out.items() if k not in self.embeddings}
     if xrds is not None:
@@ -185,15 +192,14 @@ class Predictor:
     given = [v for v in (formula_or_composition, formula, composition) if v is not None]
     if len(given) > 1:
       raise ValueError("give the composition once (positionally, formula= or composition=)")
-    if cif is None:      # the file read once: for the model, the indexing and the lookup
-      xrd = _read_once(xrd)
-    arrays = self.prepare(given[0] if given else None, xrd, wavelength, cif=cif)
+    # A scan file is read once: for the model, the indexing and the lookup.
+    arrays, scan = self.prepare_and_parse(given[0] if given else None, xrd, wavelength, cif=cif)
     out = self.predict_arrays(*(a[None] for a in arrays),
                               measured=xrd is not None and cif is None)
     out = {k: v[0] for k, v in out.items() if k not in self.embeddings}
     match = lattice = None
     if xrd is not None and cif is None:
-      match, lattice = self.identify(given[0] if given else None, xrd, wavelength)
+      match, lattice = self.identify(given[0] if given else None, scan, wavelength)
     return identified_prediction(out, self.targets, match, lattice)
 
   def identify(self, composition, xrd, wavelength=None):
@@ -248,7 +254,7 @@ class Predictor:
     single = not isinstance(compositions, (list, tuple))
     if single:
       compositions, xrds = [compositions], [xrds]
-    out = self.predict_arrays(*self._stack(compositions, xrds, wavelength),
+    out = self.predict_arrays(*self._stack(compositions, xrds, wavelength)[0],
                               measured=self._measured(compositions, xrds))
     result = {k: out[k] for k in self.embeddings}
     return {k: v[0] for k, v in result.items()} if single else result
@@ -265,16 +271,9 @@ class Predictor:
     xrds = [None] * len(compositions) if xrds is None else list(xrds)
     if len(xrds) != len(compositions):
       raise ValueError(f"{len(compositions)} compositions but {len(xrds)} patterns")
-    rows = [self.prepare(c, x, wavelength) for c, x in zip(compositions, xrds)]
-    return tuple(np.stack(column) for column in zip(*rows))
-
-
-def _read_once(xrd):
-  """A scan given as a file path, parsed (patterns.MeasuredPattern keeps the path for messages);
-  any other value as it is."""
-  if isinstance(xrd, (str, os.PathLike)):
-    return patterns.read_pattern(os.fspath(xrd))
-  return xrd
+    rows = [self.prepare_and_parse(c, x, wavelength) for c, x in zip(compositions, xrds)]
+    return (tuple(np.stack(column) for column in zip(*(arrays for arrays, _ in rows))),
+            [scan for _, scan in rows])
 
 
 def apply_identification(outputs: dict, row: int, match, lattice) -> None:
