@@ -12,7 +12,6 @@ OUT directories (one per seed) is drawn at its mean, with bars from its lowest t
 """
 
 import argparse
-
 import collections
 import json
 import os

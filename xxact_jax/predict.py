@@ -234,9 +234,8 @@ def run(argv=None) -> list[dict]:
   outputs = {}
   if rows:
     arrays = tuple(np.stack(column) for column in zip(*rows.values()))
-    # A CIF's pattern is simulated as in the dataset; every other pattern is a measured scan.
-    measured = [not (samples[i].cif or samples[i].cif_text) and samples[i].xrd is not None
-                for i in rows]
+    # A CIF's pattern is simulated as in the dataset (no scan); every other pattern is a scan.
+    measured = [samples[i].scan is not None for i in rows]
     predicted = predictor.predict_arrays(*arrays, measured=measured)
     outputs = {i: {k: v[n] for k, v in predicted.items()} for n, i in enumerate(rows)}
   results = []

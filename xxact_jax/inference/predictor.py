@@ -171,13 +171,12 @@ class Predictor:
   def predict_batch(self, compositions, xrds=None, wavelength=None) -> dict[str, np.ndarray]:
     """Batched predictions for lists of compositions and patterns (see `prepare`); with a
     reference, the class probabilities of a scan it matches are its answer, as in `predict`."""
-    arrays, xrds = self._stack(compositions, xrds, wavelength)
-    out = self.predict_arrays(*arrays, measured=self._measured(compositions, xrds))
+    arrays, scans = self._stack(compositions, xrds, wavelength)
+    out = self.predict_arrays(*arrays, measured=[scan is not None for scan in scans])
     out = {k: v for k, v in out.items() if k not in self.embeddings}
-    if xrds is not None:
-      for i, (composition, xrd) in enumerate(zip(compositions, xrds)):
-        if xrd is not None:
-          apply_identification(out, i, *self.identify(composition, xrd, wavelength))
+    for i, (composition, scan) in enumerate(zip(compositions, scans)):
+      if scan is not None:
+        apply_identification(out, i, *self.identify(composition, scan, wavelength))
     return out
 
   def predict(self, formula_or_composition=None, xrd=None, wavelength=None, *,
@@ -254,19 +253,14 @@ class Predictor:
     single = not isinstance(compositions, (list, tuple))
     if single:
       compositions, xrds = [compositions], [xrds]
-    out = self.predict_arrays(*self._stack(compositions, xrds, wavelength)[0],
-                              measured=self._measured(compositions, xrds))
+    arrays, scans = self._stack(compositions, xrds, wavelength)
+    out = self.predict_arrays(*arrays, measured=[scan is not None for scan in scans])
     result = {k: out[k] for k in self.embeddings}
     return {k: v[0] for k, v in result.items()} if single else result
 
-  @staticmethod
-  def _measured(compositions, xrds) -> np.ndarray:
-    """bool [N]: the rows given a scan (every pattern given to the predictor is measured)."""
-    if xrds is None:
-      return np.zeros(len(compositions), bool)
-    return np.array([x is not None for x in xrds], bool)
-
   def _stack(self, compositions, xrds, wavelength):
+    """(stacked model arrays, each row's scan as prepare_and_parse gives it back, None where
+    none was given: every pattern given to the predictor is a measured scan)."""
     compositions = list(compositions)
     xrds = [None] * len(compositions) if xrds is None else list(xrds)
     if len(xrds) != len(compositions):
