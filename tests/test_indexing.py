@@ -1,4 +1,5 @@
-"""Powder indexing of cubic, tetragonal and hexagonal lattices (inference/indexing.py)."""
+"""Powder indexing of cubic, tetragonal, hexagonal and orthorhombic lattices
+(inference/indexing.py)."""
 
 import itertools
 
@@ -66,11 +67,40 @@ def test_hexagonal_axes_allow_two_systems_and_a_rhombohedral_lattice_one():
   assert result.crystal_systems == (SYSTEM["trigonal"],)
 
 
-def test_low_symmetry_lattices_are_not_indexed():
+def test_orthorhombic_lattices_index_with_their_centring_and_zero_shift():
+  primitive = _lines(_metric(4.1, 5.3, 7.9), zero=0.04)
+  result = indexing.index_lines(primitive, np.ones_like(primitive))
+  assert (result.family, result.centring) == ("orthorhombic", "P")
+  assert (result.a, result.b, result.c) == (pytest.approx(4.1, abs=2e-3),
+                                            pytest.approx(5.3, abs=2e-3),
+                                            pytest.approx(7.9, abs=3e-3))
+  assert result.zero_shift == pytest.approx(0.04, abs=2e-3)
+  assert result.crystal_systems == (SYSTEM["orthorhombic"],)
+  assert result.as_dict()["b"] == pytest.approx(5.3, abs=2e-3)
+  # Body centring halves the reflections a primitive cell would allow: the I cell's M_N is the
+  # better, with every line still indexed.
+  body = _lines(_metric(5.2, 9.7, 7.3), lambda h, k, l: (h + k + l) % 2 == 0)
+  result = indexing.index_lines(body, np.ones_like(body))
+  assert (result.family, result.centring, result.indexed) == ("orthorhombic", "I", body.size
+                                                              if body.size < 20 else 20)
+  assert sorted((result.a, result.b, result.c)) == [pytest.approx(x, abs=3e-3)
+                                                    for x in (5.2, 7.3, 9.7)]
+
+
+def test_higher_symmetry_comes_first_and_low_symmetry_is_not_indexed():
+  # A tetragonal cell indexes as orthorhombic too (a = b); the tetragonal lattice is chosen.
+  rutile = _lines(_metric(4.594, 4.594, 2.959))
+  assert indexing.index_lines(rutile, np.ones_like(rutile)).family == "tetragonal"
+  # Left alone, the orthorhombic search refuses a metric with two equal edges.
+  two_theta, intensity = indexing.select_lines(rutile, np.ones_like(rutile))
+  assert indexing.search_orthorhombic(two_theta, intensity > 0) is None
   triclinic = _lines(_metric(5.1, 6.3, 7.7, 83.0, 97.0, 104.0))
   assert indexing.index_lines(triclinic, np.ones_like(triclinic)) is None
-  orthorhombic = _lines(_metric(4.1, 5.3, 7.9))
-  assert indexing.index_lines(orthorhombic, np.ones_like(orthorhombic)) is None
+  monoclinic = _lines(_metric(9.1, 6.3, 11.7, beta=95.0))
+  assert indexing.index_lines(monoclinic, np.ones_like(monoclinic)) is None
+  # Fewer lines than three parameters and a zero shift need.
+  few = _lines(_metric(4.1, 5.3, 7.9))[:indexing.MIN_LINES_THREE_PARAMETERS - 1]
+  assert indexing.index_lines(few, np.ones_like(few)) is None
 
 
 def test_unindexed_strong_lines_and_too_few_lines_refuse_an_indexing():

@@ -90,8 +90,8 @@ def _parse_args(argv):
                            "a prepared dataset to look scans up in by composition")
   parser.add_argument("--indexing", action=argparse.BooleanOptionalAction, default=True,
                       help="with --measured: restrict the model's answer for a scan the reference "
-                           "does not match to the systems of the cubic, tetragonal or hexagonal "
-                           "lattice that indexes its lines, if one does")
+                           "does not match to the systems of the cubic, tetragonal, hexagonal or "
+                           "orthorhombic lattice that indexes its lines, if one does")
   parser.add_argument("--batch_size", type=int, default=0,
                       help="default: 256 with --measured, the run's eval batch with --data")
   return parser.parse_args(argv)

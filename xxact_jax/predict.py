@@ -17,8 +17,8 @@ A measured scan whose composition the reference dataset holds (--reference, defa
 training split the checkpoint learnt from, if it is on disk) gets the crystal system and space
 group of its best-matching row, with "reference" naming it and the model's own answer kept as
 "model_prediction" (inference/reference.py); --reference=none leaves the model alone.
-For the other scans, when a cubic, tetragonal or hexagonal lattice indexes the scan's lines
-(inference/indexing.py), the model's crystal-system probabilities and space groups are
+For the other scans, when a cubic, tetragonal, hexagonal or orthorhombic lattice indexes the
+scan's lines (inference/indexing.py), the model's crystal-system probabilities and space groups are
 restricted to the systems that lattice allows, with "indexing" giving the cell and figure of
 merit and the model's own answer kept the same way; --no-indexing turns this off.
 
@@ -70,8 +70,8 @@ def _parse_args(argv):
                            "to look measured scans up in by composition")
   parser.add_argument("--indexing", action=argparse.BooleanOptionalAction, default=True,
                       help="restrict the answer for a measured scan the reference does not "
-                           "match to the systems of the cubic, tetragonal or hexagonal lattice "
-                           "that indexes its lines, if one does")
+                           "match to the systems of the cubic, tetragonal, hexagonal or "
+                           "orthorhombic lattice that indexes its lines, if one does")
   from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
   default = resample.Preprocessing()
   parser.add_argument("--background", choices=resample.BACKGROUND_METHODS,

@@ -1,26 +1,30 @@
-"""Powder indexing of the high-symmetry lattices: is a scan's peak list that of a cubic,
-tetragonal or hexagonal (hexagonal or trigonal, rhombohedral included) lattice?
+"""Powder indexing: is a scan's peak list that of a cubic, tetragonal, hexagonal (hexagonal or
+trigonal, rhombohedral included) or orthorhombic lattice?
 
 A crystallographer's first step with an unknown powder pattern is to index it: find the smallest
-lattice whose reflections account for the observed lines. For the lattices with one or two
+lattice whose reflections account for the observed lines. For the lattices with one to three
 parameters this is a small search, and a good fit is strong evidence of the metric. Reflection
 positions follow Q = 1/d² = 4 sin²θ / λ²:
 
-  cubic       Q = A (h² + k² + l²)                          A = 1/a²
-  tetragonal  Q = A (h² + k²) + C l²                        A = 1/a², C = 1/c²
-  hexagonal   Q = A (h² + hk + k²) + C l²                   A = 4/(3a²), C = 1/c²
+  cubic         Q = A (h² + k² + l²)                        A = 1/a²
+  tetragonal    Q = A (h² + k²) + C l²                      A = 1/a², C = 1/c²
+  hexagonal     Q = A (h² + hk + k²) + C l²                 A = 4/(3a²), C = 1/c²
+  orthorhombic  Q = A h² + B k² + C l²                      A = 1/a², B = 1/b², C = 1/c²
 
 with the centring's conditions (cubic P, I, F; tetragonal P, I; hexagonal P and rhombohedral R
-in hexagonal axes, −h + k + l = 3n). Candidate parameters come from the first lines taken as
-low-index reflections; each candidate is scored by how many of the first `max_lines` lines it
-indexes within the tolerance and by de Wolff's figure of merit
+in hexagonal axes, −h + k + l = 3n; orthorhombic P, A, B, C, I, F). Candidate parameters come
+from the first lines taken as low-index reflections; each candidate is scored by how many of the
+first `max_lines` lines it indexes within the tolerance and by de Wolff's figure of merit
 
   M_N = Q_N / (2 ⟨|ΔQ|⟩ N_calc),
 
 where Q_N is the N-th observed line, ⟨|ΔQ|⟩ the mean misfit of the indexed lines and N_calc the
-number of reflections (distinct index pairs) the lattice allows up to Q_N; a large cell indexes
+number of reflections (distinct index triples) the lattice allows up to Q_N; a large cell indexes
 anything but allows many reflections, and M_N says so (de Wolff, J. Appl. Cryst. 1, 108 (1968)).
-The best candidates are refined by least squares, with a zero-point shift of 2θ.
+The best candidates are refined by least squares, with a zero-point shift of 2θ. As in the
+dichotomy and trial-and-error programs (DICVOL, TREOR), the lattices are tried from high
+symmetry down: an orthorhombic lattice indexes the lines of every lattice above it, so it is
+considered only when none of those does. Monoclinic and triclinic lattices are not searched.
 
 A lattice found this way fixes the metric, not the symmetry: a crystal of lower symmetry whose
 cell happens to be metrically tetragonal, or whose strong lines come from a pseudo-cubic subcell,
@@ -31,6 +35,7 @@ and a caller restricts a model's answer to them rather than replacing it.
 
 import dataclasses
 import functools
+import itertools
 
 import numpy as np
 
@@ -69,8 +74,10 @@ MAX_CELL_EDGE = 25.0
 FAMILIES = ("cubic", "tetragonal", "hexagonal")
 # Crystal systems (names in constants.CRYSTAL_SYSTEMS) a lattice family allows: hexagonal axes
 # hold the hexagonal and the trigonal systems, but a rhombohedral (R) lattice only the trigonal.
+# An orthorhombic lattice is tried only when none of the others indexes the lines, so it stands
+# for the orthorhombic system alone.
 SYSTEMS = {"cubic": ("cubic",), "tetragonal": ("tetragonal",),
-           "hexagonal": ("trigonal", "hexagonal")}
+           "hexagonal": ("trigonal", "hexagonal"), "orthorhombic": ("orthorhombic",)}
 RHOMBOHEDRAL_SYSTEMS = ("trigonal",)
 
 
@@ -85,6 +92,7 @@ class Indexing:
   figure_of_merit: float     # de Wolff M_N
   lines: int                 # observed lines considered (N)
   indexed: int               # of those, indexed within the tolerance
+  b: float | None = None     # Å, orthorhombic lattices only (a for the others)
 
   @property
   def crystal_systems(self) -> tuple[int, ...]:
@@ -94,7 +102,7 @@ class Indexing:
 
   def as_dict(self) -> dict:
     return {"lattice": self.family, "centring": self.centring, "a": round(self.a, 4),
-            "c": round(self.c, 4), "zero_shift": round(self.zero_shift, 4),
+            "b": round(self.a if self.b is None else self.b, 4), "c": round(self.c, 4), "zero_shift": round(self.zero_shift, 4),
             "figure_of_merit": round(self.figure_of_merit, 2), "lines": self.lines,
             "indexed": self.indexed,
             "crystal_systems": [constants.CRYSTAL_SYSTEMS[i] for i in self.crystal_systems]}
@@ -322,6 +330,176 @@ def _search(family, centring, two_theta, strong, wavelength) -> Indexing | None:
   return result
 
 
+# ---------------------------------------------------------------------------------------------
+# Orthorhombic lattices: Q = A h² + B k² + C l² (A = 1/a², B = 1/b², C = 1/c²), three parameters
+# and a zero shift. Searched only when no lattice of one or two parameters indexes the lines.
+
+ORTHORHOMBIC_CENTRINGS = ("P", "C", "A", "B", "I", "F")
+# Three parameters and a zero shift fit a dozen lines by chance more often than two: more lines.
+MIN_LINES_THREE_PARAMETERS = 12
+# Two edges this close (relative), in the ratio √3 or 2, make the metric tetragonal or hexagonal,
+# or a centred supercell of such a lattice, which the searches above would have found had the
+# lines been of one.
+PSEUDO_SYMMETRY = 2e-3
+_ORTHORHOMBIC_TRIAL_LINES = 5
+# The reflections each of three of the first lines is taken to be.
+_ORTHORHOMBIC_BASE = ((1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1),
+                      (1, 1, 1), (2, 0, 0), (0, 2, 0), (0, 0, 2))
+
+
+@functools.lru_cache(maxsize=None)
+def _orthorhombic_inverses() -> np.ndarray:
+  """[P, 3, 3]: the inverses of the invertible [h², k², l²] matrices of three base reflections."""
+  squares = np.array(_ORTHORHOMBIC_BASE, np.float64) ** 2
+  picks = np.array(list(itertools.product(range(len(_ORTHORHOMBIC_BASE)), repeat=3)))
+  matrices = squares[picks]
+  invertible = np.abs(np.linalg.det(matrices)) > 1e-9
+  return np.linalg.inv(matrices[invertible])
+
+
+def _orthorhombic_candidates(q_obs) -> np.ndarray:
+  """Trial (A, B, C) [K, 3], A ≥ B ≥ C: three of the first lines taken as three base
+  reflections, Q = A h² + B k² + C l² solved."""
+  first = q_obs[:_ORTHORHOMBIC_TRIAL_LINES]
+  triplets = np.array(list(itertools.combinations(range(first.size), 3)))
+  if triplets.size == 0:
+    return np.zeros((0, 3))
+  abc = np.einsum("pij,tj->tpi", _orthorhombic_inverses(), first[triplets]).reshape(-1, 3)
+  abc = abc[np.all(abc > 0, axis=1)]
+  abc = abc[np.all(1 / np.sqrt(abc) <= MAX_CELL_EDGE, axis=1)]
+  abc = -np.sort(-abc, axis=1)       # axes in a fixed order: a primitive lattice is the same
+  # Trials within a part in 10³ of each other are one (the wide tolerance covers the rest).
+  _, first_of_each = np.unique(np.round(np.log(abc) * 1e3), axis=0, return_index=True)
+  return abc[np.sort(first_of_each)]
+
+
+def _allowed_h(centring: str, k: int, l: int):
+  """The h a centring allows with (k, l): "all", 0 or 1 (that parity), or None."""
+  if centring == "P":
+    return "all"
+  if centring == "C":
+    return k % 2
+  if centring == "A":
+    return "all" if (k + l) % 2 == 0 else None
+  if centring == "B":
+    return l % 2
+  if centring == "I":
+    return (k + l) % 2
+  return k % 2 if k % 2 == l % 2 else None           # F
+
+
+def _score_orthorhombic(q_obs, abc, centring="P"):
+  """For K candidates (A, B, C): per line, the misfit to the nearest allowed reflection [K, L]
+  and its (h², k², l²) [K, L, 3]; N_calc [K]."""
+  a_col, b_col, c_col = abc[:, 0:1], abc[:, 1:2], abc[:, 2:3]
+  k_count, l_count = abc.shape[0], q_obs.size
+  best = np.full((k_count, l_count), np.inf)
+  best_hkl = np.zeros((k_count, l_count, 3))
+  n_calc = np.zeros(k_count, np.int64)
+  q_max = q_obs[-1]
+  for k in range(int(np.sqrt(q_max / abc[:, 1].min())) + 1):
+    for l in range(int(np.sqrt(q_max / abc[:, 2].min())) + 1):
+      base = b_col[:, 0] * k * k + c_col[:, 0] * l * l
+      # A reflection just past the last line may still index it.
+      reachable = base <= q_max * 1.01
+      if not reachable.any():
+        break                                         # larger l reach no further
+      parity = _allowed_h(centring, k, l)
+      if parity is None:
+        continue
+      rest = q_obs[None, :] - base[:, None]
+      x = np.sqrt(np.clip(rest / a_col, 0, None))
+      if parity == "all":
+        below, step, first_h = np.floor(x), 1, 0
+      else:
+        below, step, first_h = 2 * np.floor((x - parity) / 2) + parity, 2, parity
+      for h in (np.maximum(below, first_h), below + step):
+        dq = np.abs(rest - a_col * h * h)
+        if k == 0 and l == 0:
+          dq = np.where(h == 0, np.inf, dq)           # (000) is no reflection
+        better = (dq < best) & reachable[:, None]
+        best = np.where(better, dq, best)
+        for axis, index in enumerate((h, k, l)):
+          best_hkl[..., axis] = np.where(better, index * index, best_hkl[..., axis])
+      limit = np.floor(np.sqrt(np.clip(q_max - base, 0, None) / a_col[:, 0]))
+      count = limit + 1 if parity == "all" else np.floor((limit - parity) / 2) + 1
+      if k == 0 and l == 0 and first_h == 0:
+        count = count - 1
+      n_calc += np.where(base <= q_max, np.maximum(count, 0), 0).astype(np.int64)
+  return best, best_hkl, n_calc
+
+
+def _refine_orthorhombic(two_theta, hkl2, indexed, wavelength, zero):
+  """Least-squares (A, B, C, zero shift) from the indexed lines' (h², k², l²); None if
+  underdetermined."""
+  corrected = two_theta - zero
+  q = q_of(corrected, wavelength)
+  design = np.column_stack([hkl2[indexed], dq_dtwo_theta(corrected, wavelength)[indexed]])
+  if design.shape[0] <= design.shape[1] or np.linalg.matrix_rank(design) < design.shape[1]:
+    return None
+  solution, *_ = np.linalg.lstsq(design, q[indexed], rcond=None)
+  return solution[:3], zero + solution[3]
+
+
+def _pseudo_symmetric(edges) -> bool:
+  a, b, c = sorted(edges)
+  return any(abs(ratio / special - 1) < PSEUDO_SYMMETRY
+             for ratio in (b / a, c / b, c / a) for special in (1.0, np.sqrt(3), 2.0))
+
+
+def search_orthorhombic(two_theta, strong, wavelength=GRID_WAVELENGTH) -> Indexing | None:
+  """The best orthorhombic fit to lines already selected (select_lines), whatever its figure
+  of merit, with the centring that gives it the best M_N among those indexing as many lines;
+  None below MIN_LINES_THREE_PARAMETERS lines or for a pseudo-tetragonal or pseudo-hexagonal
+  metric."""
+  two_theta = np.asarray(two_theta, np.float64)
+  if two_theta.size < MIN_LINES_THREE_PARAMETERS:
+    return None
+  q_obs = q_of(two_theta, wavelength)
+  slope = dq_dtwo_theta(two_theta, wavelength)
+  abc = _orthorhombic_candidates(q_obs)
+  if abc.shape[0] == 0:
+    return None
+  wide = slope * (TOLERANCE_DEG + MAX_ZERO_SHIFT_DEG)
+  dq, hkl2, n_calc = _score_orthorhombic(q_obs, abc)
+  fom, _ = _figure_of_merit(q_obs, wide, dq, n_calc, strong)
+  tolerance = slope * TOLERANCE_DEG
+  result = None
+  for k in np.argsort(-fom)[:8]:
+    if fom[k] <= 0:
+      break
+    zero, rows, indexed, refined = 0.0, hkl2[k], dq[k] <= wide, None
+    for _ in range(3):
+      refined = _refine_orthorhombic(two_theta, rows, indexed, wavelength, zero)
+      if refined is None:
+        break
+      params, zero = refined
+      if not (np.all(params > 0) and abs(zero) <= MAX_ZERO_SHIFT_DEG):
+        refined = None
+        break
+      q_corr = q_of(two_theta - zero, wavelength)
+      dq1, rows1, _ = _score_orthorhombic(q_corr, params[None])
+      rows, indexed = rows1[0], dq1[0] <= tolerance
+    if refined is None:
+      continue
+    edges = 1 / np.sqrt(params)
+    if _pseudo_symmetric(edges):
+      continue
+    most = None
+    for centring in ORTHORHOMBIC_CENTRINGS:
+      dq1, _, n1 = _score_orthorhombic(q_corr, params[None], centring)
+      fom1, count = _figure_of_merit(q_corr, tolerance, dq1, n1, strong)
+      if most is None:
+        most = count[0]                               # the primitive lattice indexes most
+      if fom1[0] > 0 and count[0] == most and (
+          result is None or fom1[0] > result.figure_of_merit):
+        result = Indexing(family="orthorhombic", centring=centring, a=float(edges[0]),
+                          b=float(edges[1]), c=float(edges[2]), zero_shift=float(zero),
+                          figure_of_merit=float(fom1[0]), lines=int(two_theta.size),
+                          indexed=int(count[0]))
+  return result
+
+
 def select_lines(two_theta, intensity, max_lines: int = MAX_LINES):
   """(2θ, intensity) of the lines indexed: the first `max_lines` in angle at least
   MIN_RELATIVE_INTENSITY of the strongest."""
@@ -335,33 +513,41 @@ def select_lines(two_theta, intensity, max_lines: int = MAX_LINES):
   return two_theta[keep][:max_lines], intensity[keep][:max_lines]
 
 
-def fit_lattices(two_theta, intensity, wavelength: float = GRID_WAVELENGTH) -> list[Indexing]:
+def fit_lattices(two_theta, intensity, wavelength: float = GRID_WAVELENGTH,
+                 orthorhombic: bool = True) -> list[Indexing]:
   """The best fit of every lattice (family and centring) to lines already selected
   (select_lines), whatever its figure of merit; lattices of two parameters only from
-  MIN_LINES_TWO_PARAMETERS lines on, and nothing below MIN_LINES."""
+  MIN_LINES_TWO_PARAMETERS lines on, the orthorhombic one (search_orthorhombic) from
+  MIN_LINES_THREE_PARAMETERS, and nothing below MIN_LINES."""
   two_theta = np.asarray(two_theta, np.float64)
   intensity = np.asarray(intensity, np.float64)
   if two_theta.size < MIN_LINES:
     return []
   strong = intensity >= STRONG_LINE * intensity.max()
   families = FAMILIES if two_theta.size >= MIN_LINES_TWO_PARAMETERS else ("cubic",)
-  return [r for family in families for centring in CENTRINGS[family]
+  fits = [r for family in families for centring in CENTRINGS[family]
           if (r := _search(family, centring, two_theta, strong, wavelength)) is not None]
+  if orthorhombic and (r := search_orthorhombic(two_theta, strong, wavelength)) is not None:
+    fits.append(r)
+  return fits
 
 
 def choose(fits: list[Indexing],
            min_figure_of_merit: float = MIN_FIGURE_OF_MERIT) -> Indexing | None:
   """The indexing accepted among fit_lattices' fits: M_N at least `min_figure_of_merit` (twice
-  that below MIN_LINES_TWO_PARAMETERS lines); the lattice that explains most lines; among
-  those, cubic first (a cubic lattice indexes as tetragonal and in hexagonal axes too, with a
-  lower M_N only because those allow more reflections), then the best M_N."""
+  that below MIN_LINES_TWO_PARAMETERS lines). Among the cubic, tetragonal and hexagonal fits,
+  the lattice that explains most lines; among those, cubic first (a cubic lattice indexes as
+  tetragonal and in hexagonal axes too, with a lower M_N only because those allow more
+  reflections), then the best M_N. The orthorhombic fit only when none of those is accepted:
+  it indexes the lines of every lattice of higher symmetry as well."""
   accepted = [r for r in fits
               if r.figure_of_merit >= min_figure_of_merit
               * (2 if r.lines < MIN_LINES_TWO_PARAMETERS else 1)]
-  if not accepted:
-    return None
-  most = max(r.indexed for r in accepted)
-  return min((r for r in accepted if r.indexed == most),
+  high = [r for r in accepted if r.family in FAMILIES]
+  if not high:
+    return max(accepted, key=lambda r: r.figure_of_merit, default=None)
+  most = max(r.indexed for r in high)
+  return min((r for r in high if r.indexed == most),
              key=lambda r: (r.family != "cubic", -r.figure_of_merit))
 
 

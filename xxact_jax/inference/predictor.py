@@ -33,8 +33,9 @@ class Predictor:
   With a `reference` (inference/reference.py), a scan whose composition the reference dataset
   holds gets the crystal system and space group of its best-matching row (phase identification);
   the model answers for the others. With `indexing` (default on), the model's answer for a scan
-  that no reference row matches is restricted to the crystal systems of the cubic, tetragonal or
-  hexagonal lattice that indexes the scan's lines, when one does (inference/indexing.py).
+  that no reference row matches is restricted to the crystal systems of the cubic, tetragonal,
+  hexagonal or orthorhombic lattice that indexes the scan's lines, when one does
+  (inference/indexing.py).
   """
 
   def __init__(self, params, config, target_stats: dict, max_elements: int,
@@ -215,7 +216,7 @@ class Predictor:
     return match, lattice
 
   def index(self, xrd, wavelength=None):
-    """The cubic, tetragonal or hexagonal lattice that indexes a scan (indexing.Indexing), or
+    """The cubic, tetragonal, hexagonal or orthorhombic lattice that indexes a scan (indexing.Indexing), or
     None. The lines are found after Kα2 stripping (for an anode's doublet) and SNIP background
     removal, whatever the model's preprocessing."""
     with warnings.catch_warnings():
