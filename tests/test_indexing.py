@@ -143,6 +143,12 @@ def test_restricting_keeps_the_models_ranking_inside_the_allowed_systems():
   groups = np.flatnonzero(outputs["spacegroup_number"][0]) + 1
   assert (groups.min(), groups.max()) == (143, 194)
   assert outputs["spacegroup_number"][0].sum() == pytest.approx(1.0)
+  # An orthorhombic lattice: orthorhombic groups only (16–74).
+  outputs = {"spacegroup_number": np.full((1, 230), 1 / 230)}
+  indexing.restrict_row(outputs, 0, indexing.Indexing("orthorhombic", "P", 4.1, 7.9, 0.0, 50.0,
+                                                      20, 20, b=5.3))
+  groups = np.flatnonzero(outputs["spacegroup_number"][0]) + 1
+  assert (groups.min(), groups.max(), groups.size) == (16, 74, 59)
   # All mass outside: uniform over the allowed classes.
   np.testing.assert_allclose(indexing.restrict(np.eye(3)[0], np.array([False, True, True])),
                              [0, 0.5, 0.5])
@@ -166,6 +172,20 @@ def test_apply_keeps_the_models_answer_beside_the_indexing():
   assert answer["spacegroup_number"]["model_top5"][0]["spacegroup_number"] == 14
   assert answer["indexing"]["lattice"] == "cubic"
   assert indexing.apply(model, restricted, None) is model
+
+
+def test_a_measured_like_orthorhombic_pattern_indexes_from_the_grid():
+  grid = constants.two_theta_grid()
+  lines = _lines(_metric(5.2, 9.7, 7.3), lambda h, k, l: (h + k + l) % 2 == 0, zero=-0.04)
+  rng = np.random.default_rng(2)
+  pattern = xrd_lib.smear_sticks(lines, rng.uniform(0.2, 1.0, lines.size), 0.06)
+  pattern = 100 * pattern / pattern.max() + 10 * np.exp(-(grid - 5) / 20) + 3
+  pattern = rng.poisson(pattern * 50) / 50.0
+  result = indexing.index_pattern(pattern)
+  assert result.family == "orthorhombic"
+  assert sorted((result.a, result.b, result.c)) == [pytest.approx(x, abs=0.01)
+                                                    for x in (5.2, 7.3, 9.7)]
+  assert result.zero_shift == pytest.approx(-0.04, abs=0.01)
 
 
 def test_degenerate_patterns_index_as_nothing_without_raising():
