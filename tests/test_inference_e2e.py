@@ -363,6 +363,39 @@ def test_evaluate_measured_index(workdir, predictor, tmp_path, capsys):
     evaluate.main([f"--workdir={workdir}", f"--measured={index}", f"--output={out}"])
 
 
+def test_an_ensemble_averages_its_models_outputs(workdir, predictor, test_split, tmp_path,
+                                                 capsys):
+  """load of several workdirs: class probabilities and regression values are the mean of the
+  models'; embeddings are the first model's; a missing member is named; evaluate takes the
+  workdirs separated by commas."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from xxact_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference.errors import InputError  # pylint: disable=g-import-not-at-top
+  batch = test_split.read_batch(np.arange(min(4, len(test_split))))
+  species, fractions, xrd = (batch[k] for k in ("species", "fractions", "xrd"))
+  ensemble = xxact_jax.load(f"{workdir},{workdir}")
+  assert len(ensemble.members) == 1
+  other = ensemble.members[0]
+  other.params = jax.tree.map(lambda x: x * 0.7, other.params)
+  mine = predictor.predict_arrays(species, fractions, xrd)
+  theirs = other.predict_arrays(species, fractions, xrd)
+  both = ensemble.predict_arrays(species, fractions, xrd)
+  for t in predictor.targets:
+    assert not np.allclose(mine[t], theirs[t])
+    np.testing.assert_allclose(both[t], (mine[t] + theirs[t]) / 2, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(both["embedding"], mine["embedding"], rtol=1e-6)
+  with pytest.raises(InputError, match="missing: no such workdir"):
+    xxact_jax.load([workdir, str(tmp_path / "missing")])
+  index = tmp_path / "index.csv"
+  index.write_text("file,formula,crystal_system\n"
+                   f"{fixture('Si_CuKa.xy')},Si,cubic\n")
+  evaluate.main([f"--workdir={workdir},{workdir}", f"--measured={index}",
+                 f"--output={tmp_path / 'out'}"])
+  metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert metrics["ensemble"] == 2 and metrics["scans_evaluated"] == 1
+  assert metrics["workdir"] == f"{os.path.abspath(workdir)},{os.path.abspath(workdir)}"
+
+
 def test_evaluate_dataset_matches_training_eval_and_the_api(workdir, predictor, tmp_path,
                                                             capsys):
   """evaluate --data: on the run's own split it reproduces the training-time eval; on other

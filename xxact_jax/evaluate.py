@@ -64,7 +64,9 @@ LABEL_COLUMNS = ("crystal_system", "spacegroup_number")
 def _parse_args(argv):
   parser = argparse.ArgumentParser(prog="python -m xxact_jax.evaluate",
                                    description=__doc__.split("\n\n")[0])
-  parser.add_argument("--workdir", required=True, help="trained workdir")
+  parser.add_argument("--workdir", required=True,
+                      help="trained workdir; with --measured, several separated by commas are "
+                           "scored as an ensemble (their probabilities averaged)")
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument("--measured", help="index CSV of measured scans")
   source.add_argument("--data", help="a prepared dataset (python -m xxact_jax.prepare)")
@@ -232,7 +234,9 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
   lattices = [lattice for _, lattice in identified]
   for i, (match, lattice) in enumerate(identified):
     predictor_lib.apply_identification(out, i, match, lattice)
-  metrics = {"workdir": os.path.abspath(workdir), "index": os.path.abspath(index_csv),
+  workdirs = predictor_lib.split_workdirs(workdir)
+  metrics = {"workdir": ",".join(os.path.abspath(w) for w in workdirs),
+             "ensemble": 1 + len(predictor.members), "index": os.path.abspath(index_csv),
              "checkpoint": checkpoint, "step": predictor.step,
              "background": predictor.preprocessing.background,
              "strip_ka2": predictor.preprocessing.strip_ka2,
@@ -411,6 +415,9 @@ def main(argv=None):
   args = _parse_args(sys.argv[1:] if argv is None else argv)
   try:
     if args.data:
+      if "," in args.workdir:
+        raise InputError("--data scores one workdir; an ensemble is scored with --measured",
+                         path=args.workdir)
       metrics = evaluate_dataset(args.workdir, args.data, args.output, args.split,
                                  args.checkpoint, args.batch_size)
     else:

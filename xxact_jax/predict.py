@@ -54,7 +54,9 @@ def _parse_args(argv):
   parser = argparse.ArgumentParser(
       prog="python -m xxact_jax.predict", description=__doc__.split("\n\n")[0],
       epilog="Wavelength: Å, or an anode name (Cu, Mo, Co, Fe, Cr, Ag; Kα, or e.g. CuKa1).")
-  parser.add_argument("--workdir", required=True, help="trained workdir")
+  parser.add_argument("--workdir", required=True,
+                      help="trained workdir; several separated by commas predict as an ensemble "
+                           "(their probabilities and values averaged)")
   parser.add_argument("--which", choices=("best", "latest"), default="best",
                       help="checkpoint to restore")
   parser.add_argument("--formula", help="chemical formula, e.g. Fe2O3")

@@ -58,6 +58,9 @@ class Predictor:
     self.preprocessing = preprocessing or resample.Preprocessing()
     self.model_name = config.model.name
     self.targets = tuple(config.model.targets)
+    # Further models whose outputs predict_arrays averages with this one's (load of several
+    # workdirs): an ensemble of runs trained alike with different seeds.
+    self.members: list["Predictor"] = []
     model = build_model(config.model)
     # What the model reads (an unused input is fed as zeros) and which outputs are embeddings.
     self.uses_composition = model.uses_composition
@@ -92,8 +95,18 @@ class Predictor:
     others ignore it. `predict`, `predict_batch` and `evaluate --measured` set it for scans.
 
     Returns numpy arrays: regression [N], class probabilities [N, C], and the
-    embeddings the model exposes ("embedding", "comp_cls", "xrd_cls") [N, D].
+    embeddings the model exposes ("embedding", "comp_cls", "xrd_cls") [N, D]. An ensemble
+    (`members`) averages the regression values and class probabilities of all its models; the
+    embeddings are the first model's, since those of separately trained models do not share axes.
     """
+    out = self._predict_one(species, fractions, xrd, measured)
+    if self.members:
+      others = [m._predict_one(species, fractions, xrd, measured) for m in self.members]
+      for t in self.targets:
+        out[t] = np.mean([out[t]] + [o[t] for o in others], axis=0).astype(out[t].dtype)
+    return out
+
+  def _predict_one(self, species, fractions, xrd, measured) -> dict[str, np.ndarray]:
     species = np.asarray(species, np.int32)
     fractions = np.asarray(fractions, np.float32)
     xrd = np.asarray(xrd, np.float32)
@@ -314,10 +327,15 @@ def format_prediction(outputs: dict, targets) -> dict:
   return result
 
 
-def load(workdir: str, which: str = "best", batch_size: int = 256,
+def load(workdir, which: str = "best", batch_size: int = 256,
          preprocessing: resample.Preprocessing | None = None, reference="auto",
          indexing: bool = True) -> Predictor:
   """Restores parameters (only) of a trained workdir's best or latest checkpoint.
+
+  `workdir` may also name several workdirs (a list, or one string with commas): the predictor
+  then averages their class probabilities and regression values (an ensemble, e.g. of seeds).
+  They must predict the same targets from compositions encoded alike; the first gives the
+  configuration, the reference ("auto": its training split) and the embeddings.
 
   `preprocessing` (default `resample.Preprocessing()`) prepares measured scans given to predict.
   `reference`: where measured scans are looked up by composition before the model answers
@@ -329,8 +347,36 @@ def load(workdir: str, which: str = "best", batch_size: int = 256,
   Raises:
     InputError: naming the workdir when it holds no usable checkpoint.
   """
+  workdirs = split_workdirs(workdir)
+  first = _load_one(workdirs[0], which, batch_size, preprocessing, reference, indexing)
+  for other in workdirs[1:]:
+    member = _load_one(other, which, batch_size, preprocessing, "none", False)
+    for what, mine, theirs in (
+        ("targets", first.targets, member.targets),
+        ("max_elements", first.max_elements, member.max_elements),
+        ("inputs (composition, XRD)", (first.uses_composition, first.uses_xrd),
+         (member.uses_composition, member.uses_xrd))):
+      if mine != theirs:
+        raise InputError(f"an ensemble's models must agree on {what}: {mine} in "
+                         f"{workdirs[0]}, {theirs} here", path=other)
+    first.members.append(member)
+  return first
+
+
+def split_workdirs(workdir) -> list[str]:
+  if isinstance(workdir, (str, os.PathLike)):
+    names = [w.strip() for w in os.fspath(workdir).split(",")]
+  else:
+    names = [os.fspath(w) for w in workdir]
+  names = [w for w in names if w]
+  if not names:
+    raise InputError("no workdir given", path=str(workdir))
+  return names
+
+
+def _load_one(workdir: str, which, batch_size, preprocessing, reference,
+              indexing) -> Predictor:
   from xxact_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
-  workdir = os.fspath(workdir)
   if not os.path.isdir(workdir):
     raise InputError("no such workdir", path=workdir)
   try:
