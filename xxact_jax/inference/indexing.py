@@ -102,7 +102,8 @@ class Indexing:
 
   def as_dict(self) -> dict:
     return {"lattice": self.family, "centring": self.centring, "a": round(self.a, 4),
-            "b": round(self.a if self.b is None else self.b, 4), "c": round(self.c, 4), "zero_shift": round(self.zero_shift, 4),
+            "b": round(self.a if self.b is None else self.b, 4), "c": round(self.c, 4),
+            "zero_shift": round(self.zero_shift, 4),
             "figure_of_merit": round(self.figure_of_merit, 2), "lines": self.lines,
             "indexed": self.indexed,
             "crystal_systems": [constants.CRYSTAL_SYSTEMS[i] for i in self.crystal_systems]}

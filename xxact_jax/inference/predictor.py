@@ -229,9 +229,9 @@ class Predictor:
     return match, lattice
 
   def index(self, xrd, wavelength=None):
-    """The cubic, tetragonal, hexagonal or orthorhombic lattice that indexes a scan (indexing.Indexing), or
-    None. The lines are found after Kα2 stripping (for an anode's doublet) and SNIP background
-    removal, whatever the model's preprocessing."""
+    """The cubic, tetragonal, hexagonal or orthorhombic lattice that indexes a scan
+    (indexing.Indexing), or None. The lines are found after Kα2 stripping (for an anode's
+    doublet) and SNIP background removal, whatever the model's preprocessing."""
     with warnings.catch_warnings():
       # A scan at a single wavelength has no Kα2 to strip; coverage was reported for the model.
       warnings.simplefilter("ignore", resample.PreprocessingWarning)
