@@ -146,3 +146,23 @@ def test_indexing_check_counts_what_the_indexing_finds(small_dataset, tmp_path, 
   check.main([f"--data={small_dataset}", "--split=train", "--rows=2", "--augment",
               f"--output={output}"])
   assert json.loads(output.read_text())["augment"] is True
+
+
+def test_ensemble_simulated_scores_each_model_and_their_mean(workdir, embedded_dataset, capsys):
+  """Two copies of one run: the ensemble scores as the run does, and the run's score is the
+  share of test rows whose most probable class is the label."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import xxact_jax  # pylint: disable=g-import-not-at-top
+  from xxact_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  load_script("ensemble_simulated").main([f"--workdir={workdir},{workdir}",
+                                          f"--data={embedded_dataset}", "--batch=64"])
+  result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  test = data_lib.open_dataset(embedded_dataset, "test")
+  batch = test.read_batch(np.arange(len(test)))
+  keep = batch["crystal_system"] >= 0
+  probabilities = xxact_jax.load(workdir).predict_arrays(
+      batch["species"][keep], batch["fractions"][keep], batch["xrd"][keep])["crystal_system"]
+  expected = float(np.mean(probabilities.argmax(-1) == batch["crystal_system"][keep]))
+  assert result["rows"] == int(keep.sum())
+  assert result["model_accuracy"] == [pytest.approx(expected)] * 2
+  assert result["ensemble_accuracy"] == pytest.approx(expected)
