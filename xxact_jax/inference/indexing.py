@@ -286,41 +286,56 @@ def _refine(two_theta, mn, indexed, wavelength, zero):
   solution, *_ = np.linalg.lstsq(design, q[indexed], rcond=None)
   a_param, c_param = solution[0], (0.0 if cubic else solution[1])
   # Q(2θ_obs − Z) ≈ Q(corrected) − slope·(Z − zero): the last coefficient is Z − zero.
-  return a_param, c_param, zero + solution[-1]
+  return np.array([a_param, c_param]), zero + solution[-1]
+
+
+def _refined_trials(two_theta, strong, wavelength, trials, score, refine, valid):
+  """(parameters, zero shift, the lines' Q corrected for it) of each of the eight best trials
+  that refine to valid parameters. `trials` [K, P]; score(q, parameters [K, P]) gives per line
+  the misfit [K, L], the index terms of the nearest reflection [K, L, ·] and N_calc [K];
+  refine(2θ, index terms, indexed, wavelength, zero) gives (parameters [P], zero) or None."""
+  q_obs = q_of(two_theta, wavelength)
+  slope = dq_dtwo_theta(two_theta, wavelength)
+  # Trial values carry the zero error of the lines they came from: a tolerance wide enough for
+  # the largest zero shift first, then refinement with the zero shift, then the real tolerance.
+  wide = slope * (TOLERANCE_DEG + MAX_ZERO_SHIFT_DEG)
+  tolerance = slope * TOLERANCE_DEG
+  dq, terms, n_calc = score(q_obs, trials)
+  fom, _ = _figure_of_merit(q_obs, wide, dq, n_calc, strong)
+  for k in np.argsort(-fom)[:8]:
+    if fom[k] <= 0:
+      break
+    zero, rows, indexed, refined = 0.0, terms[k], dq[k] <= wide, None
+    for _ in range(3):
+      refined = refine(two_theta, rows, indexed, wavelength, zero)
+      if refined is None:
+        break
+      params, zero = refined
+      if not (valid(params) and abs(zero) <= MAX_ZERO_SHIFT_DEG):
+        refined = None
+        break
+      q_corr = q_of(two_theta - zero, wavelength)
+      dq1, rows1, _ = score(q_corr, params[None])
+      rows, indexed = rows1[0], dq1[0] <= tolerance
+    if refined is not None:
+      yield params, zero, q_corr
 
 
 def _search(family, centring, two_theta, strong, wavelength) -> Indexing | None:
   groups = _groups(family, centring)
-  q_obs = q_of(two_theta, wavelength)
-  slope = dq_dtwo_theta(two_theta, wavelength)
-  a_param, c_param = _candidates(family, q_obs)
+  a_param, c_param = _candidates(family, q_of(two_theta, wavelength))
   if a_param.size == 0:
     return None
-  # Trial values carry the zero error of the lines they came from: a tolerance wide enough for
-  # the largest zero shift first, then refinement with the zero shift, then the real tolerance.
-  wide = slope * (TOLERANCE_DEG + MAX_ZERO_SHIFT_DEG)
-  dq, mn, n_calc = _score(q_obs, groups, a_param, c_param)
-  fom, _ = _figure_of_merit(q_obs, wide, dq, n_calc, strong)
-  tolerance = slope * TOLERANCE_DEG
+
+  def score(q, params):
+    return _score(q, groups, params[:, 0], params[:, 1])
+
+  tolerance = dq_dtwo_theta(two_theta, wavelength) * TOLERANCE_DEG
   result = None
-  for k in np.argsort(-fom)[:8]:
-    if fom[k] <= 0:
-      break
-    zero, rows_mn, indexed = 0.0, mn[k], dq[k] <= wide
-    refined = None
-    for _ in range(3):
-      refined = _refine(two_theta, rows_mn, indexed, wavelength, zero)
-      if refined is None:
-        break
-      a1, c1, zero = refined
-      if not (a1 > 0 and c1 >= 0 and abs(zero) <= MAX_ZERO_SHIFT_DEG):
-        refined = None
-        break
-      q_corr = q_of(two_theta - zero, wavelength)
-      dq1, mn1, n1 = _score(q_corr, groups, np.array([a1]), np.array([c1]))
-      rows_mn, indexed = mn1[0], dq1[0] <= tolerance
-    if refined is None:
-      continue
+  for (a1, c1), zero, q_corr in _refined_trials(
+      two_theta, strong, wavelength, np.stack([a_param, c_param], 1), score, _refine,
+      lambda p: p[0] > 0 and p[1] >= 0):
+    dq1, _, n1 = score(q_corr, np.array([[a1, c1]]))
     fom1, count = _figure_of_merit(q_corr, tolerance, dq1, n1, strong)
     if fom1[0] > 0 and (result is None or fom1[0] > result.figure_of_merit):
       scale = 4 / 3 if family == "hexagonal" else 1.0
@@ -456,33 +471,14 @@ def search_orthorhombic(two_theta, strong, wavelength=GRID_WAVELENGTH) -> Indexi
   two_theta = np.asarray(two_theta, np.float64)
   if two_theta.size < MIN_LINES_THREE_PARAMETERS:
     return None
-  q_obs = q_of(two_theta, wavelength)
-  slope = dq_dtwo_theta(two_theta, wavelength)
-  abc = _orthorhombic_candidates(q_obs)
+  abc = _orthorhombic_candidates(q_of(two_theta, wavelength))
   if abc.shape[0] == 0:
     return None
-  wide = slope * (TOLERANCE_DEG + MAX_ZERO_SHIFT_DEG)
-  dq, hkl2, n_calc = _score_orthorhombic(q_obs, abc)
-  fom, _ = _figure_of_merit(q_obs, wide, dq, n_calc, strong)
-  tolerance = slope * TOLERANCE_DEG
+  tolerance = dq_dtwo_theta(two_theta, wavelength) * TOLERANCE_DEG
   result = None
-  for k in np.argsort(-fom)[:8]:
-    if fom[k] <= 0:
-      break
-    zero, rows, indexed, refined = 0.0, hkl2[k], dq[k] <= wide, None
-    for _ in range(3):
-      refined = _refine_orthorhombic(two_theta, rows, indexed, wavelength, zero)
-      if refined is None:
-        break
-      params, zero = refined
-      if not (np.all(params > 0) and abs(zero) <= MAX_ZERO_SHIFT_DEG):
-        refined = None
-        break
-      q_corr = q_of(two_theta - zero, wavelength)
-      dq1, rows1, _ = _score_orthorhombic(q_corr, params[None])
-      rows, indexed = rows1[0], dq1[0] <= tolerance
-    if refined is None:
-      continue
+  for params, zero, q_corr in _refined_trials(
+      two_theta, strong, wavelength, abc, _score_orthorhombic, _refine_orthorhombic,
+      lambda p: np.all(p > 0)):
     edges = 1 / np.sqrt(params)
     if _pseudo_symmetric(edges):
       continue
