@@ -52,3 +52,18 @@ def test_compare_pairs_scans_by_id_and_names_a_bad_line(tmp_path, capsys):
     f.write("{not json\n")
   assert significance.main([str(a), str(b)]) == 2
   assert f"{b}:6" in capsys.readouterr().err
+
+
+def test_pairs_of_runs_pool_their_discordant_scans(tmp_path, capsys):
+  a0, b0, a1, b1 = (tmp_path / f"{n}.jsonl" for n in ("a0", "b0", "a1", "b1"))
+  _write(a0, {"s1": ("cubic", "cubic"), "s2": ("monoclinic", "monoclinic")})
+  _write(b0, {"s1": ("cubic", "tetragonal"), "s2": ("monoclinic", "monoclinic")})
+  _write(a1, {"s1": ("cubic", "cubic"), "s2": ("monoclinic", "triclinic")})
+  _write(b1, {"s1": ("cubic", "tetragonal"), "s2": ("monoclinic", "monoclinic")})
+  assert significance.main([str(a0), str(b0), str(a1), str(b1)]) == 0
+  result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert (result["right_by_a_alone"], result["right_by_b_alone"], result["paired"]) == (2, 1, 4)
+  assert result["mcnemar_p"] == significance.mcnemar_exact(2, 1)
+  assert [r["right_by_a_alone"] for r in result["pairs"]] == [1, 1]
+  assert significance.main([str(a0), str(b0), str(a1)]) == 2
+  assert "pairs" in capsys.readouterr().err

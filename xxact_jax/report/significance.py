@@ -2,12 +2,15 @@ r"""How sure an accuracy on a few labelled scans is, and whether two models diff
 
   python -m xxact_jax.report.significance A/predictions.jsonl B/predictions.jsonl \
       [--target=crystal_system]
+  python -m xxact_jax.report.significance A_0 B_0 A_1 B_1 ...   # pooled over pairs (e.g. seeds)
 
 On 100 measured scans one scan is one point of accuracy: a Wilson interval says how far the true
 rate may lie, and an exact McNemar test (the scans one model gets right and the other wrong;
 a two-sided binomial test on those) whether two models evaluated on the same scans differ. The
 inputs are `python -m xxact_jax.evaluate` predictions files; scans are paired by their id. The
-last stdout line is the result as JSON.
+last stdout line is the result as JSON. Several pairs (the runs of two settings with seeds 0, 1,
+...) pool their discordant scans into one McNemar test; each pair's comparison is kept under
+"pairs".
 """
 
 import argparse
@@ -82,17 +85,39 @@ def compare(path_a: str, path_b: str, target: str = "crystal_system") -> dict:
   return result
 
 
+def compare_pooled(pairs, target: str = "crystal_system") -> dict:
+  """compare of each (A, B) pair, and one McNemar test of their discordant scans together."""
+  each = [compare(a, b, target) for a, b in pairs]
+  only_a = sum(r["right_by_a_alone"] for r in each)
+  only_b = sum(r["right_by_b_alone"] for r in each)
+  return {"target": target, "pairs": each, "paired": sum(r["paired"] for r in each),
+          "right_by_a_alone": only_a, "right_by_b_alone": only_b,
+          "mcnemar_p": mcnemar_exact(only_a, only_b)}
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("a", help="predictions.jsonl of model A")
-  parser.add_argument("b", help="predictions.jsonl of model B")
+  parser.add_argument("files", nargs="+", metavar="A B",
+                      help="predictions.jsonl of model A, then of model B; more pairs are pooled")
   parser.add_argument("--target", default="crystal_system")
   args = parser.parse_args(argv)
   try:
-    result = compare(args.a, args.b, args.target)
+    if len(args.files) % 2:
+      raise InputError(f"predictions files come in pairs (A B), got {len(args.files)}")
+    pairs = list(zip(args.files[::2], args.files[1::2]))
+    if len(pairs) > 1:
+      result = compare_pooled(pairs, args.target)
+    else:
+      result = compare(*pairs[0], args.target)
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  if len(pairs) > 1:
+    print(f"{len(pairs)} pairs, {result['paired']} paired scans: right by A alone "
+          f"{result['right_by_a_alone']}, by B alone {result['right_by_b_alone']}; pooled "
+          f"McNemar p = {result['mcnemar_p']:.3g}", file=sys.stderr)
+    print(json.dumps(result))
+    return 0
   print(f"A {result['a_accuracy']:.1%} [{result['a_accuracy_ci95'][0]:.1%}, "
         f"{result['a_accuracy_ci95'][1]:.1%}]  B {result['b_accuracy']:.1%} "
         f"[{result['b_accuracy_ci95'][0]:.1%}, {result['b_accuracy_ci95'][1]:.1%}]  on "
