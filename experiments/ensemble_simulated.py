@@ -28,10 +28,9 @@ def main(argv=None):
   parser.add_argument("--batch", type=int, default=512)
   args = parser.parse_args(argv)
 
-  models = [xxact_jax.load(w, reference="none", indexing=False)
-            for w in predictor_lib.split_workdirs(args.workdir)]
+  ensemble = xxact_jax.load(args.workdir, reference="none", indexing=False)
   dataset = data_lib.open_dataset(args.data, args.split)
-  correct = np.zeros(len(models) + 1)
+  correct = np.zeros(len(ensemble.workdirs) + 1)
   counted = 0
   progress = progress_lib.Progress(len(dataset), "predicting", unit="rows")
   for start in range(0, len(dataset), args.batch):
@@ -40,14 +39,13 @@ def main(argv=None):
     keep = batch[TARGET] >= 0
     inputs = [batch[k][keep] for k in ("species", "fractions", "xrd")]
     label = batch[TARGET][keep]
-    # The ensemble's probabilities are the mean of its models' (Predictor.predict_arrays).
-    single = [m.predict_arrays(*inputs)[TARGET] for m in models]
-    for i, p in enumerate(single + [np.mean(single, axis=0)]):
-      correct[i] += np.sum(p.argmax(-1) == label)
+    each = ensemble.predict_each(*inputs)
+    for i, out in enumerate(each + [predictor_lib.average_outputs(each, ensemble.targets)]):
+      correct[i] += np.sum(out[TARGET].argmax(-1) == label)
     counted += int(keep.sum())
     progress.advance(len(rows))
   accuracy = correct / max(counted, 1)
-  print(json.dumps({"workdirs": [m.workdir for m in models], "split": args.split,
+  print(json.dumps({"workdirs": ensemble.workdirs, "split": args.split,
                     "rows": counted, "ensemble_accuracy": float(accuracy[-1]),
                     "model_accuracy": [float(a) for a in accuracy[:-1]]}))
 

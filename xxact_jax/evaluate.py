@@ -234,8 +234,7 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
   lattices = [lattice for _, lattice in identified]
   for i, (match, lattice) in enumerate(identified):
     predictor_lib.apply_identification(out, i, match, lattice)
-  workdirs = predictor_lib.split_workdirs(workdir)
-  metrics = {"workdir": ",".join(os.path.abspath(w) for w in workdirs),
+  metrics = {"workdir": ",".join(os.path.abspath(w) for w in predictor.workdirs),
              "ensemble": 1 + len(predictor.members), "index": os.path.abspath(index_csv),
              "checkpoint": checkpoint, "step": predictor.step,
              "background": predictor.preprocessing.background,

@@ -510,8 +510,7 @@ def select_lines(two_theta, intensity, max_lines: int = MAX_LINES):
   return two_theta[keep][:max_lines], intensity[keep][:max_lines]
 
 
-def fit_lattices(two_theta, intensity, wavelength: float = GRID_WAVELENGTH,
-                 orthorhombic: bool = True) -> list[Indexing]:
+def fit_lattices(two_theta, intensity, wavelength: float = GRID_WAVELENGTH) -> list[Indexing]:
   """The best fit of every lattice (family and centring) to lines already selected
   (select_lines), whatever its figure of merit; lattices of two parameters only from
   MIN_LINES_TWO_PARAMETERS lines on, the orthorhombic one (search_orthorhombic) from
@@ -524,7 +523,7 @@ def fit_lattices(two_theta, intensity, wavelength: float = GRID_WAVELENGTH,
   families = FAMILIES if two_theta.size >= MIN_LINES_TWO_PARAMETERS else ("cubic",)
   fits = [r for family in families for centring in CENTRINGS[family]
           if (r := _search(family, centring, two_theta, strong, wavelength)) is not None]
-  if orthorhombic and (r := search_orthorhombic(two_theta, strong, wavelength)) is not None:
+  if (r := search_orthorhombic(two_theta, strong, wavelength)) is not None:
     fits.append(r)
   return fits
 

@@ -99,12 +99,17 @@ class Predictor:
     (`members`) averages the regression values and class probabilities of all its models; the
     embeddings are the first model's, since those of separately trained models do not share axes.
     """
-    out = self._predict_one(species, fractions, xrd, measured)
-    if self.members:
-      others = [m._predict_one(species, fractions, xrd, measured) for m in self.members]
-      for t in self.targets:
-        out[t] = np.mean([out[t]] + [o[t] for o in others], axis=0).astype(out[t].dtype)
-    return out
+    return average_outputs(self.predict_each(species, fractions, xrd, measured), self.targets)
+
+  def predict_each(self, species, fractions, xrd, measured=False) -> list[dict[str, np.ndarray]]:
+    """predict_arrays' outputs of this model alone, then of each of its `members` alone."""
+    return [m._predict_one(species, fractions, xrd, measured)  # pylint: disable=protected-access
+            for m in [self] + self.members]
+
+  @property
+  def workdirs(self) -> list[str]:
+    """This model's workdir, then its members'."""
+    return [m.workdir for m in [self] + self.members]
 
   def _predict_one(self, species, fractions, xrd, measured) -> dict[str, np.ndarray]:
     species = np.asarray(species, np.int32)
@@ -282,6 +287,16 @@ class Predictor:
     rows = [self.prepare_and_parse(c, x, wavelength) for c, x in zip(compositions, xrds)]
     return (tuple(np.stack(column) for column in zip(*(arrays for arrays, _ in rows))),
             [scan for _, scan in rows])
+
+
+def average_outputs(outputs: list[dict], targets) -> dict:
+  """An ensemble's outputs from its models' (Predictor.predict_each): each target's regression
+  values and class probabilities averaged; the first model's embeddings."""
+  result = dict(outputs[0])
+  if len(outputs) > 1:
+    for t in targets:
+      result[t] = np.mean([o[t] for o in outputs], axis=0).astype(result[t].dtype)
+  return result
 
 
 def apply_identification(outputs: dict, row: int, match, lattice) -> None:
