@@ -30,6 +30,7 @@ from xxact_jax.training import checkpoints
 from xxact_jax.training import optimizer
 from xxact_jax.training import sharding
 from xxact_jax.training import step as step_lib
+from float32_tolerance import RTOL
 
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers",
                       "multiprocess_train.py")
@@ -106,13 +107,13 @@ def test_two_processes_train_like_one(workdirs):
   assert [r["step"] for r in train_two] == [r["step"] for r in train_one] == [1, 2, 3, 4, 5, 6]
   for a, b in zip(train_one, train_two):
     for key in sorted(k for k in a if k.startswith("loss")):
-      assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["step"], key)
+      assert b[key] == pytest.approx(a[key], rel=RTOL), (a["step"], key)
   eval_one = [r for r in one if "eval/loss" in r]
   eval_two = [r for r in two if "eval/loss" in r]
   assert [r["step"] for r in eval_two] == [r["step"] for r in eval_one] == [1, 2, 3, 4, 5, 6]
   for a, b in zip(eval_one, eval_two):
     assert b["eval/num_examples"] == a["eval/num_examples"]
-    assert b["eval/loss"] == pytest.approx(a["eval/loss"], rel=1e-5), a["step"]
+    assert b["eval/loss"] == pytest.approx(a["eval/loss"], rel=RTOL), a["step"]
 
 
 def restore_train_state(workdir):
