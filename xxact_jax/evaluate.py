@@ -53,6 +53,7 @@ import numpy as np
 from xxact_jax import constants
 from xxact_jax import progress as progress_lib
 from xxact_jax import targets as targets_lib
+from xxact_jax.inference import outputs
 from xxact_jax.inference import resample
 from xxact_jax.inference import wavelengths
 from xxact_jax.inference.errors import InputError
@@ -211,6 +212,7 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
                       preprocessing: resample.Preprocessing | None = None,
                       batch_size=256, reference="auto", indexing=True) -> dict:
   from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
+  outputs.check_output_dir(output)   # before the work, not after it
   rows = read_index(index_csv)
   predictor = predictor_lib.load(workdir, checkpoint, batch_size=batch_size,
                                  preprocessing=preprocessing, reference=reference,
@@ -323,6 +325,7 @@ def evaluate_dataset(workdir, data_path, output, split="test", checkpoint="best"
   from xxact_jax.training import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.training import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  outputs.check_output_dir(output)   # before the work, not after it
   if not os.path.isdir(workdir):
     raise InputError("no such workdir", path=workdir)
   try:

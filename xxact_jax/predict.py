@@ -47,6 +47,7 @@ import warnings
 
 import numpy as np
 
+from xxact_jax.inference import outputs as output_checks
 from xxact_jax.inference.errors import InputError
 
 
@@ -206,6 +207,9 @@ def run(argv=None) -> list[dict]:
   """Predicts and writes the records; returns them (failed CSV rows carry "error")."""
   args = _parse_args(argv)
   from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
+  if args.output:
+    # Before any work: a missing folder must not cost a whole batch's predictions at the end.
+    output_checks.check_output_file(args.output)
   if args.input:
     samples = samples_from_csv(args.input, args.wavelength, keep_bad_rows=True)
   elif args.cif:
