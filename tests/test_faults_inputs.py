@@ -47,3 +47,95 @@ def test_evaluate_refuses_an_output_that_is_a_file_before_any_work(tmp_path, mod
   with pytest.raises(SystemExit, match=r"results.*is a file, so the folder cannot be made"):
     evaluate_cli.main([f"--workdir={tmp_path / 'no_workdir'}", source,
                        f"--output={taken / 'sub'}"])
+
+
+# Fault 3: subnormal intensities are refused; NaN never reaches the JSON output.
+
+def _scaled_scan(tmp_path, factor, name="tiny_counts.xy"):
+  """Si_CuKa.xy with its intensities multiplied by `factor`, written as text."""
+  from xxact_jax.inference import patterns  # pylint: disable=g-import-not-at-top
+  scan = patterns.read_pattern(fixture("Si_CuKa.xy"))
+  path = tmp_path / name
+  path.write_text("".join(f"{t:.4f} {float(i) * factor!r}\n"
+                          for t, i in zip(scan.two_theta, scan.intensity)))
+  return path
+
+
+@pytest.mark.parametrize("factor", [1e-320, 1e-310])
+def test_subnormal_intensities_are_refused(tmp_path, factor):
+  from xxact_jax.inference import inputs  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference.errors import PatternError  # pylint: disable=g-import-not-at-top
+  path = _scaled_scan(tmp_path, factor)
+  for background in resample.BACKGROUND_METHODS:
+    with pytest.raises(PatternError, match=r"tiny_counts\.xy, field 'intensity': largest "
+                                           r"intensity is .*e-3\d\d, below 1e-300"):
+      inputs.pattern_on_grid(str(path), preprocessing=resample.Preprocessing(
+          background=background, min_coverage_deg=0))
+  grid = np.full(4250, factor)
+  with pytest.raises(PatternError, match=r"<array>.*below 1e-300"):
+    inputs.pattern_on_grid(grid)
+  # A small but ordinary scale is still fine: only the shape matters.
+  with pytest.warns(resample.PartialCoverageWarning):
+    small = inputs.pattern_on_grid(str(_scaled_scan(tmp_path, 1e-200, "small.xy")))
+  assert np.isfinite(small).all() and small.max() == pytest.approx(100.0)
+
+
+def test_json_output_never_holds_nan():
+  from xxact_jax.inference import outputs  # pylint: disable=g-import-not-at-top
+  record = {"a": float("nan"), "b": [1.0, np.float32("inf")], "c": {"d": np.float64(2.0)}}
+  text = outputs.dumps(record)
+  assert json.loads(text, parse_constant=pytest.fail) == {"a": None, "b": [1.0, None],
+                                                          "c": {"d": 2.0}}
+  bad = outputs.non_finite_rows({"x": np.array([1.0, np.nan, 2.0]),
+                                 "y": np.array([[0.5, 0.5], [0.5, 0.5], [np.inf, 0.0]])},
+                                ("x", "y"))
+  assert bad.tolist() == [False, True, True]
+
+
+def _strict_json_lines(path):
+  # parse_constant is called for NaN, Infinity and -Infinity only: none may appear.
+  return [json.loads(line, parse_constant=pytest.fail) for line in open(path)]
+
+
+@pytest.mark.slow
+def test_predict_and_evaluate_refuse_subnormal_scans_and_nan_predictions(
+    workdir, tmp_path, capsys, monkeypatch):
+  tiny = _scaled_scan(tmp_path, 1e-320)
+  table = tmp_path / "rows.csv"
+  table.write_text(f"formula,xrd_file\nSi,{tiny}\nSi,{fixture('Si_CuKa.xy')}\n")
+  output = tmp_path / "p.jsonl"
+  assert predict_cli.main([f"--workdir={workdir}", f"--input={table}",
+                           f"--output={output}"]) == 1
+  records = _strict_json_lines(output)
+  assert re.search(r"tiny_counts\.xy, field 'intensity': largest intensity", records[0]["error"])
+  assert "error" not in records[1]
+  # An index with the same two scans: the subnormal one is skipped, not scored.
+  index = tmp_path / "index.csv"
+  index.write_text(f"file,formula,crystal_system\n{tiny},Si,cubic\n"
+                   f"{fixture('Si_CuKa.xy')},Si,cubic\n")
+  metrics = evaluate_cli.evaluate_measured(workdir, str(index), str(tmp_path / "eval"))
+  assert metrics["scans_evaluated"] == 1 and metrics["scans_failed"] == 1
+  assert "largest intensity" in capsys.readouterr().err
+  # Should a model still answer NaN, the row becomes an error instead of a bare NaN.
+  from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
+  original = predictor_lib.Predictor.predict_arrays
+
+  def nan_first_row(self, *args, **kwargs):
+    out = original(self, *args, **kwargs)
+    out["band_gap"] = out["band_gap"].copy()
+    out["band_gap"][0] = np.nan
+    return out
+
+  monkeypatch.setattr(predictor_lib.Predictor, "predict_arrays", nan_first_row)
+  table.write_text(f"formula,xrd_file\nSi,{fixture('Si_CuKa.xy')}\n"
+                   f"NaCl,{fixture('NaCl_CuKa.csv')}\n")
+  assert predict_cli.main([f"--workdir={workdir}", f"--input={table}",
+                           f"--output={output}"]) == 1
+  records = _strict_json_lines(output)
+  assert "prediction is not finite" in records[0]["error"] and "error" not in records[1]
+  index.write_text(f"file,formula,crystal_system\n{fixture('Si_CuKa.xy')},Si,cubic\n"
+                   f"{fixture('NaCl_CuKa.csv')},NaCl,cubic\n")
+  metrics = evaluate_cli.evaluate_measured(workdir, str(index), str(tmp_path / "eval2"))
+  assert metrics["scans_evaluated"] == 1 and metrics["scans_failed"] == 1
+  _strict_json_lines(tmp_path / "eval2" / "predictions.jsonl")

@@ -42,7 +42,6 @@ without the restriction, and `lattice_allows_label` is how often the lattice all
 import argparse
 import collections
 import csv
-import json
 import os
 import sys
 import time
@@ -224,6 +223,16 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
     raise InputError("none of the scans could be read", path=index_csv)
   species, fractions, xrd = (np.stack(c) for c in zip(*arrays))
   out = predictor.predict_arrays(species, fractions, xrd, measured=True)
+  bad = outputs.non_finite_rows(out, predictor.targets)
+  if bad.any():   # scored neither right nor wrong, and never written as NaN
+    for i in np.flatnonzero(bad):
+      reason = f"{kept[i]['path']}: the model's prediction is not finite (NaN or Inf)"
+      print(f"skipped: {reason}", file=sys.stderr)
+      failed.append((kept[i], reason))
+    kept = [row for row, b in zip(kept, bad) if not b]
+    if not kept:
+      raise InputError("no scan got a finite prediction", path=index_csv)
+    out = {k: v[~bad] for k, v in out.items()}
   model_out = {k: v.copy() for k, v in out.items()}
   identified = []
   progress = progress_lib.Progress(len(kept), "evaluate: reference and indexing", unit="scans")
@@ -307,11 +316,11 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
         if "crystal_system" in out:
           record["model_crystal_system"] = constants.CRYSTAL_SYSTEMS[
               int(model_out["crystal_system"][i].argmax())]
-      f.write(json.dumps(record) + "\n")
+      f.write(outputs.dumps(record) + "\n")
     for row, reason in failed:
-      f.write(json.dumps({"id": row["id"], "file": row["path"], "error": reason}) + "\n")
+      f.write(outputs.dumps({"id": row["id"], "file": row["path"], "error": reason}) + "\n")
   with open(os.path.join(output, "metrics.json"), "w") as f:
-    json.dump(metrics, f, indent=1)
+    f.write(outputs.dumps(metrics, indent=1))
   return metrics
 
 
@@ -368,7 +377,7 @@ def evaluate_dataset(workdir, data_path, output, split="test", checkpoint="best"
                                os.path.join(output, "predictions.jsonl"))
     _dataset_figures(predictions, targets, output)
     with open(os.path.join(output, "metrics.json"), "w") as f:
-      json.dump(result, f, indent=1)
+      f.write(outputs.dumps(result, indent=1))
   return result
 
 
@@ -388,9 +397,9 @@ def _write_dataset_predictions(dataset, predictions, targets, path):
           label, pred = int(label), int(pred)
         else:
           label = float(label) if np.isfinite(label) else None
-          pred = float(pred)
+          pred = float(pred) if np.isfinite(pred) else None
         record[t] = {"label": label, "prediction": pred}
-      f.write(json.dumps(record) + "\n")
+      f.write(outputs.dumps(record) + "\n")
   os.replace(path + ".tmp", path)
 
 
@@ -431,7 +440,7 @@ def main(argv=None):
           args.batch_size or 256, args.reference, args.indexing)
   except InputError as e:
     sys.exit(f"error: {e}")
-  print(json.dumps(metrics))
+  print(outputs.dumps(metrics))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,6 @@ one `error: ...` line on stderr and no output file.
 
 import argparse
 import csv
-import json
 import os
 import sys
 import warnings
@@ -243,7 +242,16 @@ def run(argv=None) -> list[dict]:
     # A CIF's pattern is simulated as in the dataset (no scan); every other pattern is a scan.
     measured = [samples[i].scan is not None for i in rows]
     predicted = predictor.predict_arrays(*arrays, measured=measured)
-    outputs = {i: {k: v[n] for k, v in predicted.items()} for n, i in enumerate(rows)}
+    bad = output_checks.non_finite_rows(predicted, predictor.targets)
+    outputs = {i: {k: v[n] for k, v in predicted.items()} for n, i in enumerate(rows)
+               if not bad[n]}
+    for n, i in enumerate(rows):
+      if bad[n]:   # never written as NaN: an error, like any row that cannot be predicted
+        error = InputError("the model's prediction is not finite (NaN or Inf); the input is "
+                           "outside what it can read", path=samples[i].xrd or samples[i].cif)
+        if not args.input:
+          raise error
+        errors[i] = _row_error(samples[i], error)
   results = []
   for i, sample in enumerate(samples):
     record = dict(sample.source)
@@ -259,7 +267,7 @@ def run(argv=None) -> list[dict]:
       record.update(predictor_lib.identified_prediction(outputs[i], predictor.targets, match,
                                                         lattice))
     results.append(record)
-  text = "".join(json.dumps(r) + "\n" for r in results)
+  text = "".join(output_checks.dumps(r) + "\n" for r in results)
   if args.output:
     temporary = args.output + ".tmp"
     with open(temporary, "w") as f:
@@ -268,7 +276,7 @@ def run(argv=None) -> list[dict]:
   else:
     sys.stdout.write(text)
   if errors:
-    _report_row_errors(errors, samples, args.output)
+    _report_row_errors(dict(sorted(errors.items())), samples, args.output)
   return results
 
 

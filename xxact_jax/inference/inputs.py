@@ -107,6 +107,7 @@ def pattern_on_grid(value: XrdLike, wavelength=None,
   if not np.all(np.isfinite(measured)) or measured.size == 0 or measured.max() <= 0:
     raise InputError("XRD array holds Inf, or no positive intensity where it is measured",
                      path="<array>")
+  resample.check_intensity_scale(measured, "<array>")
   out = np.maximum(np.where(unmeasured, 0.0, array), 0.0) * (
       constants.XRD_MAX_INTENSITY / measured.max())
   out[unmeasured] = constants.UNMEASURED_INTENSITY

@@ -1,7 +1,10 @@
 """Checks of where the CLIs will write, made before any work, so a long run is not lost to a
 missing folder or a file where a folder belongs at the very end."""
 
+import json
 import os
+
+import numpy as np
 
 from xxact_jax.inference.errors import InputError
 
@@ -34,3 +37,31 @@ def check_output_dir(path: str, flag: str = "--output") -> None:
                      path=path)
   if not os.access(existing, os.W_OK | os.X_OK):
     raise InputError(f"{flag}: {existing} is not writable", path=path)
+
+
+def non_finite_rows(outputs: dict, targets) -> np.ndarray:
+  """bool [N]: the rows of batched predictions (Predictor.predict_arrays) holding NaN or Inf in
+  any target. Such a row is reported as an error, never written: JSON has no NaN."""
+  bad = None
+  for t in targets:
+    values = np.asarray(outputs[t])
+    row_bad = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
+    bad = row_bad if bad is None else bad | row_bad
+  return bad
+
+
+def json_ready(value):
+  """`value` with every non-finite float replaced by None, so that json.dumps writes valid JSON
+  (its default writes a bare NaN); a last defence behind the checks that refuse such rows."""
+  if isinstance(value, dict):
+    return {k: json_ready(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_ready(v) for v in value]
+  if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+    return None
+  return value
+
+
+def dumps(value, **kwargs) -> str:
+  """json.dumps of json_ready(value), refusing NaN should any slip through."""
+  return json.dumps(json_ready(value), allow_nan=False, **kwargs)

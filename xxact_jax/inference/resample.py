@@ -27,6 +27,10 @@ BACKGROUND_METHODS = ("none", "snip")
 # steps fine enough to sample a peak (the simulated ones have σ = 0.1°).
 MIN_POINTS = 50
 MAX_STEP_DEG = 0.2
+# Smallest largest intensity a scan may have: below it, scaling to max 100 overflows (100/peak
+# is past float64's range near 1e-306) and subnormal values have lost their precision. No
+# detector records such values; they come from a unit or scaling mistake.
+MIN_PEAK_INTENSITY = 1e-300
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +80,7 @@ def to_model_grid(pattern: patterns.MeasuredPattern,
   else:
     source_wavelength = wavelengths.CU_KA
   intensity = pattern.intensity
+  check_intensity_scale(intensity, pattern.path)
   if preprocessing.strip_ka2:
     lines = wavelengths.doublet_of(source_wavelength)
     if lines is None:
@@ -146,8 +151,24 @@ def to_model_grid(pattern: patterns.MeasuredPattern,
     raise PatternError("no positive intensity inside the model's 2θ range",
                        path=pattern.path, field="intensity")
   out = resampled * (constants.XRD_MAX_INTENSITY / peak)
+  if peak < MIN_PEAK_INTENSITY or not np.all(np.isfinite(out)):
+    raise PatternError(f"largest intensity after preprocessing is {peak:.3g}, too small to "
+                       f"scale to {constants.XRD_MAX_INTENSITY:g} (at least "
+                       f"{MIN_PEAK_INTENSITY:g} is needed)", path=pattern.path,
+                       field="intensity")
   out[~inside] = constants.UNMEASURED_INTENSITY
   return out.astype(np.float32)
+
+
+def check_intensity_scale(intensity: np.ndarray, path: str) -> None:
+  """PatternError when the largest intensity is positive but below MIN_PEAK_INTENSITY
+  (subnormal values: a scan x 1e-320 would scale to Inf and predict NaN)."""
+  intensity = np.asarray(intensity, np.float64)
+  largest = float(np.max(intensity)) if intensity.size else 0.0
+  if 0.0 < largest < MIN_PEAK_INTENSITY:
+    raise PatternError(f"largest intensity is {largest:.3g}, below {MIN_PEAK_INTENSITY:g}: "
+                       "too small to scale without overflow or loss of precision (a unit or "
+                       "scaling mistake?)", path=path, field="intensity")
 
 
 def strip_ka2(two_theta: np.ndarray, intensity: np.ndarray, ka1: float, ka2: float,
