@@ -81,10 +81,12 @@ class ReferenceDatabase:
   Labels and compositions are read once; a row's pattern only when a scan's composition is its.
   """
 
-  def __init__(self, path: str, split: str | None = "train"):
+  def __init__(self, path: str, split: str | None = "train", dataset=None):
+    """`dataset`: rows to read instead of opening `path` (a compact reference's
+    inference/compact_reference.CompactDataset: the same interface, patterns drawn from peaks)."""
     from xxact_jax.data import open_dataset  # pylint: disable=g-import-not-at-top
     self.path, self.split = path, split
-    self._dataset = open_dataset(path, split)
+    self._dataset = dataset if dataset is not None else open_dataset(path, split)
     batch = self._dataset.read_batch(np.arange(len(self._dataset)),
                                      ("species", "fractions", "crystal_system",
                                       "spacegroup_number"))
@@ -159,11 +161,17 @@ class ReferenceDatabase:
 def resolve(reference, data_path: str | None):
   """A ReferenceDatabase from `reference`: None or "none" (no lookups), "auto" (the training
   split of `data_path`, the dataset a checkpoint learnt from, if it is still there), the path of
-  a prepared dataset (all its valid rows), or a ReferenceDatabase itself."""
+  a prepared dataset (all its valid rows) or of a compact reference (a shipped model's
+  reference.npz, inference/compact_reference.py), or a ReferenceDatabase itself."""
   if reference is None or isinstance(reference, ReferenceDatabase):
     return reference
   if reference == "none":
     return None
+  from xxact_jax.inference import compact_reference  # pylint: disable=g-import-not-at-top
+  if compact_reference.is_compact(reference):
+    return compact_reference.open_reference(reference)
+  if reference == "auto" and compact_reference.is_compact(data_path):
+    return compact_reference.open_reference(data_path)
   if reference == "auto":
     if not data_path:
       return None
