@@ -139,3 +139,77 @@ def test_predict_and_evaluate_refuse_subnormal_scans_and_nan_predictions(
   metrics = evaluate_cli.evaluate_measured(workdir, str(index), str(tmp_path / "eval2"))
   assert metrics["scans_evaluated"] == 1 and metrics["scans_failed"] == 1
   _strict_json_lines(tmp_path / "eval2" / "predictions.jsonl")
+
+
+# Fault 9: evaluate --measured index rows that tracebacked.
+
+def _index(tmp_path, body: bytes, name="index.csv"):
+  path = tmp_path / name
+  path.write_bytes(b"file,formula,wavelength_angstrom,crystal_system,spacegroup_number\n" + body)
+  return str(path)
+
+
+def test_index_space_group_must_be_ascii_digits(tmp_path):
+  from xxact_jax.inference.errors import InputError  # pylint: disable=g-import-not-at-top
+  path = _index(tmp_path, "a.xy,Si,,cubic,227\nb.xy,Si,,cubic,²\n".encode())
+  with pytest.raises(InputError, match=r"index\.csv, line 3, field 'spacegroup_number': space "
+                                       r"group '²' is not in 1–230"):
+    evaluate_cli.read_index(path)
+
+
+class _FormulaOnlyPredictor:
+  """Stands in for a Predictor in load_inputs: checks the formula as the real one does."""
+
+  def prepare_and_parse(self, formula, path, wavelength):
+    from xxact_jax.inference import inputs  # pylint: disable=g-import-not-at-top
+    del wavelength
+    return inputs.encode(formula, 10), path
+
+
+def test_index_bad_byte_and_bad_formula_fail_their_row_only(tmp_path):
+  path = _index(tmp_path, b"a.xy,Si,,cubic,227\n"
+                          b"b\xff.xy,Si,,cubic,227\n"       # line 3: not UTF-8
+                          b"c.xy,Og2O3,,cubic,\n"           # line 4: element beyond Pu
+                          b"d.xy,NaCl,1.5406,cubic,225\n")
+  rows = evaluate_cli.read_index(path)
+  assert [r["line"] for r in rows] == [2, 3, 4, 5]
+  assert re.search(r"index\.csv, line 3, field 'file': is not valid UTF-8 \(byte 0xff\)",
+                   rows[1]["error"])
+  arrays, kept, failed = evaluate_cli.load_inputs(_FormulaOnlyPredictor(), rows)
+  assert [r["line"] for r in kept] == [2, 5] and len(arrays) == 2
+  reasons = {row["line"]: reason for row, reason in failed}
+  assert set(reasons) == {3, 4}
+  assert re.search(r"index\.csv, line 4, field 'formula': .*Og \(Z=118\) is not supported",
+                   reasons[4])
+  json.dumps([r["id"] for r in rows])   # readable ids (U+FFFD for the bad byte)
+
+
+# Fault 10: non-UTF-8 bytes in CSV headers and rows.
+
+def test_prepare_refuses_a_csv_header_with_a_bad_byte(tmp_path, fixtures_dir):
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  from xxact_jax.data import readers  # pylint: disable=g-import-not-at-top
+  table = pd.read_csv(os.path.join(fixtures_dir, "mp_small.csv.gz")).head(2)
+  raw = table.to_csv(index=False).encode().replace(b"material_id", b"material_\xffid", 1)
+  path = tmp_path / "header.csv"
+  path.write_bytes(raw)
+  with pytest.raises(ValueError, match=r"header\.csv.*header \(line 1\) is not valid UTF-8: "
+                                       r"byte 0xff in column 'material_\ufffdid'"):
+    list(readers.iter_records(str(path)))
+
+
+def test_predict_input_names_the_line_of_a_bad_byte(tmp_path):
+  from xxact_jax.inference.errors import InputError  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "rows.csv"
+  path.write_bytes(b"id,formula,xrd_file\none,Si,a.xy\ntwo,S\xe9,b.xy\nthree,NaCl,c.xy\n")
+  samples = predict_cli.samples_from_csv(str(path), keep_bad_rows=True)
+  assert [s.source["line"] for s in samples] == [2, 3, 4]
+  assert [s.error is None for s in samples] == [True, False, True]
+  assert re.search(r"rows\.csv, line 3, field 'formula': is not valid UTF-8 \(byte 0xe9\)",
+                   str(samples[1].error))
+  with pytest.raises(InputError, match=r"rows\.csv, line 3, field 'formula'"):
+    predict_cli.samples_from_csv(str(path))
+  path.write_bytes(b"id,form\xe9ula,xrd_file\none,Si,a.xy\n")
+  with pytest.raises(InputError, match=r"rows\.csv, line 1: header is not valid UTF-8 "
+                                       r"\(byte 0xe9 in column 'form\ufffdula'\)"):
+    predict_cli.samples_from_csv(str(path), keep_bad_rows=True)

@@ -41,7 +41,6 @@ without the restriction, and `lattice_allows_label` is how often the lattice all
 
 import argparse
 import collections
-import csv
 import os
 import sys
 import time
@@ -100,38 +99,52 @@ def _parse_args(argv):
 
 
 def read_index(path: str) -> list[dict]:
-  """Rows of the index CSV with `path` resolved; errors name the CSV line and column."""
+  """Rows of the index CSV with `path` resolved; errors name the CSV line and column.
+
+  A bad label stops the run (the scores would be wrong); a row with a byte that is not UTF-8
+  comes back with its reason under "error", and is reported and left out like an unreadable scan.
+  """
+  from xxact_jax.inference import inputs  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(path):
     raise InputError("no such index file", path=path)
   base = os.path.dirname(os.path.abspath(path))
-  with open(path, newline="", encoding="utf-8") as f:
-    reader = csv.DictReader(f)
-    missing = [c for c in ("file", "formula") if c not in (reader.fieldnames or ())]
-    if missing:
-      raise InputError(f"missing column(s) {missing}; has {reader.fieldnames}", path=path)
-    if not any(c in reader.fieldnames for c in LABEL_COLUMNS):
-      raise InputError(f"no label column: expected one of {list(LABEL_COLUMNS)}", path=path)
-    rows = []
-    for line, row in enumerate(reader, start=2):
-      label = row.get("crystal_system", "").strip().lower()
-      if label and label not in constants.CRYSTAL_SYSTEMS:
-        raise InputError(f"unknown crystal system {label!r}; known: "
-                         f"{list(constants.CRYSTAL_SYSTEMS)}", path=path, line=line,
-                         field="crystal_system")
-      sg = row.get("spacegroup_number", "").strip()
-      if sg and not (sg.isdigit() and 1 <= int(sg) <= constants.NUM_SPACE_GROUPS):
-        raise InputError(f"space group {sg!r} is not in 1–230", path=path, line=line,
-                         field="spacegroup_number")
-      wavelength = (row.get("wavelength_angstrom") or "").strip()
-      if wavelength:
-        try:
-          wavelength = wavelengths.parse_wavelength(wavelength)
-        except ValueError as e:
-          raise InputError(str(e), path=path, line=line, field="wavelength_angstrom") from None
-      rows.append({"id": row.get("id") or row["file"], "line": line,
-                   "path": os.path.join(base, row["file"]), "formula": row["formula"].strip(),
-                   "wavelength": wavelength or None,
-                   "crystal_system": label or None, "spacegroup_number": int(sg) if sg else None})
+  header, table = inputs.read_csv_table(path)
+  missing = [c for c in ("file", "formula") if c not in header]
+  if missing:
+    raise InputError(f"missing column(s) {missing}; has {header}", path=path)
+  if not any(c in header for c in LABEL_COLUMNS):
+    raise InputError(f"no label column: expected one of {list(LABEL_COLUMNS)}", path=path)
+  rows = []
+  for line, row in table:
+    undecodable = inputs.undecodable_field(row)
+    if undecodable:
+      row = {k: inputs.readable(v) if isinstance(v, str) else v for k, v in row.items()}
+      column, problem = undecodable
+      rows.append({"id": row.get("id") or row["file"], "line": line, "index": path,
+                   "path": os.path.join(base, row["file"] or ""),
+                   "error": str(InputError(f"is not valid UTF-8 ({problem})", path=path,
+                                           line=line, field=column))})
+      continue
+    label = (row.get("crystal_system") or "").strip().lower()
+    if label and label not in constants.CRYSTAL_SYSTEMS:
+      raise InputError(f"unknown crystal system {label!r}; known: "
+                       f"{list(constants.CRYSTAL_SYSTEMS)}", path=path, line=line,
+                       field="crystal_system")
+    sg = (row.get("spacegroup_number") or "").strip()
+    # ASCII digits only: str.isdigit() also holds for "²", which int() refuses.
+    if sg and not (sg.isascii() and sg.isdigit() and 1 <= int(sg) <= constants.NUM_SPACE_GROUPS):
+      raise InputError(f"space group {sg!r} is not in 1–230", path=path, line=line,
+                       field="spacegroup_number")
+    wavelength = (row.get("wavelength_angstrom") or "").strip()
+    if wavelength:
+      try:
+        wavelength = wavelengths.parse_wavelength(wavelength)
+      except ValueError as e:
+        raise InputError(str(e), path=path, line=line, field="wavelength_angstrom") from None
+    rows.append({"id": row.get("id") or row["file"], "line": line, "index": path,
+                 "path": os.path.join(base, row["file"] or ""),
+                 "formula": (row["formula"] or "").strip(), "wavelength": wavelength or None,
+                 "crystal_system": label or None, "spacegroup_number": int(sg) if sg else None})
   if not rows:
     raise InputError("no rows", path=path)
   return rows
@@ -145,6 +158,9 @@ def load_inputs(predictor, rows):
   progress = progress_lib.Progress(len(rows), "evaluate: read", unit="scans")
   for i, row in enumerate(rows):
     progress.update(i)
+    if row.get("error"):
+      failed.append((row, row["error"]))
+      continue
     try:
       with warnings.catch_warnings():
         warnings.simplefilter("ignore", resample.PartialCoverageWarning)
@@ -153,6 +169,10 @@ def load_inputs(predictor, rows):
       arrays.append(prepared)
     except InputError as e:
       failed.append((row, str(e)))
+      continue
+    except ValueError as e:   # the formula (shared parser): this row alone, as in predict
+      failed.append((row, str(InputError(str(e), path=row.get("index"), line=row["line"],
+                                         field="formula"))))
       continue
     row["scan"] = scan
     kept.append(row)

@@ -39,7 +39,6 @@ one `error: ...` line on stderr and no output file.
 """
 
 import argparse
-import csv
 import os
 import sys
 import warnings
@@ -114,31 +113,34 @@ def samples_from_csv(path: str, default_wavelength=None,
   A row with an empty required field raises, or with `keep_bad_rows` comes back as a Sample
   whose `error` says why. A missing file, a bad header or unparsable CSV always raises.
   """
-  if not os.path.isfile(path):
-    raise InputError("no such file", path=path)
+  from xxact_jax.inference import inputs  # pylint: disable=g-import-not-at-top
+  header, table = inputs.read_csv_table(path)
   base = os.path.dirname(os.path.abspath(path))
   resolve = lambda p: p if os.path.isabs(p) else os.path.join(base, p)
-  with open(path, newline="", encoding="utf-8-sig") as f:
-    reader = csv.DictReader(f)
-    try:
-      columns = set(reader.fieldnames or ())
-      if not ({"formula", "xrd_file"} <= columns or "cif" in columns):
-        raise InputError(f"needs columns formula and xrd_file, or cif; has {sorted(columns)}",
-                         path=path, line=1)
-      samples = []
-      for row in reader:
-        samples.append(_sample_of_row(row, reader.line_num, path, resolve, default_wavelength,
-                                      keep_bad_rows))
-    except (csv.Error, UnicodeDecodeError) as e:
-      # The reader cannot go on past malformed CSV, so this stops the whole file.
-      raise InputError(f"not readable as CSV ({e})", path=path, line=reader.line_num) from None
+  columns = set(header)
+  if not ({"formula", "xrd_file"} <= columns or "cif" in columns):
+    raise InputError(f"needs columns formula and xrd_file, or cif; has {sorted(columns)}",
+                     path=path, line=1)
+  samples = [_sample_of_row(row, line, path, resolve, default_wavelength, keep_bad_rows)
+             for line, row in table]
   if not samples:
     raise InputError("has no data rows", path=path)
   return samples
 
 
 def _sample_of_row(row, line, path, resolve, default_wavelength, keep_bad_rows) -> Sample:
+  from xxact_jax.inference import inputs  # pylint: disable=g-import-not-at-top
   source = {"input": path, "line": line}
+  undecodable = inputs.undecodable_field(row)
+  if undecodable:
+    row = {k: inputs.readable(v) if isinstance(v, str) else v for k, v in row.items()}
+    column, problem = undecodable
+    error = InputError(f"is not valid UTF-8 ({problem})", path=path, line=line, field=column)
+    if not keep_bad_rows:
+      raise error
+    if row.get("id"):
+      source["id"] = row["id"]
+    return Sample(source, error=error)
   if row.get("id"):
     source["id"] = row["id"]
   wavelength = (row.get("wavelength") or "").strip() or default_wavelength

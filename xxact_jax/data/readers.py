@@ -92,6 +92,13 @@ def _csv_columns(path: str) -> list[str]:
 
 def _check_csv(path: str) -> list[str]:
   columns = _csv_columns(path)
+  for column in columns:
+    # A stray byte in the header would rename its column: a lost material_id column turned
+    # every id into FILE:ROW and hid duplicates. The whole file is refused instead.
+    where = _undecodable(column) if isinstance(column, str) else None
+    if where:
+      raise ValueError(f"Input {path!r}: the header (line 1) is not valid UTF-8: "
+                       f"{where.replace(' at line 1', '')} in column {readable_id(column)!r}")
   if "cif" not in columns:
     raise ValueError(f"Input {path!r}: no 'cif' column (columns: {columns}).")
   return columns

@@ -3,6 +3,8 @@
 No JAX here; pymatgen only inside `featurize_cif`.
 """
 
+import csv
+import io
 import os
 from typing import Any, Union
 
@@ -24,6 +26,53 @@ XrdLike = Union[str, os.PathLike, np.ndarray, patterns.MeasuredPattern, tuple, N
 # inputs the model never learnt to read.
 MAX_SUPPORTED_Z = 94
 SUPPORTED_ELEMENTS = f"H–{constants.ELEMENTS[MAX_SUPPORTED_Z - 1]} (Z 1–{MAX_SUPPORTED_Z})"
+
+
+def read_csv_table(path: str) -> tuple[list[str], list[tuple[int, dict]]]:
+  """The header and the (line, row) pairs of a UTF-8 CSV (a BOM allowed); line 1 is the header.
+
+  A byte that is not UTF-8 in the header raises InputError naming line 1. In a data row it is
+  kept as a lone surrogate (surrogateescape), which `undecodable_field` finds, so that the row
+  alone fails with its own line number (the decoder used to stop the whole file at "line 0").
+  """
+  if not os.path.isfile(path):
+    raise InputError("no such file", path=path)
+  with open(path, "rb") as f:
+    text = f.read().decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+  reader = csv.DictReader(io.StringIO(text, newline=""))
+  try:
+    header = list(reader.fieldnames or ())
+    for name in header:
+      problem = _undecodable(name)
+      if problem:
+        raise InputError(f"header is not valid UTF-8 ({problem} in column "
+                         f"{readable(name)!r})", path=path, line=1)
+    return header, [(reader.line_num, row) for row in reader]
+  except csv.Error as e:
+    # The reader cannot go on past malformed CSV, so this stops the whole file.
+    raise InputError(f"not readable as CSV ({e})", path=path, line=reader.line_num) from None
+
+
+def undecodable_field(row: dict) -> tuple[str, str] | None:
+  """(column, "byte 0x..") of the first field of a read_csv_table row that is not UTF-8."""
+  for column, value in row.items():
+    problem = _undecodable(value) if isinstance(value, str) else None
+    if problem:
+      return column, problem
+  return None
+
+
+def readable(text: str) -> str:
+  """`text` with undecodable bytes (read_csv_table's lone surrogates) shown as U+FFFD."""
+  return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _undecodable(text: str) -> str | None:
+  try:
+    text.encode("utf-8")   # only a lone surrogate (an undecodable byte) fails
+    return None
+  except UnicodeEncodeError as e:
+    return f"byte 0x{ord(text[e.start]) - 0xdc00:02x}"
 
 
 def composition_amounts(value: CompositionLike) -> dict[str, float]:

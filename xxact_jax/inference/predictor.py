@@ -342,11 +342,15 @@ def format_prediction(outputs: dict, targets) -> dict:
   return result
 
 
-def load(workdir, which: str = "best", batch_size: int = 256,
+def load(workdir="pretrained", which: str = "best", batch_size: int = 256,
          preprocessing: resample.Preprocessing | None = None, reference="auto",
          indexing: bool = True) -> Predictor:
   """Restores parameters (only) of a trained workdir's best or latest checkpoint.
 
+  With no `workdir` (or None, or "pretrained") the model shipped with the package is loaded
+  (inference/pretrained.py), with its compact reference of its training rows for
+  `reference="auto"`; the path of a folder written by `python -m xxact_jax.inference.export`
+  (one with a MANIFEST.json) loads that model the same way.
   `workdir` may also name several workdirs (a list, or one string with commas): the predictor
   then averages their class probabilities and regression values (an ensemble, e.g. of seeds).
   They must predict the same targets from compositions encoded alike; the first gives the
@@ -362,6 +366,10 @@ def load(workdir, which: str = "best", batch_size: int = 256,
   Raises:
     InputError: naming the workdir when it holds no usable checkpoint.
   """
+  from xxact_jax.inference import pretrained  # pylint: disable=g-import-not-at-top
+  if workdir is None or workdir in pretrained.NAMES or pretrained.is_model_dir(workdir):
+    return pretrained.load(workdir, batch_size=batch_size, preprocessing=preprocessing,
+                           reference=reference, indexing=indexing)
   workdirs = split_workdirs(workdir)
   first = _load_one(workdirs[0], which, batch_size, preprocessing, reference, indexing)
   for other in workdirs[1:]:
