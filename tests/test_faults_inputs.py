@@ -213,3 +213,27 @@ def test_predict_input_names_the_line_of_a_bad_byte(tmp_path):
   with pytest.raises(InputError, match=r"rows\.csv, line 1: header is not valid UTF-8 "
                                        r"\(byte 0xe9 in column 'form\ufffdula'\)"):
     predict_cli.samples_from_csv(str(path), keep_bad_rows=True)
+
+
+# Fault 5: an .xrdml file's wavelength fields are checked like --wavelength.
+
+@pytest.mark.parametrize("field, value", [
+    ("kAlpha1", "0"), ("kAlpha1", "NaN"), ("kAlpha1", "1e-9"), ("kAlpha1", "-1.540598"),
+    ("kAlpha2", "0"), ("ratioKAlpha2KAlpha1", "-0.5"), ("ratioKAlpha2KAlpha1", "inf"),
+])
+def test_xrdml_wavelength_fields_are_checked(tmp_path, field, value):
+  from xxact_jax.inference import patterns  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference.errors import PatternError  # pylint: disable=g-import-not-at-top
+  text = open(fixture("TiO2_CuKa_list.xrdml")).read()
+  text, count = re.subn(rf"(<{field}[^>]*>)[^<]*(</{field}>)", rf"\g<1>{value}\g<2>", text)
+  assert count == 1
+  path = tmp_path / "scan.xrdml"
+  path.write_text(text)
+  scan = patterns.read_pattern(str(path))
+  with pytest.raises(PatternError, match=rf"scan\.xrdml, field '{field}': .*{field} is "
+                                         r".*; give the wavelength explicitly"):
+    resample.to_model_grid(scan)
+  # An explicit wavelength takes the place of the file's, as it always did.
+  with pytest.warns(resample.PartialCoverageWarning):
+    assert resample.to_model_grid(scan, "Cu").max() == pytest.approx(100.0)

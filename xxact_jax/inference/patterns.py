@@ -18,6 +18,8 @@ import xml.etree.ElementTree as ElementTree
 import numpy as np
 
 from xxact_jax.inference.errors import PatternError
+from xxact_jax.inference.wavelengths import MAX_WAVELENGTH
+from xxact_jax.inference.wavelengths import MIN_WAVELENGTH
 
 TEXT_SUFFIXES = (".xy", ".xye", ".csv", ".txt", ".dat")
 XRDML_SUFFIXES = (".xrdml",)
@@ -50,6 +52,9 @@ class MeasuredPattern:
   intensity: np.ndarray       # float64 [N]
   path: str
   wavelength: Optional[float] = None  # Å, when the file states it
+  # Why the wavelength the file states cannot be used (None when it can, or states none): raised
+  # when the scan is converted without a wavelength given explicitly.
+  wavelength_problem: Optional[str] = None
 
 
 def read_pattern(path: str) -> MeasuredPattern:
@@ -164,7 +169,10 @@ def read_xrdml(path: str) -> MeasuredPattern:
       point = int(np.flatnonzero(~np.isfinite(values))[0]) + 1
       raise PatternError(f"non-finite value at point {point}", path=path, field=name)
   two_theta, intensity = _ascending(two_theta, intensity, path)
-  return MeasuredPattern(two_theta, intensity, path, _xrdml_wavelength(root, path))
+  try:
+    return MeasuredPattern(two_theta, intensity, path, _xrdml_wavelength(root, path))
+  except PatternError as e:
+    return MeasuredPattern(two_theta, intensity, path, None, str(e))
 
 
 def _xrdml_positions(data_points, count, path):
@@ -197,12 +205,25 @@ def _xrdml_wavelength(root, path):
   ratio = _find(used, "ratioKAlpha2KAlpha1")
   if alpha1 is None:
     return None
-  wavelength1 = _floats(alpha1.text, path, "kAlpha1")[0]
+  wavelength1 = _wavelength_field(alpha1, path, "kAlpha1")
   if alpha2 is None or ratio is None:
     return wavelength1
-  wavelength2 = _floats(alpha2.text, path, "kAlpha2")[0]
+  wavelength2 = _wavelength_field(alpha2, path, "kAlpha2")
   weight = _floats(ratio.text, path, "ratioKAlpha2KAlpha1")[0]
+  # Checked like --wavelength: kAlpha1 = 0 once gave a 0.238 Å mean without a word.
+  if not (np.isfinite(weight) and 0.0 <= weight <= 1.0):
+    raise PatternError(f"ratioKAlpha2KAlpha1 is {weight:g}; expected a Kα2/Kα1 intensity ratio "
+                       "between 0 and 1 (0.5 for an anode's doublet)", path=path,
+                       field="ratioKAlpha2KAlpha1")
   return (wavelength1 + weight * wavelength2) / (1.0 + weight)
+
+
+def _wavelength_field(element, path, field):
+  value = _floats(element.text, path, field)[0]
+  if not (np.isfinite(value) and MIN_WAVELENGTH <= value <= MAX_WAVELENGTH):
+    raise PatternError(f"wavelength {field} is {value:g} Å; expected an X-ray wavelength between "
+                       f"{MIN_WAVELENGTH:g} and {MAX_WAVELENGTH:g} Å", path=path, field=field)
+  return value
 
 
 def _floats(text, path, field):

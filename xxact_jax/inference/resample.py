@@ -75,6 +75,10 @@ def to_model_grid(pattern: patterns.MeasuredPattern,
   preprocessing = Preprocessing() if preprocessing is None else preprocessing
   if wavelength is not None:
     source_wavelength = wavelengths.parse_wavelength(wavelength)
+  elif pattern.wavelength_problem is not None:
+    raise PatternError(f"{pattern.wavelength_problem}; give the wavelength explicitly "
+                       "(--wavelength, or the CSV's wavelength column) to use this scan",
+                       path=None)
   elif pattern.wavelength is not None:
     source_wavelength = pattern.wavelength
   else:

@@ -27,6 +27,7 @@ ANODE_WAVELENGTHS = {
     "Ag": (0.560885, 0.559421, 0.563813),
 }
 CU_KA = ANODE_WAVELENGTHS["Cu"][0]
+MIN_WAVELENGTH, MAX_WAVELENGTH = 0.1, 5.0   # Å; also the limits of a file's stated wavelength
 
 _LINE_INDEX = {"ka": 0, "kalpha": 0, "ka1": 1, "kalpha1": 1, "ka2": 2, "kalpha2": 2}
 _NAME_PATTERN = re.compile(r"^([A-Za-z]{2})\s*(k\s*(?:a|alpha|α)\s*[12]?)?$", re.IGNORECASE)
@@ -48,7 +49,7 @@ def parse_wavelength(value: Union[str, float, int, None]) -> float:
       wavelength = float(text)
     except ValueError:
       wavelength = _anode_wavelength(text)
-  if not np.isfinite(wavelength) or not 0.1 <= wavelength <= 5.0:
+  if not np.isfinite(wavelength) or not MIN_WAVELENGTH <= wavelength <= MAX_WAVELENGTH:
     raise ValueError(
         f"wavelength {value!r}: expected an X-ray wavelength between 0.1 and 5 Å")
   return wavelength
