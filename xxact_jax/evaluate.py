@@ -1,5 +1,6 @@
 r"""Scores a trained workdir on labelled measured scans or on any prepared dataset.
 
+  python -m xxact_jax.evaluate --measured=index.csv --output=OUT   # the shipped model
   python -m xxact_jax.evaluate --workdir=DIR --measured=index.csv --output=OUT \
       [--checkpoint=best|latest] [--background=none|snip] [--[no-]strip_ka2]
       [--[no-]redraw_peaks] [--reference=auto|none|DATASET] [--[no-]indexing]
@@ -27,6 +28,9 @@ as the flags say) and are predicted in batches. OUT receives `metrics.json`
 labels), `predictions.jsonl` (one line per scan), and `confusion_crystal_system.png`. A scan that
 cannot be read is reported with its file and reason, and left out of the metrics. The last line
 of stdout is the metrics JSON.
+
+Without --workdir, --measured scores the model shipped with the package (docs/MODELS.md), with
+its compact reference of its training rows.
 
 A scan whose composition the reference dataset holds (--reference, default: the training split the
 checkpoint learnt from) is answered by its best-matching row, as `xxact_jax.load().predict` does
@@ -63,9 +67,10 @@ LABEL_COLUMNS = ("crystal_system", "spacegroup_number")
 def _parse_args(argv):
   parser = argparse.ArgumentParser(prog="python -m xxact_jax.evaluate",
                                    description=__doc__.split("\n\n")[0])
-  parser.add_argument("--workdir", required=True,
+  parser.add_argument("--workdir", default="pretrained",
                       help="trained workdir; with --measured, several separated by commas are "
-                           "scored as an ensemble (their probabilities averaged)")
+                           "scored as an ensemble (their probabilities averaged); default: the "
+                           "model shipped with the package (--measured only)")
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument("--measured", help="index CSV of measured scans")
   source.add_argument("--data", help="a prepared dataset (python -m xxact_jax.prepare)")
@@ -446,6 +451,9 @@ def main(argv=None):
   args = _parse_args(sys.argv[1:] if argv is None else argv)
   try:
     if args.data:
+      if args.workdir == "pretrained":
+        raise InputError("--data scores a trained workdir: give --workdir (the shipped model's "
+                         "figures on mp_36k: experiments/pretrained_metrics.py)", path=args.data)
       if "," in args.workdir:
         raise InputError("--data scores one workdir; an ensemble is scored with --measured",
                          path=args.workdir)

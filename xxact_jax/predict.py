@@ -1,10 +1,15 @@
-r"""Predictions from a trained workdir for measured patterns or CIFs.
+r"""Predictions from the shipped model or a trained workdir for measured patterns or CIFs.
 
+  python -m xxact_jax.predict --formula=CaCO3 --xrd=scan.xy     # the model shipped with xxact_jax
   python -m xxact_jax.predict --workdir=DIR --formula=Fe2O3 --xrd=scan.xy [--wavelength=Mo] \
       [--background=none|snip] [--[no-]strip_ka2] [--[no-]redraw_peaks] \
       [--reference=auto|none|DATASET] [--[no-]indexing]
   python -m xxact_jax.predict --workdir=DIR --cif=structure.cif
   python -m xxact_jax.predict --workdir=DIR --input=samples.csv [--output=predictions.jsonl]
+
+Without --workdir (or with --workdir=pretrained) the model shipped with the package is used
+(inference/pretrained.py; docs/MODELS.md), with its compact reference of its training rows as
+--reference=auto.
 
 The CSV has a header with either `formula` and `xrd_file` columns, or a `cif`
 column (paths relative to the CSV's folder); optional `id` and `wavelength`
@@ -53,9 +58,10 @@ def _parse_args(argv):
   parser = argparse.ArgumentParser(
       prog="python -m xxact_jax.predict", description=__doc__.split("\n\n")[0],
       epilog="Wavelength: Å, or an anode name (Cu, Mo, Co, Fe, Cr, Ag; Kα, or e.g. CuKa1).")
-  parser.add_argument("--workdir", required=True,
+  parser.add_argument("--workdir", default="pretrained",
                       help="trained workdir; several separated by commas predict as an ensemble "
-                           "(their probabilities and values averaged)")
+                           "(their probabilities and values averaged); default: the model "
+                           "shipped with the package (docs/MODELS.md)")
   parser.add_argument("--which", choices=("best", "latest"), default="best",
                       help="checkpoint to restore")
   parser.add_argument("--formula", help="chemical formula, e.g. Fe2O3")
@@ -67,8 +73,9 @@ def _parse_args(argv):
   parser.add_argument("--output", help="write JSON Lines here instead of stdout")
   parser.add_argument("--batch_size", type=int, default=256)
   parser.add_argument("--reference", default="auto",
-                      help="auto (the checkpoint's training split), none, or a prepared dataset "
-                           "to look measured scans up in by composition")
+                      help="auto (the checkpoint's training split; the shipped model's compact "
+                           "reference), none, or a prepared dataset to look measured scans up "
+                           "in by composition")
   parser.add_argument("--indexing", action=argparse.BooleanOptionalAction, default=True,
                       help="restrict the answer for a measured scan the reference does not "
                            "match to the systems of the cubic, tetragonal, hexagonal or "

@@ -1,0 +1,279 @@
+r"""Writes a shipped model (inference/pretrained.py) from trained workdirs and their dataset.
+
+  python -m xxact_jax.inference.export --workdir=RUN0,RUN1,RUN2 --data=DATASET \
+      --output=xxact_jax/pretrained/xxact-mp36k-v1 --name=xxact-mp36k --version=1 \
+      [--dtype=auto|float16|float32] [--measured=INDEX_CSV] [--which=best|latest] \
+      [--command="how the workdirs were trained"] [--check_rows=1024]
+
+The workdirs are the members of an ensemble (e.g. seeds of one recipe): they must share the
+model config, targets and max_elements. Each member's parameters (no optimiser state) become a
+params-only Orbax checkpoint with the member's config.json and target_stats.json; the training
+split of DATASET (the one the workdirs learnt from) becomes the compact reference
+(inference/compact_reference.py). `--dtype=auto` stores float16 when, on `--check_rows` rows of
+DATASET's test split (and the scans of `--measured`, if given), no member's class probability
+moves by 1e-3 or more and no regression value by 1 meV(/atom) or more against float32; otherwise
+float32. The figures go into MANIFEST.json, with the files' sha256, the command and the check
+that the written model, loaded back, predicts as the workdirs do.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+from xxact_jax.inference import compact_reference
+from xxact_jax.inference import pretrained
+from xxact_jax.inference.errors import InputError
+
+# Half precision is kept only where predictions move by less than this.
+PROBABILITY_TOLERANCE = 1e-3
+REGRESSION_TOLERANCE = 1e-3        # eV/atom (formation energy) and eV (band gap): 1 meV
+
+DATA_CARD = {
+    "name": "mp_36k",
+    "source": "Materials Project (https://materialsproject.org), via the XxaCT-NN paper's mp_36k",
+    "licence": "CC BY 4.0",
+    "citation": ("A. Jain, S. P. Ong, G. Hautier, W. Chen, W. D. Richards, S. Dacek, S. Cholia, "
+                 "D. Gunter, D. Skinner, G. Ceder, K. A. Persson, Commentary: The Materials "
+                 "Project: A materials genome approach to accelerating materials innovation, "
+                 "APL Materials 1, 011002 (2013), doi:10.1063/1.4812323"),
+}
+
+
+def _parse_args(argv):
+  parser = argparse.ArgumentParser(prog="python -m xxact_jax.inference.export",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--workdir", required=True, help="trained workdirs, separated by commas")
+  parser.add_argument("--data", required=True,
+                      help="the prepared dataset the workdirs learnt from (its train split "
+                           "becomes the reference; its test split checks half precision)")
+  parser.add_argument("--output", required=True, help="the model folder to write (new)")
+  parser.add_argument("--name", default="xxact-mp36k")
+  parser.add_argument("--version", default="1")
+  parser.add_argument("--dtype", choices=("auto", "float16", "float32"), default="auto")
+  parser.add_argument("--which", choices=("best", "latest"), default="best")
+  parser.add_argument("--measured", help="index CSV of measured scans added to the dtype check")
+  parser.add_argument("--check_rows", type=int, default=1024)
+  parser.add_argument("--reference_split", default="train",
+                      help="split of --data made the reference (train, test or all)")
+  parser.add_argument("--command", default="",
+                      help="the command that trained the workdirs (recorded in the manifest)")
+  parser.add_argument("--data_card", default="mp_36k", choices=("mp_36k", "none"),
+                      help="the data and licence recorded in the manifest")
+  parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+  return parser.parse_args(argv)
+
+
+def _config_without_seed(config) -> dict:
+  from xxact_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
+  c = checkpoints.config_to_json(config)
+  c.pop("seed", None)
+  return c
+
+
+def check_arrays(data_path: str, rows: int, measured_index: str | None, predictor):
+  """Inputs for the dtype check: [(name, (species, fractions, xrd), measured flag)]."""
+  from xxact_jax.data import open_dataset  # pylint: disable=g-import-not-at-top
+  sets = []
+  ds = open_dataset(data_path, "test")
+  if len(ds) == 0:
+    ds = open_dataset(data_path, "train")
+  take = np.random.default_rng(0).permutation(len(ds))[:rows]
+  batch = ds.read_batch(np.sort(take), ("species", "fractions", "xrd"))
+  sets.append((f"{len(take)} rows of {os.path.basename(os.path.normpath(data_path))}",
+               (batch["species"], batch["fractions"], batch["xrd"].astype(np.float32)), False))
+  if measured_index:
+    from xxact_jax import evaluate  # pylint: disable=g-import-not-at-top
+    arrays, kept, _ = evaluate.load_inputs(predictor, evaluate.read_index(measured_index))
+    if kept:
+      sets.append((f"{len(kept)} scans of {measured_index}",
+                   tuple(np.stack(c) for c in zip(*arrays)), True))
+  return sets
+
+
+def compare_outputs(a: dict, b: dict, targets) -> dict:
+  """Largest change between two predict_arrays outputs: class probabilities, regression
+  values (in their units)."""
+  from xxact_jax import targets as targets_lib  # pylint: disable=g-import-not-at-top
+  out = {}
+  for t in targets:
+    out[t] = float(np.max(np.abs(np.asarray(a[t], np.float64) - np.asarray(b[t], np.float64))))
+    if not targets_lib.get(t).is_regression:
+      out[t + "_top1_changed"] = int(np.sum(np.argmax(a[t], -1) != np.argmax(b[t], -1)))
+  return out
+
+
+def within_tolerance(changes: dict, targets) -> bool:
+  from xxact_jax import targets as targets_lib  # pylint: disable=g-import-not-at-top
+  return all(changes[t] < (REGRESSION_TOLERANCE if targets_lib.get(t).is_regression
+                           else PROBABILITY_TOLERANCE) for t in targets)
+
+
+def _half(params):
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(lambda x: np.asarray(x).astype(np.float16).astype(np.float32)
+                      if np.issubdtype(np.asarray(x).dtype, np.floating) else x, params)
+
+
+def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
+           version: str = "1", dtype: str = "auto", which: str = "best",
+           measured: str | None = None, check_rows: int = 1024, reference_split="train",
+           command: str = "", data_card: dict | None = None, overwrite: bool = False,
+           log=print) -> dict:
+  """Writes the model folder; returns its manifest."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
+  workdirs = predictor_lib.split_workdirs(workdirs)
+  if os.path.exists(output) and os.listdir(output) and not overwrite:
+    raise InputError("exists and is not empty (--overwrite replaces it)", path=output)
+  restored = []
+  for w in workdirs:
+    if not os.path.isdir(w):
+      raise InputError("no such workdir", path=w)
+    try:
+      restored.append(checkpoints.restore_checkpoint(w, which))
+    except checkpoints.CheckpointError as e:
+      raise InputError(str(e), path=w) from None
+  first = restored[0]
+  for w, r in zip(workdirs[1:], restored[1:]):
+    if _config_without_seed(r.config) != _config_without_seed(first.config):
+      mine, theirs = _config_without_seed(first.config), _config_without_seed(r.config)
+      differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+      raise InputError(f"an ensemble's members must be trained alike (seed aside); the config "
+                       f"differs from {workdirs[0]}'s in {differ}", path=w)
+  max_elements = int(first.extra.get("max_elements") or predictor_lib.DEFAULT_MAX_ELEMENTS)
+  members = [predictor_lib.Predictor(r.params, r.config, r.target_stats, max_elements,
+                                     workdir=w, step=r.step, reference=None, indexing=False)
+             for w, r in zip(workdirs, restored)]
+  targets = members[0].targets
+
+  # Half precision: measured, per member, on the check inputs.
+  log("checking half precision ...")
+  sets = check_arrays(data_path, check_rows, measured, members[0])
+  half_check = {"inputs": [s[0] for s in sets],
+                "tolerance": {"probability": PROBABILITY_TOLERANCE,
+                              "regression": REGRESSION_TOLERANCE}, "members": []}
+  reference_outputs = []
+  for m, r in zip(members, restored):
+    half = predictor_lib.Predictor(_half(r.params), r.config, r.target_stats, max_elements,
+                                   reference=None, indexing=False)
+    worst = {}
+    outputs = []
+    for _, arrays, flag in sets:
+      full = m.predict_arrays(*arrays, measured=flag)
+      outputs.append(full)
+      changes = compare_outputs(full, half.predict_arrays(*arrays, measured=flag), targets)
+      worst = {k: max(worst.get(k, 0), v) for k, v in changes.items()}
+    reference_outputs.append(outputs)
+    half_check["members"].append(worst)
+  half_ok = all(within_tolerance(w, targets) for w in half_check["members"])
+  half_check["within_tolerance"] = half_ok
+  stored = {"auto": "float16" if half_ok else "float32"}.get(dtype, dtype)
+  log(f"half precision {'within' if half_ok else 'outside'} tolerance: "
+      f"{json.dumps(half_check['members'])}; storing {stored}")
+
+  temporary = output.rstrip("/") + ".partial"
+  shutil.rmtree(temporary, ignore_errors=True)
+  os.makedirs(temporary)
+  member_entries = []
+  for i, (w, r) in enumerate(zip(workdirs, restored)):
+    member_dir = os.path.join(temporary, "members", str(i))
+    os.makedirs(member_dir)
+    pretrained.save_params(os.path.join(member_dir, "params"), r.params, stored)
+    with open(os.path.join(member_dir, "config.json"), "w") as f:
+      json.dump(checkpoints.config_to_json(r.config), f, indent=1, sort_keys=True)
+    with open(os.path.join(member_dir, "target_stats.json"), "w") as f:
+      json.dump(r.target_stats, f, indent=1, sort_keys=True)
+    count = sum(int(np.size(x)) for x in jax.tree.leaves(r.params))
+    member_entries.append({"path": f"members/{i}", "seed": r.config.get("seed"),
+                           "step": int(r.step), "workdir": os.path.abspath(w),
+                           "parameters": count})
+  shutil.copy(os.path.join(temporary, "members", "0", "config.json"),
+              os.path.join(temporary, "config.json"))
+  shutil.copy(os.path.join(temporary, "members", "0", "target_stats.json"),
+              os.path.join(temporary, "target_stats.json"))
+
+  log(f"compact reference of {data_path} ({reference_split}) ...")
+  start = time.perf_counter()
+  arrays = compact_reference.build(
+      data_path, None if reference_split == "all" else reference_split,
+      progress=lambda done, total: log(f"  {done}/{total} rows") if done % 8192 < 1024 or
+      done == total else None)
+  compact_reference.save(arrays, os.path.join(temporary, compact_reference.FILE_NAME))
+  reference_meta = json.loads(str(arrays["meta"]))
+  log(f"  {reference_meta['rows']} rows, {len(arrays['peak_position'])} peaks in "
+      f"{time.perf_counter() - start:.0f} s")
+
+  manifest = {
+      "format": pretrained.FORMAT, "format_version": pretrained.FORMAT_VERSION,
+      "name": name, "version": str(version),
+      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "package_version": pretrained.installed_version(),
+      "command": command,
+      "export_command": "python -m xxact_jax.inference.export " + " ".join(sys.argv[1:])
+      if sys.argv and sys.argv[0].endswith("export.py") else "",
+      "model": members[0].model_name, "targets": list(targets), "max_elements": max_elements,
+      "params_dtype": stored, "members": member_entries,
+      "parameters": member_entries[0]["parameters"],
+      "data": dict(data_card or {}, path=os.path.abspath(data_path),
+                   train_rows=int(_split_rows(data_path, "train")),
+                   test_rows=int(_split_rows(data_path, "test"))),
+      "reference": {"path": compact_reference.FILE_NAME, "rows": reference_meta["rows"],
+                    "peaks": int(len(arrays["peak_position"])), "split": reference_split,
+                    "format_version": compact_reference.FORMAT_VERSION},
+      "half_precision_check": half_check,
+  }
+  manifest["files"] = pretrained.file_table(temporary)
+  manifest["bytes"] = sum(e["bytes"] for e in manifest["files"].values())
+  with open(os.path.join(temporary, pretrained.MANIFEST), "w") as f:
+    json.dump(manifest, f, indent=1)
+
+  # The written model, loaded back, must predict as the workdirs do (up to the stored dtype).
+  loaded = pretrained.load(temporary, reference="none", indexing=False)
+  check = {}
+  for k, (label, inputs, flag) in enumerate(sets):
+    expected = predictor_lib.average_outputs([outputs[k] for outputs in reference_outputs],
+                                             targets)
+    check[label] = compare_outputs(expected, loaded.predict_arrays(*inputs, measured=flag),
+                                   targets)
+  manifest["export_check"] = check
+  with open(os.path.join(temporary, pretrained.MANIFEST), "w") as f:
+    json.dump(manifest, f, indent=1)
+  if os.path.exists(output):
+    shutil.rmtree(output)
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  os.replace(temporary, output)
+  log(f"wrote {output}: {manifest['bytes'] / 1e6:.2f} MB, {len(members)} member(s), "
+      f"{stored}; loaded back: {json.dumps(check)}")
+  return manifest
+
+
+def _split_rows(data_path: str, split: str) -> int:
+  from xxact_jax.data import open_dataset  # pylint: disable=g-import-not-at-top
+  try:
+    return len(open_dataset(data_path, split))
+  except (OSError, ValueError, KeyError):
+    return 0
+
+
+def main(argv=None) -> int:
+  args = _parse_args(sys.argv[1:] if argv is None else argv)
+  try:
+    export(args.workdir, args.data, args.output, args.name, args.version, args.dtype,
+           args.which, args.measured, args.check_rows, args.reference_split, args.command,
+           DATA_CARD if args.data_card == "mp_36k" else None, args.overwrite,
+           log=lambda m: print(m, file=sys.stderr, flush=True))
+  except InputError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

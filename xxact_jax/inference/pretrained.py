@@ -1,0 +1,239 @@
+"""The shipped model: a trained ensemble and its compact reference, kept as package data.
+
+`xxact_jax.load()` (or `load("pretrained")`), `python -m xxact_jax.predict` and
+`python -m xxact_jax.evaluate --measured` without `--workdir` use it. It lives in
+`xxact_jax/pretrained/<name>-v<version>/`, written by `python -m xxact_jax.inference.export`
+(experiments/pretrained.sh builds it from mp_36k):
+
+  MANIFEST.json                the name, version, format version, members, the command that built
+                               it, sha256 and size of every file
+  config.json                  the training config (the first member's; the members differ only in
+                               their seed), target_stats.json
+  reference.npz                the training rows, compact (inference/compact_reference.py)
+  members/<i>/params/          a params-only Orbax checkpoint (float16 where the export measured
+                               that predictions move by less than its tolerance), with the
+                               member's config.json and target_stats.json
+
+`XXACT_JAX_PRETRAINED=/path/to/model-dir` points the package at another model of this layout.
+"""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from xxact_jax.inference.errors import InputError
+
+FORMAT = "xxact-pretrained"
+# The layout above. A package reads the formats in SUPPORTED_FORMAT_VERSIONS; any other is
+# refused with one line that says which format the model has and which this package reads.
+FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = (1,)
+MANIFEST = "MANIFEST.json"
+PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "pretrained")
+ENVIRONMENT_VARIABLE = "XXACT_JAX_PRETRAINED"
+# What load() / the CLIs accept as "the shipped model".
+NAMES = ("pretrained",)
+
+
+class FormatError(InputError):
+  """A shipped model this package cannot read (another format version, damaged files)."""
+
+
+def is_model_dir(path) -> bool:
+  return isinstance(path, (str, os.PathLike)) and os.path.isfile(
+      os.path.join(os.fspath(path), MANIFEST))
+
+
+def shipped_dirs(root: str = PACKAGE_DIR) -> list[str]:
+  """Model folders under the package's pretrained/ (any with a MANIFEST.json), sorted."""
+  if not os.path.isdir(root):
+    return []
+  return sorted(os.path.join(root, name) for name in os.listdir(root)
+                if is_model_dir(os.path.join(root, name)))
+
+
+def find(name=None) -> str:
+  """The folder of the shipped model: $XXACT_JAX_PRETRAINED when set, else the only (or, of
+  several, the newest version of the) model under the package's pretrained/.
+
+  `name`: None or "pretrained" for that default; a model folder's name under pretrained/
+  (e.g. "xxact-mp36k-v1"); or the path of a model folder.
+  """
+  if name not in (None, *NAMES):
+    if is_model_dir(name):
+      return os.fspath(name)
+    candidate = os.path.join(PACKAGE_DIR, os.fspath(name))
+    if is_model_dir(candidate):
+      return candidate
+    raise InputError(f"no shipped model of that name (have: "
+                     f"{[os.path.basename(d) for d in shipped_dirs()] or 'none'})", path=name)
+  override = os.environ.get(ENVIRONMENT_VARIABLE)
+  if override:
+    if not is_model_dir(override):
+      raise InputError(f"${ENVIRONMENT_VARIABLE} names no model folder (no {MANIFEST})",
+                       path=override)
+    return override
+  found = shipped_dirs()
+  if not found:
+    raise InputError("this installation has no shipped model (xxact_jax/pretrained/ holds "
+                     "none): give --workdir, or build one with experiments/pretrained.sh",
+                     path=PACKAGE_DIR)
+  return max(found, key=lambda d: _version_key(read_manifest(d, check=False)))
+
+
+def _version_key(manifest: dict):
+  version = str(manifest.get("version", "0"))
+  return tuple(int(p) if p.isdigit() else 0 for p in version.split(".")), version
+
+
+def read_manifest(model_dir: str, check: bool = True) -> dict:
+  """MANIFEST.json of a model folder; with `check`, refused (FormatError, one line) unless its
+  format version is one this package reads."""
+  path = os.path.join(model_dir, MANIFEST)
+  try:
+    with open(path) as f:
+      manifest = json.load(f)
+  except (OSError, ValueError) as e:
+    raise FormatError(f"unreadable manifest ({e})", path=path) from None
+  if check:
+    check_format(manifest, model_dir)
+  return manifest
+
+
+def check_format(manifest: dict, model_dir: str = "") -> None:
+  version = manifest.get("format_version")
+  label = f"{manifest.get('name', '?')} v{manifest.get('version', '?')}"
+  if manifest.get("format") != FORMAT:
+    raise FormatError(f"not a shipped xxact_jax model (format {manifest.get('format')!r})",
+                      path=model_dir or None)
+  if version not in SUPPORTED_FORMAT_VERSIONS:
+    package_version = installed_version()
+    newer = isinstance(version, int) and version > max(SUPPORTED_FORMAT_VERSIONS)
+    raise FormatError(
+        f"model {label} has format version {version}; this xxact_jax ({package_version}) reads "
+        f"version{'s' if len(SUPPORTED_FORMAT_VERSIONS) > 1 else ''} "
+        f"{', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))} — "
+        + ("upgrade xxact_jax" if newer else
+           "rebuild the model with this package (experiments/pretrained.sh) or install the "
+           f"xxact_jax it was built with ({manifest.get('package_version', '?')})"),
+        path=model_dir or None)
+
+
+def installed_version() -> str:
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  try:
+    return metadata.version("xxact_jax")
+  except metadata.PackageNotFoundError:
+    return "unknown"
+
+
+def sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    while chunk := f.read(1 << 20):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def file_table(model_dir: str) -> dict:
+  """{relative path: {"bytes", "sha256"}} of every file of a model folder but the manifest."""
+  table = {}
+  for root, _, names in os.walk(model_dir):
+    for n in sorted(names):
+      path = os.path.join(root, n)
+      rel = os.path.relpath(path, model_dir)
+      if rel != MANIFEST:
+        table[rel] = {"bytes": os.path.getsize(path), "sha256": sha256(path)}
+  return dict(sorted(table.items()))
+
+
+def verify(model_dir: str, manifest: dict) -> None:
+  """FormatError naming the first file that is missing or differs from the manifest."""
+  for rel, entry in manifest.get("files", {}).items():
+    path = os.path.join(model_dir, rel)
+    if not os.path.isfile(path):
+      raise FormatError(f"{rel} is missing: reinstall xxact_jax", path=model_dir)
+    if os.path.getsize(path) != entry["bytes"] or sha256(path) != entry["sha256"]:
+      raise FormatError(f"{rel} differs from its manifest (damaged): reinstall xxact_jax",
+                        path=model_dir)
+
+
+def save_params(path: str, params, dtype: str = "float32") -> None:
+  """A params-only Orbax checkpoint at `path` (a new folder), floats stored as `dtype`."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  cast = lambda x: (np.asarray(x).astype(dtype) if np.issubdtype(np.asarray(x).dtype,
+                                                                  np.floating)
+                    else np.asarray(x))
+  tree = jax.tree.map(cast, params)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(os.path.abspath(path), tree)
+  checkpointer.wait_until_finished()
+  checkpointer.close()
+
+
+def restore_params(path: str):
+  """The parameters of a params-only Orbax checkpoint, as float32 numpy arrays."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  checkpointer = ocp.Checkpointer(ocp.StandardCheckpointHandler())
+  try:
+    tree = checkpointer.restore(os.path.abspath(path),
+                                args=ocp.args.StandardRestore(fallback_sharding=local))
+  finally:
+    checkpointer.close()
+  up = lambda x: (np.asarray(x, np.float32) if np.issubdtype(np.asarray(x).dtype, np.floating)
+                  else np.asarray(x))
+  return jax.tree.map(up, tree)
+
+
+def _read_json(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
+def load(name=None, batch_size: int = 256, preprocessing=None, reference="auto",
+         indexing: bool = True, verify_files: bool = True):
+  """The shipped model as a Predictor (an ensemble when it has several members).
+
+  `reference`: "auto" (default) the model's compact reference of its training rows, "none",
+  or a prepared dataset / compact reference to look scans up in (reference.resolve).
+  """
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import reference as reference_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax.models import config as model_config_lib  # pylint: disable=g-import-not-at-top
+  model_dir = find(name)
+  manifest = read_manifest(model_dir)
+  if verify_files:
+    verify(model_dir, manifest)
+  reference_path = os.path.join(model_dir, manifest["reference"]["path"]) if manifest.get(
+      "reference") else None
+  first = None
+  for i, member in enumerate(manifest["members"]):
+    member_dir = os.path.join(model_dir, member["path"])
+    config = ml_collections.ConfigDict(_read_json(os.path.join(member_dir, "config.json")))
+    model_config_lib.upgrade(config.model)
+    target_stats = _read_json(os.path.join(member_dir, "target_stats.json"))
+    params = restore_params(os.path.join(member_dir, "params"))
+    extra = {"config": config.to_dict(), "target_stats": target_stats,
+             "data_path": reference_path, "max_elements": manifest["max_elements"],
+             "pretrained": {k: manifest.get(k) for k in ("name", "version", "format_version")},
+             "member": member}
+    predictor = predictor_lib.Predictor(
+        params, config, target_stats, manifest["max_elements"],
+        workdir=model_dir if first is None else member_dir,
+        step=member.get("step"), batch_size=batch_size, extra=extra,
+        preprocessing=preprocessing,
+        reference=reference_lib.resolve(reference, reference_path) if first is None else None,
+        indexing=indexing if first is None else False)
+    if first is None:
+      first = predictor
+    else:
+      first.members.append(predictor)
+  first.manifest = manifest
+  return first
