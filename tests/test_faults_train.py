@@ -122,6 +122,31 @@ def test_truncated_latest_checkpoint_falls_back_to_the_previous_step(finished_ru
   assert checkpoints.restore_checkpoint(workdir, "latest").step == 8
 
 
+@pytest.mark.parametrize("step, garble", [(6, b'{"eval/lo'), (3, b"\x00\x00\x00")])
+def test_damaged_metrics_file_is_set_aside_like_any_damaged_step(finished_run, tmp_path, step,
+                                                                 garble):
+  # Orbax reads every step's metrics/metrics when a manager opens: a truncated (step 6, the
+  # latest) or garbled (step 3) one stopped resume and predict with "Expecting value".
+  run, _ = finished_run
+  workdir = _copy(run, tmp_path)
+  directory = os.path.join(workdir, checkpoints.LATEST_DIR)
+  with open(os.path.join(directory, str(step), checkpoints.METRICS_FILE), "wb") as f:
+    f.write(garble)
+  assert checkpoints.tracked_best_step(directory) == 9 - step     # the other one
+  for which in ("best", "latest"):
+    restored = checkpoints.restore_checkpoint(workdir, which)      # inference: skips, moves none
+    assert restored.step == 9 - step
+  assert os.path.isdir(os.path.join(directory, str(step)))
+  train.train_and_evaluate(_config(), workdir)                    # resumes (or has nothing to do)
+  damaged = os.listdir(os.path.join(workdir, checkpoints.DAMAGED_DIR))
+  assert any(d.startswith(f"{step}-") and d.endswith(".reason.txt") for d in damaged)
+  reason = next(d for d in damaged if d.endswith(".reason.txt"))
+  with open(os.path.join(workdir, checkpoints.DAMAGED_DIR, reason)) as f:
+    assert "metrics/metrics is unreadable" in f.read()
+  assert checkpoints.restore_checkpoint(workdir, "latest").step == 6
+  assert [r["step"] for r in _rows(workdir) if "loss" in r] == [1, 2, 3, 4, 5, 6]
+
+
 def test_resume_with_another_training_config_is_refused_with_the_differences(finished_run,
                                                                              tmp_path):
   run, _ = finished_run

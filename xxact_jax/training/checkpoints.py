@@ -77,17 +77,53 @@ class _NoMetricsNote(logging_std.Filter):
 logging.get_absl_logger().addFilter(_NoMetricsNote())
 
 
+METRICS_FILE = os.path.join("metrics", "metrics")   # what Orbax saves a step's metrics in
+
+
+def step_metrics(step_dir: str) -> tuple[dict | None, str | None]:
+  """(the metrics a step was saved with, or None; what is wrong with its metrics file, or None).
+
+  Orbax's CheckpointManager reads every step's metrics file when it opens a directory, before
+  any checksum is checked, and a truncated or garbled one stops it with a bare JSONDecodeError;
+  so they are read here first.
+  """
+  path = os.path.join(step_dir, METRICS_FILE)
+  if not os.path.exists(path):
+    return None, None
+  try:
+    with open(path, encoding="utf-8") as f:
+      metrics = json.load(f)
+  except (OSError, ValueError) as e:
+    return None, f"{METRICS_FILE} is unreadable ({type(e).__name__}: {e})"
+  if (not isinstance(metrics, dict) or not metrics
+      or not all(isinstance(v, (int, float)) for v in metrics.values())):
+    return None, f"{METRICS_FILE} holds no metric values: {str(metrics)[:80]!r}"
+  return metrics, None
+
+
+def damaged_metrics(directory: str) -> dict[int, str]:
+  """{step: problem} of a checkpoint directory's steps whose metrics file is unreadable."""
+  problems = {}
+  for step in _steps_newest_first(directory):
+    _, problem = step_metrics(os.path.join(directory, str(step)))
+    if problem is not None:
+      problems[step] = problem
+  return problems
+
+
 def tracked_best_step(directory: str) -> int | None:
   """The step with the lowest metric among a checkpoint directory's steps saved with one
-  (None if none was)."""
-  if not os.path.isdir(directory) or not _steps_newest_first(directory):
-    return None
-  mngr = ocp.CheckpointManager(os.path.abspath(directory), options=ocp.CheckpointManagerOptions(
-      create=False, best_fn=_only_metric, best_mode="min"))
-  try:
-    return mngr.best_step()
-  finally:
-    mngr.close()
+  (None if none was); as Orbax's best_step, the later step on a tie. Read without Orbax, so a
+  step with an unreadable metrics file is skipped (with a warning) instead of stopping it."""
+  best = None
+  for step in _steps_newest_first(directory):
+    metrics, problem = step_metrics(os.path.join(directory, str(step)))
+    if problem is not None:
+      logging.warning("Checkpoint %s: %s; not a candidate for the best step",
+                      os.path.join(directory, str(step)), problem)
+    if metrics is not None and (best is None or _only_metric(metrics) < best[0]):
+      best = (_only_metric(metrics), step)
+  return None if best is None else best[1]
 
 
 def _jsonable(x):
@@ -157,6 +193,19 @@ def _steps_newest_first(directory: str) -> list[int]:
   return sorted(ocp.utils.checkpoint_steps(directory), reverse=True)
 
 
+def _set_aside(workdir: str, step: int, reason: str) -> str:
+  """Moves a damaged step of WORKDIR/checkpoints to WORKDIR/checkpoints_damaged/ with a
+  .reason.txt (process 0); returns where it went."""
+  source = os.path.join(workdir, LATEST_DIR, str(step))
+  dest = os.path.join(workdir, DAMAGED_DIR, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    shutil.move(source, dest)
+    with open(dest + ".reason.txt", "w") as f:
+      f.write(reason + "\n")
+  return dest
+
+
 class Checkpointer:
   """Saves training state asynchronously into WORKDIR/checkpoints (the newest `keep` steps and
   the best one)."""
@@ -165,6 +214,12 @@ class Checkpointer:
     self.workdir = workdir
     self.best_metric = best_metric
     self.keep = keep
+    # A step whose metrics file is damaged would stop the manager as it opens: set it aside
+    # first, as any damaged step is (the resume then starts from the newest intact one).
+    for step, problem in damaged_metrics(os.path.join(workdir, LATEST_DIR)).items():
+      dest = _set_aside(workdir, step, problem)
+      logging.warning("Checkpoint %s is damaged (%s); moved to %s",
+                      os.path.join(workdir, LATEST_DIR, str(step)), problem, dest)
     self.latest = _manager(os.path.join(workdir, LATEST_DIR), keep, best_metric)
 
   def latest_step(self) -> int | None:
@@ -183,13 +238,7 @@ class Checkpointer:
 
   def _move_aside(self, step: int, reason: str) -> str:
     """Moves a damaged latest step to WORKDIR/checkpoints_damaged/ (process 0) and reloads."""
-    source = os.path.join(self.workdir, LATEST_DIR, str(step))
-    dest = os.path.join(self.workdir, DAMAGED_DIR, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if jax.process_index() == 0:
-      os.makedirs(os.path.dirname(dest), exist_ok=True)
-      shutil.move(source, dest)
-      with open(dest + ".reason.txt", "w") as f:
-        f.write(reason + "\n")
+    dest = _set_aside(self.workdir, step, reason)
     self.latest.close()
     self.latest = _manager(os.path.join(self.workdir, LATEST_DIR), self.keep, self.best_metric)
     return dest
@@ -297,7 +346,10 @@ def restore_checkpoint(workdir: str, which: str = "best") -> RestoredCheckpoint:
     path = os.path.join(directory, str(step))
     problem = verify_checksums(path)
     if problem is None:
-      mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
+      # lightweight_initialize: Orbax would otherwise read every step's metrics file first, and
+      # stop on a damaged one before this step's checksums were looked at.
+      mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+          create=False, lightweight_initialize=True))
       try:
         restored = mngr.restore(step, args=ocp.args.Composite(
             params=ocp.args.StandardRestore(fallback_sharding=local),
