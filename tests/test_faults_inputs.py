@@ -237,3 +237,61 @@ def test_xrdml_wavelength_fields_are_checked(tmp_path, field, value):
   # An explicit wavelength takes the place of the file's, as it always did.
   with pytest.warns(resample.PartialCoverageWarning):
     assert resample.to_model_grid(scan, "Cu").max() == pytest.approx(100.0)
+
+
+# Fault 4: large text scans are parsed by numpy, and beyond a stated size refused.
+
+def test_large_text_scans_are_parsed_without_the_per_line_loop(tmp_path, monkeypatch):
+  from xxact_jax.inference import patterns  # pylint: disable=g-import-not-at-top
+  two_theta = np.linspace(5.0, 90.0, 300_001)
+  intensity = 10 + 100 * np.exp(-((two_theta - 40.0) / 0.05) ** 2)
+  path = tmp_path / "big.xy"
+  with open(path, "w") as f:
+    f.write("# a header line\n2theta intensity\n")
+    np.savetxt(f, np.column_stack([two_theta, intensity]), fmt="%.5f")
+  expected = patterns._read_two_column_by_line(path.read_text(), str(path))  # pylint: disable=protected-access
+
+  def slow(*args):
+    raise AssertionError("the per-line reader was used for a clean file")
+
+  monkeypatch.setattr(patterns, "_read_two_column_by_line", slow)
+  scan = patterns.read_pattern(str(path))
+  np.testing.assert_array_equal(scan.two_theta, expected.two_theta)
+  np.testing.assert_array_equal(scan.intensity, expected.intensity)
+
+
+@pytest.mark.parametrize("name", ["Si_CuKa.xy", "NaCl_CuKa.csv", "NaCl_CuKa.xye"])
+def test_fast_reader_agrees_with_the_per_line_reader(name, tmp_path):
+  from xxact_jax.inference import patterns  # pylint: disable=g-import-not-at-top
+  text = open(fixture(name)).read()
+  lines = text.splitlines()
+  first = next(i for i, line in enumerate(lines)
+               if patterns._is_data_line(line))  # pylint: disable=protected-access
+  descending = "\n".join(lines[:first] + lines[first:][::-1]) + "\n"
+  for variant, body in (("plain", text), ("semicolons", text.replace(",", ";")),
+                        ("descending", descending)):
+    path = tmp_path / f"{variant}{os.path.splitext(name)[1]}"
+    path.write_text(body)
+    fast = patterns.read_pattern(str(path))
+    slow = patterns._read_two_column_by_line(body, str(path))  # pylint: disable=protected-access
+    np.testing.assert_array_equal(fast.two_theta, slow.two_theta)
+    np.testing.assert_array_equal(fast.intensity, slow.intensity)
+
+
+def test_pattern_files_beyond_the_size_limit_are_refused(tmp_path, monkeypatch):
+  from xxact_jax.inference import patterns  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference.errors import PatternError  # pylint: disable=g-import-not-at-top
+  huge = tmp_path / "huge.xy"
+  with open(huge, "wb") as f:
+    f.truncate(patterns.MAX_TEXT_BYTES + 1)    # sparse: no disk used, refused by its size
+  with pytest.raises(PatternError, match=r"huge\.xy: 67 MB: is larger than 64 MB, the largest "
+                                         r"pattern file read"):
+    patterns.read_pattern(str(huge))
+  # A compressed file is judged by its text, read no further than the limit.
+  import gzip  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(patterns, "MAX_TEXT_BYTES", 1000)
+  packed = tmp_path / "packed.xy.gz"
+  with gzip.open(packed, "wt") as f:
+    f.write("".join(f"{10 + 0.01 * i:.2f} {i % 7}\n" for i in range(500)))
+  with pytest.raises(PatternError, match=r"packed\.xy\.gz: its text is larger than 0 MB"):
+    patterns.read_pattern(str(packed))
