@@ -208,9 +208,9 @@ def read_xrdml(path: str) -> MeasuredPattern:
   2θ from `listPositions` or from `startPosition`/`endPosition`, evenly spaced.
   The wavelength is the Kα1/Kα2 mean weighted by `ratioKAlpha2KAlpha1`.
   """
+  text = _read_limited_text(path)
   try:
-    with _open_text(path) as f:
-      root = ElementTree.parse(f).getroot()
+    root = ElementTree.fromstring(text)
   except ElementTree.ParseError as e:
     raise PatternError(f"not valid XML ({e})", path=path) from None
   scans = _find_all(root, "scan")
