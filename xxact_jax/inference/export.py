@@ -63,6 +63,10 @@ def _parse_args(argv):
                       help="split of --data made the reference (train, test or all)")
   parser.add_argument("--command", default="",
                       help="the command that trained the workdirs (recorded in the manifest)")
+  parser.add_argument("--training_config", default="",
+                      help="the --config the members were trained with (recorded)")
+  parser.add_argument("--training_flags", default="",
+                      help="the further flags they were trained with (recorded)")
   parser.add_argument("--data_card", default="mp_36k", choices=("mp_36k", "none"),
                       help="the data and licence recorded in the manifest")
   parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
@@ -124,7 +128,7 @@ def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
            version: str = "1", dtype: str = "auto", which: str = "best",
            measured: str | None = None, check_rows: int = 1024, reference_split="train",
            command: str = "", data_card: dict | None = None, overwrite: bool = False,
-           log=print) -> dict:
+           training: dict | None = None, log=print) -> dict:
   """Writes the model folder; returns its manifest."""
   import jax  # pylint: disable=g-import-not-at-top
   from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
@@ -193,7 +197,7 @@ def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
     count = sum(int(np.size(x)) for x in jax.tree.leaves(r.params))
     member_entries.append({"path": f"members/{i}", "seed": r.config.get("seed"),
                            "step": int(r.step), "workdir": os.path.abspath(w),
-                           "parameters": count})
+                           "parameters": count, "train_seconds": _train_seconds(w)})
   shutil.copy(os.path.join(temporary, "members", "0", "config.json"),
               os.path.join(temporary, "config.json"))
   shutil.copy(os.path.join(temporary, "members", "0", "target_stats.json"),
@@ -216,6 +220,7 @@ def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "package_version": pretrained.installed_version(),
       "command": command,
+      "training": dict(training or {}),
       "export_command": "python -m xxact_jax.inference.export " + " ".join(sys.argv[1:])
       if sys.argv and sys.argv[0].endswith("export.py") else "",
       "model": members[0].model_name, "targets": list(targets), "max_elements": max_elements,
@@ -254,6 +259,15 @@ def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
   return manifest
 
 
+def _train_seconds(workdir: str):
+  """The run's wall time, where the training script recorded it (WORKDIR/done)."""
+  try:
+    with open(os.path.join(workdir, "done")) as f:
+      return int(f.read().strip())
+  except (OSError, ValueError):
+    return None
+
+
 def _split_rows(data_path: str, split: str) -> int:
   from xxact_jax.data import open_dataset  # pylint: disable=g-import-not-at-top
   try:
@@ -268,6 +282,7 @@ def main(argv=None) -> int:
     export(args.workdir, args.data, args.output, args.name, args.version, args.dtype,
            args.which, args.measured, args.check_rows, args.reference_split, args.command,
            DATA_CARD if args.data_card == "mp_36k" else None, args.overwrite,
+           {"config": args.training_config, "flags": args.training_flags.split()},
            log=lambda m: print(m, file=sys.stderr, flush=True))
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)

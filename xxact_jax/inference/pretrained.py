@@ -34,12 +34,22 @@ MANIFEST = "MANIFEST.json"
 PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "pretrained")
 ENVIRONMENT_VARIABLE = "XXACT_JAX_PRETRAINED"
+# The quick start's measured scan (xxact_jax/samples/README.md: source and citation).
+SAMPLES_DIR = os.path.join(os.path.dirname(PACKAGE_DIR), "samples")
+QUICK_START = {"id": "rruff_R050128-1", "mineral": "calcite", "formula": "CaCO3",
+               "file": "calcite_R050128-1.xy.gz", "crystal_system": "trigonal",
+               "spacegroup_number": 167, "wavelength": "CuKa"}
 # What load() / the CLIs accept as "the shipped model".
 NAMES = ("pretrained",)
 
 
 class FormatError(InputError):
   """A shipped model this package cannot read (another format version, damaged files)."""
+
+
+def quick_start_sample() -> dict:
+  """The packaged sample scan: QUICK_START with "path" (the file in the installed package)."""
+  return dict(QUICK_START, path=os.path.join(SAMPLES_DIR, QUICK_START["file"]))
 
 
 def is_model_dir(path) -> bool:
