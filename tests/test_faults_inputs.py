@@ -295,3 +295,45 @@ def test_pattern_files_beyond_the_size_limit_are_refused(tmp_path, monkeypatch):
     f.write("".join(f"{10 + 0.01 * i:.2f} {i % 7}\n" for i in range(500)))
   with pytest.raises(PatternError, match=r"packed\.xy\.gz: its text is larger than 0 MB"):
     patterns.read_pattern(str(packed))
+
+
+# Fault 11: ensembles.
+
+def test_an_ensemble_refuses_the_same_run_twice(tmp_path):
+  from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference.errors import InputError  # pylint: disable=g-import-not-at-top
+  run = tmp_path / "run"
+  run.mkdir()
+  (tmp_path / "alias").symlink_to(run)
+  for given in (f"{run},{run}", [str(run), str(tmp_path / "alias")],
+                f"{run},{tmp_path}/./run/"):
+    with pytest.raises(InputError, match=r"given twice in the ensemble"):
+      predictor_lib.load(given)
+  assert predictor_lib.split_workdirs(f"{run},{tmp_path}") == [str(run), str(tmp_path)]
+
+
+@pytest.mark.slow
+def test_an_ensemble_takes_members_whose_targets_differ_in_order(workdir, predictor, tmp_path,
+                                                                 monkeypatch):
+  import shutil  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
+  copy = str(tmp_path / "copy")
+  shutil.copytree(workdir, copy)
+  original = predictor_lib._load_one  # pylint: disable=protected-access
+
+  def reordered(directory, *args):
+    loaded = original(directory, *args)
+    if directory == copy:   # as if trained with --config.targets in another order
+      loaded.targets = tuple(reversed(loaded.targets))
+    return loaded
+
+  monkeypatch.setattr(predictor_lib, "_load_one", reordered)
+  ensemble = predictor_lib.load(f"{workdir},{copy}")
+  assert len(ensemble.members) == 1 and ensemble.members[0].targets != ensemble.targets
+  with pytest.warns(UserWarning):
+    alone = predictor.predict("NaCl", fixture("NaCl_CuKa.csv"))
+  with pytest.warns(UserWarning):
+    both = ensemble.predict("NaCl", fixture("NaCl_CuKa.csv"))
+  assert both["band_gap"]["value"] == pytest.approx(alone["band_gap"]["value"], rel=1e-5)
+  assert both["crystal_system"]["probabilities"] == pytest.approx(
+      alone["crystal_system"]["probabilities"], rel=1e-5)

@@ -375,7 +375,8 @@ def load(workdir="pretrained", which: str = "best", batch_size: int = 256,
   for other in workdirs[1:]:
     member = _load_one(other, which, batch_size, preprocessing, "none", False)
     for what, mine, theirs in (
-        ("targets", first.targets, member.targets),
+        # Outputs are averaged by target name, so the order of the targets does not matter.
+        ("targets", sorted(first.targets), sorted(member.targets)),
         ("max_elements", first.max_elements, member.max_elements),
         ("inputs (composition, XRD)", (first.uses_composition, first.uses_xrd),
          (member.uses_composition, member.uses_xrd))):
@@ -394,6 +395,14 @@ def split_workdirs(workdir) -> list[str]:
   names = [w for w in names if w]
   if not names:
     raise InputError("no workdir given", path=str(workdir))
+  # The same run twice would be counted as an ensemble of two while averaging one model.
+  seen = {}
+  for name in names:
+    real = os.path.realpath(name)
+    if real in seen:
+      raise InputError(f"given twice in the ensemble (also as {seen[real]!r}); an ensemble "
+                       "averages different runs", path=name)
+    seen[real] = name
   return names
 
 
