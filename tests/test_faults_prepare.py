@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -388,6 +389,31 @@ def test_output_directory_with_unrelated_files_is_refused(tmp_path, fixtures_dir
   empty.mkdir()   # an empty directory is fine (embedded.cached_dataset stages into one)
   assert prepare.prepare_dataset([os.path.join(fixtures_dir, "cif_dir")], str(empty),
                                  workers=0)["complete"]
+
+
+def _skewed_cubic_cif() -> str:
+  """Simple cubic Na (a = 4 Å) given in a valid but skewed basis (b = 20a + b'):
+  its point-group rotations have entries beyond int8 in that basis."""
+  from pymatgen.core import Lattice, Structure  # pylint: disable=g-import-not-at-top
+  lattice = Lattice([[4.0, 0, 0], [80.0, 4.0, 0], [0, 0, 4.0]])
+  return Structure(lattice, ["Na"], [[0, 0, 0]]).to(fmt="cif")
+
+
+def test_store_structures_keeps_a_skewed_cell_as_a_row_without_structure(tmp_path,
+                                                                        fixtures_dir):
+  # Was an error row: OverflowError "Python integer -1601 out of bounds for int8".
+  cifs = _cif_dir(tmp_path, fixtures_dir, "cifs", {"skewed": _skewed_cubic_cif()})
+  for flag in (False, True):
+    out = str(tmp_path / f"out_{flag}")
+    summary = prepare.prepare_dataset([cifs], out, workers=0, store_structures=flag,
+                                      test_fraction=0.0)
+    assert summary["valid_total"] == 4 and summary["errors_total"] == 0
+    ds = open_dataset(out)
+    skewed = ds.material_ids(np.arange(len(ds))).index("skewed")
+    assert ds[skewed]["crystal_system"] == 6 and ds[skewed]["spacegroup_number"] == 221
+    if flag:
+      stored = ds.read_batch(np.arange(len(ds)), ("has_structure",))["has_structure"]
+      assert not stored[skewed] and stored.sum() == 3
 
 
 # ------------------------------------------------------------------ 5. noise

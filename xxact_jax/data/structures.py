@@ -35,10 +35,11 @@ def reflection_two_theta_range(wavelength: float = constants.CU_KA_LINES[0],
 
 
 def point_group_rotations(operations) -> np.ndarray:
-  """Distinct rotation parts int8[n, 3, 3] of symmetry operations in the lattice basis (pymatgen
-  SymmOps from SpacegroupAnalyzer.get_symmetry_operations(cartesian=False))."""
+  """Distinct rotation parts int64[n, 3, 3] of symmetry operations in the lattice basis (pymatgen
+  SymmOps from SpacegroupAnalyzer.get_symmetry_operations(cartesian=False)). In a skewed basis
+  their entries can exceed the int8 the dataset stores; `pack` then declines the structure."""
   rotations = {tuple(np.rint(op.rotation_matrix).astype(np.int64).ravel()) for op in operations}
-  return np.asarray(sorted(rotations), np.int8).reshape(-1, 3, 3)
+  return np.asarray(sorted(rotations), np.int64).reshape(-1, 3, 3)
 
 
 def pack(lattice, frac_coords, numbers, occupancies, rotations, *, sites: int,
@@ -56,6 +57,11 @@ def pack(lattice, frac_coords, numbers, occupancies, rotations, *, sites: int,
     return f"{len(numbers)} site entries, above --structure_sites={sites}"
   if len(rotations) > schema.MAX_ROTATIONS:
     return f"{len(rotations)} point-group operations, above {schema.MAX_ROTATIONS}"
+  rotations = np.asarray(rotations)
+  if rotations.size and np.abs(rotations).max() > np.iinfo(np.int8).max:
+    # A valid cell given in a skewed basis: its rotations there have large entries.
+    return (f"point-group rotations with entries up to {np.abs(rotations).max()} in this "
+            "lattice basis do not fit int8")
   hkl = planning.reflections(lattice, constants.CU_KA_LINES[0], reflection_two_theta_range())
   if len(hkl) > reflections:
     return f"{len(hkl)} reflections, above --structure_reflections={reflections}"
