@@ -232,3 +232,38 @@ def test_sigterm_checkpoints_the_current_step_and_resumes_exactly(tmp_path, embe
   assert [r["step"] for r in rows] == list(range(1, 41))
   for r in rows:
     assert r["loss"] == pytest.approx(expected[r["step"]], rel=1e-6, abs=1e-7), r["step"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigkill_of_main_with_grain_workers_leaves_no_orphans(tmp_path, embedded_dataset):
+  # Grain's workers and multiprocessing's resource tracker used to live on (reparented to PID 1)
+  # and keep stdout open, so that `main ... | tee log` never ended. SIGTERM was always clean.
+  from test_faults_prepare import _session_processes  # pylint: disable=g-import-not-at-top
+  del embedded_dataset   # featurised in the default cache, which main reads
+  process = subprocess.Popen(
+      [sys.executable, "-m", "xxact_jax.main", "--config=configs/supervised.py:runlocal",
+       f"--workdir={tmp_path}/workdir", "--config.data.worker_count=2",
+       "--config.num_train_steps=100000"], cwd=REPO,
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+  try:
+    deadline = time.monotonic() + 50
+    while len([p for p in _session_processes(process.pid)
+               if p[1] == process.pid and "spawn_main" in p[2]]) < 2:
+      assert process.poll() is None, process.stdout.read().decode()[-3000:]
+      assert time.monotonic() < deadline, "the Grain workers did not start"
+      time.sleep(0.1)
+    time.sleep(1.0)   # let them import and run their initializer
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 10
+    while _session_processes(process.pid) and time.monotonic() < deadline:
+      time.sleep(0.1)
+    assert _session_processes(process.pid) == []   # workers and the resource tracker
+    os.set_blocking(process.stdout.fileno(), False)
+    process.stdout.read()
+    assert process.stdout.read() == b""   # EOF: nobody holds the pipe, `| tee` would end
+  finally:
+    for pid, _, _ in _session_processes(process.pid):
+      os.kill(pid, signal.SIGKILL)
+    process.stdout.close()

@@ -12,12 +12,14 @@ any number of processes, and every process has the same number of batches per ep
 """
 
 import functools
+import os
 
 from absl import flags
 import grain
 import numpy as np
 
 from xxact_jax.data import dataset as dataset_lib
+from xxact_jax.data import processes
 
 _UNBOUNDED = 2 ** 62   # length of an endless (num_epochs=None) sequence of batches
 
@@ -113,5 +115,9 @@ def make_loader(ds: dataset_lib.Dataset, batch_size: int, seed: int = 0, shuffle
     # Grain's worker processes read absl flags; outside an absl app they are unparsed.
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
-    pipeline = pipeline.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    # Grain starts its workers with "spawn" (no fork of this JAX-threaded process); each dies
+    # with this process, so a SIGKILL of the trainer leaves no orphans holding its stdout.
+    pipeline = pipeline.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=worker_count),
+        worker_init_fn=functools.partial(processes.grain_worker_init, os.getpid()))
   return pipeline

@@ -24,7 +24,6 @@ import collections
 import concurrent.futures
 import concurrent.futures.process
 import contextlib
-import ctypes
 import dataclasses
 import functools
 import hashlib
@@ -44,6 +43,7 @@ import numpy as np
 
 from xxact_jax import constants
 from xxact_jax import progress as progress_lib
+from xxact_jax.data import processes
 from xxact_jax.data import readers
 from xxact_jax.data import schema
 from xxact_jax.data import store
@@ -113,23 +113,7 @@ def _init_quiet() -> None:
   os.environ.setdefault("SPGLIB_WARNING", "OFF")
 
 
-def _die_with_parent(parent_pid: int) -> None:
-  """Makes this worker exit when `parent_pid` dies, even by SIGKILL (no orphans holding stdout)."""
-  if sys.platform.startswith("linux"):
-    try:   # PR_SET_PDEATHSIG = 1: the kernel sends SIGKILL when the parent exits
-      ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-      pass
-  if os.getppid() != parent_pid:   # the parent died before the death signal was armed
-    os._exit(1)
-
-  def watch() -> None:   # portable fallback: reparenting means the parent is gone
-    while True:
-      time.sleep(1.0)
-      if os.getppid() != parent_pid:
-        os._exit(1)
-
-  threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+_die_with_parent = processes.die_with_parent
 
 
 def _init_worker(parent_pid: int) -> None:
