@@ -19,9 +19,12 @@ Storage (one `.npz`, `FORMAT_VERSION`):
   crystal_system int8   [N]      spacegroup_number int16 [N]
   formation_energy_per_atom, band_gap float32 [N]
   material_id    str    [N]
-  peak_offsets   int64  [N + 1]  row i's peaks are peak_*[offsets[i]:offsets[i + 1]]
-  peak_position  uint16 [P]      (2θ − 5°) / POSITION_STEP
-  peak_height    uint8  [P]      255·√(I / 100): the square root keeps weak peaks (the lookup
+  peak_offsets   int64  [N + 1]  row i's peaks are peak_*[offsets[i]:offsets[i + 1]], in
+                                 increasing 2θ
+  peak_step_high, peak_step_low  uint8 [P]  the peak's position (2θ − 5°) / POSITION_STEP less
+                                 the previous peak's of the row (the first: less 0), as high and
+                                 low bytes (small steps in two byte planes compress best)
+  peak_height    uint8  [P]      255·√(I / I_max): the square root keeps weak peaks (the lookup
                                  compares square-root intensities)
   meta           JSON            format, source, split, rows, the extraction's parameters
 """
@@ -176,14 +179,14 @@ def refine_heights(pattern: np.ndarray, two_theta: np.ndarray, heights: np.ndarr
 
 
 def encode_peaks(two_theta: np.ndarray, heights: np.ndarray):
-  """(uint16 positions, uint8 heights) of one row's peaks, highest first; peaks whose height
+  """(uint16 positions, uint8 heights) of one row's peaks in increasing 2θ; peaks whose height
   rounds to nothing or whose position leaves uint16 are dropped."""
   two_theta, heights = np.asarray(two_theta, np.float64), np.asarray(heights, np.float64)
   top = max(float(heights.max(initial=0.0)), 1e-12)
   code = np.rint(_HEIGHT_LEVELS * np.sqrt(np.clip(heights / top, 0.0, 1.0)))
   position = np.rint((two_theta - constants.TWO_THETA_MIN) / POSITION_STEP)
   keep = (code > 0) & (position >= 0) & (position <= np.iinfo(np.uint16).max)
-  order = np.argsort(-heights[keep], kind="stable")
+  order = np.argsort(position[keep], kind="stable")
   return (position[keep][order].astype(np.uint16), code[keep][order].astype(np.uint8))
 
 
@@ -248,10 +251,30 @@ def build(dataset_path: str, split: str | None = "train", batch_rows: int = 1024
 
 
 def save(arrays: dict, path: str) -> None:
-  """Writes the arrays as one compressed .npz (atomically)."""
+  """Writes build()'s arrays as one compressed .npz (atomically), the positions as steps."""
+  stored = dict(arrays)
+  position = stored.pop("peak_position").astype(np.int64)
+  offsets = stored["peak_offsets"]
+  step = position.copy()
+  step[1:] -= position[:-1]
+  starts = offsets[:-1][offsets[:-1] < len(position)]
+  step[starts] = position[starts]
+  if len(step) and (step.min() < 0 or step.max() > np.iinfo(np.uint16).max):
+    raise ValueError("peak positions must increase within each row and fit uint16")
+  stored["peak_step_high"] = (step >> 8).astype(np.uint8)
+  stored["peak_step_low"] = (step & 0xFF).astype(np.uint8)
   temporary = path + ".tmp.npz"
-  np.savez_compressed(temporary, **arrays)
+  np.savez_compressed(temporary, **stored)
   os.replace(temporary, path)
+
+
+def _positions(arrays: dict) -> np.ndarray:
+  """Absolute uint16 peak positions from the stored steps."""
+  step = arrays.pop("peak_step_high").astype(np.int64) * 256 + arrays.pop("peak_step_low")
+  offsets = arrays["peak_offsets"]
+  total = np.cumsum(step)
+  before = np.concatenate([[0], total])[offsets[:-1]]      # each row's running sum before it
+  return (total - np.repeat(before, np.diff(offsets))).astype(np.uint16)
 
 
 def is_compact(path) -> bool:
@@ -287,6 +310,10 @@ class CompactDataset:
           f"{path}: compact reference format {self.meta.get('format')!r} version {version}; "
           f"this xxact_jax reads version {FORMAT_VERSION} only (rebuild it with "
           "python -m xxact_jax.inference.export)")
+    try:
+      arrays["peak_position"] = _positions(arrays)
+    except KeyError as e:
+      raise CompactReferenceError(f"{path}: not a compact reference (no {e})") from None
     self._arrays = arrays
     self.metadata = {"max_elements": int(arrays["species"].shape[1]), "compact": self.meta}
 
