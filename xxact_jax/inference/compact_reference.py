@@ -37,6 +37,7 @@ from scipy import sparse
 from scipy.sparse import linalg as sparse_linalg
 
 from xxact_jax import constants
+from xxact_jax.inference.errors import InputError
 
 FORMAT = "xxact-compact-reference"
 FORMAT_VERSION = 1
@@ -50,7 +51,7 @@ MAX_PEAKS = 400
 _HEIGHT_LEVELS = 255
 
 
-class CompactReferenceError(ValueError):
+class CompactReferenceError(InputError):
   """A file that is not a compact reference this version can read."""
 
 
@@ -299,21 +300,22 @@ class CompactDataset:
       with np.load(path, allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
     except (OSError, ValueError) as e:
-      raise CompactReferenceError(f"{path}: not a readable compact reference ({e})") from None
+      raise CompactReferenceError(f"not a readable compact reference ({e})", path=path) from None
     try:
       self.meta = json.loads(str(arrays.pop("meta")))
     except (KeyError, ValueError):
-      raise CompactReferenceError(f"{path}: not a compact reference (no meta)") from None
+      raise CompactReferenceError("not a compact reference (no meta)", path=path) from None
     version = self.meta.get("format_version")
     if self.meta.get("format") != FORMAT or version != FORMAT_VERSION:
       raise CompactReferenceError(
-          f"{path}: compact reference format {self.meta.get('format')!r} version {version}; "
+          f"compact reference format {self.meta.get('format')!r} version {version}; "
           f"this xxact_jax reads version {FORMAT_VERSION} only (rebuild it with "
-          "python -m xxact_jax.inference.export)")
+          "python -m xxact_jax.inference.export)", path=path)
     try:
       arrays["peak_position"] = _positions(arrays)
     except KeyError as e:
-      raise CompactReferenceError(f"{path}: not a compact reference (no {e})") from None
+      raise CompactReferenceError(f"not a compact reference of this format (no {e})",
+                                  path=path) from None
     self._arrays = arrays
     self.metadata = {"max_elements": int(arrays["species"].shape[1]), "compact": self.meta}
 
