@@ -148,13 +148,17 @@ def test_indexing_check_counts_what_the_indexing_finds(small_dataset, tmp_path, 
   assert json.loads(output.read_text())["augment"] is True
 
 
-def test_ensemble_simulated_scores_each_model_and_their_mean(workdir, embedded_dataset, capsys):
+def test_ensemble_simulated_scores_each_model_and_their_mean(workdir, embedded_dataset, capsys,
+                                                            tmp_path):
   """Two copies of one run: the ensemble scores as the run does, and the run's score is the
   share of test rows whose most probable class is the label."""
+  import shutil  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import xxact_jax  # pylint: disable=g-import-not-at-top
   from xxact_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  load_script("ensemble_simulated").main([f"--workdir={workdir},{workdir}",
+  copy = str(tmp_path / "copy")   # the same workdir twice is refused as an ensemble
+  shutil.copytree(workdir, copy)
+  load_script("ensemble_simulated").main([f"--workdir={workdir},{copy}",
                                           f"--data={embedded_dataset}", "--batch=64"])
   result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   test = data_lib.open_dataset(embedded_dataset, "test")

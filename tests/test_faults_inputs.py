@@ -13,6 +13,7 @@ from xxact_jax import evaluate as evaluate_cli
 from xxact_jax import predict as predict_cli
 
 from test_inference_e2e import fixture
+from test_reference import database  # pylint: disable=unused-import  (a fixture)
 
 
 def error_lines(text):
@@ -337,3 +338,94 @@ def test_an_ensemble_takes_members_whose_targets_differ_in_order(workdir, predic
   assert both["band_gap"]["value"] == pytest.approx(alone["band_gap"]["value"], rel=1e-5)
   assert both["crystal_system"]["probabilities"] == pytest.approx(
       alone["crystal_system"]["probabilities"], rel=1e-5)
+
+
+# Fault 6: the reference lookup does not answer garbage, and its probability follows its similarity.
+
+def _garbage_scans(rng):
+  from xxact_jax import constants  # pylint: disable=g-import-not-at-top
+  grid = constants.two_theta_grid()
+  peaks = lambda centres: np.exp(-0.5 * ((grid[:, None] - np.asarray(centres)[None]) / 0.1)
+                                 ** 2).sum(-1)
+  return grid, {"flat": 50 + rng.normal(0, 1, grid.size), "noise": rng.uniform(0, 100, grid.size),
+                "comb": 1 + 100 * peaks(np.arange(10, 88, 1.5)), "one_peak": 1 + 100 * peaks([38.0])}
+
+
+def _for_lookup(two_theta, intensity):
+  """A scan as Predictor.match hands it to the lookup (SNIP background removal)."""
+  import warnings  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import inputs  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    return inputs.pattern_on_grid((two_theta, intensity), None,
+                                  resample.Preprocessing(background="snip"))
+
+
+def test_reference_lookup_declines_garbage_and_weighs_its_answers(database):
+  from test_reference import _composition, _rutile, _scan  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import reference  # pylint: disable=g-import-not-at-top
+  grid, garbage = _garbage_scans(np.random.default_rng(0))
+  for formula in ("TiO2", "NaCl"):
+    for name, intensity in garbage.items():
+      match = database.match(*_composition(formula), _for_lookup(grid, intensity))
+      assert not match.answered, (formula, name, match.similarity)
+      assert match.weight == 0.0
+      record = match.as_dict()
+      assert record["answered"] is False and "does not answer" in record["note"]
+  match = database.match(*_composition("TiO2"), _scan(_rutile(), strain=0.01, background=5))
+  assert match.answered and match.material_id == "rutile"
+  assert 0.5 < match.weight < 1.0 and match.as_dict()["probability"] == round(match.weight, 4)
+  # The model's probabilities share what the reference leaves; its class stays the answer.
+  model = np.full(7, 1 / 7)
+  mixed = reference.override(model, match.crystal_system, match.weight)
+  assert mixed.sum() == pytest.approx(1.0) and mixed.argmax() == match.crystal_system
+  assert mixed.max() == pytest.approx(match.weight + (1 - match.weight) / 7)
+  prediction = {"crystal_system": {"prediction": "cubic", "probabilities": {
+      n: 1 / 7 for n in ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal",
+                         "hexagonal", "cubic")}}}
+  declined = database.match(*_composition("TiO2"), _for_lookup(grid, garbage["flat"]))
+  result = reference.apply(prediction, declined)
+  assert result["crystal_system"] == prediction["crystal_system"]     # the model answers
+  assert result["reference"]["answered"] is False
+
+
+@pytest.mark.slow
+def test_predict_and_evaluate_say_when_the_reference_does_not_answer(workdir, predictor,
+                                                                     tmp_path):
+  known = predictor.reference
+  row = 0
+  species = known._dataset.read_batch(np.array([row]), ("species", "fractions", "xrd"))  # pylint: disable=protected-access
+  from xxact_jax import constants  # pylint: disable=g-import-not-at-top
+  formula = "".join(f"{constants.ELEMENTS[z - 1]}{f:.4f}"
+                    for z, f in zip(species["species"][0], species["fractions"][0]) if z)
+  grid = constants.two_theta_grid()
+  own = tmp_path / "own.xy"
+  np.savetxt(own, np.column_stack([grid, species["xrd"][0].astype(np.float64) + 1.0]))
+  _, garbage = _garbage_scans(np.random.default_rng(1))
+  flat = tmp_path / "flat.xy"
+  np.savetxt(flat, np.column_stack([grid, garbage["noise"]]))
+  table = tmp_path / "rows.csv"
+  table.write_text(f"formula,xrd_file\n{formula},{own}\n{formula},{flat}\n")
+  output = tmp_path / "p.jsonl"
+  assert predict_cli.main([f"--workdir={workdir}", f"--input={table}",
+                           f"--output={output}"]) == 0
+  mine, noise = [json.loads(line) for line in output.read_text().splitlines()]
+  assert mine["reference"]["answered"] is True and mine["reference"]["similarity"] > 0.9
+  probabilities = mine["crystal_system"]["probabilities"]
+  assert mine["crystal_system"]["source"] == "reference"
+  assert 0.5 < max(probabilities.values()) < 1.0
+  assert max(probabilities.values()) == pytest.approx(mine["reference"]["probability"] + (
+      1 - mine["reference"]["probability"]) * mine["crystal_system"]["model_probabilities"][
+          mine["reference"]["crystal_system"]], abs=1e-4)
+  assert noise["reference"]["answered"] is False and "does not answer" in noise["reference"]["note"]
+  assert noise["crystal_system"].get("source") != "reference"
+  # evaluate gives the same probabilities for the same scans.
+  index = tmp_path / "index.csv"
+  index.write_text(f"file,formula,crystal_system\n{own},{formula},cubic\n{flat},{formula},cubic\n")
+  metrics = evaluate_cli.evaluate_measured(workdir, str(index), str(tmp_path / "eval"))
+  assert metrics["reference"]["matched"] == 1 and metrics["reference"]["declined"] == 1
+  records = [json.loads(line) for line in open(tmp_path / "eval" / "predictions.jsonl")]
+  for record, predicted in zip(records, (mine, noise)):
+    assert record["crystal_system_probabilities"] == pytest.approx(
+        predicted["crystal_system"]["probabilities"], abs=1e-6)

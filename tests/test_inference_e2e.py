@@ -370,9 +370,12 @@ def test_an_ensemble_averages_its_models_outputs(workdir, predictor, test_split,
   import jax  # pylint: disable=g-import-not-at-top
   from xxact_jax import evaluate  # pylint: disable=g-import-not-at-top
   from xxact_jax.inference.errors import InputError  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
   batch = test_split.read_batch(np.arange(min(4, len(test_split))))
   species, fractions, xrd = (batch[k] for k in ("species", "fractions", "xrd"))
-  ensemble = xxact_jax.load(f"{workdir},{workdir}")
+  copy = str(tmp_path / "copy")   # one run given twice is refused: a copy stands for a 2nd run
+  shutil.copytree(workdir, copy)
+  ensemble = xxact_jax.load(f"{workdir},{copy}")
   assert len(ensemble.members) == 1
   other = ensemble.members[0]
   other.params = jax.tree.map(lambda x: x * 0.7, other.params)
@@ -388,11 +391,11 @@ def test_an_ensemble_averages_its_models_outputs(workdir, predictor, test_split,
   index = tmp_path / "index.csv"
   index.write_text("file,formula,crystal_system\n"
                    f"{fixture('Si_CuKa.xy')},Si,cubic\n")
-  evaluate.main([f"--workdir={workdir},{workdir}", f"--measured={index}",
+  evaluate.main([f"--workdir={workdir},{copy}", f"--measured={index}",
                  f"--output={tmp_path / 'out'}"])
   metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert metrics["ensemble"] == 2 and metrics["scans_evaluated"] == 1
-  assert metrics["workdir"] == f"{os.path.abspath(workdir)},{os.path.abspath(workdir)}"
+  assert metrics["workdir"] == f"{os.path.abspath(workdir)},{os.path.abspath(copy)}"
 
 
 def test_evaluate_dataset_matches_training_eval_and_the_api(workdir, predictor, tmp_path,

@@ -35,8 +35,8 @@ its compact reference of its training rows.
 A scan whose composition the reference dataset holds (--reference, default: the training split the
 checkpoint learnt from) is answered by its best-matching row, as `xxact_jax.load().predict` does
 (inference/reference.py); `metrics.json` then also has the model's own accuracy
-(`model_crystal_system_accuracy`) and `reference` (rows matched, accuracy on them of the reference
-and of the model). --reference=none scores the model alone. The other scans' answers are
+(`model_crystal_system_accuracy`) and `reference` (rows matched, rows declined below the
+similarity threshold, accuracy on the matched ones of the reference and of the model). --reference=none scores the model alone. The other scans' answers are
 restricted to the systems of the lattice that indexes them, where one does
 (inference/indexing.py); `indexing` in `metrics.json` counts them and scores them with and
 without the restriction, and `lattice_allows_label` is how often the lattice allows the label.
@@ -56,6 +56,7 @@ from xxact_jax import constants
 from xxact_jax import progress as progress_lib
 from xxact_jax import targets as targets_lib
 from xxact_jax.inference import outputs
+from xxact_jax.inference import reference as reference_lib
 from xxact_jax.inference import resample
 from xxact_jax.inference import wavelengths
 from xxact_jax.inference.errors import InputError
@@ -295,7 +296,8 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
       metrics["model_crystal_system_accuracy"] = float(model_hit[sel].mean()) if sel.any() else None
     if predictor.indexing:
       # The scans whose answer the lattice restricted: indexed, and no reference match.
-      indexed = np.array([lattice is not None and (not matches or matches[i] is None)
+      indexed = np.array([lattice is not None
+                          and (not matches or matches[i] is None or not matches[i].answered)
                           for i, lattice in enumerate(lattices)]) & sel
       metrics["indexing"] = {
           "indexed": int(indexed.sum()),
@@ -306,10 +308,13 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
                                                   for i in np.flatnonzero(indexed)]))
                                    if indexed.any() else None)}
     if predictor.reference is not None:
-      matched = np.array([m is not None for m in matches]) & sel
+      # A row below the similarity threshold does not answer (reference.MIN_SIMILARITY).
+      matched = np.array([m is not None and m.answered for m in matches]) & sel
+      declined = np.array([m is not None and not m.answered for m in matches]) & sel
       metrics["reference"] = {
           "path": predictor.reference.path, "split": predictor.reference.split,
           "rows": len(predictor.reference), "matched": int(matched.sum()),
+          "declined": int(declined.sum()), "min_similarity": reference_lib.MIN_SIMILARITY,
           "crystal_system_accuracy_matched": float(hit[matched].mean()) if matched.any() else None,
           "model_crystal_system_accuracy_matched": (float(model_hit[matched].mean())
                                                     if matched.any() else None)}

@@ -20,7 +20,8 @@ as `xxact_jax.load().predict` prepares them (inference/resample.py
 `Preprocessing`); the flags change background removal and Kα2 stripping.
 A measured scan whose composition the reference dataset holds (--reference, default: the
 training split the checkpoint learnt from, if it is on disk) gets the crystal system and space
-group of its best-matching row, with "reference" naming it and the model's own answer kept as
+group of its best-matching row when the match is close enough (reference.MIN_SIMILARITY; else
+"reference" says "answered": false and the model answers), with "reference" naming it and the model's own answer kept as
 "model_prediction" (inference/reference.py); --reference=none leaves the model alone.
 For the other scans, when a cubic, tetragonal, hexagonal or orthorhombic lattice indexes the
 scan's lines (inference/indexing.py), the model's crystal-system probabilities and space groups are

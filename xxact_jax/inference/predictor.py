@@ -303,7 +303,7 @@ def apply_identification(outputs: dict, row: int, match, lattice) -> None:
   """Row `row` of batched class probabilities with a scan's identification (Predictor.identify):
   a reference match answers; a lattice alone restricts the model's answer."""
   reference_lib.override_row(outputs, row, match)
-  if match is None:
+  if match is None or not match.answered:   # below the similarity threshold: no answer
     indexing_lib.restrict_row(outputs, row, lattice)
 
 
@@ -311,16 +311,18 @@ def identified_prediction(outputs: dict, targets, match=None, lattice=None) -> d
   """format_prediction of one sample's outputs with its identification (Predictor.identify):
   the reference's answer for a match, the model's answer restricted to the lattice's systems
   without one; the model's own answer is kept beside either."""
-  result = reference_lib.apply(format_prediction(outputs, targets), match)
+  # The answer computed as for a batch (apply_identification), so that predict and evaluate
+  # give the same probabilities.
+  identified = {k: np.asarray(v)[None].copy() for k, v in outputs.items()}
+  apply_identification(identified, 0, match, lattice)
+  answer = format_prediction({k: v[0] for k, v in identified.items()}, targets)
+  result = reference_lib.apply(format_prediction(outputs, targets), match, answer)
   if lattice is None:
     return result
-  if match is not None:
+  if match is not None and match.answered:
     result["indexing"] = lattice.as_dict()
     return result
-  restricted = {k: np.asarray(v)[None].copy() for k, v in outputs.items()}
-  apply_identification(restricted, 0, None, lattice)
-  return indexing_lib.apply(
-      result, format_prediction({k: v[0] for k, v in restricted.items()}, targets), lattice)
+  return indexing_lib.apply(result, answer, lattice)
 
 
 def format_prediction(outputs: dict, targets) -> dict:

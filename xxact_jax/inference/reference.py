@@ -4,10 +4,13 @@ A lab identifies a known phase by search-match: the compositions it may be, then
 pattern that agrees best with the scan. `ReferenceDatabase` does that over a prepared dataset
 (by default the training split a checkpoint learnt from): the rows whose composition equals the
 scan's (element fractions to 1e-3), each pattern compared with the scan after a common lattice
-scaling d → d(1 + ε), |ε| ≤ 3 % (the DFT cell against the room-temperature one), as the cosine of
-their square-root intensities broadened to σ = 0.25° over the range the scan covers. The best
-row's labels are the answer; a composition the dataset lacks has no match, and the model's
-prediction stands.
+scaling d → d(1 + ε), |ε| ≤ 3 % (the DFT cell against the room-temperature one), as the
+correlation of their square-root intensities broadened to σ = 0.25° over the range the scan
+covers (the cosine after subtracting each pattern's mean there, so that a flat or noisy scan does
+not look like a pattern with many peaks). The best row's labels are the answer when its
+similarity reaches MIN_SIMILARITY, with a probability that grows with the similarity
+(`Match.weight`); below it, and for a composition the dataset lacks, the model's prediction
+stands.
 
 On the 100 measured development scans, 45 compositions are in mp_36k's train split, and the
 reference answers 84 % of them right, where the bimodal model trained on the same rows gets
@@ -30,6 +33,15 @@ STRAIN_STEPS = 31
 COMPARE_SIGMA_DEG = 0.25
 # Element fractions are compared at this precision.
 FRACTION_DECIMALS = 3
+# Below this similarity the lookup does not answer: the scan is not a pattern of any row of its
+# composition (or no pattern at all). Chosen by experiments/reference_threshold.py on mp_36k
+# (docs/MEASURED.md): the highest value that keeps every right answer of the development scans
+# (the lowest is 0.452; simulated scans of reference rows score 0.92 or more), while flat, noisy,
+# comb and single-peak scans score 0.40, 0.29, 0.28 and (one in ten) 0.52 at most.
+MIN_SIMILARITY = 0.45
+# The probability an answer at similarity 1 puts on the row's class: no lookup is certain (on the
+# development scans a wrong polymorph scored 0.958).
+MAX_WEIGHT = 0.95
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,12 +57,37 @@ class Match:
   # compared when there were any); None without a lattice.
   lattice_candidates: int | None = None
 
+  @property
+  def answered(self) -> bool:
+    """Whether the row answers for the scan: its similarity reaches MIN_SIMILARITY (a lookup by
+    composition alone, without a scan, has no similarity and answers)."""
+    return not self.similarity < MIN_SIMILARITY   # NaN: no scan compared
+
+  @property
+  def weight(self) -> float:
+    """The probability the answer puts on the row's class: 0.5 at MIN_SIMILARITY, rising linearly
+    to MAX_WEIGHT at similarity 1; the model's probabilities share the rest. At 0.5 or more the
+    row's class stays the most probable. 0 when the row does not answer; 0.5 without a scan."""
+    if not self.answered:
+      return 0.0
+    if math.isnan(self.similarity):
+      return 0.5
+    excess = min(1.0, (self.similarity - MIN_SIMILARITY) / (1.0 - MIN_SIMILARITY))
+    return 0.5 + (MAX_WEIGHT - 0.5) * excess
+
   def as_dict(self) -> dict:
     out = {"material_id": self.material_id,
            "crystal_system": constants.CRYSTAL_SYSTEMS[self.crystal_system],
            "spacegroup_number": self.spacegroup_number,
-           "similarity": round(self.similarity, 4), "strain": round(self.strain, 4),
-           "candidates": self.candidates}
+           "similarity": None if math.isnan(self.similarity) else round(self.similarity, 4),
+           "strain": round(self.strain, 4), "candidates": self.candidates,
+           "answered": self.answered}
+    if self.answered:
+      out["probability"] = round(self.weight, 4)
+    else:
+      out["note"] = (f"similarity {self.similarity:.2f} is below {MIN_SIMILARITY}: no reference "
+                     "row of this composition matches the scan, so the reference does not "
+                     "answer")
     if self.lattice_candidates is not None:
       out["lattice_candidates"] = self.lattice_candidates
     return out
@@ -69,9 +106,15 @@ def _kernel(sigma_deg: float) -> np.ndarray:
 
 
 def _prepared(patterns: np.ndarray, measured: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-  """√intensity inside the measured range, broadened, unit norm: [n, 4250]."""
+  """√intensity inside the measured range, broadened, less its mean there, unit norm: [n, 4250].
+
+  Without the mean removed, every pair of non-negative patterns has a positive cosine, and a
+  flat or noisy scan scored 0.7–0.9 against patterns with many peaks."""
   x = np.sqrt(np.maximum(np.where(measured, patterns, 0.0), 0.0))
   x = np.stack([np.convolve(row, kernel, mode="same") for row in x])
+  measured = np.broadcast_to(measured, x.shape)
+  mean = (x * measured).sum(-1, keepdims=True) / np.maximum(measured.sum(-1, keepdims=True), 1)
+  x = np.where(measured, x - mean, 0.0)
   return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
@@ -184,44 +227,61 @@ def resolve(reference, data_path: str | None):
   return ReferenceDatabase(reference, None)
 
 
-def apply(prediction: dict, match: Match | None) -> dict:
+def apply(prediction: dict, match: Match | None, answered: dict | None = None) -> dict:
   """A format_prediction dict with the reference's answer: crystal system and space group from
-  the matched row, their probabilities all on it (the model's kept as "model_prediction",
-  "model_probabilities" and "model_top5"), and "reference"."""
+  the matched row, their probabilities `match.weight` on it and the rest the model's (the
+  model's own kept as "model_prediction", "model_probabilities" and "model_top5"), and
+  "reference". `answered`: format_prediction of the same outputs after override_row, for exact
+  space-group probabilities (without it they come from the model's top 5). A match below
+  MIN_SIMILARITY leaves the model's answer and is reported under "reference" with
+  "answered": false."""
   if match is None:
     return prediction
   result = dict(prediction)
+  result["reference"] = match.as_dict()
+  if not match.answered:
+    return result
+  w = match.weight
   if "crystal_system" in result:
     entry = dict(result["crystal_system"])
     entry["model_prediction"] = entry["prediction"]
     entry["model_probabilities"] = entry["probabilities"]
     entry["prediction"] = constants.CRYSTAL_SYSTEMS[match.crystal_system]
-    entry["probabilities"] = {name: float(name == entry["prediction"])
-                              for name in constants.CRYSTAL_SYSTEMS}
+    entry["probabilities"] = (
+        dict(answered["crystal_system"]["probabilities"]) if answered else
+        {name: w * (name == entry["prediction"]) + (1 - w) * p
+         for name, p in entry["model_probabilities"].items()})
     entry["source"] = "reference"
     result["crystal_system"] = entry
   if "spacegroup_number" in result:
     entry = dict(result["spacegroup_number"])
     entry["model_top5"] = entry["top5"]
-    entry["top5"] = [{"spacegroup_number": match.spacegroup_number, "probability": 1.0}] + [
-        g for g in entry["top5"] if g["spacegroup_number"] != match.spacegroup_number][:4]
+    if answered:
+      entry["top5"] = answered["spacegroup_number"]["top5"]
+    else:
+      model = {g["spacegroup_number"]: g["probability"] for g in entry["top5"]}
+      entry["top5"] = [{"spacegroup_number": match.spacegroup_number,
+                        "probability": w + (1 - w) * model.get(match.spacegroup_number, 0.0)}] + [
+          {"spacegroup_number": g, "probability": (1 - w) * p} for g, p in model.items()
+          if g != match.spacegroup_number][:4]
     entry["source"] = "reference"
     result["spacegroup_number"] = entry
-  result["reference"] = match.as_dict()
   return result
 
 
-def override(probabilities: np.ndarray, label: int) -> np.ndarray:
-  """Class probabilities replaced by the reference's answer (all mass on `label`)."""
-  out = np.zeros_like(probabilities)
-  out[label] = 1.0
+def override(probabilities: np.ndarray, label: int, weight: float = 1.0) -> np.ndarray:
+  """Class probabilities with the reference's answer: `weight` on `label`, the rest shared as
+  the model's probabilities are."""
+  out = (1.0 - weight) * np.asarray(probabilities)
+  out[label] += weight
   return out
 
 
 def override_row(outputs: dict, row: int, match: Match | None) -> None:
   """Sets row `row` of batched class probabilities (predict_arrays' crystal_system and
-  spacegroup_number, where present) to the reference's answer; nothing without a match."""
-  if match is None:
+  spacegroup_number, where present) to the reference's answer; nothing without a match or when
+  the match is below MIN_SIMILARITY."""
+  if match is None or not match.answered:
     return
   from xxact_jax import targets as targets_lib  # pylint: disable=g-import-not-at-top
   labels = {"crystal_system": match.crystal_system,
@@ -229,4 +289,4 @@ def override_row(outputs: dict, row: int, match: Match | None) -> None:
                 match.spacegroup_number))}
   for name, label in labels.items():
     if name in outputs:
-      outputs[name][row] = override(outputs[name][row], label)
+      outputs[name][row] = override(outputs[name][row], label, match.weight)
