@@ -250,7 +250,8 @@ def test_large_text_scans_are_parsed_without_the_per_line_loop(tmp_path, monkeyp
   with open(path, "w") as f:
     f.write("# a header line\n2theta intensity\n")
     np.savetxt(f, np.column_stack([two_theta, intensity]), fmt="%.5f")
-  expected = patterns._read_two_column_by_line(path.read_text(), str(path))  # pylint: disable=protected-access
+  by_line = patterns._read_two_column_by_line  # pylint: disable=protected-access
+  expected = by_line(path.read_text(), str(path))
 
   def slow(*args):
     raise AssertionError("the per-line reader was used for a clean file")
@@ -347,8 +348,10 @@ def _garbage_scans(rng):
   grid = constants.two_theta_grid()
   peaks = lambda centres: np.exp(-0.5 * ((grid[:, None] - np.asarray(centres)[None]) / 0.1)
                                  ** 2).sum(-1)
-  return grid, {"flat": 50 + rng.normal(0, 1, grid.size), "noise": rng.uniform(0, 100, grid.size),
-                "comb": 1 + 100 * peaks(np.arange(10, 88, 1.5)), "one_peak": 1 + 100 * peaks([38.0])}
+  return grid, {"flat": 50 + rng.normal(0, 1, grid.size),
+                "noise": rng.uniform(0, 100, grid.size),
+                "comb": 1 + 100 * peaks(np.arange(10, 88, 1.5)),
+                "one_peak": 1 + 100 * peaks([38.0])}
 
 
 def _for_lookup(two_theta, intensity):
@@ -395,7 +398,8 @@ def test_predict_and_evaluate_say_when_the_reference_does_not_answer(workdir, pr
                                                                      tmp_path):
   known = predictor.reference
   row = 0
-  species = known._dataset.read_batch(np.array([row]), ("species", "fractions", "xrd"))  # pylint: disable=protected-access
+  rows = known._dataset  # pylint: disable=protected-access
+  species = rows.read_batch(np.array([row]), ("species", "fractions", "xrd"))
   from xxact_jax import constants  # pylint: disable=g-import-not-at-top
   formula = "".join(f"{constants.ELEMENTS[z - 1]}{f:.4f}"
                     for z, f in zip(species["species"][0], species["fractions"][0]) if z)
@@ -429,3 +433,88 @@ def test_predict_and_evaluate_say_when_the_reference_does_not_answer(workdir, pr
   for record, predicted in zip(records, (mine, noise)):
     assert record["crystal_system_probabilities"] == pytest.approx(
         predicted["crystal_system"]["probabilities"], abs=1e-6)
+
+
+# Frictions: the assumed wavelength, one CSV schema, indexing that found nothing, one warning each,
+# defaults in --help, where evaluate wrote.
+
+def test_predict_reads_the_evaluate_index_and_evaluate_the_predict_csv(tmp_path):
+  from xxact_jax.inference.errors import InputError  # pylint: disable=g-import-not-at-top
+  index = tmp_path / "index.csv"
+  index.write_text("id,file,formula,wavelength_angstrom,crystal_system\n"
+                   "a,a.xy,Si,1.5406,cubic\nb,b.xy,NaCl,,cubic\n")
+  samples = predict_cli.samples_from_csv(str(index))
+  assert [s.xrd for s in samples] == [str(tmp_path / "a.xy"), str(tmp_path / "b.xy")]
+  assert [s.wavelength for s in samples] == ["1.5406", None]
+  table = tmp_path / "rows.csv"
+  table.write_text("formula,xrd_file,wavelength,crystal_system\nSi,a.xy,Mo,cubic\n")
+  (row,) = evaluate_cli.read_index(str(table))
+  assert row["path"] == str(tmp_path / "a.xy") and row["wavelength"] == pytest.approx(0.71073)
+  both = tmp_path / "both.csv"
+  both.write_text("formula,xrd_file,file,crystal_system\nSi,a.xy,b.xy,cubic\n")
+  with pytest.raises(InputError, match=r"both\.csv, line 1: has both columns 'xrd_file' and "
+                                       r"'file'"):
+    predict_cli.samples_from_csv(str(both))
+
+
+def test_help_shows_the_defaults(capsys):
+  for cli in (predict_cli._parse_args, evaluate_cli._parse_args):  # pylint: disable=protected-access
+    with pytest.raises(SystemExit):
+      cli(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 10.0)" in text and "(default: none)" in text
+    assert "(default: None)" not in text
+
+
+@pytest.mark.slow
+def test_assumed_wavelength_and_empty_indexing_are_said_once(workdir, tmp_path, capsys):
+  import warnings  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import indexing  # pylint: disable=g-import-not-at-top
+  output = tmp_path / "p.jsonl"
+  # Si_CuKa.xy states no wavelength and covers 10–80°; NaCl_CuKa.csv gets an explicit one.
+  # Twelve lines at random angles index to no lattice.
+  grid = np.arange(10, 80, 0.02)
+  centres = np.random.default_rng(3).uniform(15, 75, 12)
+  random_lines = tmp_path / "random_lines.xy"
+  np.savetxt(random_lines, np.column_stack([grid, 1 + 100 * np.exp(
+      -0.5 * ((grid[:, None] - centres[None]) / 0.08) ** 2).sum(-1)]))
+  table = tmp_path / "rows.csv"
+  table.write_text(f"formula,xrd_file,wavelength\nSi,{fixture('Si_CuKa.xy')},\n"
+                   f"NaCl,{fixture('NaCl_CuKa.csv')},Cu\n")
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    assert predict_cli.main([f"--workdir={workdir}", f"--input={table}", "--reference=none",
+                             f"--output={output}"]) == 0
+  raw = [w for w in caught if "unmeasured" in str(w.message) or "assumed" in str(w.message)]
+  assert not raw, [str(w.message) for w in raw]      # printed once each, as "warning: ..."
+  err = capsys.readouterr().err
+  assert err.count("marked unmeasured") == 2          # one per scan, NaCl_CuKa.csv covers 10–80°
+  assert err.count("Si_CuKa.xy: no wavelength given or stated in the file; Cu Kα") == 1
+  si, nacl = [json.loads(line) for line in output.read_text().splitlines()]
+  assert si["wavelength_assumed_angstrom"] == pytest.approx(1.5418, abs=1e-3)
+  assert "wavelength_assumed_angstrom" not in nacl
+  for record in (si, nacl):
+    assert ("indexing" in record) != ("indexing_note" in record)
+  # A scan no lattice indexes says so.
+  table.write_text(f"formula,xrd_file,wavelength\nSi,{random_lines},Cu\n")
+  assert predict_cli.main([f"--workdir={workdir}", f"--input={table}", "--reference=none",
+                           f"--output={output}"]) == 0
+  (record,) = [json.loads(line) for line in output.read_text().splitlines()]
+  assert "indexing" not in record and record["indexing_note"] == indexing.NONE_FOUND
+  assert predict_cli.main([f"--workdir={workdir}", f"--input={table}", "--reference=none",
+                           "--no-indexing", f"--output={output}"]) == 0
+  assert "indexing_note" not in json.loads(output.read_text())
+  # evaluate: the same scan without a wavelength, said the same way; where it wrote.
+  index = tmp_path / "index.csv"
+  index.write_text(f"file,formula,crystal_system\n{fixture('Si_CuKa.xy')},Si,cubic\n")
+  capsys.readouterr()
+  evaluate_cli.main([f"--workdir={workdir}", f"--measured={index}", "--reference=none",
+                     f"--output={tmp_path / 'eval'}"])
+  err = capsys.readouterr().err
+  assert "Si_CuKa.xy: no wavelength given" in err
+  assert f"evaluate: wrote confusion_crystal_system.png, metrics.json, predictions.jsonl to " \
+         f"{tmp_path / 'eval'}" in err
+  (evaluated,) = [json.loads(line) for line in open(tmp_path / "eval" / "predictions.jsonl")]
+  assert evaluated["wavelength_assumed_angstrom"] == si["wavelength_assumed_angstrom"]
+  assert evaluated["crystal_system_probabilities"] == pytest.approx(
+      si["crystal_system"]["probabilities"], abs=1e-6)

@@ -161,7 +161,9 @@ def test_cli_formula_with_xy_and_xrdml(workdir, tmp_path):
                                f"--xrd={fixture('Si_CuKa.xy')}"], tmp_path, "xy.jsonl")
   assert code == 0 and len(records) == 1
   check_prediction(records[0])
-  assert records[0]["formula"] == "Si" and "marked unmeasured" in records[0]["warnings"][0]
+  assert records[0]["formula"] == "Si"
+  assert any("marked unmeasured" in w for w in records[0]["warnings"])
+  assert any("Cu Kα (1.54184 Å) assumed" in w for w in records[0]["warnings"])   # .xy: no λ
 
   code, records = run_predict([f"--workdir={workdir}", "--formula=Al2O3",
                                f"--xrd={fixture('Al2O3_MoKa.xrdml')}"], tmp_path, "mo.jsonl")

@@ -18,8 +18,9 @@ parity plots are PNGs. The last line of stdout is the metrics JSON.
 
 With --measured:
 The index CSV names one scan per row: `file` (relative to the CSV), `formula`, and
-`wavelength_angstrom` (empty: the file's own, else Cu Kα), with labels `crystal_system` (a name)
-and/or `spacegroup_number`; `id` is optional (the layout of ../shared/data/measured_xrd_dev).
+`wavelength_angstrom` (empty: the file's own, else Cu Kα, said on stderr and in the record;
+predict --input's `xrd_file` and `wavelength` are read as well), with labels `crystal_system`
+(a name) and/or `spacegroup_number`; `id` is optional (the layout of ../shared/data/measured_xrd_dev).
 Scans go through the predict path (Bragg's-law conversion to Cu Kα, resampling onto the 5–90°
 grid, background removal and Kα2 stripping as `xxact_jax.load().predict` does by default, or
 as the flags say) and are predicted in batches. OUT receives `metrics.json`
@@ -53,8 +54,10 @@ import warnings
 import numpy as np
 
 from xxact_jax import constants
+from xxact_jax import predict as predict_cli
 from xxact_jax import progress as progress_lib
 from xxact_jax import targets as targets_lib
+from xxact_jax.inference import indexing as indexing_lib
 from xxact_jax.inference import outputs
 from xxact_jax.inference import reference as reference_lib
 from xxact_jax.inference import resample
@@ -67,7 +70,8 @@ LABEL_COLUMNS = ("crystal_system", "spacegroup_number")
 
 def _parse_args(argv):
   parser = argparse.ArgumentParser(prog="python -m xxact_jax.evaluate",
-                                   description=__doc__.split("\n\n")[0])
+                                   description=__doc__.split("\n\n")[0],
+                                   formatter_class=predict_cli.HelpFormatter)
   parser.add_argument("--workdir", default="pretrained",
                       help="trained workdir; with --measured, several separated by commas are "
                            "scored as an ensemble (their probabilities averaged); default: the "
@@ -114,7 +118,9 @@ def read_index(path: str) -> list[dict]:
   if not os.path.isfile(path):
     raise InputError("no such index file", path=path)
   base = os.path.dirname(os.path.abspath(path))
-  header, table = inputs.read_csv_table(path)
+  # predict --input's names are read too: one index serves both.
+  aliases = {name: alias for alias, name in inputs.SCAN_COLUMN_ALIASES.items()}
+  header, table = inputs.read_csv_table(path, aliases)
   missing = [c for c in ("file", "formula") if c not in header]
   if missing:
     raise InputError(f"missing column(s) {missing}; has {header}", path=path)
@@ -168,10 +174,17 @@ def load_inputs(predictor, rows):
       failed.append((row, row["error"]))
       continue
     try:
-      with warnings.catch_warnings():
+      with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore", resample.PartialCoverageWarning)
+        warnings.simplefilter("always", resample.WavelengthAssumedWarning)
         prepared, scan = predictor.prepare_and_parse(row["formula"], row["path"],
                                                      row["wavelength"])
+      for w in caught:
+        if issubclass(w.category, resample.WavelengthAssumedWarning):
+          print(f"warning: {w.message}", file=sys.stderr)
+          row["wavelength_assumed_angstrom"] = wavelengths.CU_KA
+        else:
+          warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
       arrays.append(prepared)
     except InputError as e:
       failed.append((row, str(e)))
@@ -328,6 +341,8 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
     for i, row in enumerate(kept):
       record = {"id": row["id"], "file": row["path"], "formula": row["formula"],
                 "label": {k: row[k] for k in LABEL_COLUMNS}}
+      if "wavelength_assumed_angstrom" in row:
+        record["wavelength_assumed_angstrom"] = row["wavelength_assumed_angstrom"]
       if "crystal_system" in out:
         record["crystal_system"] = constants.CRYSTAL_SYSTEMS[int(out["crystal_system"][i].argmax())]
         record["crystal_system_probabilities"] = {
@@ -340,6 +355,8 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
           record[t] = float(out[t][i])
       if lattices[i] is not None:
         record["indexing"] = lattices[i].as_dict()
+      elif predictor.indexing and {"crystal_system", "spacegroup_number"} & set(out):
+        record["indexing_note"] = indexing_lib.NONE_FOUND
       if (matches and matches[i] is not None) or lattices[i] is not None:
         if matches and matches[i] is not None:
           record["reference"] = matches[i].as_dict()
@@ -473,6 +490,8 @@ def main(argv=None):
           args.batch_size or 256, args.reference, args.indexing)
   except InputError as e:
     sys.exit(f"error: {e}")
+  print(f"evaluate: wrote {', '.join(sorted(os.listdir(args.output)))} to "
+        f"{os.path.abspath(args.output)}", file=sys.stderr)
   print(outputs.dumps(metrics))
 
 

@@ -13,7 +13,8 @@ Without --workdir (or with --workdir=pretrained) the model shipped with the pack
 
 The CSV has a header with either `formula` and `xrd_file` columns, or a `cif`
 column (paths relative to the CSV's folder); optional `id` and `wavelength`
-columns. Output: one JSON object per sample (JSON Lines), with formation
+columns. `evaluate --measured`'s names `file` and `wavelength_angstrom` are read
+too, so one index serves both. Output: one JSON object per sample (JSON Lines), with formation
 energy (eV/atom), band gap (eV), crystal-system probabilities and the top-5
 space groups, for the heads the checkpoint has. Measured scans are prepared
 as `xxact_jax.load().predict` prepares them (inference/resample.py
@@ -21,8 +22,9 @@ as `xxact_jax.load().predict` prepares them (inference/resample.py
 A measured scan whose composition the reference dataset holds (--reference, default: the
 training split the checkpoint learnt from, if it is on disk) gets the crystal system and space
 group of its best-matching row when the match is close enough (reference.MIN_SIMILARITY; else
-"reference" says "answered": false and the model answers), with "reference" naming it and the model's own answer kept as
-"model_prediction" (inference/reference.py); --reference=none leaves the model alone.
+"reference" says "answered": false and the model answers), with "reference" naming it and the
+model's own answer kept as "model_prediction" (inference/reference.py); --reference=none leaves
+the model alone.
 For the other scans, when a cubic, tetragonal, hexagonal or orthorhombic lattice indexes the
 scan's lines (inference/indexing.py), the model's crystal-system probabilities and space groups are
 restricted to the systems that lattice allows, with "indexing" giving the cell and figure of
@@ -55,9 +57,19 @@ from xxact_jax.inference import outputs as output_checks
 from xxact_jax.inference.errors import InputError
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+  """Shows each option's default, unless it has none or its help already states it."""
+
+  def _get_help_string(self, action):
+    if action.default is None or "default" in (action.help or ""):
+      return action.help
+    return super()._get_help_string(action)
+
+
 def _parse_args(argv):
   parser = argparse.ArgumentParser(
       prog="python -m xxact_jax.predict", description=__doc__.split("\n\n")[0],
+      formatter_class=HelpFormatter,
       epilog="Wavelength: Å, or an anode name (Cu, Mo, Co, Fe, Cr, Ag; Kα, or e.g. CuKa1).")
   parser.add_argument("--workdir", default="pretrained",
                       help="trained workdir; several separated by commas predict as an ensemble "
@@ -72,7 +84,7 @@ def _parse_args(argv):
   parser.add_argument("--cif", help="CIF file; the pattern is simulated as in the dataset")
   parser.add_argument("--input", help="CSV with formula,xrd_file or cif columns")
   parser.add_argument("--output", help="write JSON Lines here instead of stdout")
-  parser.add_argument("--batch_size", type=int, default=256)
+  parser.add_argument("--batch_size", type=int, default=256, help="samples per forward pass")
   parser.add_argument("--reference", default="auto",
                       help="auto (the checkpoint's training split; the shipped model's compact "
                            "reference), none, or a prepared dataset to look measured scans up "
@@ -122,7 +134,7 @@ def samples_from_csv(path: str, default_wavelength=None,
   whose `error` says why. A missing file, a bad header or unparsable CSV always raises.
   """
   from xxact_jax.inference import inputs  # pylint: disable=g-import-not-at-top
-  header, table = inputs.read_csv_table(path)
+  header, table = inputs.read_csv_table(path, inputs.SCAN_COLUMN_ALIASES)
   base = os.path.dirname(os.path.abspath(path))
   resolve = lambda p: p if os.path.isabs(p) else os.path.join(base, p)
   columns = set(header)
@@ -171,6 +183,8 @@ def _sample_of_row(row, line, path, resolve, default_wavelength, keep_bad_rows) 
 
 def prepare_sample(predictor, sample: Sample):
   """(species, fractions, xrd) of one sample; InputError naming its file, CSV line and field."""
+  from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import wavelengths  # pylint: disable=g-import-not-at-top
   where = sample.source.get("input")
   line = sample.source.get("line")
   if sample.error is not None:
@@ -187,6 +201,8 @@ def prepare_sample(predictor, sample: Sample):
     for w in caught:
       print(f"warning: {w.message}", file=sys.stderr)
       sample.source.setdefault("warnings", []).append(str(w.message))
+      if issubclass(w.category, resample.WavelengthAssumedWarning):
+        sample.source["wavelength_assumed_angstrom"] = wavelengths.CU_KA
     return row
   except InputError as e:
     if e.path is None and where is not None:   # e.g. "the model needs a composition"
@@ -262,6 +278,8 @@ def run(argv=None) -> list[dict]:
         if not args.input:
           raise error
         errors[i] = _row_error(samples[i], error)
+  from xxact_jax.inference import indexing as indexing_lib  # pylint: disable=g-import-not-at-top
+  classifies = {"crystal_system", "spacegroup_number"} & set(predictor.targets)
   results = []
   for i, sample in enumerate(samples):
     record = dict(sample.source)
@@ -269,13 +287,17 @@ def run(argv=None) -> list[dict]:
       record["error"] = errors[i]
     else:
       match = lattice = None
+      indexed = False
       if sample.xrd and (predictor.reference is not None or predictor.indexing):
         try:
           match, lattice = predictor.identify(sample.formula, sample.scan, sample.wavelength)
+          indexed = predictor.indexing and bool(classifies)
         except InputError as e:   # a scan only the lookup reads (a formula-only model)
           record["reference_error"] = str(e)
       record.update(predictor_lib.identified_prediction(outputs[i], predictor.targets, match,
                                                         lattice))
+      if indexed and lattice is None:   # said, so that silence does not read as "not tried"
+        record["indexing_note"] = indexing_lib.NONE_FOUND
     results.append(record)
   text = "".join(output_checks.dumps(r) + "\n" for r in results)
   if args.output:

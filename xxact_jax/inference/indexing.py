@@ -68,6 +68,10 @@ MIN_LINES_TWO_PARAMETERS = 10
 # training split (experiments/indexing_check.py): at 20, 93 % of the patterns indexed are of a
 # system the lattice allows, against 81 % at 10.
 MIN_FIGURE_OF_MERIT = 20.0
+# What the outputs say for a scan that indexing tried and no lattice indexed ("indexing_note").
+NONE_FOUND = (f"indexing ran and found no cubic, tetragonal, hexagonal or orthorhombic lattice "
+              f"indexing the scan's lines (figure of merit ≥ {MIN_FIGURE_OF_MERIT:g}); the "
+              "answer is not restricted")
 # Cells searched (Å): the reflections of a larger cell crowd too densely to be told apart.
 MAX_CELL_EDGE = 25.0
 

@@ -28,8 +28,16 @@ MAX_SUPPORTED_Z = 94
 SUPPORTED_ELEMENTS = f"H–{constants.ELEMENTS[MAX_SUPPORTED_Z - 1]} (Z 1–{MAX_SUPPORTED_Z})"
 
 
-def read_csv_table(path: str) -> tuple[list[str], list[tuple[int, dict]]]:
+# One CSV schema for `predict --input` and `evaluate --measured`: formula, xrd_file, wavelength
+# (and the labels, for evaluate); each also reads the other's names for the same columns.
+SCAN_COLUMN_ALIASES = {"file": "xrd_file", "wavelength_angstrom": "wavelength"}
+
+
+def read_csv_table(path: str, aliases: dict[str, str] | None = None
+                   ) -> tuple[list[str], list[tuple[int, dict]]]:
   """The header and the (line, row) pairs of a UTF-8 CSV (a BOM allowed); line 1 is the header.
+
+  `aliases` ({other name: name}) renames columns; a CSV with both names is refused.
 
   A byte that is not UTF-8 in the header raises InputError naming line 1. In a data row it is
   kept as a lone surrogate (surrogateescape), which `undecodable_field` finds, so that the row
@@ -47,7 +55,14 @@ def read_csv_table(path: str) -> tuple[list[str], list[tuple[int, dict]]]:
       if problem:
         raise InputError(f"header is not valid UTF-8 ({problem} in column "
                          f"{readable(name)!r})", path=path, line=1)
-    return header, [(reader.line_num, row) for row in reader]
+    renames = {a: c for a, c in (aliases or {}).items() if a in header}
+    for alias, name in renames.items():
+      if name in header:
+        raise InputError(f"has both columns {name!r} and {alias!r} (the same column under "
+                         "two names)", path=path, line=1)
+    table = [(reader.line_num, {renames.get(k, k): v for k, v in row.items()})
+             for row in reader]
+    return [renames.get(c, c) for c in header], table
   except csv.Error as e:
     # The reader cannot go on past malformed CSV, so this stops the whole file.
     raise InputError(f"not readable as CSV ({e})", path=path, line=reader.line_num) from None

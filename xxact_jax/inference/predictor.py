@@ -241,6 +241,7 @@ class Predictor:
       # A scan at a single wavelength has no Kα2 to strip; coverage was reported for the model.
       warnings.simplefilter("ignore", resample.PreprocessingWarning)
       warnings.simplefilter("ignore", resample.PartialCoverageWarning)
+      warnings.simplefilter("ignore", resample.WavelengthAssumedWarning)
       pattern = inputs.pattern_on_grid(
           xrd, wavelength, dataclasses.replace(self.preprocessing, strip_ka2=True,
                                                background="none", redraw_peaks=False))
@@ -259,8 +260,13 @@ class Predictor:
     if self.reference is None:
       return None
     species, fractions = inputs.encode(composition, self.max_elements)
-    pattern = inputs.pattern_on_grid(
-        xrd, wavelength, dataclasses.replace(self.preprocessing, background="snip"))
+    with warnings.catch_warnings():
+      # Coverage and an assumed wavelength were reported when the scan was prepared for the
+      # model; a second, raw copy of each was printed from here.
+      warnings.simplefilter("ignore", resample.PartialCoverageWarning)
+      warnings.simplefilter("ignore", resample.WavelengthAssumedWarning)
+      pattern = inputs.pattern_on_grid(
+          xrd, wavelength, dataclasses.replace(self.preprocessing, background="snip"))
     return self.reference.match(species, fractions, pattern,
                                 None if lattice is None else lattice.crystal_systems)
 

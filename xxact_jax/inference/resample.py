@@ -22,6 +22,10 @@ class PreprocessingWarning(UserWarning):
   """A requested preprocessing step does not apply to this scan and was skipped."""
 
 
+class WavelengthAssumedWarning(UserWarning):
+  """Neither the caller nor the file gave the scan's wavelength: Cu Kα was assumed."""
+
+
 BACKGROUND_METHODS = ("none", "snip")
 # Least a scan must hold inside 5–90° (Cu Kα scale) to be put on the grid: enough points, and
 # steps fine enough to sample a peak (the simulated ones have σ = 0.1°).
@@ -82,6 +86,10 @@ def to_model_grid(pattern: patterns.MeasuredPattern,
   elif pattern.wavelength is not None:
     source_wavelength = pattern.wavelength
   else:
+    # Said, not silent: a Mo scan read as Cu would put every line at the wrong d-spacing.
+    stated = "" if pattern.path.startswith("<") else " or stated in the file"   # <arrays>
+    warnings.warn(f"{pattern.path}: no wavelength given{stated}; Cu Kα "
+                  f"({wavelengths.CU_KA:g} Å) assumed", WavelengthAssumedWarning, stacklevel=2)
     source_wavelength = wavelengths.CU_KA
   intensity = pattern.intensity
   check_intensity_scale(intensity, pattern.path)
