@@ -267,3 +267,44 @@ def test_sigkill_of_main_with_grain_workers_leaves_no_orphans(tmp_path, embedded
     for pid, _, _ in _session_processes(process.pid):
       os.kill(pid, signal.SIGKILL)
     process.stdout.close()
+
+
+def test_rerunning_a_finished_run_says_so_before_compiling(finished_run, tmp_path, caplog):
+  import logging as logging_std  # pylint: disable=g-import-not-at-top
+  run, _ = finished_run
+  workdir = _copy(run, tmp_path)
+  rows_before = _rows(workdir)
+  with caplog.at_level(logging_std.INFO):
+    assert train.train_and_evaluate(_config(), workdir) == {}
+  assert "already trained to step 6 of 6: nothing to do" in caplog.text
+  assert "compiled" not in caplog.text          # the train step was compiled for nothing (15 s)
+  assert "Parameters:" not in caplog.text       # and the 70-line table printed again
+  assert _rows(workdir) == rows_before
+
+
+def test_next_steps_name_the_dataset_the_run_trained_on(embedded_dataset, tmp_path):
+  from xxact_jax import main  # pylint: disable=g-import-not-at-top
+  config = _config()
+  config.data.path = ""
+  text = main.next_steps(str(tmp_path), config)
+  assert f"--data={embedded_dataset}" in text and "DATASET" not in text
+  assert f"--output={tmp_path / 'eval'}" in text
+  config.data.path = "/data/mp36k"
+  assert "--data=/data/mp36k " in main.next_steps(str(tmp_path), config)
+
+
+def test_the_tpu_probe_is_not_printed_by_the_command_line_tools():
+  import logging as logging_std  # pylint: disable=g-import-not-at-top
+  from xxact_jax import cli_logging  # pylint: disable=g-import-not-at-top
+
+  def record(name, level, message, path="/x/jax/_src/xla_bridge.py"):
+    return logging_std.LogRecord(name, level, path, 1, message, None, None)
+
+  quiet = cli_logging.QuietLibraries()
+  assert not quiet.filter(record("jax._src.xla_bridge", logging_std.INFO,
+                                 "Unable to initialize backend 'tpu': INTERNAL: Failed to open "
+                                 "libtpu.so"))
+  assert not quiet.filter(record("absl", logging_std.INFO, "saved", "/y/orbax/checkpoint.py"))
+  assert quiet.filter(record("jax._src.xla_bridge", logging_std.WARNING,
+                             "Unable to initialize backend 'cuda'"))
+  assert quiet.filter(record("absl", logging_std.INFO, "eval step 10: loss=1.2", "/y/train.py"))

@@ -6,7 +6,6 @@ Re-running the same command resumes from the workdir's latest checkpoint. A mist
 `error:` line and exits with status 2; XXACT_JAX_TRACEBACK=1 shows the traceback instead.
 """
 
-import logging as logging_std
 import os
 import sys
 
@@ -15,17 +14,12 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from xxact_jax import cli_logging
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-class _QuietLibraries:
-  """Keeps INFO lines of checkpointing internals out of the console (warnings still show)."""
-
-  def filter(self, record):
-    return record.levelno >= logging_std.WARNING or "/orbax/" not in record.pathname
 
 
 # What a mistake in the command raises (flag parsing, config validation, the data and workdir
@@ -58,7 +52,7 @@ def main(argv):
   if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
     _fail(NotADirectoryError(f"--workdir={_WORKDIR.value} is a file, not a directory"))
   logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  cli_logging.quiet_libraries()
   try:
     config = _CONFIG.value
     config.get("objective")       # a config file that failed to load raises on first use
@@ -90,14 +84,18 @@ def jax_process_index() -> int:
 
 def next_steps(workdir: str, config) -> str:
   """Where the run's outputs are and the commands that use them."""
-  data = config.data.path or "the embedded sample"
+  data = config.data.path
+  if not data:   # the embedded sample, featurised into its cache by the run
+    from xxact_jax.data import default_dataset_path  # pylint: disable=g-import-not-at-top
+    data = default_dataset_path()
   return "\n".join([
       f"Outputs in {workdir}: metrics.jsonl (losses, evaluations), checkpoints/ (the latest "
       "steps and the best on the held-out split), config.json.",
       "Next:",
       f"  python -m xxact_jax.report --workdir={workdir}              # figures and summary.md",
-      f"  python -m xxact_jax.evaluate --workdir={workdir} --data=DATASET --output=OUT"
-      f"   # any prepared dataset (trained on {data})",
+      f"  python -m xxact_jax.evaluate --workdir={workdir} --data={data} "
+      f"--output={os.path.join(workdir, 'eval')}   # the dataset it trained on (its test split; "
+      "any prepared dataset works)",
       f"  python -m xxact_jax.evaluate --workdir={workdir} --measured=index.csv --output=OUT"
       "   # labelled measured scans",
       f"  python -m xxact_jax.predict --workdir={workdir} --formula=Fe2O3 --xrd=scan.xy",

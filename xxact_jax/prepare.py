@@ -17,6 +17,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from xxact_jax import cli_logging
 from xxact_jax.data import prepare as prepare_lib
 from xxact_jax.data import schema
 from xxact_jax.data import subset as subset_lib
@@ -92,6 +93,7 @@ def main(argv):
   # Paths given after `--input=a` without a comma arrive as extra arguments.
   inputs = list(_INPUT.value or []) + list(argv[1:])
   logging.set_verbosity(logging.INFO)
+  cli_logging.quiet_libraries()
   if _SUBSET_OF.value:
     try:
       subset_main(inputs)

@@ -333,7 +333,6 @@ def _train(config, workdir, data_path, ds_train, ds_eval, target_stats, scatteri
   logging.info("Model %s: %.2f M parameters; %d train / %d eval examples; %d steps of %d",
                config.model.name, trainer.num_params / 1e6, len(ds_train), len(ds_eval),
                total_steps, config.global_batch_size)
-  logging.info("Parameters:\n%s", parameter_count.parameter_table(trainer.abstract_state["params"]))
 
   checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints, config.best_metric)
   data_state = None
@@ -372,13 +371,17 @@ def _train(config, workdir, data_path, ds_train, ds_eval, target_stats, scatteri
                                f"last good checkpoint in {workdir} is kept.")
 
   start_step = int(state["step"])
-  # Rows past the restored step were written by the run that died after it: they are replayed now.
-  writer = metric_writers.MetricWriter(workdir, config.tensorboard, resume_step=start_step)
   if start_step >= total_steps:
+    # Said before the step is compiled (15 s) or the parameter table is printed again.
     logging.info("%s is already trained to step %d of %d: nothing to do (a larger "
                  "--config.num_train_steps with --config.resume_allow_changes=True continues "
                  "it; another --workdir starts afresh)",
                  workdir, start_step, total_steps)
+    checkpointer.close()
+    return {}
+  logging.info("Parameters:\n%s", parameter_count.parameter_table(trainer.abstract_state["params"]))
+  # Rows past the restored step were written by the run that died after it: they are replayed now.
+  writer = metric_writers.MetricWriter(workdir, config.tensorboard, resume_step=start_step)
   batches = setup_lib.TrainBatches(config, ds_train, batch_sharding, data_state)
 
   t0 = time.perf_counter()
