@@ -19,7 +19,9 @@
 # synthetic_pretraining: the augmented model trained on those crystals alone, and
 # xxact_augmented_synthetic_finetuned: then trained on DATA from its parameters (twice the steps
 # in all); *_flagged: the XRD encoder is told which patterns are augmented (measured-like) and
-# which simulated, model.xrd_measurement_embedding; RUNS="..." picks runs).
+# which simulated, model.xrd_measurement_embedding; *_peaks: the XRD encoder reads the list of
+# peaks found in the pattern, model.xrd_stem=peaks (80 % augmented unless _pNN says otherwise);
+# RUNS="..." picks runs).
 # `evaluate` scores every run on the measured index with each preprocessing option (PRE="..."
 # picks some) and writes OUT/summary.jsonl (one line per run and option; the lines of runs not
 # scored now stay) and OUT/summary.md.
@@ -69,6 +71,13 @@ config_of() {   # config | config argument | extra flags of a run
       echo "measured|targets=crystal_system|--config.data.xrd_source=simulated" ;;
     xrd_augmented_simulated) echo "xrd_transformer|targets=crystal_system|--config.augment.enabled=True \
 --config.data.xrd_source=simulated" ;;
+    # The XRD encoder reads a list of peaks (model.xrd_stem=peaks, models/peak_tokens.py) found
+    # in the (augmented) pattern, instead of 17 patches of the profile.
+    xxact_peaks) echo "measured|targets=crystal_system|--config.model.xrd_stem=peaks" ;;
+    xxact_peaks_p[0-9][0-9]) echo "measured|targets=crystal_system|--config.model.xrd_stem=peaks \
+--config.augment.apply_prob=0.${1#xxact_peaks_p}" ;;
+    xrd_peaks) echo "xrd_transformer|targets=crystal_system|--config.model.xrd_stem=peaks \
+--config.augment.enabled=True --config.augment.apply_prob=0.8" ;;
     crabnet) echo "crabnet|targets=crystal_system|" ;;
     *) echo "unknown run $1" >&2; exit 2 ;;
   esac

@@ -146,10 +146,11 @@ class XRDTransformer(nn.Module):
     encoders.check_inputs(None, None, xrd, xrd_mask, needs_composition=False)
     cfg = self.config
     layer_config = layers.LayerConfig.from_model_config(cfg, train)
-    seq = encoders.XRDEncoder(cfg.xrd, layer_config, cfg.xrd_scale, cfg.xrd_intensity,
-                              stem=cfg.xrd_stem,
-                              measurement_embedding=cfg.xrd_measurement_embedding,
-                              name="xrd_encoder")(xrd, xrd_mask, measured)
+    seq, _ = encoders.XRDEncoder(cfg.xrd, layer_config, cfg.xrd_scale, cfg.xrd_intensity,
+                                 stem=cfg.xrd_stem,
+                                 measurement_embedding=cfg.xrd_measurement_embedding,
+                                 max_peaks=cfg.xrd_max_peaks, peak_drop=cfg.xrd_peak_drop,
+                                 name="xrd_encoder")(xrd, xrd_mask, measured)
     out = heads.Heads(tuple(cfg.targets), cfg.mxm, False, layer_config,
                       log_std=cfg.regression_log_std, hidden=tuple(cfg.head_hidden),
                       mxm_activation=cfg.mxm_activation, name="heads")(seq[:, 0], seq[:, 1:])

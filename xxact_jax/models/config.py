@@ -63,6 +63,10 @@ def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
   # token's 250 points) or "conv" (strided 1-D convolutions over the whole pattern,
   # models/encoders.py `conv_stem`).
   c.xrd_stem = "patch"
+  # With xrd_stem="peaks" (models/peak_tokens.py): the most prominent peaks read (one token
+  # each), and in training the probability that each peak but the strongest is left out.
+  c.xrd_max_peaks = 32
+  c.xrd_peak_drop = 0.1
   # A learned embedding of the pattern's source added to every XRD token: simulated (stored or
   # CIF patterns) or measured (scans given to predict/evaluate --measured, and in training the
   # patterns the augmentation turned into measured-like ones). One model then keeps what it
@@ -121,7 +125,8 @@ def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
 # is read, so the model code never needs a fallback.
 _ADDED_FIELDS = dict(dropout_bits=32, regression_log_std=False, readout="fused_cls",
                      head_hidden=(), xrd_intensity="linear", xrd_stem="patch",
-                     mxm_activation="relu", xrd_measurement_embedding=False)
+                     mxm_activation="relu", xrd_measurement_embedding=False,
+                     xrd_max_peaks=32, xrd_peak_drop=0.1)
 MXM_ACTIVATIONS = ("softplus", "relu", "linear")
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from xxact_jax import constants
 from xxact_jax.models import layers
+from xxact_jax.models import peak_tokens
 
 MAT2VEC_DIM = 200
 XRD_INTENSITIES = ("linear", "sqrt")
@@ -193,7 +194,7 @@ def xrd_tokens(xrd: jax.Array, xrd_scale: float, intensity: str = "linear") -> j
   return xrd_input(tokens, xrd_scale, intensity)
 
 
-XRD_STEMS = ("patch", "conv")
+XRD_STEMS = ("patch", "conv", "peaks")
 # Convolutional stem: (channels, kernel, stride) per layer; the strides multiply to the token
 # size, so the stem ends at the 17 token positions. The first kernel spans ±4 grid points
 # (±0.08°, the core of a σ = 0.1° peak) at every 5th point: striding from the start keeps the
@@ -226,8 +227,12 @@ class XRDEncoder(nn.Module):
     xrd_scale: multiplies the raw intensities (max 100) before the input projection.
     xrd_intensity: "linear" or "sqrt" (`xrd_input`).
     output_dim: if set, the tokens are projected to this width (the fusion width in XxaCT-NN).
-    stem: "patch" (the paper: one linear projection per 250-point token) or "conv"
-      (`conv_stem`).
+    stem: "patch" (the paper: one linear projection per 250-point token), "conv"
+      (`conv_stem`) or "peaks" (one token per peak found in the pattern, models/peak_tokens.py:
+      invariant by construction to background, peak shape and scan range).
+    max_peaks: with stem="peaks", the most prominent peaks kept (tokens after the [CLS]).
+    peak_drop: with stem="peaks", in training, the probability that each peak but the strongest
+      is left out of the list (weak and overlapped reflections a measurement loses).
     measurement_embedding: add to every token a learned vector of the pattern's source, simulated
       or measured (`measured` in `__call__`), so that one model can read ideal patterns as ideal
       and measured scans as measured.
@@ -239,11 +244,15 @@ class XRDEncoder(nn.Module):
   output_dim: int | None = None
   stem: str = "patch"
   measurement_embedding: bool = False
+  max_peaks: int = 32
+  peak_drop: float = 0.0
 
   @nn.compact
   def __call__(self, xrd: jax.Array, xrd_mask: jax.Array | None = None,
-               measured: jax.Array | None = None) -> jax.Array:
-    """Returns [B, 18, D]: the [CLS] embedding first, then one per XRD token.
+               measured: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
+    """Returns (tokens [B, 1 + T, D], token mask bool [B, 1 + T] or None when every token is
+    real): the [CLS] embedding first, then one per XRD token (17 profile patches, or up to
+    `max_peaks` peaks with stem="peaks", the absent ones masked).
 
     Args:
       xrd: [B, 4250] pattern.
@@ -254,6 +263,8 @@ class XRDEncoder(nn.Module):
     """
     cfg = self.config
     dtype = self.layer_config.dtype
+    if self.stem == "peaks":
+      return self._peak_sequence(xrd, xrd_mask, measured)
     tokens = xrd_tokens(xrd, self.xrd_scale, self.xrd_intensity).astype(dtype)
     # Created even when unused so that pretrained and fine-tuned parameter trees match.
     mask_token = self.param("mask_token", nn.initializers.normal(0.02),
@@ -272,6 +283,33 @@ class XRDEncoder(nn.Module):
     positions = self.param("positional_embedding", nn.initializers.normal(0.02),
                            (constants.XRD_NUM_TOKENS + 1, cfg.d_model), jnp.float32)
     x = x + positions.astype(dtype)
+    return self._encode(x, None, measured)
+
+  def _peak_sequence(self, xrd, xrd_mask, measured):
+    """stem="peaks": [CLS] + one token per peak (models/peak_tokens.py), absent peaks masked."""
+    if xrd_mask is not None:
+      raise ValueError("model.xrd_stem='peaks' has no profile tokens to mask: masked XRD "
+                       "modelling (objective mxm) needs xrd_stem 'patch' or 'conv'")
+    cfg = self.config
+    dtype = self.layer_config.dtype
+    two_theta, height, width, valid = peak_tokens.find_peaks(xrd, self.max_peaks)
+    if self.peak_drop > 0 and not self.layer_config.deterministic:
+      keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.peak_drop, valid.shape)
+      valid = valid & keep.at[:, 0].set(True)      # the strongest peak always stays
+    features = jax.lax.stop_gradient(peak_tokens.peak_features(two_theta, height, width))
+    h = nn.gelu(layers.dense_general(cfg.d_model, "peak_embedding", dtype)(features.astype(dtype)))
+    x = layers.dense_general(cfg.d_model, "input_projection", dtype)(h)
+    x = jnp.where(valid[..., None], x, jnp.zeros((), dtype))
+    cls = self.param("cls", nn.initializers.normal(0.02), (cfg.d_model,), jnp.float32)
+    cls = jnp.broadcast_to(cls.astype(dtype), (x.shape[0], 1, cfg.d_model))
+    x = jnp.concatenate([cls, x], axis=1)
+    mask = jnp.concatenate([jnp.ones_like(valid[:, :1]), valid], axis=1)
+    return self._encode(x, mask, measured)
+
+  def _encode(self, x, mask, measured):
+    """The measurement embedding, the transformer and the output projection, for every stem."""
+    cfg = self.config
+    dtype = self.layer_config.dtype
     if self.measurement_embedding:
       source = self.param("measurement_embedding", nn.initializers.normal(0.02),
                           (2, cfg.d_model), jnp.float32)
@@ -279,7 +317,7 @@ class XRDEncoder(nn.Module):
                else jnp.broadcast_to(jnp.asarray(measured), (x.shape[0],)).astype(jnp.int32))
       x = x + source[index][:, None, :].astype(dtype)
     x = layers.TransformerEncoder(cfg.num_layers, cfg.num_heads, cfg.d_ff, self.layer_config,
-                                  name="transformer")(x, None)
+                                  name="transformer")(x, mask)
     if self.output_dim is not None:
       x = layers.dense_general(self.output_dim, "output_projection", dtype)(x)
-    return x
+    return x, mask

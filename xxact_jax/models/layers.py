@@ -204,9 +204,10 @@ class DecoderLayer(nn.Module):
   layer_config: LayerConfig
 
   @nn.compact
-  def __call__(self, x: jax.Array, memory: jax.Array, memory_mask: jax.Array | None) -> jax.Array:
+  def __call__(self, x: jax.Array, memory: jax.Array, memory_mask: jax.Array | None,
+               mask: jax.Array | None = None) -> jax.Array:
     cfg = self.layer_config
-    h = SelfAttention(self.num_heads, cfg, name="self_attention")(x, None)
+    h = SelfAttention(self.num_heads, cfg, name="self_attention")(x, mask)
     x = layer_norm("norm1", cfg.dtype)(x + dropout(cfg)(h))
     h = CrossAttention(self.num_heads, cfg, name="cross_attention")(x, memory, memory_mask)
     x = layer_norm("norm2", cfg.dtype)(x + dropout(cfg)(h))

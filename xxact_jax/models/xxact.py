@@ -26,8 +26,12 @@ class FusionDecoder(nn.Module):
 
   @nn.compact
   def __call__(self, xrd_tokens: jax.Array, composition_tokens: jax.Array,
-               composition_mask: jax.Array) -> jax.Array:
-    """Returns the fused XRD sequence [B, 18, d_model]; index 0 is the fused [CLS]."""
+               composition_mask: jax.Array, xrd_token_mask: jax.Array | None = None) -> jax.Array:
+    """Returns the fused XRD sequence [B, 1 + T, d_model]; index 0 is the fused [CLS].
+
+    `xrd_token_mask` (bool [B, 1 + T], None: all real) keeps absent XRD tokens (peaks a pattern
+    does not have) out of the self-attention's keys.
+    """
     cfg = self.config
     for name, tokens in (("xrd_tokens", xrd_tokens), ("composition_tokens", composition_tokens)):
       if tokens.shape[-1] != cfg.d_model:
@@ -37,7 +41,7 @@ class FusionDecoder(nn.Module):
     x = xrd_tokens
     for i in range(cfg.num_layers):
       x = layer_cls(cfg.num_heads, cfg.d_ff, self.layer_config, name=f"layer_{i}")(
-          x, composition_tokens, composition_mask)
+          x, composition_tokens, composition_mask, xrd_token_mask)
     return x
 
 
@@ -62,11 +66,13 @@ class XxaCT(nn.Module):
     comp, comp_mask = encoders.CompositionEncoder(
         cfg.composition, layer_config, output_dim=cfg.fusion.d_model,
         name="composition_encoder")(species, fractions)
-    xrd_seq = encoders.XRDEncoder(
+    xrd_seq, xrd_token_mask = encoders.XRDEncoder(
         cfg.xrd, layer_config, cfg.xrd_scale, cfg.xrd_intensity, output_dim=cfg.fusion.d_model,
         stem=cfg.xrd_stem, measurement_embedding=cfg.xrd_measurement_embedding,
+        max_peaks=cfg.xrd_max_peaks, peak_drop=cfg.xrd_peak_drop,
         name="xrd_encoder")(xrd, xrd_mask, measured)
-    fused = FusionDecoder(cfg.fusion, layer_config, name="fusion")(xrd_seq, comp, comp_mask)
+    fused = FusionDecoder(cfg.fusion, layer_config, name="fusion")(xrd_seq, comp, comp_mask,
+                                                                   xrd_token_mask)
     readout = cfg.readout
     if readout == "fused_cls":                      # the paper: heads on the fused [CLS] only
       head_input = fused[:, 0]

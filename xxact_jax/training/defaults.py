@@ -198,6 +198,9 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if model.xrd_stem not in encoders.XRD_STEMS:
     raise ValueError(f"Unknown model.xrd_stem {model.xrd_stem!r}; known: "
                      f"{list(encoders.XRD_STEMS)}")
+  if model.xrd_stem == "peaks" and "mxm" in config.objective:
+    raise ValueError("objective 'mxm' masks profile tokens; model.xrd_stem='peaks' has none "
+                     "(use objective 'contrastive', or xrd_stem 'patch')")
   model.targets = targets
   model.mxm = "mxm" in config.objective
   model.contrastive = "contrastive" in config.objective
