@@ -308,3 +308,35 @@ def test_the_tpu_probe_is_not_printed_by_the_command_line_tools():
   assert quiet.filter(record("jax._src.xla_bridge", logging_std.WARNING,
                              "Unable to initialize backend 'cuda'"))
   assert quiet.filter(record("absl", logging_std.INFO, "eval step 10: loss=1.2", "/y/train.py"))
+
+
+def test_report_figures_do_not_hide_their_data(tmp_path, monkeypatch):
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from xxact_jax.report import plots  # pylint: disable=g-import-not-at-top
+  steps = np.array([10, 20, 30])
+  lines = {"cubic": (steps, np.array([0.2, 0.5, 0.7])), "triclinic": (steps, np.zeros(3)),
+           "monoclinic": (steps, np.zeros(3)), "trigonal": (steps, np.zeros(3))}
+  merged = plots.merge_identical_series(lines)   # three classes at 0 % drew over each other
+  assert list(merged) == ["cubic", "triclinic = monoclinic = trigonal"]
+  np.testing.assert_array_equal(merged["triclinic = monoclinic = trigonal"][1], np.zeros(3))
+  plots.plot_learning_curves({"eval/crystal_system_accuracy": lines},
+                             str(tmp_path / "curves.png"))
+  # The PCA legend sits beside the axes, not over the points.
+  rng = np.random.default_rng(0)
+  import matplotlib.figure  # pylint: disable=g-import-not-at-top
+  made = []
+  original = matplotlib.figure.Figure.savefig
+
+  def keep(figure, *args, **kwargs):
+    made.append(figure)
+    return original(figure, *args, **kwargs)
+
+  monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+  plots.plot_pca(rng.normal(size=(300, 2)), rng.integers(0, 7, 300), [
+      "triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal",
+      "cubic"], np.array([0.3, 0.2]), str(tmp_path / "pca.png"))
+  (figure,) = made
+  ax = figure.axes[0]
+  renderer = FigureCanvasAgg(figure).get_renderer()
+  legend, axes = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+  assert legend.x0 >= axes.x1

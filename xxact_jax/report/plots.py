@@ -33,7 +33,7 @@ def _colours(count: int):
 def plot_pca(coords: np.ndarray, labels: np.ndarray, class_names, explained: np.ndarray,
              path: str, title: str = "", silhouette: float | None = None) -> str:
   """2-D PCA scatter coloured by class (paper Fig. 2)."""
-  figure = Figure(figsize=(6.4, 5.6))
+  figure = Figure(figsize=(8.2, 5.6))
   ax = figure.add_subplot()
   colours = _colours(len(class_names))
   size = float(np.clip(4000.0 / max(len(coords), 1), 4.0, 24.0))  # bigger dots when few
@@ -49,7 +49,9 @@ def plot_pca(coords: np.ndarray, labels: np.ndarray, class_names, explained: np.
   if silhouette is not None:
     heading += f"\nmean silhouette {silhouette:.3f}"
   ax.set_title(heading)
-  legend = ax.legend(title="crystal system", fontsize=8, markerscale=2.5, loc="best")
+  # Outside the axes: inside ("best") it still hid the points of crowded plots.
+  legend = ax.legend(title="crystal system", fontsize=8, markerscale=2.5, loc="upper left",
+                     bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
   for handle in legend.legend_handles:
     handle.set_alpha(1.0)
   return _save(figure, path)
@@ -133,6 +135,18 @@ def _metric_label(metric: str) -> str:
   return name.replace("_", " ")
 
 
+def merge_identical_series(lines: dict) -> dict:
+  """{name: (steps, values)} with the series that coincide point for point (e.g. several classes
+  at 0 % accuracy throughout) drawn once, their names joined with " = " in the label; each line
+  would otherwise hide the ones drawn before it."""
+  merged = {}
+  for name, (steps, values) in lines.items():
+    key = (tuple(np.asarray(steps).tolist()), tuple(np.asarray(values, float).round(12).tolist()))
+    merged.setdefault(key, []).append(name)
+  return {" = ".join(names): (np.asarray(key[0]), np.asarray(key[1]))
+          for key, names in merged.items()}
+
+
 def plot_learning_curves(panels: dict, path: str) -> str:
   """One panel per metric group: {title: {series name: (steps, values)}}."""
   panels = {title: lines for title, lines in panels.items() if lines}
@@ -143,7 +157,7 @@ def plot_learning_curves(panels: dict, path: str) -> str:
   figure = Figure(figsize=(6.0 * columns, 3.8 * rows))
   for index, (title, lines) in enumerate(panels.items()):
     ax = figure.add_subplot(rows, columns, index + 1)
-    for name, (steps, values) in lines.items():
+    for name, (steps, values) in merge_identical_series(lines).items():
       ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3, label=name)
     ax.set_xlabel("training step")
     ax.set_ylabel(_metric_label(title))
