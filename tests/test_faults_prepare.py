@@ -176,6 +176,29 @@ def test_sigkill_of_main_during_first_use_featurisation_leaves_no_orphans(tmp_pa
     process.stdout.close()
 
 
+def test_no_process_is_forked_anywhere_in_the_package():
+  """JAX starts threads as soon as it computes: a fork after that can deadlock. Every process the
+  package, its benchmarks and experiments start is spawned (multiprocessing "spawn", Grain's
+  workers, subprocess without a preexec_fn)."""
+  import re  # pylint: disable=g-import-not-at-top
+  forks = re.compile(r"preexec_fn|os\.fork\(|get_context\(\s*[\"']fork|set_start_method\("
+                     r"|multiprocessing\.(Pool|Process)\(")
+  found = []
+  for folder in ("xxact_jax", "benchmarks", "experiments"):
+    for root, _, names in os.walk(os.path.join(ROOT, folder)):
+      for name in names:
+        if name.endswith(".py"):
+          path = os.path.join(root, name)
+          text = open(path, encoding="utf-8").read()
+          found += [f"{path}: {m.group(0)}" for m in forks.finditer(text)]
+          # A ProcessPoolExecutor takes the platform's default start method (fork on Linux)
+          # unless it is given one.
+          for m in re.finditer(r"ProcessPoolExecutor\(", text):
+            if "mp_context" not in text[m.end():m.end() + 300]:
+              found.append(f"{path}: ProcessPoolExecutor without mp_context")
+  assert not found, found
+
+
 # ------------------------------------------------------------------ 2. changed input on resume
 
 
