@@ -359,3 +359,35 @@ def test_shipped_model_answers_the_sample_and_a_development_scan():
     assert out["spacegroup_number"]["top5"][0]["spacegroup_number"] == answer[
         "spacegroup_number"], name
     assert ("reference" in out) == answer["reference"], name
+
+
+# The rebuild script.
+
+@pytest.mark.slow
+def test_rebuild_script_trains_exports_and_scores(embedded_dataset, tmp_path):
+  """experiments/pretrained.sh end to end at a tiny setting: one seeded member, the export, the
+  model card's figures; the config shipped is the run's, the manifest names the script's."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  output = tmp_path / "model"
+  env = dict(os.environ, CONFIG="configs/measured.py:runlocal,targets=all", STEPS="4",
+             BATCH="16", SEEDS="3", DATA=embedded_dataset, MEASURED=str(tmp_path / "none.csv"),
+             OUTPUT=str(output), NAME="xxact-dry", VERSION="0")
+  env.pop(pretrained.ENVIRONMENT_VARIABLE, None)
+  done = subprocess.run(["bash", os.path.join(repo, "experiments", "pretrained.sh"),
+                         str(tmp_path / "runs")], env=env, capture_output=True, text=True,
+                        timeout=1200, check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  manifest = pretrained.read_manifest(str(output))
+  assert (manifest["name"], manifest["version"]) == ("xxact-dry", "0")
+  assert manifest["training"]["config"] == "configs/measured.py:runlocal,targets=all"
+  assert "STEPS=4" in manifest["command"] and "pretrained.sh" in manifest["command"]
+  assert [m["seed"] for m in manifest["members"]] == [3]
+  assert manifest["members"][0]["train_seconds"] is not None
+  with open(tmp_path / "runs" / "seed3" / "config.json") as f:
+    run_config = json.load(f)
+  with open(output / "config.json") as f:
+    shipped_config = json.load(f)
+  assert shipped_config == run_config
+  metrics = json.load(open(tmp_path / "runs" / "metrics" / "metrics.json"))
+  assert metrics["test"]["rows"] > 0 and metrics["timings"]["predict_cli_status"] == 0
