@@ -10,9 +10,11 @@ model config, targets and max_elements. Each member's parameters (no optimiser s
 params-only Orbax checkpoint with the member's config.json and target_stats.json; the training
 split of DATASET (the one the workdirs learnt from) becomes the compact reference
 (inference/compact_reference.py). `--dtype=auto` stores float16 when, on `--check_rows` rows of
-DATASET's test split (and the scans of `--measured`, if given), no member's class probability
-moves by 1e-3 or more and no regression value by 1 meV(/atom) or more against float32; otherwise
-float32. The figures go into MANIFEST.json, with the files' sha256, the command and the check
+DATASET's test split (and the scans of `--measured`, if given), no class probability of the
+ensemble moves by 1e-3 or more and no regression value by 1 meV(/atom) or more against float32;
+otherwise it keeps top-level parameter collections (heads, fusion, encoders) in float32, the one
+that helps most first, until the predictions are within those bounds ("mixed"), or all of them
+(float32). The figures go into MANIFEST.json, with the files' sha256, the command and the check
 that the written model, loaded back, predicts as the workdirs do.
 """
 
@@ -20,6 +22,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -118,10 +121,17 @@ def within_tolerance(changes: dict, targets) -> bool:
                            else PROBABILITY_TOLERANCE) for t in targets)
 
 
-def _half(params):
-  import jax  # pylint: disable=g-import-not-at-top
-  return jax.tree.map(lambda x: np.asarray(x).astype(np.float16).astype(np.float32)
-                      if np.issubdtype(np.asarray(x).dtype, np.floating) else x, params)
+def _half(params, keep=()):
+  """The parameters as stored (float16, but the collections `keep`) and read back (float32)."""
+  return {name: tree if name in keep else pretrained.cast_floats(
+      pretrained.cast_floats(tree, np.float16), np.float32) for name, tree in params.items()}
+
+
+def _excess(changes: dict, targets) -> float:
+  """The largest change relative to its tolerance (< 1: within)."""
+  from xxact_jax import targets as targets_lib  # pylint: disable=g-import-not-at-top
+  return max(changes[t] / (REGRESSION_TOLERANCE if targets_lib.get(t).is_regression
+                           else PROBABILITY_TOLERANCE) for t in targets)
 
 
 def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
@@ -157,30 +167,59 @@ def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
              for w, r in zip(workdirs, restored)]
   targets = members[0].targets
 
-  # Half precision: measured, per member, on the check inputs.
+  # Half precision, measured on the ensemble's predictions (what the shipped model answers).
   log("checking half precision ...")
   sets = check_arrays(data_path, check_rows, measured, members[0])
+  reference_outputs = [[m.predict_arrays(*arrays, measured=flag) for _, arrays, flag in sets]
+                       for m in members]
+  expected = [predictor_lib.average_outputs([outs[k] for outs in reference_outputs], targets)
+              for k in range(len(sets))]
+
+  def changes_of(keep: tuple) -> dict:
+    """Largest change of the ensemble's outputs over the check inputs with every float
+    parameter in float16 but those of the top-level collections `keep`."""
+    halves = [predictor_lib.Predictor(_half(r.params, keep), r.config, r.target_stats,
+                                      max_elements, reference=None, indexing=False)
+              for r in restored]
+    worst = {}
+    for k, (_, arrays, flag) in enumerate(sets):
+      out = predictor_lib.average_outputs(
+          [h.predict_arrays(*arrays, measured=flag) for h in halves], targets)
+      for key, value in compare_outputs(expected[k], out, targets).items():
+        worst[key] = max(worst.get(key, 0), value)
+    return worst
+
   half_check = {"inputs": [s[0] for s in sets],
                 "tolerance": {"probability": PROBABILITY_TOLERANCE,
-                              "regression": REGRESSION_TOLERANCE}, "members": []}
-  reference_outputs = []
-  for m, r in zip(members, restored):
-    half = predictor_lib.Predictor(_half(r.params), r.config, r.target_stats, max_elements,
-                                   reference=None, indexing=False)
-    worst = {}
-    outputs = []
-    for _, arrays, flag in sets:
-      full = m.predict_arrays(*arrays, measured=flag)
-      outputs.append(full)
-      changes = compare_outputs(full, half.predict_arrays(*arrays, measured=flag), targets)
-      worst = {k: max(worst.get(k, 0), v) for k, v in changes.items()}
-    reference_outputs.append(outputs)
-    half_check["members"].append(worst)
-  half_ok = all(within_tolerance(w, targets) for w in half_check["members"])
-  half_check["within_tolerance"] = half_ok
-  stored = {"auto": "float16" if half_ok else "float32"}.get(dtype, dtype)
-  log(f"half precision {'within' if half_ok else 'outside'} tolerance: "
-      f"{json.dumps(half_check['members'])}; storing {stored}")
+                              "regression": REGRESSION_TOLERANCE}, "tried": []}
+  keep32 = ()
+  if dtype == "float32":
+    keep32 = tuple(first.params)
+  elif dtype in ("auto", "float16"):
+    changes = changes_of(())
+    half_check["tried"].append({"float32": [], "changes": changes})
+    if dtype == "auto" and not within_tolerance(changes, targets):
+      # Keep collections in float32, one at a time, the one that helps most first, until the
+      # predictions are within tolerance; all of them (float32) if nothing less suffices.
+      keep32 = tuple(first.params)
+      kept = ()
+      for _ in range(len(first.params) - 1):
+        trials = [(kept + (c,), changes_of(kept + (c,))) for c in first.params if c not in kept]
+        for k, ch in trials:
+          half_check["tried"].append({"float32": list(k), "changes": ch})
+        kept, changes = min(trials, key=lambda t: _excess(t[1], targets))
+        if within_tolerance(changes, targets):
+          keep32 = kept
+          break
+  stored = ("float32" if set(keep32) == set(first.params) else
+            "float16" if not keep32 else "mixed")
+  half_check["float32_collections"] = sorted(keep32)
+  # What the stored precision changes (none in float32), and whether that is within tolerance.
+  half_check["stored_changes"] = None if stored == "float32" else changes_of(keep32)
+  half_check["within_tolerance"] = (stored == "float32"
+                                    or within_tolerance(half_check["stored_changes"], targets))
+  log(f"storing {stored} (float32: {sorted(keep32) or 'none'}); tried "
+      f"{json.dumps(half_check['tried'])}")
 
   temporary = output.rstrip("/") + ".partial"
   shutil.rmtree(temporary, ignore_errors=True)
@@ -189,7 +228,7 @@ def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
   for i, (w, r) in enumerate(zip(workdirs, restored)):
     member_dir = os.path.join(temporary, "members", str(i))
     os.makedirs(member_dir)
-    pretrained.save_params(os.path.join(member_dir, "params"), r.params, stored)
+    pretrained.save_params(os.path.join(member_dir, "params"), r.params, keep32)
     with open(os.path.join(member_dir, "config.json"), "w") as f:
       json.dump(checkpoints.config_to_json(r.config), f, indent=1, sort_keys=True)
     with open(os.path.join(member_dir, "target_stats.json"), "w") as f:
@@ -221,10 +260,11 @@ def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
       "package_version": pretrained.installed_version(),
       "command": command,
       "training": dict(training or {}),
-      "export_command": "python -m xxact_jax.inference.export " + " ".join(sys.argv[1:])
+      "export_command": "python -m xxact_jax.inference.export " + shlex.join(sys.argv[1:])
       if sys.argv and sys.argv[0].endswith("export.py") else "",
       "model": members[0].model_name, "targets": list(targets), "max_elements": max_elements,
-      "params_dtype": stored, "members": member_entries,
+      "params_dtype": stored, "float32_collections": sorted(keep32),
+      "members": member_entries,
       "parameters": member_entries[0]["parameters"],
       "data": dict(data_card or {}, path=os.path.abspath(data_path),
                    train_rows=int(_split_rows(data_path, "train")),

@@ -11,8 +11,9 @@
                                their seed), target_stats.json
   reference.npz                the training rows, compact (inference/compact_reference.py)
   members/<i>/params/          a params-only Orbax checkpoint (float16 where the export measured
-                               that predictions move by less than its tolerance), with the
-                               member's config.json and target_stats.json
+                               that predictions move by less than its tolerance: all of it, or
+                               all but some top-level collections), with the member's
+                               config.json and target_stats.json
 
 `XXACT_JAX_PRETRAINED=/path/to/model-dir` points the package at another model of this layout.
 """
@@ -171,14 +172,20 @@ def verify(model_dir: str, manifest: dict) -> None:
                         path=model_dir)
 
 
-def save_params(path: str, params, dtype: str = "float32") -> None:
-  """A params-only Orbax checkpoint at `path` (a new folder), floats stored as `dtype`."""
+def cast_floats(tree, dtype):
+  """Every floating-point leaf of a parameter tree as a numpy array of `dtype`."""
   import jax  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(lambda x: np.asarray(x).astype(dtype)
+                      if np.issubdtype(np.asarray(x).dtype, np.floating) else np.asarray(x), tree)
+
+
+def save_params(path: str, params, float32_collections=None) -> None:
+  """A params-only Orbax checkpoint at `path` (a new folder): floats in float16 but those of the
+  top-level collections `float32_collections` (None: all float32)."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  cast = lambda x: (np.asarray(x).astype(dtype) if np.issubdtype(np.asarray(x).dtype,
-                                                                  np.floating)
-                    else np.asarray(x))
-  tree = jax.tree.map(cast, params)
+  keep = set(params) if float32_collections is None else set(float32_collections)
+  tree = {name: cast_floats(sub, np.float32 if name in keep else np.float16)
+          for name, sub in params.items()}
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(os.path.abspath(path), tree)
   checkpointer.wait_until_finished()
@@ -196,9 +203,7 @@ def restore_params(path: str):
                                 args=ocp.args.StandardRestore(fallback_sharding=local))
   finally:
     checkpointer.close()
-  up = lambda x: (np.asarray(x, np.float32) if np.issubdtype(np.asarray(x).dtype, np.floating)
-                  else np.asarray(x))
-  return jax.tree.map(up, tree)
+  return cast_floats(tree, np.float32)
 
 
 def _read_json(path: str):
