@@ -17,8 +17,9 @@
 #            [../shared/data/measured_xrd_dev/index.csv, skipped when missing]
 #   NAME, VERSION   the model's name and version [xxact-mp36k, 1]
 #   OUTPUT   the model folder [xxact_jax/pretrained/NAME-vVERSION]
-#   DTYPE    auto (float16 where predictions move by < 1e-3 in probability and < 1 meV), float16
-#            or float32 [auto]
+#   DTYPE    auto (float16 where the ensemble's predictions move by < 1e-3 in probability and
+#            < 1 meV, else some collections in float32: "mixed", else float32), float16 or
+#            float32 [auto]
 #
 # Each member's run is seeded (--config.seed=SEED; the data order and dropout follow from it); a
 # finished member (OUT/seedN/done, its wall time in seconds) is not trained again. A tiny dry run:
