@@ -133,7 +133,8 @@ def test_half_precision_tolerance():
 
 # Loading and predicting.
 
-def test_load_without_workdir_uses_the_shipped_model(exported, workdir, use_model):
+def test_load_without_workdir_uses_the_shipped_model(exported, workdir, embedded_dataset,
+                                                     use_model):
   import xxact_jax  # pylint: disable=g-import-not-at-top
   use_model(exported)
   for predictor in (xxact_jax.load(), xxact_jax.load("pretrained"), xxact_jax.load(None),
@@ -141,6 +142,9 @@ def test_load_without_workdir_uses_the_shipped_model(exported, workdir, use_mode
     assert predictor.manifest["name"] == "xxact-test"
     assert predictor.reference.path == os.path.join(exported, compact_reference.FILE_NAME)
   assert xxact_jax.load(reference="none").reference is None
+  # A user's own prepared dataset as the reference (all its rows).
+  own = xxact_jax.load(reference=embedded_dataset).reference
+  assert own.path == embedded_dataset and len(own) == 1000
   shipped = xxact_jax.load()
   trained = xxact_jax.load(workdir, reference="none")
   rng = np.random.default_rng(0)
