@@ -43,7 +43,17 @@ VARIANTS = {
     "float32": (("--config.model.dtype=float32",), "no bfloat16 (what bf16 buys)"),
     "augment": (("--config.augment.enabled=True",),
                 "the measured-pattern augmentation inside the step (what it costs)"),
+    "fused_attention": (("--config.model.fused_attention=True",),
+                        "attention + weight dropout in one Pallas kernel (models/kernels/)"),
+    "fused_norm": (("--config.model.fused_norm=True",),
+                   "LayerNorm(x + dropout(h)) forward and backward as one Pallas kernel each"),
+    "fused_bias_grad": (("--config.model.fused_bias_grad=True",),
+                        "dense bias gradients by one tiled column-sum Pallas kernel"),
+    "fused_all": (("--config.model.fused_attention=True", "--config.model.fused_norm=True",
+                   "--config.model.fused_bias_grad=True"), "the three kernels together"),
 }
+# The kernel switches against the baseline (gpu_session.sh `kernels`).
+KERNEL_VARIANTS = ("baseline", "fused_attention", "fused_norm", "fused_bias_grad", "fused_all")
 DEFAULT_VARIANTS = ("baseline", "dropout_bits32", "dropout_bits8", "no_dropout", "remat")
 
 _CONFIGS = flags.DEFINE_list("configs", ["configs/supervised.py", "configs/mxm_contrastive.py"],

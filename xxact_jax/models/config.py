@@ -53,6 +53,14 @@ def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
   # 0.899994 at dropout 0.1, the paper's rate; 8 bits (230/256 = 0.8984) do not. On an H100 all
   # of dropout costs ~1-3 % of the paper-size step (benchmarks/RESULTS.md).
   c.dropout_bits = 16
+  # Pallas kernels for the transformer layers' memory-bound glue (models/kernels/, issue 29):
+  # attention with dropout in one kernel reading the fused projection's layout; LayerNorm(x +
+  # dropout(h)) forward and backward in one kernel each; bias gradients by one tiled column sum.
+  # Same parameters and dropout rate; off until the GPU sweep (benchmarks/gpu_session.sh
+  # `kernels`) shows they pay. Outside a GPU they run in Pallas interpret mode (slow).
+  c.fused_attention = False
+  c.fused_norm = False
+  c.fused_bias_grad = False
   # XRD intensities (max 100) are multiplied by this before the model sees them; the MXM
   # reconstruction is in the same scaled units (see `xrd_tokens`).
   c.xrd_scale = 0.01
@@ -126,7 +134,8 @@ def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
 _ADDED_FIELDS = dict(dropout_bits=32, regression_log_std=False, readout="fused_cls",
                      head_hidden=(), xrd_intensity="linear", xrd_stem="patch",
                      mxm_activation="relu", xrd_measurement_embedding=False,
-                     xrd_max_peaks=32, xrd_peak_drop=0.1)
+                     xrd_max_peaks=32, xrd_peak_drop=0.1, fused_attention=False,
+                     fused_norm=False, fused_bias_grad=False)
 MXM_ACTIVATIONS = ("softplus", "relu", "linear")
 
 

@@ -42,12 +42,18 @@ class LayerConfig:
     dropout_bits: 32 draws one 32-bit random number per element (flax's nn.Dropout); 16 or 8
       split each 32-bit draw into 2 or 4 narrower ones, with the keep probability rounded to
       a multiple of 2^-bits and the scale matched to it, so the output stays unbiased.
+    fused_attention, fused_norm, fused_bias_grad: the Pallas kernels of models/kernels/ for the
+      transformer layers' attention, LayerNorm(x + dropout(h)) and dense bias gradients (same
+      parameters; dropout drawn by the kernels' own hash at the same rate). Off by default.
   """
   dropout: float
   dtype: Dtype
   remat: bool
   deterministic: bool
   dropout_bits: int = 32
+  fused_attention: bool = False
+  fused_norm: bool = False
+  fused_bias_grad: bool = False
 
   def __post_init__(self):
     if self.dropout_bits not in DROPOUT_BITS:
@@ -59,7 +65,10 @@ class LayerConfig:
     """The layer config of a model config (models/config.py) in training or evaluation mode."""
     return cls(dropout=model_config.dropout, dtype=compute_dtype(model_config.dtype),
                remat=model_config.remat, deterministic=not train,
-               dropout_bits=int(model_config.dropout_bits))
+               dropout_bits=int(model_config.dropout_bits),
+               fused_attention=bool(model_config.fused_attention),
+               fused_norm=bool(model_config.fused_norm),
+               fused_bias_grad=bool(model_config.fused_bias_grad))
 
 
 def dense_general(features, name: str, dtype: Dtype, axis=-1) -> nn.DenseGeneral:
@@ -114,6 +123,46 @@ def dropout(config: LayerConfig) -> nn.Module:
   return NarrowBitsDropout(config.dropout, config.deterministic, config.dropout_bits)
 
 
+def kernel_dropout(module: nn.Module, config: LayerConfig) -> tuple[float, jax.Array | None]:
+  """(rate, seed words) of a fused kernel's dropout: rate 0 and no seed when it is off."""
+  if config.deterministic or config.dropout == 0.0:
+    return 0.0, None
+  from xxact_jax.models.kernels import common  # pylint: disable=g-import-not-at-top
+  return config.dropout, common.seed_words(module.make_rng("dropout"))
+
+
+def layer_dense(config: LayerConfig, features, name: str, axis=-1) -> nn.Module:
+  """A transformer layer's dense layer: nn.DenseGeneral, or the same parameters with the bias
+  gradient by kernel (`config.fused_bias_grad`)."""
+  if config.fused_bias_grad:
+    from xxact_jax.models.kernels import bias  # pylint: disable=g-import-not-at-top
+    return bias.Dense(features, axis=axis, dtype=config.dtype, name=name)
+  return dense_general(features, name, config.dtype, axis=axis)
+
+
+class FusedResidualNorm(nn.Module):
+  """LayerNorm(x + dropout(h)) in one kernel (models/kernels/norm.py); nn.LayerNorm's params."""
+  layer_config: LayerConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array, h: jax.Array) -> jax.Array:
+    from xxact_jax.models.kernels import norm  # pylint: disable=g-import-not-at-top
+    cfg = self.layer_config
+    scale = self.param("scale", nn.initializers.ones_init(), (x.shape[-1],), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (x.shape[-1],), jnp.float32)
+    rate, seed = kernel_dropout(self, cfg)
+    return norm.residual_layer_norm(x.astype(cfg.dtype), h.astype(cfg.dtype), scale, bias, seed,
+                                    rate, cfg.dropout_bits, LAYER_NORM_EPSILON, cfg.dtype)
+
+
+def residual_norm(config: LayerConfig, name: str, x: jax.Array, h: jax.Array) -> jax.Array:
+  """The post-LN residual block LayerNorm(x + dropout(h)), called inside a layer's compact
+  method (the unfused path keeps its submodules' names)."""
+  if config.fused_norm:
+    return FusedResidualNorm(config, name=name)(x, h)
+  return layer_norm(name, config.dtype)(x + dropout(config)(h))
+
+
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None,
            dropout_module: nn.Module) -> jax.Array:
   """Scaled dot-product attention.
@@ -145,13 +194,18 @@ class SelfAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
-    dtype = self.layer_config.dtype
     d_model = x.shape[-1]
     head_dim = d_model // self.num_heads
-    qkv = dense_general((3, self.num_heads, head_dim), "qkv", dtype)(x)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    out = attend(q, k, v, mask, dropout(self.layer_config))
-    return dense_general(d_model, "out", dtype, axis=(-2, -1))(out)
+    cfg = self.layer_config
+    qkv = layer_dense(cfg, (3, self.num_heads, head_dim), "qkv")(x)
+    if cfg.fused_attention:
+      from xxact_jax.models.kernels import attention  # pylint: disable=g-import-not-at-top
+      rate, seed = kernel_dropout(self, cfg)
+      out = attention.self_attention(qkv, mask, seed, rate, cfg.dropout_bits)
+    else:
+      q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+      out = attend(q, k, v, mask, dropout(cfg))
+    return layer_dense(cfg, d_model, "out", axis=(-2, -1))(out)
 
 
 class CrossAttention(nn.Module):
@@ -161,13 +215,18 @@ class CrossAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, memory: jax.Array, memory_mask: jax.Array | None) -> jax.Array:
-    dtype = self.layer_config.dtype
     d_model = x.shape[-1]
     head_dim = d_model // self.num_heads
-    q = dense_general((self.num_heads, head_dim), "q", dtype)(x)
-    kv = dense_general((2, self.num_heads, head_dim), "kv", dtype)(memory)
-    out = attend(q, kv[:, :, 0], kv[:, :, 1], memory_mask, dropout(self.layer_config))
-    return dense_general(d_model, "out", dtype, axis=(-2, -1))(out)
+    cfg = self.layer_config
+    q = layer_dense(cfg, (self.num_heads, head_dim), "q")(x)
+    kv = layer_dense(cfg, (2, self.num_heads, head_dim), "kv")(memory)
+    if cfg.fused_attention:
+      from xxact_jax.models.kernels import attention  # pylint: disable=g-import-not-at-top
+      rate, seed = kernel_dropout(self, cfg)
+      out = attention.cross_attention(q, kv, memory_mask, seed, rate, cfg.dropout_bits)
+    else:
+      out = attend(q, kv[:, :, 0], kv[:, :, 1], memory_mask, dropout(cfg))
+    return layer_dense(cfg, d_model, "out", axis=(-2, -1))(out)
 
 
 class FeedForward(nn.Module):
@@ -177,9 +236,9 @@ class FeedForward(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    h = nn.relu(dense_general(self.d_ff, "fc1", self.layer_config.dtype)(x))
+    h = nn.relu(layer_dense(self.layer_config, self.d_ff, "fc1")(x))
     h = dropout(self.layer_config)(h)
-    return dense_general(x.shape[-1], "fc2", self.layer_config.dtype)(h)
+    return layer_dense(self.layer_config, x.shape[-1], "fc2")(h)
 
 
 class EncoderLayer(nn.Module):
@@ -192,9 +251,9 @@ class EncoderLayer(nn.Module):
   def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
     cfg = self.layer_config
     h = SelfAttention(self.num_heads, cfg, name="self_attention")(x, mask)
-    x = layer_norm("norm1", cfg.dtype)(x + dropout(cfg)(h))
+    x = residual_norm(cfg, "norm1", x, h)
     h = FeedForward(self.d_ff, cfg, name="ffn")(x)
-    return layer_norm("norm2", cfg.dtype)(x + dropout(cfg)(h))
+    return residual_norm(cfg, "norm2", x, h)
 
 
 class DecoderLayer(nn.Module):
@@ -208,11 +267,11 @@ class DecoderLayer(nn.Module):
                mask: jax.Array | None = None) -> jax.Array:
     cfg = self.layer_config
     h = SelfAttention(self.num_heads, cfg, name="self_attention")(x, mask)
-    x = layer_norm("norm1", cfg.dtype)(x + dropout(cfg)(h))
+    x = residual_norm(cfg, "norm1", x, h)
     h = CrossAttention(self.num_heads, cfg, name="cross_attention")(x, memory, memory_mask)
-    x = layer_norm("norm2", cfg.dtype)(x + dropout(cfg)(h))
+    x = residual_norm(cfg, "norm2", x, h)
     h = FeedForward(self.d_ff, cfg, name="ffn")(x)
-    return layer_norm("norm3", cfg.dtype)(x + dropout(cfg)(h))
+    return residual_norm(cfg, "norm3", x, h)
 
 
 def maybe_remat(layer_cls: type[nn.Module], remat: bool) -> type[nn.Module]:
