@@ -354,6 +354,27 @@ def test_evaluate_measured_index(workdir, predictor, tmp_path, capsys):
   assert 0 <= metrics["spacegroup_number_accuracy"] <= metrics[
       "spacegroup_number_top5_accuracy"] <= 1
   assert (out / "confusion_crystal_system.png").stat().st_size > 0
+  # Who answered each scan: the routes partition the scans, and their accuracies are the
+  # records' own.
+  routes = metrics["routes"]
+  assert sum(routes[r]["scans"] for r in ("reference", "indexing", "model")) == 3
+  assert routes["all"]["accuracy"] == pytest.approx(metrics["crystal_system_accuracy"])
+  for route in ("reference", "indexing", "model"):
+    mine = [c for c, r in zip(correct, records[:3]) if r["route"] == route]
+    assert routes[route]["scans"] == len(mine)
+    if mine:
+      assert routes[route]["accuracy"] == pytest.approx(np.mean(mine))
+  assert 0 <= metrics["expected_calibration_error"] <= 1
+  assert (out / "risk_coverage.png").stat().st_size > 0
+  # Above every probability, no scan is answered: each is undetermined.
+  evaluate.main([f"--workdir={workdir}", f"--measured={index}", f"--output={tmp_path / 'sure'}",
+                 "--min_confidence=1.01"])
+  sure = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert sure["selective"]["answered"] == 0 and sure["selective"]["coverage"] == 0
+  assert sure["crystal_system_accuracy"] == metrics["crystal_system_accuracy"]
+  kept = [json.loads(line) for line in (tmp_path / "sure" / "predictions.jsonl").read_text()
+          .splitlines()][:3]
+  assert all(r["crystal_system_answer"] == "undetermined" for r in kept)
   # A label the package does not know is a clear error naming the line.
   index.write_text("file,formula,crystal_system\nSi.xy.gz,Si,cubik\n")
   with pytest.raises(SystemExit, match="line 2.*cubik"):

@@ -63,6 +63,7 @@ from xxact_jax.inference import reference as reference_lib
 from xxact_jax.inference import resample
 from xxact_jax.inference import wavelengths
 from xxact_jax.inference.errors import InputError
+from xxact_jax.report import calibration as calibration_report
 from xxact_jax.report import significance
 
 LABEL_COLUMNS = ("crystal_system", "spacegroup_number")
@@ -103,6 +104,13 @@ def _parse_args(argv):
                       help="with --measured: restrict the model's answer for a scan the reference "
                            "does not match to the systems of the cubic, tetragonal, hexagonal or "
                            "orthorhombic lattice that indexes its lines, if one does")
+  parser.add_argument("--min_confidence", type=float, default=0.0,
+                      help="with --measured: scans whose crystal-system answer is less probable "
+                           "than this count as undetermined (metrics 'selective')")
+  parser.add_argument("--calibrate", action="store_true",
+                      help="with --data: fit the temperatures of the model's class probabilities "
+                           "on the split's patterns, augmented as measured scans, and write "
+                           "WORKDIR/calibration.json (inference/calibration.py)")
   parser.add_argument("--batch_size", type=int, default=0,
                       help="default: 256 with --measured, the run's eval batch with --data")
   return parser.parse_args(argv)
@@ -246,9 +254,41 @@ def confusion_png(labels, predictions, path: str):
   plt.close(fig)
 
 
+ROUTES = ("reference", "indexing", "model")
+
+
+def route_metrics(routes, correct, model_correct, confidence) -> dict:
+  """Per route (who answered each scan): scans, accuracy, the model's own accuracy on them,
+  mean confidence and expected calibration error; and the same over all scans."""
+  routes = np.asarray(routes)
+  result = {}
+  for name in ROUTES + ("all",):
+    sel = np.ones(routes.shape, bool) if name == "all" else routes == name
+    result[name] = {
+        "scans": int(sel.sum()),
+        "accuracy": float(correct[sel].mean()) if sel.any() else None,
+        "model_accuracy": float(model_correct[sel].mean()) if sel.any() else None,
+        "mean_confidence": float(confidence[sel].mean()) if sel.any() else None,
+        "expected_calibration_error": calibration_report.expected_calibration_error(
+            confidence[sel], correct[sel])}
+  return result
+
+
+def route_table(by_route: dict) -> str:
+  """The per-route metrics as a few lines for the terminal."""
+  pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"
+  lines = ["route       scans  accuracy  model alone  confidence  ECE"]
+  for name, m in by_route.items():
+    ece = "–" if m["expected_calibration_error"] is None else f"{m['expected_calibration_error']:.3f}"
+    lines.append(f"{name:<10} {m['scans']:>6}  {pct(m['accuracy']):>8}  "
+                 f"{pct(m['model_accuracy']):>11}  {pct(m['mean_confidence']):>10}  {ece}")
+  return "\n".join(lines)
+
+
 def evaluate_measured(workdir, index_csv, output, checkpoint="best",
                       preprocessing: resample.Preprocessing | None = None,
-                      batch_size=256, reference="auto", indexing=True) -> dict:
+                      batch_size=256, reference="auto", indexing=True,
+                      min_confidence: float = 0.0) -> dict:
   from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
   outputs.check_output_dir(output)   # before the work, not after it
   rows = read_index(index_csv)
@@ -293,6 +333,9 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
              "min_coverage_deg": predictor.preprocessing.min_coverage_deg,
              "scans": len(rows), "scans_evaluated": len(kept), "scans_failed": len(failed),
              "reference": None, "indexing": None}
+  routes = ["reference" if matches and matches[i] is not None and matches[i].answered
+            else "indexing" if lattice is not None else "model"
+            for i, lattice in enumerate(lattices)]
   cs_labels = np.array([constants.CRYSTAL_SYSTEMS.index(r["crystal_system"])
                         if r["crystal_system"] else -1 for r in kept])
   space_group = targets_lib.get("spacegroup_number")
@@ -334,6 +377,23 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
     if sel.any():
       confusion_png(cs_labels[sel], out["crystal_system"][sel].argmax(-1),
                     os.path.join(output, "confusion_crystal_system.png"))
+      # Who answered each scan, how well, and whether its probability means what it says.
+      confidence = out["crystal_system"].max(-1)
+      by_route = route_metrics(np.asarray(routes)[sel], hit[sel], model_hit[sel], confidence[sel])
+      metrics["routes"] = by_route
+      metrics["expected_calibration_error"] = by_route["all"]["expected_calibration_error"]
+      metrics["accuracy_surest_half"] = calibration_report.accuracy_at_coverage(
+          confidence[sel], hit[sel], 0.5)
+      metrics["selective"] = calibration_report.selective_summary(confidence[sel], hit[sel],
+                                                                  min_confidence)
+      metrics["temperatures"] = dict(predictor.temperatures)
+      calibration_report.risk_coverage_png(
+          {"all scans": (confidence[sel], hit[sel]),
+           **{f"{r} route": (confidence[sel][np.asarray(routes)[sel] == r],
+                             hit[sel][np.asarray(routes)[sel] == r]) for r in ROUTES}},
+          os.path.join(output, "risk_coverage.png"),
+          title="crystal system, measured scans")
+      print(route_table(by_route))
   if "spacegroup_number" in out:
     metrics.update(classification_metrics(out["spacegroup_number"], sg_labels,
                                           "spacegroup_number"))
@@ -343,10 +403,13 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
                 "label": {k: row[k] for k in LABEL_COLUMNS}}
       if "wavelength_assumed_angstrom" in row:
         record["wavelength_assumed_angstrom"] = row["wavelength_assumed_angstrom"]
+      record["route"] = routes[i]
       if "crystal_system" in out:
         record["crystal_system"] = constants.CRYSTAL_SYSTEMS[int(out["crystal_system"][i].argmax())]
         record["crystal_system_probabilities"] = {
             n: float(p) for n, p in zip(constants.CRYSTAL_SYSTEMS, out["crystal_system"][i])}
+        if out["crystal_system"][i].max() < min_confidence:
+          record["crystal_system_answer"] = predictor_lib.UNDETERMINED
       if "spacegroup_number" in out:
         record["spacegroup_top5"] = [int(space_group.label_of(j)) for j in
                                      np.argsort(-out["spacegroup_number"][i])[:5]]
@@ -472,7 +535,19 @@ def _dataset_figures(predictions, targets, output):
 def main(argv=None):
   args = _parse_args(sys.argv[1:] if argv is None else argv)
   try:
-    if args.data:
+    if args.calibrate:
+      if not args.data:
+        raise InputError("--calibrate fits on a prepared dataset's patterns: give --data",
+                         path=args.workdir)
+      from xxact_jax.inference import calibration  # pylint: disable=g-import-not-at-top
+      from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
+      os.makedirs(args.output, exist_ok=True)
+      metrics = calibration.calibrate(
+          predictor_lib.load(args.workdir, args.checkpoint, reference="none", indexing=False),
+          args.data, args.split)
+      with open(os.path.join(args.output, "calibration.json"), "w") as f:
+        f.write(outputs.dumps(metrics, indent=1))
+    elif args.data:
       if args.workdir == "pretrained":
         raise InputError("--data scores a trained workdir: give --workdir (the shipped model's "
                          "figures on mp_36k: experiments/pretrained_metrics.py)", path=args.data)
@@ -487,7 +562,7 @@ def main(argv=None):
           resample.Preprocessing(background=args.background, strip_ka2=args.strip_ka2,
                                redraw_peaks=args.redraw_peaks,
                                min_coverage_deg=args.min_coverage_deg),
-          args.batch_size or 256, args.reference, args.indexing)
+          args.batch_size or 256, args.reference, args.indexing, args.min_confidence)
   except InputError as e:
     sys.exit(f"error: {e}")
   print(f"evaluate: wrote {', '.join(sorted(os.listdir(args.output)))} to "

@@ -85,6 +85,9 @@ def _parse_args(argv):
   parser.add_argument("--input", help="CSV with formula,xrd_file or cif columns")
   parser.add_argument("--output", help="write JSON Lines here instead of stdout")
   parser.add_argument("--batch_size", type=int, default=256, help="samples per forward pass")
+  parser.add_argument("--min_confidence", type=float, default=0.0,
+                      help="a class answer less probable than this is given as 'undetermined' "
+                           "with its top candidates")
   parser.add_argument("--reference", default="auto",
                       help="auto (the checkpoint's training split; the shipped model's compact "
                            "reference), none, or a prepared dataset to look measured scans up "
@@ -298,6 +301,7 @@ def run(argv=None) -> list[dict]:
                                                         lattice))
       if indexed and lattice is None:   # said, so that silence does not read as "not tried"
         record["indexing_note"] = indexing_lib.NONE_FOUND
+      predictor_lib.apply_min_confidence(record, predictor.targets, args.min_confidence)
     results.append(record)
   text = "".join(output_checks.dumps(r) + "\n" for r in results)
   if args.output:

@@ -1,5 +1,6 @@
 """`load(workdir)` -> Predictor: restored parameters behind one jitted forward pass."""
 
+import copy
 import dataclasses
 import os
 import warnings
@@ -11,6 +12,7 @@ import numpy as np
 
 from xxact_jax import constants
 from xxact_jax import targets as targets_lib
+from xxact_jax.inference import calibration
 from xxact_jax.inference import inputs
 from xxact_jax.inference import patterns
 from xxact_jax.inference import indexing as indexing_lib
@@ -43,9 +45,12 @@ class Predictor:
                extra: dict | None = None,
                preprocessing: resample.Preprocessing | None = None,
                reference: reference_lib.ReferenceDatabase | None = None,
-               indexing: bool = True):
+               indexing: bool = True, temperatures: dict[str, float] | None = None):
     from xxact_jax.models import build_model  # pylint: disable=g-import-not-at-top
     self.reference = reference
+    # {classification target: T}: measured scans get softmax(logits / T), fitted on augmented
+    # patterns (inference/calibration.py); simulated patterns keep T = 1.
+    self.temperatures = dict(temperatures or {})
     self.indexing = bool(indexing)
     self.params = jax.device_put(params)
     self.config = config
@@ -71,7 +76,7 @@ class Predictor:
              for t, s in target_stats.items()}
     targets = self.targets
 
-    def forward(params, species, fractions, xrd, measured):
+    def forward(params, species, fractions, xrd, measured, temperatures):
       out = model.apply({"params": params}, species, fractions, xrd, train=False,
                         measured=measured)
       result = {k: out[k].astype(jnp.float32) for k in embedding_keys}
@@ -80,7 +85,8 @@ class Predictor:
         if target.is_regression:
           result[t] = target.destandardise(out[t].astype(jnp.float32), stats[t])
         else:
-          result[t] = jax.nn.softmax(out[t].astype(jnp.float32), axis=-1)
+          scale = jnp.where(measured, 1.0 / temperatures[t], 1.0)[:, None]
+          result[t] = jax.nn.softmax(out[t].astype(jnp.float32) * scale, axis=-1)
       return result
 
     self._forward = jax.jit(forward)
@@ -125,9 +131,18 @@ class Predictor:
       size = self._padded_size(stop - start)
       pad = lambda a: np.concatenate([a[start:stop], np.repeat(a[start:start + 1],
                                                                size - (stop - start), 0)])
-      out = self._forward(self.params, pad(species), pad(fractions), pad(xrd), pad(measured))
+      temperatures = {t: np.float32(self.temperatures.get(t, 1.0)) for t in self.targets
+                      if not targets_lib.get(t).is_regression}
+      out = self._forward(self.params, pad(species), pad(fractions), pad(xrd), pad(measured),
+                          temperatures)
       chunks.append({k: np.asarray(v)[:stop - start] for k, v in out.items()})
     return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+  def without_temperatures(self) -> "Predictor":
+    """This model alone with its uncalibrated probabilities (what calibration fits)."""
+    plain = copy.copy(self)
+    plain.temperatures, plain.members = {}, []
+    return plain
 
   def _padded_size(self, count: int) -> int:
     return min(self.batch_size, 1 << max(0, count - 1).bit_length())
@@ -331,6 +346,32 @@ def identified_prediction(outputs: dict, targets, match=None, lattice=None) -> d
   return indexing_lib.apply(result, answer, lattice)
 
 
+UNDETERMINED = "undetermined"
+CANDIDATES = 3
+
+
+def apply_min_confidence(result: dict, targets, min_confidence: float) -> dict:
+  """`result` (identified_prediction's) with every class answer whose probability is below
+  `min_confidence` replaced by "undetermined" and its top candidates; returns it."""
+  if min_confidence <= 0:
+    return result
+  for t in targets:
+    answer = result.get(t)
+    if not isinstance(answer, dict):
+      continue
+    if "probabilities" in answer:
+      ranked = sorted(answer["probabilities"].items(), key=lambda kv: -kv[1])
+      if ranked[0][1] < min_confidence:
+        answer["prediction"] = UNDETERMINED
+        answer["candidates"] = [{"prediction": n, "probability": p}
+                                for n, p in ranked[:CANDIDATES]]
+    elif "top5" in answer and answer["top5"][0]["probability"] < min_confidence:
+      answer["prediction"] = UNDETERMINED
+    if answer.get("prediction") == UNDETERMINED:
+      answer["min_confidence"] = float(min_confidence)
+  return result
+
+
 def format_prediction(outputs: dict, targets) -> dict:
   """One sample's outputs as {target: ...}: values with units, class probabilities, top-5 groups."""
   result = {}
@@ -429,4 +470,5 @@ def _load_one(workdir: str, which, batch_size, preprocessing, reference,
                    step=restored.step, batch_size=batch_size, extra=extra,
                    preprocessing=preprocessing,
                    reference=reference_lib.resolve(reference, extra.get("data_path")),
-                   indexing=indexing)
+                   indexing=indexing,
+                   temperatures=calibration.read_temperatures(workdir))
