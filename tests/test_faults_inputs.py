@@ -13,7 +13,7 @@ from xxact_jax import evaluate as evaluate_cli
 from xxact_jax import predict as predict_cli
 
 from test_inference_e2e import fixture
-from test_reference import database  # pylint: disable=unused-import  (a fixture)
+from test_reference import database  # noqa: F401  pylint: disable=unused-import  (a fixture)
 
 
 def error_lines(text):
@@ -365,7 +365,7 @@ def _for_lookup(two_theta, intensity):
                                   resample.Preprocessing(background="snip"))
 
 
-def test_reference_lookup_declines_garbage_and_weighs_its_answers(database):
+def test_reference_lookup_declines_garbage_and_weighs_its_answers(database):  # noqa: F811
   from test_reference import _composition, _rutile, _scan  # pylint: disable=g-import-not-at-top
   from xxact_jax.inference import reference  # pylint: disable=g-import-not-at-top
   grid, garbage = _garbage_scans(np.random.default_rng(0))

@@ -5,7 +5,6 @@ did not name the CSV line; "Fe0O3" and "Og2O3" were predicted; the report folder
 0700 by mkdtemp. The model tests reuse the e2e module's tiny `:runlocal` workdir fixture.
 """
 
-import json
 import os
 import re
 import stat
@@ -13,7 +12,6 @@ import stat
 import numpy as np
 import pytest
 
-from xxact_jax import predict as predict_cli
 from xxact_jax.inference import inputs
 from xxact_jax.report import __main__ as report_cli
 

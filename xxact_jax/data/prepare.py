@@ -33,7 +33,6 @@ import math
 import multiprocessing
 import os
 import signal
-import sys
 import threading
 import time
 from typing import Iterable, Sequence
@@ -119,7 +118,8 @@ _die_with_parent = processes.die_with_parent
 def _init_worker(parent_pid: int) -> None:
   _die_with_parent(parent_pid)
   _init_quiet()
-  from xxact_jax.data import featurize  # pylint: disable=g-import-not-at-top,unused-import
+  # pymatgen imported once per worker, before its first record's time limit starts.
+  from xxact_jax.data import featurize  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
 
 
 class _RecordTimeout(BaseException):
