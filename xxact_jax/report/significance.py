@@ -15,33 +15,26 @@ last stdout line is the result as JSON. Several pairs (the runs of two settings 
 
 import argparse
 import json
-import math
 import sys
+
+from scipy import stats
 
 from xxact_jax.inference.errors import InputError
 
-_Z95 = 1.959963984540054   # the standard normal's 97.5 % quantile
-
-
-def wilson_interval(correct: int, total: int, z: float = _Z95) -> tuple[float, float]:
-  """Wilson score interval of a proportion (95 % by default); (0, 1) for no trials."""
+def wilson_interval(correct: int, total: int) -> tuple[float, float]:
+  """Wilson score interval (95 %) of a proportion; (0, 1) for no trials."""
   if total <= 0:
     return 0.0, 1.0
-  p = correct / total
-  centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-  half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-  return max(0.0, centre - half), min(1.0, centre + half)
+  interval = stats.binomtest(int(correct), int(total)).proportion_ci(0.95, method="wilson")
+  return max(0.0, float(interval.low)), min(1.0, float(interval.high))
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:
   """Two-sided exact McNemar p-value from the discordant pairs: `only_a` items right by A alone,
   `only_b` by B alone (a binomial(n, 1/2) test; 1.0 when there are none)."""
-  n = only_a + only_b
-  if n == 0:
+  if only_a + only_b == 0:
     return 1.0
-  k = min(only_a, only_b)
-  tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-  return min(1.0, 2 * tail)
+  return float(stats.binomtest(int(only_a), int(only_a + only_b), 0.5).pvalue)
 
 
 def _outcomes(path: str, target: str) -> dict[str, bool]:
