@@ -22,6 +22,7 @@ import sys
 
 # (class, pattern on the lower-cased kernel name), first match wins.
 CLASSES = (
+    ("Pallas kernels (models/kernels/)", r"xxact_"),
     ("attention (cuDNN fused)", r"cudnn|flash|fmha|sdpa"),
     ("matmul", r"gemm|xmma|cutlass|cublas|matmul|dot|wgmma|triton_gemm|sm90_|sm80_|gmma"),
     ("memcpy / memset", r"memcpy|memset|copy_|^copy|transpose"),
