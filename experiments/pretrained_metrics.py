@@ -79,7 +79,7 @@ def timings(model: str, predictor_seconds: float) -> dict:
   from xxact_jax.inference import pretrained  # pylint: disable=g-import-not-at-top
   sample = pretrained.quick_start_sample()
   command = [sys.executable, "-m", "xxact_jax.predict", f"--formula={sample['formula']}",
-             f"--xrd={sample['path']}"]
+             f"--xrd={sample['path']}", f"--wavelength={sample['wavelength']}"]
   env = dict(os.environ)
   if os.path.abspath(model) != os.path.abspath(_default_model_dir() or ""):
     env["XXACT_JAX_PRETRAINED"] = os.path.abspath(model)

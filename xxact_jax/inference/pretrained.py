@@ -39,7 +39,7 @@ ENVIRONMENT_VARIABLE = "XXACT_JAX_PRETRAINED"
 SAMPLES_DIR = os.path.join(os.path.dirname(PACKAGE_DIR), "samples")
 QUICK_START = {"id": "rruff_R050128-1", "mineral": "calcite", "formula": "CaCO3",
                "file": "calcite_R050128-1.xy.gz", "crystal_system": "trigonal",
-               "spacegroup_number": 167, "wavelength": "CuKa"}
+               "spacegroup_number": 167, "wavelength": "Cu"}
 # What load() / the CLIs accept as "the shipped model".
 NAMES = ("pretrained",)
 
