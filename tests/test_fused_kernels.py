@@ -8,7 +8,6 @@ rows split over several programs) so that every masking path runs; each test com
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from xxact_jax.models import config as config_lib
 from xxact_jax.models import layers
