@@ -58,8 +58,9 @@ def is_model_dir(path) -> bool:
       os.path.join(os.fspath(path), MANIFEST))
 
 
-def shipped_dirs(root: str = PACKAGE_DIR) -> list[str]:
+def shipped_dirs(root: str | None = None) -> list[str]:
   """Model folders under the package's pretrained/ (any with a MANIFEST.json), sorted."""
+  root = PACKAGE_DIR if root is None else root
   if not os.path.isdir(root):
     return []
   return sorted(os.path.join(root, name) for name in os.listdir(root)
