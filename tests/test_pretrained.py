@@ -368,8 +368,10 @@ def test_shipped_model_answers_the_sample_and_a_development_scan():
             else os.path.join(os.path.dirname(DEV_INDEX), case["file"]))
     if not os.path.isfile(path):
       continue    # the development scans stay outside the package
-    out = predictor.predict(case["formula"], path)
+    out = predictor.predict(case["formula"], path, case.get("wavelength"))
     answer = case["answer"]
+    if answer is None:
+      continue
     assert out["crystal_system"]["prediction"] == answer["crystal_system"], name
     assert out["spacegroup_number"]["top5"][0]["spacegroup_number"] == answer[
         "spacegroup_number"], name
