@@ -60,6 +60,12 @@ for seed in $SEEDS; do
     --config.log_every_steps=100 --config.tensorboard=False
   echo "$(( $(date +%s) - start ))" > "$workdir/done"
 done
+# Each member's class probabilities on measured scans calibrated on augmented held-out patterns
+# (inference/calibration.py; WORKDIR/calibration.json travels with the member).
+for workdir in "${workdirs[@]}"; do
+  [[ -f $workdir/calibration.json ]] || python -m xxact_jax.evaluate --workdir="$workdir" \
+    --data="$DATA" --calibrate --output="$workdir/calibration_out" | tail -1
+done
 
 measured_flag=()
 [[ -f $MEASURED ]] && measured_flag=(--measured="$MEASURED")

@@ -4,7 +4,8 @@ A network trained on simulated patterns is over-confident on measured ones. The 
 for measured scans it may look at is its own measured-like augmentation (data/augment.py, every
 pattern augmented): `calibrate` scores a held-out split of a prepared dataset so augmented and
 fits, per classification target, the temperature T of softmax(logits / T) with the least
-negative log-likelihood (report/calibration.py). It writes WORKDIR/calibration.json; the
+negative log-likelihood (report/calibration.py), on rows whose composition the train split lacks
+(the scans the model answers are those the reference lookup does not know). It writes WORKDIR/calibration.json; the
 Predictor then applies T to the scans it is told are measured (simulated patterns and CIFs keep
 the model's own probabilities). The development scans check the result (`evaluate --measured`
 reports the expected calibration error); they are not used to fit it.
@@ -63,8 +64,15 @@ def calibrate(predictor, data_path: str, split: str = "test", rows: int = DEFAUL
   if predictor.members:
     raise ValueError("calibrate each run of an ensemble on its own")
   dataset = open_dataset(data_path, split=split)
+  # The model answers a measured scan when the reference lookup does not, i.e. mostly for
+  # compositions the training rows lack: the temperature is fitted on such rows.
+  candidates = np.arange(len(dataset))
+  if split != "train":
+    known = _composition_keys(open_dataset(data_path, split="train"))
+    keys = _composition_keys(dataset)
+    candidates = np.array([i for i, k in enumerate(keys) if k not in known], np.int64)
   rng = np.random.default_rng(seed)
-  index = np.sort(rng.choice(len(dataset), size=min(rows, len(dataset)), replace=False))
+  index = np.sort(rng.choice(candidates, size=min(rows, len(candidates)), replace=False))
   batch = dataset.read_batch(index)
   xrd = augmented_patterns(batch["xrd"].astype(np.float32),
                            predictor.config.get("augment"), seed)
@@ -88,11 +96,25 @@ def calibrate(predictor, data_path: str, split: str = "test", rows: int = DEFAUL
             scaled.max(-1)[labels >= 0], hit[labels >= 0]),
         "accuracy": float(hit[labels >= 0].mean())}
   stored = {"data": os.path.abspath(data_path), "split": split, "rows": int(len(index)),
+            "rows_from": "compositions absent from the train split" if split != "train"
+                         else "the train split",
             "seed": seed, "patterns": "augmented (data/augment.py, apply_prob 1)",
             "targets": result}
   with open(os.path.join(predictor.workdir, CALIBRATION_FILE), "w", encoding="utf-8") as f:
     json.dump(stored, f, indent=1)
   return stored
+
+
+def _composition_keys(dataset) -> list:
+  """Each row's composition (elements and fractions to 3 decimals), for matching across splits."""
+  keys = []
+  for start in range(0, len(dataset), 4096):
+    batch = dataset.read_batch(np.arange(start, min(start + 4096, len(dataset))),
+                               fields=("species", "fractions"))
+    for species, fractions in zip(batch["species"], batch["fractions"]):
+      keys.append(tuple(sorted((int(z), round(float(f), 3))
+                               for z, f in zip(species, fractions) if z > 0)))
+  return keys
 
 
 def _softmax(z):

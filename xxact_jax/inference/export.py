@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from xxact_jax.inference import calibration
 from xxact_jax.inference import compact_reference
 from xxact_jax.inference import pretrained
 from xxact_jax.inference.errors import InputError
@@ -162,9 +163,12 @@ def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
       raise InputError(f"an ensemble's members must be trained alike (seed aside); the config "
                        f"differs from {workdirs[0]}'s in {differ}", path=w)
   max_elements = int(first.extra.get("max_elements") or predictor_lib.DEFAULT_MAX_ELEMENTS)
+  # Each member's calibration (inference/calibration.py) travels with it.
+  temperatures = [calibration.read_temperatures(w) for w in workdirs]
   members = [predictor_lib.Predictor(r.params, r.config, r.target_stats, max_elements,
-                                     workdir=w, step=r.step, reference=None, indexing=False)
-             for w, r in zip(workdirs, restored)]
+                                     workdir=w, step=r.step, reference=None, indexing=False,
+                                     temperatures=t)
+             for w, r, t in zip(workdirs, restored, temperatures)]
   targets = members[0].targets
 
   # Half precision, measured on the ensemble's predictions (what the shipped model answers).
@@ -179,8 +183,9 @@ def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
     """Largest change of the ensemble's outputs over the check inputs with every float
     parameter in float16 but those of the top-level collections `keep`."""
     halves = [predictor_lib.Predictor(_half(r.params, keep), r.config, r.target_stats,
-                                      max_elements, reference=None, indexing=False)
-              for r in restored]
+                                      max_elements, reference=None, indexing=False,
+                                      temperatures=t)
+              for r, t in zip(restored, temperatures)]
     worst = {}
     for k, (_, arrays, flag) in enumerate(sets):
       out = predictor_lib.average_outputs(
@@ -233,6 +238,8 @@ def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
       json.dump(checkpoints.config_to_json(r.config), f, indent=1, sort_keys=True)
     with open(os.path.join(member_dir, "target_stats.json"), "w") as f:
       json.dump(r.target_stats, f, indent=1, sort_keys=True)
+    if os.path.isfile(os.path.join(w, calibration.CALIBRATION_FILE)):
+      shutil.copy(os.path.join(w, calibration.CALIBRATION_FILE), member_dir)
     count = sum(int(np.size(x)) for x in jax.tree.leaves(r.params))
     member_entries.append({"path": f"members/{i}", "seed": r.config.get("seed"),
                            "step": int(r.step), "workdir": os.path.abspath(w),

@@ -24,6 +24,7 @@ import os
 
 import numpy as np
 
+from xxact_jax.inference import calibration
 from xxact_jax.inference.errors import InputError
 
 FORMAT = "xxact-pretrained"
@@ -246,7 +247,8 @@ def load(name=None, batch_size: int = 256, preprocessing=None, reference="auto",
         step=member.get("step"), batch_size=batch_size, extra=extra,
         preprocessing=preprocessing,
         reference=reference_lib.resolve(reference, reference_path) if first is None else None,
-        indexing=indexing if first is None else False)
+        indexing=indexing if first is None else False,
+        temperatures=calibration.read_temperatures(member_dir))
     if first is None:
       first = predictor
     else:
