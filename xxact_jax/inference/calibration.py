@@ -88,12 +88,17 @@ def calibrate(predictor, data_path: str, split: str = "test", rows: int = DEFAUL
     temperature = calibration_lib.fit_temperature(log_p, labels)
     hit = out[t].argmax(-1) == labels
     scaled = _softmax(log_p / temperature)
+    rows_labelled = np.flatnonzero(labels >= 0)
+    nll = lambda p: float(-np.log(np.maximum(p[rows_labelled, labels[rows_labelled]], 1e-12))
+                          .mean())
     result[t] = {
         "temperature": temperature,
         "expected_calibration_error_before": calibration_lib.expected_calibration_error(
             out[t].max(-1)[labels >= 0], hit[labels >= 0]),
         "expected_calibration_error_after": calibration_lib.expected_calibration_error(
             scaled.max(-1)[labels >= 0], hit[labels >= 0]),
+        "negative_log_likelihood_before": nll(_softmax(log_p)),
+        "negative_log_likelihood_after": nll(scaled),
         "accuracy": float(hit[labels >= 0].mean())}
   stored = {"data": os.path.abspath(data_path), "split": split, "rows": int(len(index)),
             "rows_from": "compositions absent from the train split" if split != "train"
