@@ -217,12 +217,6 @@ def prepare_sample(predictor, sample: Sample):
     raise InputError(f"cannot read ({e})", path=sample.cif or sample.xrd) from None
 
 
-def prepare_all(predictor, samples: list[Sample]):
-  """Model arrays of every sample; the first bad one raises, naming its file and line."""
-  rows = [prepare_sample(predictor, sample) for sample in samples]
-  return tuple(np.stack(column) for column in zip(*rows))
-
-
 def _row_error(sample: Sample, error: Exception) -> str:
   """The reason a CSV row failed, led by its CSV line unless the error already names it."""
   where, line = sample.source.get("input"), sample.source.get("line")

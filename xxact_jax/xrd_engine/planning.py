@@ -59,11 +59,6 @@ def sphere_radii(wavelength: float, two_theta_range) -> tuple[float, float]:
   return lo, hi
 
 
-def reciprocal_crystallographic(lattice: np.ndarray) -> np.ndarray:
-  """Rows a*, b*, c* (1/Å, no 2π), with pymatgen's float64 operations (its ×2π then ÷2π)."""
-  return (np.linalg.inv(lattice).T * 2 * np.pi) / (2 * np.pi)
-
-
 def bucket(n: int, minimum: int) -> int:
   """The smallest size 2^k or 1.5·2^k that holds n (at least `minimum`)."""
   size = minimum
