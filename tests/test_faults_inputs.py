@@ -512,8 +512,8 @@ def test_assumed_wavelength_and_empty_indexing_are_said_once(workdir, tmp_path, 
                      f"--output={tmp_path / 'eval'}"])
   err = capsys.readouterr().err
   assert "Si_CuKa.xy: no wavelength given" in err
-  assert f"evaluate: wrote confusion_crystal_system.png, metrics.json, predictions.jsonl to " \
-         f"{tmp_path / 'eval'}" in err
+  assert f"evaluate: wrote confusion_crystal_system.png, metrics.json, predictions.jsonl, " \
+         f"risk_coverage.png to {tmp_path / 'eval'}" in err
   (evaluated,) = [json.loads(line) for line in open(tmp_path / "eval" / "predictions.jsonl")]
   assert evaluated["wavelength_assumed_angstrom"] == si["wavelength_assumed_angstrom"]
   assert evaluated["crystal_system_probabilities"] == pytest.approx(
