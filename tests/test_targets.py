@@ -31,6 +31,11 @@ def test_regression_targets_standardise_and_back():
   np.testing.assert_allclose(fe.standardise(y, stats), (y + 1.5) / 0.8)
   np.testing.assert_array_equal(fe.is_labelled(np.array([0.1, np.nan])), [True, False])
   assert fe.head_width == 1 and fe.unit == "eV/atom"
+  # A band gap is never predicted negative; a formation energy may be.
+  gap = targets.get("band_gap")
+  np.testing.assert_array_equal(gap.destandardise(np.array([-2.0, 1.0]), {"mean": 1.0, "std": 1.0}),
+                                [0.0, 2.0])
+  np.testing.assert_array_equal(fe.destandardise(np.array([-2.0]), stats), [-3.1])
 
 
 def test_unknown_target_is_a_clear_error_and_lists_are_derived_from_the_registry():

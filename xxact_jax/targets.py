@@ -38,12 +38,15 @@ class Target:
     label_offset: stored label − offset = class index.
     unit: of a regression target's values.
     class_names: names of the classes, where they have names.
+    minimum: the smallest physical value of a regression target (a band gap is not negative);
+      predictions are clipped to it.
   """
   name: str
   num_classes: int = 0
   label_offset: int = 0
   unit: str = ""
   class_names: tuple[str, ...] = ()
+  minimum: float | None = None
 
   @property
   def is_regression(self) -> bool:
@@ -76,15 +79,15 @@ class Target:
     """Values in the unit -> the standardised scale the model predicts."""
     return (values - stats["mean"]) / stats["std"]
 
-  @staticmethod
-  def destandardise(values, stats: dict):
-    """The model's standardised output -> values in the unit."""
-    return values * stats["std"] + stats["mean"]
+  def destandardise(self, values, stats: dict):
+    """The model's standardised output -> values in the unit, clipped to the target's minimum."""
+    values = values * stats["std"] + stats["mean"]
+    return values if self.minimum is None else values.clip(min=self.minimum)
 
 
 REGISTRY = {t.name: t for t in (
     Target("formation_energy_per_atom", unit="eV/atom"),
-    Target("band_gap", unit="eV"),
+    Target("band_gap", unit="eV", minimum=0.0),
     Target("crystal_system", num_classes=len(CRYSTAL_SYSTEMS), class_names=CRYSTAL_SYSTEMS),
     Target("spacegroup_number", num_classes=NUM_SPACE_GROUPS, label_offset=1),
 )}
