@@ -10,7 +10,7 @@
 #   CONFIG   the training config [configs/measured.py:size=small,targets=all]
 #   FLAGS    further --config.* flags of every member []
 #   SEEDS    one member per seed [0 1 2]
-#   STEPS, BATCH, LR   budget of each member [3000, 128, 1e-3]
+#   STEPS, BATCH, LR   budget of each member [2000, 128, 1e-3]
 #   CSV      mp_36k [../shared/data/mp_36k/mp_36k.csv.xz, beside the repository]
 #   DATA     the prepared CSV [OUT/mp36k, prepared here when missing]
 #   MEASURED measured scans checked at export and scored at the end
@@ -31,7 +31,7 @@ out=$(realpath -m "${1:-/tmp/xxact_pretrained}")
 CONFIG=${CONFIG:-configs/measured.py:size=small,targets=all}
 FLAGS=${FLAGS:-}
 SEEDS=${SEEDS:-0 1 2}
-STEPS=${STEPS:-3000}; BATCH=${BATCH:-128}; LR=${LR:-1e-3}
+STEPS=${STEPS:-2000}; BATCH=${BATCH:-128}; LR=${LR:-1e-3}
 CSV=${CSV:-../shared/data/mp_36k/mp_36k.csv.xz}
 DATA=$(realpath -m "${DATA:-$out/mp36k}")
 MEASURED=${MEASURED:-../shared/data/measured_xrd_dev/index.csv}
