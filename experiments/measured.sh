@@ -21,6 +21,8 @@
 # in all); *_flagged: the XRD encoder is told which patterns are augmented (measured-like) and
 # which simulated, model.xrd_measurement_embedding; *_peaks: the XRD encoder reads the list of
 # peaks found in the pattern, model.xrd_stem=peaks (80 % augmented unless _pNN says otherwise);
+# mxm_contrastive_augmented: configs/mxm_contrastive.py on patterns 80 % augmented, and
+# xxact_mxm_contrastive_finetuned: configs/measured.py's training from its weights (twice the steps);
 # RUNS="..." picks runs).
 # `evaluate` scores every run on the measured index with each preprocessing option (PRE="..."
 # picks some) and writes OUT/summary.jsonl (one line per run and option; the lines of runs not
@@ -78,6 +80,12 @@ config_of() {   # config | config argument | extra flags of a run
 --config.augment.apply_prob=0.${1#xxact_peaks_p}" ;;
     xrd_peaks) echo "xrd_transformer|targets=crystal_system|--config.model.xrd_stem=peaks \
 --config.augment.enabled=True --config.augment.apply_prob=0.8" ;;
+    # The paper's pretraining as domain adaptation: masked XRD modelling and contrastive alignment
+    # on augmented (measured-like) patterns, then configs/measured.py's training from its weights.
+    mxm_contrastive_augmented) echo "mxm_contrastive||--config.augment.enabled=True \
+--config.augment.apply_prob=0.8" ;;
+    xxact_mxm_contrastive_finetuned) echo "finetune|targets=crystal_system,init=$out/mxm_contrastive_augmented|\
+--config.augment.enabled=True --config.augment.apply_prob=0.2" ;;
     crabnet) echo "crabnet|targets=crystal_system|" ;;
     *) echo "unknown run $1" >&2; exit 2 ;;
   esac

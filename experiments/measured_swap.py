@@ -22,6 +22,15 @@ it. Each model then answers (crystal system, model alone: no reference lookup, n
 - `measured`: the scan as `evaluate --measured` reads it.
 
 Writes OUT/swap.json (per-scan answers) and OUT/swap.md (the table, also printed).
+
+  python experiments/measured_swap.py --combine=OUT_A/swap.json --combine=OUT_B/swap.json \
+      --routes=EVAL/predictions.jsonl --output=OUT
+
+joins the answers of earlier runs (the same scans) and splits the table by the route each scan
+takes on the default path (`route` in an `evaluate --measured` predictions.jsonl: the reference
+answers the scans whose composition the training split holds, the indexed lattice or the model
+the others), with, per model, how many scans the simulated pattern gets right and the measured
+one wrong, and the reverse.
 """
 
 import argparse
@@ -197,13 +206,66 @@ def markdown(table, count):
   return "\n".join(lines) + "\n"
 
 
+def combine_by_route(swap_paths, predictions_path, output):
+  """The tables of earlier runs joined, split by each scan's default-path route."""
+  scans = {}
+  for path in swap_paths:
+    with open(path) as f:
+      for scan in json.load(f)["scans"]:
+        scans.setdefault(scan["id"], {}).update(scan)
+  with open(predictions_path) as f:
+    routes = {r["id"]: r.get("route") for r in map(json.loads, f)}
+  missing = sorted(set(scans) - set(routes))
+  if missing:
+    raise SystemExit(f"{predictions_path}: no route for {len(missing)} scans, e.g. {missing[0]}")
+  models = [k for k in next(iter(scans.values())) if isinstance(next(iter(scans.values()))[k], dict)]
+  groups = {"all": list(scans.values())}
+  for route in ("reference", "indexing", "model"):
+    groups[route] = [s for i, s in scans.items() if routes[i] == route]
+  groups["indexing or model"] = groups["indexing"] + groups["model"]
+  result, lines = {}, []
+  for group, members in groups.items():
+    if not members:
+      continue
+    table = {m: {v: float(np.mean([s[m][v] == s["crystal_system"] for s in members]))
+                 for v in VARIANTS} for m in models}
+    flips = {m: {"simulated right, measured wrong":
+                 sum(s[m]["simulated"] == s["crystal_system"] != s[m]["measured"] for s in members),
+                 "measured right, simulated wrong":
+                 sum(s[m]["measured"] == s["crystal_system"] != s[m]["simulated"] for s in members)}
+             for m in models}
+    result[group] = dict(scans=len(members), accuracy=table, flips=flips)
+    lines += [f"### Route: {group}", "", markdown(table, len(members))]
+    lines += ["| flips | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    for k in ("simulated right, measured wrong", "measured right, simulated wrong"):
+      lines.append(f"| {k} | " + " | ".join(str(flips[m][k]) for m in models) + " |")
+    lines.append("")
+  os.makedirs(output, exist_ok=True)
+  with open(os.path.join(output, "swap_by_route.json"), "w") as f:
+    json.dump(result, f, indent=1)
+  text = "\n".join(lines)
+  with open(os.path.join(output, "swap_by_route.md"), "w") as f:
+    f.write(text)
+  print(text)
+  return result
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--workdir", action="append", required=True)
-  parser.add_argument("--measured", required=True, help="index.csv of labelled scans")
+  parser.add_argument("--workdir", action="append")
+  parser.add_argument("--measured", help="index.csv of labelled scans")
+  parser.add_argument("--combine", action="append", help="swap.json of an earlier run")
+  parser.add_argument("--routes", help="predictions.jsonl of evaluate --measured (default path)")
   parser.add_argument("--output", required=True)
   args = parser.parse_args(argv)
-  measured_swap(args.workdir, args.measured, args.output)
+  if args.combine:
+    if not args.routes:
+      parser.error("--combine needs --routes")
+    combine_by_route(args.combine, args.routes, args.output)
+  elif args.workdir and args.measured:
+    measured_swap(args.workdir, args.measured, args.output)
+  else:
+    parser.error("give --workdir and --measured, or --combine and --routes")
 
 
 if __name__ == "__main__":
