@@ -81,3 +81,7 @@ def test_temperatures_are_fitted_on_augmented_patterns_and_change_measured_scans
   expected = np.exp(z - z.max(1, keepdims=True))
   np.testing.assert_allclose(measured, expected / expected.sum(1, keepdims=True), atol=1e-4)
   assert os.path.isfile(os.path.join(run, calibration.CALIBRATION_FILE))
+  # evaluate --measured scores the calibration against the same model without its temperatures.
+  raw = calibrated.uncalibrated()
+  assert raw.temperatures == {} and calibrated.temperatures["crystal_system"] == temperature
+  assert_close(raw.predict_arrays(*arrays, measured=True)["crystal_system"], before)

@@ -312,6 +312,7 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
     if not kept:
       raise InputError("no scan got a finite prediction", path=index_csv)
     out = {k: v[~bad] for k, v in out.items()}
+    species, fractions, xrd = species[~bad], fractions[~bad], xrd[~bad]
   model_out = {k: v.copy() for k, v in out.items()}
   identified = []
   progress = progress_lib.Progress(len(kept), "evaluate: reference and indexing", unit="scans")
@@ -387,6 +388,15 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
       metrics["selective"] = calibration_report.selective_summary(confidence[sel], hit[sel],
                                                                   min_confidence)
       metrics["temperatures"] = dict(predictor.temperatures)
+      if any(m.temperatures for m in [predictor] + predictor.members):
+        # The model's own answers with and without the temperatures: what calibration changed.
+        raw = predictor.uncalibrated().predict_arrays(species, fractions, xrd, measured=True)
+        metrics["model_calibration"] = {
+            name: {"mean_confidence": float(p[sel].max(-1).mean()),
+                   "expected_calibration_error": calibration_report.expected_calibration_error(
+                       p[sel].max(-1), model_hit[sel])}
+            for name, p in (("calibrated", model_out["crystal_system"]),
+                            ("uncalibrated", raw["crystal_system"]))}
       calibration_report.risk_coverage_png(
           {"all scans": (confidence[sel], hit[sel]),
            **{f"{r} route": (confidence[sel][np.asarray(routes)[sel] == r],

@@ -144,6 +144,13 @@ class Predictor:
     plain.temperatures, plain.members = {}, []
     return plain
 
+  def uncalibrated(self) -> "Predictor":
+    """This model and its members with their uncalibrated probabilities (to score calibration)."""
+    plain = copy.copy(self)
+    plain.temperatures = {}
+    plain.members = [m.uncalibrated() for m in self.members]
+    return plain
+
   def _padded_size(self, count: int) -> int:
     return min(self.batch_size, 1 << max(0, count - 1).bit_length())
 
