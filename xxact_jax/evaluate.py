@@ -83,30 +83,8 @@ def _parse_args(argv):
   parser.add_argument("--split", choices=("test", "train", "all"), default="test",
                       help="with --data: the split evaluated")
   parser.add_argument("--output", required=True, help="directory for the results")
-  parser.add_argument("--checkpoint", choices=("best", "latest"), default="best")
-  default = resample.Preprocessing()
-  parser.add_argument("--background", choices=resample.BACKGROUND_METHODS,
-                      default=default.background,
-                      help="background removal of each scan before it meets the model")
-  parser.add_argument("--strip_ka2", action=argparse.BooleanOptionalAction,
-                      default=default.strip_ka2,
-                      help="remove the Kα2 companion reflections (Rachinger)")
-  parser.add_argument("--redraw_peaks", action=argparse.BooleanOptionalAction,
-                      default=default.redraw_peaks,
-                      help="find each scan's reflections and draw them again as the training "
-                           "patterns' σ = 0.1° Gaussians")
-  parser.add_argument("--min_coverage_deg", type=float, default=default.min_coverage_deg,
-                      help="refuse scans covering less of 5–90° (Cu Kα scale); 0 accepts any")
-  parser.add_argument("--reference", default="auto",
-                      help="with --measured: auto (the checkpoint's training split), none, or "
-                           "a prepared dataset to look scans up in by composition")
-  parser.add_argument("--indexing", action=argparse.BooleanOptionalAction, default=True,
-                      help="with --measured: restrict the model's answer for a scan the reference "
-                           "does not match to the systems of the cubic, tetragonal, hexagonal or "
-                           "orthorhombic lattice that indexes its lines, if one does")
-  parser.add_argument("--min_confidence", type=float, default=0.0,
-                      help="with --measured: scans whose crystal-system answer is less probable "
-                           "than this count as undetermined (metrics 'selective')")
+  predict_cli.add_model_arguments(parser)
+  resample.add_arguments(parser)
   parser.add_argument("--calibrate", action="store_true",
                       help="with --data: fit the temperatures of the model's class probabilities "
                            "on the split's patterns, augmented as measured scans, and write "
@@ -450,17 +428,12 @@ def evaluate_dataset(workdir, data_path, output, split="test", checkpoint="best"
   import jax  # pylint: disable=g-import-not-at-top
   from xxact_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.models import build_model  # pylint: disable=g-import-not-at-top
-  from xxact_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
   from xxact_jax.training import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.training import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
   outputs.check_output_dir(output)   # before the work, not after it
-  if not os.path.isdir(workdir):
-    raise InputError("no such workdir", path=workdir)
-  try:
-    restored = checkpoints.restore_checkpoint(workdir, checkpoint)
-  except checkpoints.CheckpointError as e:
-    raise InputError(str(e), path=workdir) from None
+  restored = predictor_lib.restore(workdir, checkpoint)
   try:
     dataset = data_lib.open_dataset(data_path, split=None if split == "all" else split)
   except (OSError, ValueError, KeyError) as e:
@@ -569,9 +542,7 @@ def main(argv=None):
     else:
       metrics = evaluate_measured(
           args.workdir, args.measured, args.output, args.checkpoint,
-          resample.Preprocessing(background=args.background, strip_ka2=args.strip_ka2,
-                               redraw_peaks=args.redraw_peaks,
-                               min_coverage_deg=args.min_coverage_deg),
+          resample.from_arguments(args),
           args.batch_size or 256, args.reference, args.indexing, args.min_confidence)
   except InputError as e:
     sys.exit(f"error: {e}")

@@ -66,6 +66,24 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     return super()._get_help_string(action)
 
 
+def add_model_arguments(parser) -> None:
+  """The command-line flags of the checkpoint and of phase identification (predict and evaluate
+  share them)."""
+  parser.add_argument("--checkpoint", "--which", dest="checkpoint", choices=("best", "latest"),
+                      default="best", help="the workdir's checkpoint to restore")
+  parser.add_argument("--reference", default="auto",
+                      help="measured scans: auto (the checkpoint's training split; the shipped "
+                           "model's compact reference), none, or a prepared dataset to look "
+                           "scans up in by composition")
+  parser.add_argument("--indexing", action=argparse.BooleanOptionalAction, default=True,
+                      help="measured scans: restrict the answer for a scan the reference does "
+                           "not match to the systems of the cubic, tetragonal, hexagonal or "
+                           "orthorhombic lattice that indexes its lines, if one does")
+  parser.add_argument("--min_confidence", type=float, default=0.0,
+                      help="a crystal-system answer less probable than this is 'undetermined', "
+                           "given with its top candidates")
+
+
 def _parse_args(argv):
   parser = argparse.ArgumentParser(
       prog="python -m xxact_jax.predict", description=__doc__.split("\n\n")[0],
@@ -75,8 +93,6 @@ def _parse_args(argv):
                       help="trained workdir; several separated by commas predict as an ensemble "
                            "(their probabilities and values averaged); default: the model "
                            "shipped with the package (docs/MODELS.md)")
-  parser.add_argument("--which", choices=("best", "latest"), default="best",
-                      help="checkpoint to restore")
   parser.add_argument("--formula", help="chemical formula, e.g. Fe2O3")
   parser.add_argument("--xrd", help="measured pattern: .xy .xye .csv .txt .dat or .xrdml")
   parser.add_argument("--wavelength",
@@ -85,31 +101,9 @@ def _parse_args(argv):
   parser.add_argument("--input", help="CSV with formula,xrd_file or cif columns")
   parser.add_argument("--output", help="write JSON Lines here instead of stdout")
   parser.add_argument("--batch_size", type=int, default=256, help="samples per forward pass")
-  parser.add_argument("--min_confidence", type=float, default=0.0,
-                      help="a class answer less probable than this is given as 'undetermined' "
-                           "with its top candidates")
-  parser.add_argument("--reference", default="auto",
-                      help="auto (the checkpoint's training split; the shipped model's compact "
-                           "reference), none, or a prepared dataset to look measured scans up "
-                           "in by composition")
-  parser.add_argument("--indexing", action=argparse.BooleanOptionalAction, default=True,
-                      help="restrict the answer for a measured scan the reference does not "
-                           "match to the systems of the cubic, tetragonal, hexagonal or "
-                           "orthorhombic lattice that indexes its lines, if one does")
+  add_model_arguments(parser)
   from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
-  default = resample.Preprocessing()
-  parser.add_argument("--background", choices=resample.BACKGROUND_METHODS,
-                      default=default.background,
-                      help="background removal of measured scans")
-  parser.add_argument("--strip_ka2", action=argparse.BooleanOptionalAction,
-                      default=default.strip_ka2,
-                      help="remove the Kα2 companion reflections of measured scans (Rachinger)")
-  parser.add_argument("--redraw_peaks", action=argparse.BooleanOptionalAction,
-                      default=default.redraw_peaks,
-                      help="find each scan's reflections and draw them again as the training "
-                           "patterns' σ = 0.1° Gaussians")
-  parser.add_argument("--min_coverage_deg", type=float, default=default.min_coverage_deg,
-                      help="refuse scans covering less of 5–90° (Cu Kα scale); 0 accepts any")
+  resample.add_arguments(parser)
   args = parser.parse_args(argv)
   modes = [bool(args.formula or args.xrd), bool(args.cif), bool(args.input)]
   if sum(modes) != 1:
@@ -243,10 +237,8 @@ def run(argv=None) -> list[dict]:
                       xrd=args.xrd, wavelength=args.wavelength)]
   from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
   predictor = predictor_lib.load(
-      args.workdir, args.which, args.batch_size,
-      preprocessing=resample.Preprocessing(
-          background=args.background, strip_ka2=args.strip_ka2,
-          redraw_peaks=args.redraw_peaks, min_coverage_deg=args.min_coverage_deg),
+      args.workdir, args.checkpoint, args.batch_size,
+      preprocessing=resample.from_arguments(args),
       reference=args.reference, indexing=args.indexing)
   rows, errors = {}, {}
   for i, sample in enumerate(samples):

@@ -2,7 +2,7 @@ r"""Writes a shipped model (inference/pretrained.py) from trained workdirs and t
 
   python -m xxact_jax.inference.export --workdir=RUN0,RUN1,RUN2 --data=DATASET \
       --output=xxact_jax/pretrained/xxact-mp36k-v1 --name=xxact-mp36k --version=1 \
-      [--dtype=auto|float16|float32] [--measured=INDEX_CSV] [--which=best|latest] \
+      [--dtype=auto|float16|float32] [--measured=INDEX_CSV] [--checkpoint=best|latest] \
       [--command="how the workdirs were trained"] [--check_rows=1024]
 
 The workdirs are the members of an ensemble (e.g. seeds of one recipe): they must share the
@@ -60,7 +60,8 @@ def _parse_args(argv):
   parser.add_argument("--name", default="xxact-mp36k")
   parser.add_argument("--version", default="1")
   parser.add_argument("--dtype", choices=("auto", "float16", "float32"), default="auto")
-  parser.add_argument("--which", choices=("best", "latest"), default="best")
+  parser.add_argument("--checkpoint", "--which", dest="checkpoint", choices=("best", "latest"),
+                      default="best", help="the checkpoint of each workdir")
   parser.add_argument("--measured", help="index CSV of measured scans added to the dtype check")
   parser.add_argument("--check_rows", type=int, default=1024)
   parser.add_argument("--reference_split", default="train",
@@ -327,7 +328,7 @@ def main(argv=None) -> int:
   args = _parse_args(sys.argv[1:] if argv is None else argv)
   try:
     export(args.workdir, args.data, args.output, args.name, args.version, args.dtype,
-           args.which, args.measured, args.check_rows, args.reference_split, args.command,
+           args.checkpoint, args.measured, args.check_rows, args.reference_split, args.command,
            DATA_CARD if args.data_card == "mp_36k" else None, args.overwrite,
            {"config": args.training_config, "flags": args.training_flags.split()},
            log=lambda m: print(m, file=sys.stderr, flush=True))

@@ -462,15 +462,20 @@ def split_workdirs(workdir) -> list[str]:
   return names
 
 
-def _load_one(workdir: str, which, batch_size, preprocessing, reference,
-              indexing) -> Predictor:
+def restore(workdir: str, which: str = "best"):
+  """A workdir's best or latest checkpoint (training/checkpoints.py), or an InputError naming it."""
   from xxact_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(workdir):
     raise InputError("no such workdir", path=workdir)
   try:
-    restored = checkpoints.restore_checkpoint(workdir, which)
+    return checkpoints.restore_checkpoint(workdir, which)
   except checkpoints.CheckpointError as e:
     raise InputError(str(e), path=workdir) from None
+
+
+def _load_one(workdir: str, which, batch_size, preprocessing, reference,
+              indexing) -> Predictor:
+  restored = restore(workdir, which)
   extra = restored.extra
   return Predictor(restored.params, restored.config, restored.target_stats,
                    extra.get("max_elements") or DEFAULT_MAX_ELEMENTS, workdir=workdir,

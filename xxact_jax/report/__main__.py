@@ -1,6 +1,6 @@
 r"""Evaluation report of a trained workdir: figures and summary.md in DIR/report/.
 
-  python -m xxact_jax.report --workdir=DIR [--split=test] [--which=best]
+  python -m xxact_jax.report --workdir=DIR [--split=test] [--checkpoint=best]
 
 Writes a 2-D PCA of the model's embedding coloured by crystal system (paper
 Fig. 2), silhouette scores per crystal system (Table 5), accuracy per crystal
@@ -27,7 +27,8 @@ def _parse_args(argv):
   parser = argparse.ArgumentParser(prog="python -m xxact_jax.report",
                                    description=__doc__.split("\n\n")[0])
   parser.add_argument("--workdir", required=True)
-  parser.add_argument("--which", choices=("best", "latest"), default="best")
+  parser.add_argument("--checkpoint", "--which", dest="checkpoint", choices=("best", "latest"),
+                      default="best", help="the checkpoint of each workdir")
   parser.add_argument("--split", help="dataset split (default: the run's eval split)")
   parser.add_argument("--data_path", help="prepared dataset (default: the run's)")
   parser.add_argument("--max_samples", type=int, default=0,
@@ -63,7 +64,7 @@ def build(args) -> str:
   from xxact_jax.report import analysis  # pylint: disable=g-import-not-at-top
   from xxact_jax.report import curves  # pylint: disable=g-import-not-at-top
 
-  predictor = predictor_lib.load(args.workdir, args.which, args.batch_size)
+  predictor = predictor_lib.load(args.workdir, args.checkpoint, args.batch_size)
   config = predictor.config
   data_path = (args.data_path or predictor.extra.get("data_path") or config.data.get("path")
                or data_lib.default_dataset_path())
@@ -88,7 +89,7 @@ def build(args) -> str:
   try:
     header = {"workdir": os.path.abspath(args.workdir), "model": config.model.name,
               "targets": ", ".join(predictor.targets),
-              "checkpoint": f"{args.which} (step {predictor.step})",
+              "checkpoint": f"{args.checkpoint} (step {predictor.step})",
               "dataset": f"{data_path} (split {split!r}, {len(dataset)} rows)"}
     analysis.write_report(results, records, staging, header, predictor.embeddings)
     _publish_permissions(staging)
