@@ -67,3 +67,21 @@ def test_pairs_of_runs_pool_their_discordant_scans(tmp_path, capsys):
   assert [r["right_by_a_alone"] for r in result["pairs"]] == [1, 1]
   assert significance.main([str(a0), str(b0), str(a1)]) == 2
   assert "pairs" in capsys.readouterr().err
+
+
+def test_route_keeps_the_scans_that_route_answers(tmp_path, capsys):
+  a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+  records = {"s1": ("model", "cubic", "cubic"), "s2": ("model", "cubic", "trigonal"),
+             "s3": ("reference", "cubic", "cubic")}
+  for path, flip in ((a, False), (b, True)):
+    with open(path, "w") as f:
+      for scan_id, (route, label, predicted) in records.items():
+        answer = ("tetragonal" if scan_id == "s1" else "cubic") if flip else predicted
+        f.write(json.dumps({"id": scan_id, "route": route, "label": {"crystal_system": label},
+                            "crystal_system": answer}) + "\n")
+  assert significance.main([str(a), str(b), "--route=model"]) == 0
+  result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert result["paired"] == 2 and result["route"] == "model"
+  assert (result["right_by_a_alone"], result["right_by_b_alone"]) == (1, 1)
+  assert significance.main([str(a), str(b), "--route=indexing"]) == 2
+  assert "route 'indexing'" in capsys.readouterr().err

@@ -3,6 +3,7 @@ r"""How sure an accuracy on a few labelled scans is, and whether two models diff
   python -m xxact_jax.report.significance A/predictions.jsonl B/predictions.jsonl \
       [--target=crystal_system]
   python -m xxact_jax.report.significance A_0 B_0 A_1 B_1 ...   # pooled over pairs (e.g. seeds)
+  python -m xxact_jax.report.significance A B --route=model   # the scans the model answers alone
 
 On 100 measured scans one scan is one point of accuracy: a Wilson interval says how far the true
 rate may lie, and an exact McNemar test (the scans one model gets right and the other wrong;
@@ -10,7 +11,8 @@ a two-sided binomial test on those) whether two models evaluated on the same sca
 inputs are `python -m xxact_jax.evaluate` predictions files; scans are paired by their id. The
 last stdout line is the result as JSON. Several pairs (the runs of two settings with seeds 0, 1,
 ...) pool their discordant scans into one McNemar test; each pair's comparison is kept under
-"pairs".
+"pairs". `--route` keeps the scans whose `route` (evaluate --measured's default path) is the one
+named in both files: `model` for the scans neither the reference nor an indexed lattice answers.
 """
 
 import argparse
@@ -37,7 +39,7 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
   return float(stats.binomtest(int(only_a), int(only_a + only_b), 0.5).pvalue)
 
 
-def _outcomes(path: str, target: str) -> dict[str, bool]:
+def _outcomes(path: str, target: str, route: str | None = None) -> dict[str, bool]:
   outcomes = {}
   try:
     with open(path) as f:
@@ -51,22 +53,25 @@ def _outcomes(path: str, target: str) -> dict[str, bool]:
         except (json.JSONDecodeError, KeyError, TypeError) as e:
           raise InputError(f"{path}:{line_number}: not a prediction with an id, {target!r} and "
                            f"label.{target} ({type(e).__name__}: {e})") from None
-        if label is not None:
+        if label is not None and (route is None or record.get("route") == route):
           outcomes[key] = predicted == label
   except OSError as e:
     raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
   return outcomes
 
 
-def compare(path_a: str, path_b: str, target: str = "crystal_system") -> dict:
-  """Accuracies with Wilson intervals and the McNemar test of A against B on their common ids."""
-  a, b = _outcomes(path_a, target), _outcomes(path_b, target)
+def compare(path_a: str, path_b: str, target: str = "crystal_system",
+            route: str | None = None) -> dict:
+  """Accuracies with Wilson intervals and the McNemar test of A against B on their common ids
+  (those on `route` only, when given)."""
+  a, b = _outcomes(path_a, target, route), _outcomes(path_b, target, route)
   common = sorted(set(a) & set(b))
   if not common:
-    raise InputError(f"{path_a} and {path_b} share no labelled predictions of {target!r}.")
+    raise InputError(f"{path_a} and {path_b} share no labelled predictions of {target!r}"
+                     + (f" on route {route!r}." if route else "."))
   only_a = sum(a[k] and not b[k] for k in common)
   only_b = sum(b[k] and not a[k] for k in common)
-  result = {"target": target, "paired": len(common),
+  result = {"target": target, "route": route, "paired": len(common),
             "only_in_a": len(set(a) - set(b)), "only_in_b": len(set(b) - set(a))}
   for name, outcome in (("a", a), ("b", b)):
     correct = sum(outcome[k] for k in common)
@@ -78,12 +83,12 @@ def compare(path_a: str, path_b: str, target: str = "crystal_system") -> dict:
   return result
 
 
-def compare_pooled(pairs, target: str = "crystal_system") -> dict:
+def compare_pooled(pairs, target: str = "crystal_system", route: str | None = None) -> dict:
   """compare of each (A, B) pair, and one McNemar test of their discordant scans together."""
-  each = [compare(a, b, target) for a, b in pairs]
+  each = [compare(a, b, target, route) for a, b in pairs]
   only_a = sum(r["right_by_a_alone"] for r in each)
   only_b = sum(r["right_by_b_alone"] for r in each)
-  return {"target": target, "pairs": each, "paired": sum(r["paired"] for r in each),
+  return {"target": target, "route": route, "pairs": each, "paired": sum(r["paired"] for r in each),
           "right_by_a_alone": only_a, "right_by_b_alone": only_b,
           "mcnemar_p": mcnemar_exact(only_a, only_b)}
 
@@ -93,15 +98,17 @@ def main(argv=None) -> int:
   parser.add_argument("files", nargs="+", metavar="A B",
                       help="predictions.jsonl of model A, then of model B; more pairs are pooled")
   parser.add_argument("--target", default="crystal_system")
+  parser.add_argument("--route", choices=("reference", "indexing", "model"),
+                      help="only the scans this route answers on the default path")
   args = parser.parse_args(argv)
   try:
     if len(args.files) % 2:
       raise InputError(f"predictions files come in pairs (A B), got {len(args.files)}")
     pairs = list(zip(args.files[::2], args.files[1::2]))
     if len(pairs) > 1:
-      result = compare_pooled(pairs, args.target)
+      result = compare_pooled(pairs, args.target, args.route)
     else:
-      result = compare(*pairs[0], args.target)
+      result = compare(*pairs[0], args.target, args.route)
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
