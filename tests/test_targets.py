@@ -41,6 +41,9 @@ def test_regression_targets_standardise_and_back():
 def test_unknown_target_is_a_clear_error_and_lists_are_derived_from_the_registry():
   with pytest.raises(ValueError, match="Unknown target 'bandgap'.*band_gap"):
     targets.get("bandgap")
+  assert targets.check_names(["band_gap"]) == ("band_gap",)
+  with pytest.raises(ValueError, match=r"Unknown target\(s\) \['gap'\] in X; known: .*band_gap"):
+    targets.check_names(["band_gap", "gap"], " in X")
   assert constants.ALL_TARGETS == tuple(targets.REGISTRY)
   assert constants.CLASSIFICATION_TARGETS == {"crystal_system": 7, "spacegroup_number": 230}
   assert set(constants.REGRESSION_TARGETS) == {"formation_energy_per_atom", "band_gap"}

@@ -98,6 +98,15 @@ ALL_TARGETS = tuple(REGISTRY)
 TARGET_UNITS = {n: t.unit for n, t in REGISTRY.items() if t.is_regression}
 
 
+def check_names(names, where: str = "") -> tuple[str, ...]:
+  """`names` as a tuple, or a ValueError listing those that are not targets (and the known ones)."""
+  names = tuple(names)
+  unknown = [t for t in names if t not in REGISTRY]
+  if unknown:
+    raise ValueError(f"Unknown target(s) {unknown}{where}; known: {list(REGISTRY)}")
+  return names
+
+
 def get(name: str) -> Target:
   """The target called `name`; a clear error for an unknown one."""
   if name not in REGISTRY:

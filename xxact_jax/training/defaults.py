@@ -12,6 +12,7 @@ from typing import Any
 import ml_collections
 
 from xxact_jax import constants
+from xxact_jax import targets as targets_lib
 from xxact_jax.data import augment
 
 
@@ -167,11 +168,7 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """
   if config.objective not in OBJECTIVES:
     raise ValueError(f"Unknown objective {config.objective!r}; known: {list(OBJECTIVES)}")
-  targets = tuple(config.targets)
-  unknown = [t for t in targets if t not in constants.ALL_TARGETS]
-  if unknown:
-    raise ValueError(f"Unknown target(s) {unknown} in config.targets; known: "
-                     f"{list(constants.ALL_TARGETS)}")
+  targets = targets_lib.check_names(config.targets, " in config.targets")
   if len(set(targets)) != len(targets):
     raise ValueError(f"config.targets {list(targets)} names a target twice")
   if config.objective == "supervised" and not targets:
@@ -230,9 +227,7 @@ def experiment(model_name: str, objective: str, arg: str | None, *, recipe: dict
     chosen = constants.ALL_TARGETS
   else:
     chosen = tuple(t for t in a.targets.split("+") if t)
-  unknown = [t for t in chosen if t not in constants.ALL_TARGETS]
-  if unknown:
-    raise ValueError(f"Unknown target(s) {unknown}; known: {list(constants.ALL_TARGETS)}")
+  targets_lib.check_names(chosen)
   # model.targets, .mxm, .contrastive and .regression_log_std follow from the trainer's fields
   # (`resolve`, again at the start of training, after command-line overrides).
   model = model_config(model_name, size=a.size or ("tiny" if a.runlocal else "paper"))

@@ -23,6 +23,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from xxact_jax import constants
+from xxact_jax import targets as targets_lib
 from xxact_jax import data as data_lib
 from xxact_jax.data import resimulate
 from xxact_jax.data import structures as structures_lib
@@ -167,9 +168,7 @@ def target_statistics(metadata: dict, targets, path: str) -> dict:
   """Mean/std of each regression target over the train split; errors for unlabelled targets."""
   stats = metadata.get("label_stats", {})
   result = {}
-  for t in targets:
-    if t not in constants.ALL_TARGETS:
-      raise ValueError(f"Unknown target {t!r}; known: {list(constants.ALL_TARGETS)}")
+  for t in targets_lib.check_names(targets):
     count = stats.get(t, {}).get("count", 0)
     if not count:
       raise ValueError(f"Target {t!r} has no labels in the train split of the dataset at "
