@@ -209,27 +209,13 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, name: 
 
 
 def confusion_png(labels, predictions, path: str):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  from sklearn.metrics import confusion_matrix  # pylint: disable=g-import-not-at-top
+  """The crystal-system confusion matrix of measured scans (report/plots.py's figure)."""
+  from xxact_jax.report import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax.report import plots  # pylint: disable=g-import-not-at-top
   names = constants.CRYSTAL_SYSTEMS
-  matrix = confusion_matrix(labels, predictions, labels=list(range(len(names))))
-  fig, ax = plt.subplots(figsize=(6.5, 5.5))
-  ax.imshow(matrix, cmap="Blues")
-  for (i, j), v in np.ndenumerate(matrix):
-    if v:
-      ax.text(j, i, str(v), ha="center", va="center",
-              color="white" if v > matrix.max() / 2 else "black")
-  ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-  ax.set_yticks(range(len(names)), names)
-  ax.set_xlabel("predicted")
-  ax.set_ylabel("label")
-  ax.set_title(f"crystal system, {len(labels)} measured scans, accuracy "
-               f"{np.mean(np.asarray(labels) == np.asarray(predictions)):.1%}")
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  plots.plot_confusion(metrics_lib.confusion_matrix(labels, predictions, len(names)), names, path,
+                       title=f"crystal system, {len(labels)} measured scans, accuracy "
+                             f"{np.mean(np.asarray(labels) == np.asarray(predictions)):.1%}")
 
 
 ROUTES = ("reference", "indexing", "model")
