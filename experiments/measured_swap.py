@@ -218,7 +218,8 @@ def combine_by_route(swap_paths, predictions_path, output):
   missing = sorted(set(scans) - set(routes))
   if missing:
     raise SystemExit(f"{predictions_path}: no route for {len(missing)} scans, e.g. {missing[0]}")
-  models = [k for k in next(iter(scans.values())) if isinstance(next(iter(scans.values()))[k], dict)]
+  first = next(iter(scans.values()))
+  models = [k for k, v in first.items() if isinstance(v, dict)]   # a model's answers per input
   groups = {"all": list(scans.values())}
   for route in ("reference", "indexing", "model"):
     groups[route] = [s for i, s in scans.items() if routes[i] == route]

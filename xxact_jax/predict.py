@@ -66,11 +66,16 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     return super()._get_help_string(action)
 
 
+def add_checkpoint_argument(parser) -> None:
+  """--checkpoint: which checkpoint of a workdir the command restores (--which is still read)."""
+  parser.add_argument("--checkpoint", "--which", dest="checkpoint", choices=("best", "latest"),
+                      default="best", help="the workdir's checkpoint to restore")
+
+
 def add_model_arguments(parser) -> None:
   """The command-line flags of the checkpoint and of phase identification (predict and evaluate
   share them)."""
-  parser.add_argument("--checkpoint", "--which", dest="checkpoint", choices=("best", "latest"),
-                      default="best", help="the workdir's checkpoint to restore")
+  add_checkpoint_argument(parser)
   parser.add_argument("--reference", default="auto",
                       help="measured scans: auto (the checkpoint's training split; the shipped "
                            "model's compact reference), none, or a prepared dataset to look "

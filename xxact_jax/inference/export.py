@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from xxact_jax import predict as predict_cli
 from xxact_jax.inference import calibration
 from xxact_jax.inference import compact_reference
 from xxact_jax.inference import pretrained
@@ -60,8 +61,7 @@ def _parse_args(argv):
   parser.add_argument("--name", default="xxact-mp36k")
   parser.add_argument("--version", default="1")
   parser.add_argument("--dtype", choices=("auto", "float16", "float32"), default="auto")
-  parser.add_argument("--checkpoint", "--which", dest="checkpoint", choices=("best", "latest"),
-                      default="best", help="the checkpoint of each workdir")
+  predict_cli.add_checkpoint_argument(parser)
   parser.add_argument("--measured", help="index CSV of measured scans added to the dtype check")
   parser.add_argument("--check_rows", type=int, default=1024)
   parser.add_argument("--reference_split", default="train",
@@ -148,14 +148,7 @@ def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
   workdirs = predictor_lib.split_workdirs(workdirs)
   if os.path.exists(output) and os.listdir(output) and not overwrite:
     raise InputError("exists and is not empty (--overwrite replaces it)", path=output)
-  restored = []
-  for w in workdirs:
-    if not os.path.isdir(w):
-      raise InputError("no such workdir", path=w)
-    try:
-      restored.append(checkpoints.restore_checkpoint(w, which))
-    except checkpoints.CheckpointError as e:
-      raise InputError(str(e), path=w) from None
+  restored = [predictor_lib.restore(w, which) for w in workdirs]
   first = restored[0]
   for w, r in zip(workdirs[1:], restored[1:]):
     if _config_without_seed(r.config) != _config_without_seed(first.config):

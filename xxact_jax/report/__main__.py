@@ -18,6 +18,7 @@ import tempfile
 import numpy as np
 
 from xxact_jax import constants
+from xxact_jax import predict as predict_cli
 from xxact_jax import progress as progress_lib
 from xxact_jax.inference.errors import InputError
 
@@ -27,8 +28,7 @@ def _parse_args(argv):
   parser = argparse.ArgumentParser(prog="python -m xxact_jax.report",
                                    description=__doc__.split("\n\n")[0])
   parser.add_argument("--workdir", required=True)
-  parser.add_argument("--checkpoint", "--which", dest="checkpoint", choices=("best", "latest"),
-                      default="best", help="the checkpoint of each workdir")
+  predict_cli.add_checkpoint_argument(parser)
   parser.add_argument("--split", help="dataset split (default: the run's eval split)")
   parser.add_argument("--data_path", help="prepared dataset (default: the run's)")
   parser.add_argument("--max_samples", type=int, default=0,
