@@ -458,12 +458,12 @@ def test_predict_reads_the_evaluate_index_and_evaluate_the_predict_csv(tmp_path)
 
 
 def test_help_shows_the_defaults(capsys):
-  for cli in (predict_cli._parse_args, evaluate_cli._parse_args):  # pylint: disable=protected-access
+  for cli in (predict_cli, evaluate_cli):
     with pytest.raises(SystemExit):
-      cli(["--help"])
+      cli.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(default: 10.0)" in text and "(default: none)" in text
-    assert "(default: None)" not in text
+    assert "(default: '10.0')" in text and "(default: 'none')" in text
+    assert "(default: 'None')" not in text
 
 
 @pytest.mark.slow
@@ -502,7 +502,7 @@ def test_assumed_wavelength_and_empty_indexing_are_said_once(workdir, tmp_path, 
   (record,) = [json.loads(line) for line in output.read_text().splitlines()]
   assert "indexing" not in record and record["indexing_note"] == indexing.NONE_FOUND
   assert predict_cli.main([f"--workdir={workdir}", f"--input={table}", "--reference=none",
-                           "--no-indexing", f"--output={output}"]) == 0
+                           "--noindexing", f"--output={output}"]) == 0
   assert "indexing_note" not in json.loads(output.read_text())
   # evaluate: the same scan without a wavelength, said the same way; where it wrote.
   index = tmp_path / "index.csv"

@@ -295,12 +295,12 @@ def test_next_steps_name_the_dataset_the_run_trained_on(embedded_dataset, tmp_pa
 
 def test_the_tpu_probe_is_not_printed_by_the_command_line_tools():
   import logging as logging_std  # pylint: disable=g-import-not-at-top
-  from xxact_jax import cli_logging  # pylint: disable=g-import-not-at-top
+  from xxact_jax import cli  # pylint: disable=g-import-not-at-top
 
   def record(name, level, message, path="/x/jax/_src/xla_bridge.py"):
     return logging_std.LogRecord(name, level, path, 1, message, None, None)
 
-  quiet = cli_logging.QuietLibraries()
+  quiet = cli.QuietLibraries()
   assert not quiet.filter(record("jax._src.xla_bridge", logging_std.INFO,
                                  "Unable to initialize backend 'tpu': INTERNAL: Failed to open "
                                  "libtpu.so"))

@@ -136,7 +136,7 @@ def test_predictions_agree_between_eval_loop_api_and_cli(predictor, workdir, tes
                  fmt="%.10g")
       writer.writerow([str(row), formula, name])
   # The model's own answers: indexing would restrict those of patterns it indexes.
-  code, cli = run_predict([f"--workdir={workdir}", f"--input={table}", "--no-indexing"],
+  code, cli = run_predict([f"--workdir={workdir}", f"--input={table}", "--noindexing"],
                           tmp_path)
   assert code == 0 and len(cli) == len(rows)
 

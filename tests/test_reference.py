@@ -172,7 +172,7 @@ def test_predict_and_evaluate_answer_known_compositions_from_the_reference(datab
   assert "indexing" not in predictor.predict("KBr", str(scans / "unknown.xy"))
   # The predict CLI gives the same answers.
   from xxact_jax import predict as predict_cli  # pylint: disable=g-import-not-at-top
-  for flag, indexed in (("--indexing", True), ("--no-indexing", False)):
+  for flag, indexed in (("--indexing", True), ("--noindexing", False)):
     output = tmp_path / f"cli{flag}.jsonl"
     reads.clear()
     assert predict_cli.main([f"--workdir={workdir}", "--formula=KBr",

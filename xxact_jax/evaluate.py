@@ -2,8 +2,8 @@ r"""Scores a trained workdir on labelled measured scans or on any prepared datas
 
   python -m xxact_jax.evaluate --measured=index.csv --output=OUT   # the shipped model
   python -m xxact_jax.evaluate --workdir=DIR --measured=index.csv --output=OUT \
-      [--checkpoint=best|latest] [--background=none|snip] [--[no-]strip_ka2]
-      [--[no-]redraw_peaks] [--reference=auto|none|DATASET] [--[no-]indexing]
+      [--checkpoint=best|latest] [--background=none|snip] [--[no]strip_ka2]
+      [--[no]redraw_peaks] [--reference=auto|none|DATASET] [--[no]indexing]
   python -m xxact_jax.evaluate --workdir=DIR --data=DATASET --output=OUT \
       [--split=test|train|all] [--checkpoint=best|latest]
 
@@ -41,20 +41,20 @@ similarity threshold, accuracy on the matched ones of the reference and of the m
 restricted to the systems of the lattice that indexes them, where one does
 (inference/indexing.py); `indexing` in `metrics.json` counts them and scores them with and
 without the restriction, and `lattice_allows_label` is how often the lattice allows the label.
---no-indexing turns it off; with both off, the model answers alone.
+--noindexing turns it off; with both off, the model answers alone.
 """
 
-import argparse
 import collections
 import os
 import sys
 import time
 import warnings
 
+from absl import flags
 import numpy as np
 
+from xxact_jax import cli
 from xxact_jax import constants
-from xxact_jax import predict as predict_cli
 from xxact_jax import progress as progress_lib
 from xxact_jax import targets as targets_lib
 from xxact_jax.inference import indexing as indexing_lib
@@ -69,29 +69,23 @@ from xxact_jax.report import significance
 LABEL_COLUMNS = ("crystal_system", "spacegroup_number")
 
 
-def _parse_args(argv):
-  parser = argparse.ArgumentParser(prog="python -m xxact_jax.evaluate",
-                                   description=__doc__.split("\n\n")[0],
-                                   formatter_class=predict_cli.HelpFormatter)
-  parser.add_argument("--workdir", default="pretrained",
-                      help="trained workdir; with --measured, several separated by commas are "
-                           "scored as an ensemble (their probabilities averaged); default: the "
-                           "model shipped with the package (--measured only)")
-  source = parser.add_mutually_exclusive_group(required=True)
-  source.add_argument("--measured", help="index CSV of measured scans")
-  source.add_argument("--data", help="a prepared dataset (python -m xxact_jax.prepare)")
-  parser.add_argument("--split", choices=("test", "train", "all"), default="test",
-                      help="with --data: the split evaluated")
-  parser.add_argument("--output", required=True, help="directory for the results")
-  predict_cli.add_model_arguments(parser)
-  resample.add_arguments(parser)
-  parser.add_argument("--calibrate", action="store_true",
-                      help="with --data: fit the temperatures of the model's class probabilities "
-                           "on the split's patterns, augmented as measured scans, and write "
-                           "WORKDIR/calibration.json (inference/calibration.py)")
-  parser.add_argument("--batch_size", type=int, default=0,
-                      help="default: 256 with --measured, the run's eval batch with --data")
-  return parser.parse_args(argv)
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("workdir", "pretrained", "Trained workdir; with --measured, several separated "
+                    "by commas are scored as an ensemble (their probabilities averaged); default: "
+                    "the model shipped with the package (--measured only).", flag_values=FLAGS)
+flags.DEFINE_string("measured", None, "Index CSV of measured scans.", flag_values=FLAGS)
+flags.DEFINE_string("data", None, "A prepared dataset (xxact_jax.prepare).", flag_values=FLAGS)
+flags.mark_flags_as_mutual_exclusive(["measured", "data"], required=True, flag_values=FLAGS)
+flags.DEFINE_enum("split", "test", ("test", "train", "all"), "With --data.", flag_values=FLAGS)
+flags.DEFINE_string("output", None, "Directory for the results.", required=True,
+                    flag_values=FLAGS)
+cli.define_prediction_flags(FLAGS)
+flags.DEFINE_boolean("calibrate", False, "With --data: fit the temperatures of the model's class "
+                     "probabilities on the split's patterns, augmented as measured scans, and "
+                     "write WORKDIR/calibration.json (inference/calibration.py).",
+                     flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 0, "Default: 256 with --measured, the run's eval batch with "
+                     "--data.", flag_values=FLAGS)
 
 
 def read_index(path: str) -> list[dict]:
@@ -502,7 +496,8 @@ def _dataset_figures(predictions, targets, output):
 
 
 def main(argv=None):
-  args = _parse_args(sys.argv[1:] if argv is None else argv)
+  cli.parse(FLAGS, argv, __doc__)
+  args = FLAGS
   try:
     if args.calibrate:
       if not args.data:
@@ -538,4 +533,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  cli.run(main)

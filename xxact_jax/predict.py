@@ -2,8 +2,8 @@ r"""Predictions from the shipped model or a trained workdir for measured pattern
 
   python -m xxact_jax.predict --formula=CaCO3 --xrd=scan.xy     # the model shipped with xxact_jax
   python -m xxact_jax.predict --workdir=DIR --formula=Fe2O3 --xrd=scan.xy [--wavelength=Mo] \
-      [--background=none|snip] [--[no-]strip_ka2] [--[no-]redraw_peaks] \
-      [--reference=auto|none|DATASET] [--[no-]indexing]
+      [--background=none|snip] [--[no]strip_ka2] [--[no]redraw_peaks] \
+      [--reference=auto|none|DATASET] [--[no]indexing]
   python -m xxact_jax.predict --workdir=DIR --cif=structure.cif
   python -m xxact_jax.predict --workdir=DIR --input=samples.csv [--output=predictions.jsonl]
 
@@ -28,7 +28,7 @@ the model alone.
 For the other scans, when a cubic, tetragonal, hexagonal or orthorhombic lattice indexes the
 scan's lines (inference/indexing.py), the model's crystal-system probabilities and space groups are
 restricted to the systems that lattice allows, with "indexing" giving the cell and figure of
-merit and the model's own answer kept the same way; --no-indexing turns this off.
+merit and the model's own answer kept the same way; --noindexing turns this off.
 
 Formulas are refused with a zero amount ("Fe0O3") or an element the model was
 not trained on (beyond Pu, Z 94: `inference/inputs.py` `SUPPORTED_ELEMENTS`).
@@ -46,74 +46,41 @@ bad single input, an unreadable CSV or header, a workdir without checkpoint):
 one `error: ...` line on stderr and no output file.
 """
 
-import argparse
 import os
 import sys
 import warnings
 
+from absl import flags
 import numpy as np
 
+from xxact_jax import cli
 from xxact_jax.inference import outputs as output_checks
 from xxact_jax.inference.errors import InputError
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-  """Shows each option's default, unless it has none or its help already states it."""
-
-  def _get_help_string(self, action):
-    if action.default is None or "default" in (action.help or ""):
-      return action.help
-    return super()._get_help_string(action)
-
-
-def add_checkpoint_argument(parser) -> None:
-  """--checkpoint: which checkpoint of a workdir the command restores (--which is still read)."""
-  parser.add_argument("--checkpoint", "--which", dest="checkpoint", choices=("best", "latest"),
-                      default="best", help="the workdir's checkpoint to restore")
-
-
-def add_model_arguments(parser) -> None:
-  """The command-line flags of the checkpoint and of phase identification (predict and evaluate
-  share them)."""
-  add_checkpoint_argument(parser)
-  parser.add_argument("--reference", default="auto",
-                      help="measured scans: auto (the checkpoint's training split; the shipped "
-                           "model's compact reference), none, or a prepared dataset to look "
-                           "scans up in by composition")
-  parser.add_argument("--indexing", action=argparse.BooleanOptionalAction, default=True,
-                      help="measured scans: restrict the answer for a scan the reference does "
-                           "not match to the systems of the cubic, tetragonal, hexagonal or "
-                           "orthorhombic lattice that indexes its lines, if one does")
-  parser.add_argument("--min_confidence", type=float, default=0.0,
-                      help="a crystal-system answer less probable than this is 'undetermined', "
-                           "given with its top candidates")
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("workdir", "pretrained", "Trained workdir; several separated by commas "
+                    "predict as an ensemble (their probabilities and values averaged); default: "
+                    "the model shipped with the package (docs/MODELS.md).", flag_values=FLAGS)
+flags.DEFINE_string("formula", None, "Chemical formula, e.g. Fe2O3.", flag_values=FLAGS)
+flags.DEFINE_string("xrd", None, "Measured scan: .xy .xye .csv .txt .dat .xrdml", flag_values=FLAGS)
+flags.DEFINE_string("wavelength", None, "Source wavelength of --xrd: Å, or an anode name (Cu, "
+                    "Mo, Co, Fe, Cr, Ag; Kα, or e.g. CuKa1); default: from the file, else Cu Kα.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("cif", None, "CIF file, simulated as in the dataset.", flag_values=FLAGS)
+flags.DEFINE_string("input", None, "CSV with formula,xrd_file or cif columns.", flag_values=FLAGS)
+flags.DEFINE_string("output", None, "Write JSON Lines here instead of stdout.", flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 256, "Samples per forward pass.", flag_values=FLAGS)
+cli.define_prediction_flags(FLAGS)
+flags.register_multi_flags_validator(
+    ["formula", "xrd", "cif", "input"],
+    lambda f: sum(map(bool, (f["formula"] or f["xrd"], f["cif"], f["input"]))) == 1,
+    "give exactly one of: --formula/--xrd, --cif, --input", flag_values=FLAGS)
 
 
 def _parse_args(argv):
-  parser = argparse.ArgumentParser(
-      prog="python -m xxact_jax.predict", description=__doc__.split("\n\n")[0],
-      formatter_class=HelpFormatter,
-      epilog="Wavelength: Å, or an anode name (Cu, Mo, Co, Fe, Cr, Ag; Kα, or e.g. CuKa1).")
-  parser.add_argument("--workdir", default="pretrained",
-                      help="trained workdir; several separated by commas predict as an ensemble "
-                           "(their probabilities and values averaged); default: the model "
-                           "shipped with the package (docs/MODELS.md)")
-  parser.add_argument("--formula", help="chemical formula, e.g. Fe2O3")
-  parser.add_argument("--xrd", help="measured pattern: .xy .xye .csv .txt .dat or .xrdml")
-  parser.add_argument("--wavelength",
-                      help="source wavelength of --xrd (default: from the file, else Cu Kα)")
-  parser.add_argument("--cif", help="CIF file; the pattern is simulated as in the dataset")
-  parser.add_argument("--input", help="CSV with formula,xrd_file or cif columns")
-  parser.add_argument("--output", help="write JSON Lines here instead of stdout")
-  parser.add_argument("--batch_size", type=int, default=256, help="samples per forward pass")
-  add_model_arguments(parser)
-  from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
-  resample.add_arguments(parser)
-  args = parser.parse_args(argv)
-  modes = [bool(args.formula or args.xrd), bool(args.cif), bool(args.input)]
-  if sum(modes) != 1:
-    parser.error("give exactly one of: --formula/--xrd, --cif, --input")
-  return args
+  cli.parse(FLAGS, argv, __doc__)
+  return FLAGS
 
 
 class Sample:
@@ -333,4 +300,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

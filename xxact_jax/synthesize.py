@@ -11,26 +11,30 @@ split; without it they are uniform (crystal systems equally likely).
 
 import json
 
-from absl import app
 from absl import flags
 
+from xxact_jax import cli
 from xxact_jax.data import synthetic
 
-_OUTPUT = flags.DEFINE_string("output", None, "CSV to write (.csv or .csv.gz).", required=True)
-_COUNT = flags.DEFINE_integer("count", 10_000, "Crystals to write.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the draws (the ids name it).")
-_LIKE = flags.DEFINE_string("like", None, "A prepared dataset whose train split gives the priors.")
+FLAGS = flags.FlagValues()
+_OUTPUT = flags.DEFINE_string("output", None, "CSV to write (.csv or .csv.gz).", required=True,
+                              flag_values=FLAGS)
+_COUNT = flags.DEFINE_integer("count", 10_000, "Crystals to write.", flag_values=FLAGS)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the draws (the ids name it).", flag_values=FLAGS)
+_LIKE = flags.DEFINE_string("like", None, "A prepared dataset whose train split gives the priors.",
+                            flag_values=FLAGS)
 _MAX_SITES = flags.DEFINE_integer("max_sites", synthetic.SyntheticConfig.max_sites,
-                                  "Sites per cell at most.")
+                                  "Sites per cell at most.", flag_values=FLAGS)
 _MAX_ELEMENTS = flags.DEFINE_integer("max_elements", synthetic.SyntheticConfig.max_elements,
-                                     "Elements per crystal at most.")
+                                     "Elements per crystal at most.", flag_values=FLAGS)
 _SPECIAL = flags.DEFINE_float("special_probability",
                               synthetic.SyntheticConfig.special_probability,
-                              "Probability that a fractional coordinate takes a special value.")
+                              "Probability that a fractional coordinate takes a special value.",
+                              flag_values=FLAGS)
 
 
-def main(argv):
-  del argv
+def main(argv=None):
+  cli.parse(FLAGS, argv, __doc__)
   config = synthetic.SyntheticConfig(max_sites=_MAX_SITES.value, max_elements=_MAX_ELEMENTS.value,
                                      special_probability=_SPECIAL.value).check()
   priors = (synthetic.Priors.like(_LIKE.value, config.max_elements) if _LIKE.value
@@ -39,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -18,7 +18,6 @@ that helps most first, until the predictions are within those bounds ("mixed"), 
 that the written model, loaded back, predicts as the workdirs do.
 """
 
-import argparse
 import datetime
 import json
 import os
@@ -27,9 +26,10 @@ import shutil
 import sys
 import time
 
+from absl import flags
 import numpy as np
 
-from xxact_jax import predict as predict_cli
+from xxact_jax import cli
 from xxact_jax.inference import calibration
 from xxact_jax.inference import compact_reference
 from xxact_jax.inference import pretrained
@@ -50,32 +50,33 @@ DATA_CARD = {
 }
 
 
-def _parse_args(argv):
-  parser = argparse.ArgumentParser(prog="python -m xxact_jax.inference.export",
-                                   description=__doc__.split("\n\n")[0])
-  parser.add_argument("--workdir", required=True, help="trained workdirs, separated by commas")
-  parser.add_argument("--data", required=True,
-                      help="the prepared dataset the workdirs learnt from (its train split "
-                           "becomes the reference; its test split checks half precision)")
-  parser.add_argument("--output", required=True, help="the model folder to write (new)")
-  parser.add_argument("--name", default="xxact-mp36k")
-  parser.add_argument("--version", default="1")
-  parser.add_argument("--dtype", choices=("auto", "float16", "float32"), default="auto")
-  predict_cli.add_checkpoint_argument(parser)
-  parser.add_argument("--measured", help="index CSV of measured scans added to the dtype check")
-  parser.add_argument("--check_rows", type=int, default=1024)
-  parser.add_argument("--reference_split", default="train",
-                      help="split of --data made the reference (train, test or all)")
-  parser.add_argument("--command", default="",
-                      help="the command that trained the workdirs (recorded in the manifest)")
-  parser.add_argument("--training_config", default="",
-                      help="the --config the members were trained with (recorded)")
-  parser.add_argument("--training_flags", default="",
-                      help="the further flags they were trained with (recorded)")
-  parser.add_argument("--data_card", default="mp_36k", choices=("mp_36k", "none"),
-                      help="the data and licence recorded in the manifest")
-  parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-  return parser.parse_args(argv)
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("workdir", None, "Trained workdirs, separated by commas.", required=True,
+                    flag_values=FLAGS)
+flags.DEFINE_string("data", None, "The prepared dataset the workdirs learnt from (its train split "
+                    "becomes the reference; its test split checks half precision).",
+                    required=True, flag_values=FLAGS)
+flags.DEFINE_string("output", None, "The model folder to write (new).", required=True,
+                    flag_values=FLAGS)
+flags.DEFINE_string("name", "xxact-mp36k", "The model's name.", flag_values=FLAGS)
+flags.DEFINE_string("version", "1", "The model's version.", flag_values=FLAGS)
+flags.DEFINE_enum("dtype", "auto", ("auto", "float16", "float32"), "Storage.", flag_values=FLAGS)
+cli.define_checkpoint_flag(FLAGS)
+flags.DEFINE_string("measured", None, "Index CSV of measured scans added to the dtype check.",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("check_rows", 1024, "Test rows of the dtype check.", flag_values=FLAGS)
+flags.DEFINE_string("reference_split", "train", "Split of --data made the reference (train, "
+                    "test or all).", flag_values=FLAGS)
+flags.DEFINE_string("command", "", "The command that trained the workdirs (recorded in the "
+                    "manifest).", flag_values=FLAGS)
+flags.DEFINE_string("training_config", "", "The --config the members were trained with "
+                    "(recorded).", flag_values=FLAGS)
+flags.DEFINE_string("training_flags", "", "The further flags they were trained with (recorded).",
+                    flag_values=FLAGS)
+flags.DEFINE_enum("data_card", "mp_36k", ("mp_36k", "none"), "The data and licence recorded in "
+                  "the manifest.", flag_values=FLAGS)
+flags.DEFINE_boolean("overwrite", False, "Replace an existing --output.", flag_values=FLAGS)
+
 
 
 def _config_without_seed(config) -> dict:
@@ -318,12 +319,12 @@ def _split_rows(data_path: str, split: str) -> int:
 
 
 def main(argv=None) -> int:
-  args = _parse_args(sys.argv[1:] if argv is None else argv)
+  cli.parse(FLAGS, argv, __doc__)
   try:
-    export(args.workdir, args.data, args.output, args.name, args.version, args.dtype,
-           args.checkpoint, args.measured, args.check_rows, args.reference_split, args.command,
-           DATA_CARD if args.data_card == "mp_36k" else None, args.overwrite,
-           {"config": args.training_config, "flags": args.training_flags.split()},
+    export(FLAGS.workdir, FLAGS.data, FLAGS.output, FLAGS.name, FLAGS.version, FLAGS.dtype,
+           FLAGS.checkpoint, FLAGS.measured, FLAGS.check_rows, FLAGS.reference_split, FLAGS.command,
+           DATA_CARD if FLAGS.data_card == "mp_36k" else None, FLAGS.overwrite,
+           {"config": FLAGS.training_config, "flags": FLAGS.training_flags.split()},
            log=lambda m: print(m, file=sys.stderr, flush=True))
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
@@ -332,4 +333,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

@@ -65,25 +65,8 @@ class Preprocessing:
                        f"got {self.background!r}")
 
 
-def add_arguments(parser) -> None:
-  """The command-line flags of `Preprocessing` (predict and evaluate share them)."""
-  import argparse  # pylint: disable=g-import-not-at-top
-  default = Preprocessing()
-  parser.add_argument("--background", choices=BACKGROUND_METHODS, default=default.background,
-                      help="background removal of each measured scan before it meets the model")
-  parser.add_argument("--strip_ka2", action=argparse.BooleanOptionalAction,
-                      default=default.strip_ka2,
-                      help="remove the Kα2 companion reflections of measured scans (Rachinger)")
-  parser.add_argument("--redraw_peaks", action=argparse.BooleanOptionalAction,
-                      default=default.redraw_peaks,
-                      help="find each scan's reflections and draw them again as the training "
-                           "patterns' σ = 0.1° Gaussians")
-  parser.add_argument("--min_coverage_deg", type=float, default=default.min_coverage_deg,
-                      help="refuse scans covering less of 5–90° (Cu Kα scale); 0 accepts any")
-
-
 def from_arguments(args) -> Preprocessing:
-  """The `Preprocessing` of parsed `add_arguments` flags."""
+  """The `Preprocessing` of parsed `cli.define_prediction_flags` flags."""
   return Preprocessing(background=args.background, strip_ka2=args.strip_ka2,
                        redraw_peaks=args.redraw_peaks, min_coverage_deg=args.min_coverage_deg)
 

@@ -10,25 +10,26 @@ The last line is JSON: {"composition_encoder": ..., "xrd_encoder": ..., "fusion"
 
 import json
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from xxact_jax import cli
 from xxact_jax.models import parameter_count
 
+FLAGS = flags.FlagValues()
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (configs/NAME.py).")
+    "config", None, "Experiment config file (configs/NAME.py).", flag_values=FLAGS)
+flags.mark_flag_as_required("config", flag_values=FLAGS)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Batch size of the program whose FLOPs are "
-                                   "counted (the figure is divided by it).")
-_MAX_ELEMENTS = flags.DEFINE_integer("max_elements", 10, "Element slots per composition.")
+                                   "counted (the figure is divided by it).", flag_values=FLAGS)
+_MAX_ELEMENTS = flags.DEFINE_integer("max_elements", 10, "Element slots per composition.",
+                                     flag_values=FLAGS)
 _PARAMETERS = flags.DEFINE_bool("parameters", False, "Also print every parameter's name, shape "
-                                "and size.")
+                                "and size.", flag_values=FLAGS)
 
 
-def main(argv):
-  del argv
-  if _CONFIG.value is None:
-    raise app.UsageError("--config=configs/NAME.py is required")
+def main(argv=None):
+  cli.parse(FLAGS, argv, __doc__)
   if "objective" in _CONFIG.value:       # a trainer config: the model follows its targets
     from xxact_jax.training import defaults  # pylint: disable=g-import-not-at-top
     defaults.resolve(_CONFIG.value)
@@ -49,4 +50,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

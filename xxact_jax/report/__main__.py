@@ -9,35 +9,30 @@ learning curves from metrics.jsonl, and summary.md. The report is assembled
 in a staging folder and moved into place only when complete.
 """
 
-import argparse
 import os
 import shutil
 import sys
 import tempfile
 
+from absl import flags
 import numpy as np
 
+from xxact_jax import cli
 from xxact_jax import constants
-from xxact_jax import predict as predict_cli
 from xxact_jax import progress as progress_lib
 from xxact_jax.inference.errors import InputError
 
-
-
-def _parse_args(argv):
-  parser = argparse.ArgumentParser(prog="python -m xxact_jax.report",
-                                   description=__doc__.split("\n\n")[0])
-  parser.add_argument("--workdir", required=True)
-  predict_cli.add_checkpoint_argument(parser)
-  parser.add_argument("--split", help="dataset split (default: the run's eval split)")
-  parser.add_argument("--data_path", help="prepared dataset (default: the run's)")
-  parser.add_argument("--max_samples", type=int, default=0,
-                      help="evaluate only the first N rows of the split (0 = all)")
-  parser.add_argument("--max_embedding_samples", type=int, default=10_000,
-                      help="PCA and silhouette use a seeded subset of at most this many rows")
-  parser.add_argument("--batch_size", type=int, default=256)
-  parser.add_argument("--output_dir", help="default: WORKDIR/report")
-  return parser.parse_args(argv)
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("workdir", None, "The trained workdir.", required=True, flag_values=FLAGS)
+cli.define_checkpoint_flag(FLAGS)
+flags.DEFINE_string("split", None, "Default: the run's eval split.", flag_values=FLAGS)
+flags.DEFINE_string("data_path", None, "Prepared dataset (default: the run's).", flag_values=FLAGS)
+flags.DEFINE_integer("max_samples", 0, "Evaluate only the first N rows of the split (0 = all).",
+                     flag_values=FLAGS)
+flags.DEFINE_integer("max_embedding_samples", 10_000, "PCA and silhouette use a seeded subset of "
+                     "at most this many rows.", flag_values=FLAGS)
+flags.DEFINE_integer("batch_size", 256, "Samples per forward pass.", flag_values=FLAGS)
+flags.DEFINE_string("output_dir", None, "Default: WORKDIR/report.", flag_values=FLAGS)
 
 
 def run_split(predictor, dataset, max_samples: int = 0) -> tuple[dict, dict]:
@@ -116,15 +111,14 @@ def _publish_permissions(folder: str):
 
 
 def main(argv=None) -> int:
-  args = _parse_args(argv)
+  cli.parse(FLAGS, argv, __doc__)
   try:
-    out_dir = build(args)
+    print(f"wrote {build(FLAGS)}")
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  print(f"wrote {out_dir}")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

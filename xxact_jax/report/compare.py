@@ -8,13 +8,14 @@ training; for each run the report gives the first evaluated step at which the
 metric reaches the threshold, and the speed-up relative to the first run.
 """
 
-import argparse
 import json
 import os
 import sys
 
+from absl import flags
 import numpy as np
 
+from xxact_jax import cli
 from xxact_jax.inference.errors import InputError
 from xxact_jax.report import curves
 from xxact_jax.report import plots
@@ -108,41 +109,42 @@ def _json_ready(result: dict) -> dict:
   return out
 
 
+FLAGS = flags.FlagValues()
+flags.DEFINE_multi_string("metric", None, "Metric key in metrics.jsonl (repeatable); default: "
+                          + ", ".join(DEFAULT_METRICS) + " where logged.", flag_values=FLAGS)
+flags.DEFINE_float("fraction", 0.25, "Fraction of the first run's training that sets the "
+                   "threshold.", flag_values=FLAGS)
+flags.DEFINE_float("threshold", None, "Explicit threshold (one --metric only).", flag_values=FLAGS)
+flags.DEFINE_string("names", None, "Comma-separated run names for the legend.", flag_values=FLAGS)
+flags.DEFINE_string("output_dir", None, "Default: FIRST_WORKDIR/report/compare.",
+                    flag_values=FLAGS)
+
+
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(
-      prog="python -m xxact_jax.report.compare", description=__doc__.split("\n\n")[0])
-  parser.add_argument("workdirs", nargs="+", help="run workdirs; the first is the reference")
-  parser.add_argument("--metric", action="append",
-                      help="metric key in metrics.jsonl (repeatable); default: "
-                      + ", ".join(DEFAULT_METRICS) + " where logged")
-  parser.add_argument("--fraction", type=float, default=0.25,
-                      help="fraction of the first run's training that sets the threshold")
-  parser.add_argument("--threshold", type=float, help="explicit threshold (one --metric only)")
-  parser.add_argument("--names", help="comma-separated run names for the legend")
-  parser.add_argument("--output_dir", help="default: FIRST_WORKDIR/report/compare")
-  args = parser.parse_args(argv)
+  workdirs = cli.parse(FLAGS, argv, __doc__, positional=True) or cli.fail(
+      "give the run workdirs to compare; the first is the reference")
   try:
-    names = args.names.split(",") if args.names else None
-    if names is not None and len(names) != len(args.workdirs):
-      raise InputError(f"--names has {len(names)} names for {len(args.workdirs)} workdirs")
-    if not 0 < args.fraction <= 1:
-      raise InputError(f"--fraction must lie in (0, 1], got {args.fraction}")
-    metrics = args.metric
+    names = FLAGS.names.split(",") if FLAGS.names else None
+    if names is not None and len(names) != len(workdirs):
+      raise InputError(f"--names has {len(names)} names for {len(workdirs)} workdirs")
+    if not 0 < FLAGS.fraction <= 1:
+      raise InputError(f"--fraction must lie in (0, 1], got {FLAGS.fraction}")
+    metrics = FLAGS.metric
     if metrics is None:
-      logged = set(curves.metric_keys(curves.read_metrics(args.workdirs[0])))
+      logged = set(curves.metric_keys(curves.read_metrics(workdirs[0])))
       metrics = [m for m in DEFAULT_METRICS if m in logged]
       if not metrics:
         raise InputError("none of the default metrics is logged; pass --metric "
                          f"(logged: {', '.join(sorted(logged))})",
-                         path=os.path.join(args.workdirs[0], "metrics.jsonl"))
-    if args.threshold is not None and len(metrics) != 1:
+                         path=os.path.join(workdirs[0], "metrics.jsonl"))
+    if FLAGS.threshold is not None and len(metrics) != 1:
       raise InputError("--threshold needs exactly one --metric")
-    results = [compare(args.workdirs, m, args.fraction, args.threshold, names) for m in metrics]
+    results = [compare(workdirs, m, FLAGS.fraction, FLAGS.threshold, names) for m in metrics]
   except (InputError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
 
-  output_dir = args.output_dir or os.path.join(args.workdirs[0], "report", "compare")
+  output_dir = FLAGS.output_dir or os.path.join(workdirs[0], "report", "compare")
   os.makedirs(output_dir, exist_ok=True)
   markdown = ["# Convergence comparison", ""]
   for result in results:
@@ -163,4 +165,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

@@ -15,12 +15,13 @@ last stdout line is the result as JSON. Several pairs (the runs of two settings 
 named in both files: `model` for the scans neither the reference nor an indexed lattice answers.
 """
 
-import argparse
 import json
 import sys
 
+from absl import flags
 from scipy import stats
 
+from xxact_jax import cli
 from xxact_jax.inference.errors import InputError
 
 def wilson_interval(correct: int, total: int) -> tuple[float, float]:
@@ -93,22 +94,23 @@ def compare_pooled(pairs, target: str = "crystal_system", route: str | None = No
           "mcnemar_p": mcnemar_exact(only_a, only_b)}
 
 
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("target", "crystal_system", "The label compared.", flag_values=FLAGS)
+flags.DEFINE_enum("route", None, ("reference", "indexing", "model"), "Only the scans this route "
+                  "answers on the default path.", flag_values=FLAGS)
+
+
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("files", nargs="+", metavar="A B",
-                      help="predictions.jsonl of model A, then of model B; more pairs are pooled")
-  parser.add_argument("--target", default="crystal_system")
-  parser.add_argument("--route", choices=("reference", "indexing", "model"),
-                      help="only the scans this route answers on the default path")
-  args = parser.parse_args(argv)
+  files = cli.parse(FLAGS, argv, __doc__, positional=True) or cli.fail(
+      "give predictions.jsonl of model A, then of model B; more pairs are pooled")
   try:
-    if len(args.files) % 2:
-      raise InputError(f"predictions files come in pairs (A B), got {len(args.files)}")
-    pairs = list(zip(args.files[::2], args.files[1::2]))
+    if len(files) % 2:
+      raise InputError(f"predictions files come in pairs (A B), got {len(files)}")
+    pairs = list(zip(files[::2], files[1::2]))
     if len(pairs) > 1:
-      result = compare_pooled(pairs, args.target, args.route)
+      result = compare_pooled(pairs, FLAGS.target, FLAGS.route)
     else:
-      result = compare(*pairs[0], args.target, args.route)
+      result = compare(*pairs[0], FLAGS.target, FLAGS.route)
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -128,4 +130,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main)

@@ -122,7 +122,7 @@ def base_config(*, model, objective: str, recipe: dict, targets=(),
 
   # Initialisation from another run (finetune / transfer): parameters only.
   c.init_from = ""                   # a workdir holding checkpoints
-  c.init_which = "latest"            # latest | best
+  c.init_checkpoint = "latest"       # latest | best
   c.init_exclude = ()                # parameter collections not taken (e.g. ("heads",))
   c.trainable = ""                   # "" = everything; "heads" = freeze encoders and fusion
 

@@ -205,6 +205,7 @@ ADDED_FIELDS = {"data.train_fraction": 1.0, "data.fraction_seed": 0, "data.extra
 
 
 def _with_added_fields(stored: dict) -> dict:
+  stored.setdefault("init_checkpoint", stored.pop("init_which", "latest"))   # its former name
   for dotted, value in ADDED_FIELDS.items():
     node = stored
     *parents, leaf = dotted.split(".")
@@ -342,7 +343,7 @@ def _train(config, workdir, data_path, ds_train, ds_eval, target_stats, scatteri
   else:
     state = trainer.init(rng)
     if config.init_from:
-      pretrained, _, _ = ckpt_lib.restore_params(config.init_from, config.init_which)
+      pretrained, _, _ = ckpt_lib.restore_params(config.init_from, config.init_checkpoint)
       params, loaded, skipped = merge_pretrained(jax.device_get(state["params"]), pretrained,
                                                  tuple(config.init_exclude))
       logging.info("Initialised %d arrays from %s; %d fresh: %s", loaded, config.init_from,
