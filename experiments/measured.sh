@@ -134,9 +134,9 @@ open(path, 'w').writelines(kept)" "$out/summary.jsonl"
   for run in $RUNS; do
     for pre in $PRE; do
       background=${pre%%,*}
-      strip=$([[ $pre == *strip_ka2* ]] && echo --strip_ka2 || echo --no-strip_ka2)
+      strip=$([[ $pre == *strip_ka2* ]] && echo --strip_ka2 || echo --nostrip_ka2)
       reference=$([[ $pre == *reference* ]] && echo auto || echo none)
-      indexing=$([[ $pre == *indexing* ]] && echo --indexing || echo --no-indexing)
+      indexing=$([[ $pre == *indexing* ]] && echo --indexing || echo --noindexing)
       dest="$out/eval/$run/${pre//,/_}"
       python -m xxact_jax.evaluate --workdir="$out/$run" --measured="$index" --output="$dest" \
         --background="$background" "$strip" --reference="$reference" "$indexing" | tail -1 \

@@ -7,7 +7,7 @@ r"""The model card's figures (docs/MODELS.md) of a shipped model.
   stored precision), each member alone too: formation-energy MAE (meV/atom), band-gap MAE (eV),
   crystal-system and space-group accuracy (top-1; top-5 for space groups).
 - the measured scans (evaluate --measured): crystal system and space group, the model alone
-  (--reference=none --no-indexing) and the default path (the compact reference, indexing).
+  (--reference=none --noindexing) and the default path (the compact reference, indexing).
 - load and predict times: `xxact_jax.load()` in this process, and one
   `python -m xxact_jax.predict --formula=... --xrd=<the packaged sample scan>` end to end.
 OUT/metrics.json holds them all; the last line of stdout is the same JSON.
