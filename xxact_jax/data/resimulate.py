@@ -138,10 +138,10 @@ def structure_factors(hkl, s2, frac_coords, atomic_numbers, occupancies, species
   occupancies [B, S]; species i32[B, E] (the composition's atomic numbers, 0 = padding);
   coefficients f32[Z + 1, 4, 2].
   """
-  form = physics.form_factors(species.astype(jnp.float32), coefficients[species], s2)
   weights = (occupancies[..., None]
              * ((atomic_numbers[..., None] == species[:, None, :]) & (species[:, None, :] > 0)))
-  return physics.structure_factor(form, jnp.einsum("brk,bsk->brs", hkl, frac_coords), weights)
+  return physics.structure_factor(species.astype(jnp.float32), coefficients[species], s2,
+                                  jnp.einsum("brk,bsk->brs", hkl, frac_coords), weights)
 
 
 # Reflection-site pairs per structure-factor pass. On a CPU the [rows, R, S] phase temporaries

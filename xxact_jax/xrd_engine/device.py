@@ -102,8 +102,8 @@ def _intensity_unscaled(hkl, s2, frac_hi, frac_lo, weights, coefficients, number
     return (hkl[..., None, 0] * x[:, None, :, 0] + hkl[..., None, 1] * x[:, None, :, 1]
             + hkl[..., None, 2] * x[:, None, :, 2])
   hi = dot(frac_hi)
-  return physics.structure_factor(physics.form_factors(numbers, coefficients, s2),
-                                  (hi - jnp.round(hi)) + dot(frac_lo), weights)
+  return physics.structure_factor(numbers, coefficients, s2, (hi - jnp.round(hi)) + dot(frac_lo),
+                                  weights)
 
 
 def _structure_factors(lattice, hkl, frac_coords, occupancies, slots, elements,
