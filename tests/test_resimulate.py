@@ -16,6 +16,7 @@ from pymatgen.core import Structure  # pylint: disable=g-import-not-at-top
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer  # pylint: disable=g-import-not-at-top
 
 from xxact_jax import constants  # pylint: disable=g-import-not-at-top
+from xxact_jax import physics  # pylint: disable=g-import-not-at-top
 from xxact_jax import xrd_engine  # pylint: disable=g-import-not-at-top
 from xxact_jax.data import augment  # pylint: disable=g-import-not-at-top
 from xxact_jax.data import composition  # pylint: disable=g-import-not-at-top
@@ -166,7 +167,7 @@ def test_crystallite_size_broadens_by_scherrer_and_keeps_areas():
   t200, t220 = _bragg(A / 2), _bragg(A / math.sqrt(8))
   (area_i200, width_i), (area_b200, width_b) = moment(ideal, t200), moment(broad, t200)
   theta = math.radians(t200 / 2)
-  fwhm = math.degrees(resimulate.SCHERRER_K * CU / 10 / (size * math.cos(theta)))
+  fwhm = math.degrees(physics.SCHERRER_K * CU / 10 / (size * math.cos(theta)))
   expected = math.sqrt(constants.XRD_SIGMA ** 2 + (fwhm * resimulate.FWHM_TO_SIGMA) ** 2)
   assert width_i == pytest.approx(constants.XRD_SIGMA, rel=0.02)
   assert width_b == pytest.approx(expected, rel=0.03)

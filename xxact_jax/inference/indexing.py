@@ -40,6 +40,7 @@ import itertools
 import numpy as np
 
 from xxact_jax import constants
+from xxact_jax import physics
 from xxact_jax.inference import peaks as peaks_lib
 
 # The model grid's angles are for Cu Kα (the weighted Kα1/Kα2 mean, as the training patterns).
@@ -142,13 +143,13 @@ CENTRINGS = {"cubic": ("P", "I", "F"), "tetragonal": ("P", "I"), "hexagonal": ("
 # Lines of a scan.
 
 def q_of(two_theta_deg, wavelength: float = GRID_WAVELENGTH) -> np.ndarray:
-  s = np.sin(np.radians(np.asarray(two_theta_deg, np.float64)) / 2)
+  s = physics.sin_theta(np.asarray(two_theta_deg, np.float64))
   return 4 * s * s / wavelength**2
 
 
 def two_theta_of(q, wavelength: float = GRID_WAVELENGTH) -> np.ndarray:
-  s = np.sqrt(np.clip(np.asarray(q, np.float64), 0, None)) * wavelength / 2
-  return np.degrees(2 * np.arcsin(np.clip(s, 0.0, 1.0)))
+  g = np.sqrt(np.clip(np.asarray(q, np.float64), 0, None))
+  return physics.two_theta(physics.bragg_sin_theta(g, wavelength))
 
 
 def dq_dtwo_theta(two_theta_deg, wavelength: float = GRID_WAVELENGTH) -> np.ndarray:

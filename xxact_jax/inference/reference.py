@@ -24,6 +24,7 @@ from absl import logging
 import numpy as np
 
 from xxact_jax import constants
+from xxact_jax import physics
 
 # Lattice scalings tried: ±3 % in 0.2 % steps.
 MAX_STRAIN = 0.03
@@ -124,12 +125,11 @@ class ReferenceDatabase:
         self._index.setdefault(key, []).append(i)
     self._kernel = _kernel(COMPARE_SIGMA_DEG)
     self._grid = constants.two_theta_grid()
-    sin_theta = np.sin(np.radians(self._grid / 2))
     # For each strain, the reference-grid angle that lands on each scan-grid point.
     strains = np.linspace(-MAX_STRAIN, MAX_STRAIN, STRAIN_STEPS)
     self._strains = strains
-    self._sources = 2 * np.degrees(np.arcsin(np.clip(sin_theta[None] * (1 + strains[:, None]),
-                                                     0.0, 1.0)))
+    self._sources = physics.rescale_two_theta(self._grid[None], 1 + strains[:, None],
+                                              unreachable=None)
 
   def __len__(self) -> int:
     return len(self._crystal_system)
