@@ -14,8 +14,8 @@ from pymatgen.io.cif import CifWriter  # pylint: disable=g-import-not-at-top
 
 from xxact_jax import constants  # pylint: disable=g-import-not-at-top
 from xxact_jax import xrd_engine  # pylint: disable=g-import-not-at-top
+from xxact_jax.data import build_dataset  # pylint: disable=g-import-not-at-top
 from xxact_jax.data import composition  # pylint: disable=g-import-not-at-top
-from xxact_jax.data import prepare  # pylint: disable=g-import-not-at-top
 from xxact_jax.inference import answers  # pylint: disable=g-import-not-at-top
 from xxact_jax.inference import patterns  # pylint: disable=g-import-not-at-top
 from xxact_jax.inference import reference  # pylint: disable=g-import-not-at-top
@@ -56,7 +56,7 @@ def database(tmp_path_factory):
                                    "rutile,-3.3,1.8\nanatase,-3.2,2.1\nfluorite,-2.9,1.0\n"
                                    "rocksalt,-2.1,5.0\n")
   path = str(tmp_path_factory.mktemp("reference"))
-  prepare.prepare_dataset([str(cifs)], path, workers=0, test_fraction=0.0)
+  build_dataset.prepare_dataset([str(cifs)], path, workers=0, test_fraction=0.0)
   return reference.ReferenceDatabase(path, "train")
 
 
