@@ -80,8 +80,7 @@ flags.DEFINE_string("measured", None, "Index CSV of measured scans.", flag_value
 flags.DEFINE_string("data", None, "A prepared dataset (xxact_jax.prepare).", flag_values=FLAGS)
 flags.mark_flags_as_mutual_exclusive(["measured", "data"], required=True, flag_values=FLAGS)
 flags.DEFINE_enum("split", "test", ("test", "train", "all"), "With --data.", flag_values=FLAGS)
-flags.DEFINE_string("output", None, "Directory for the results.", required=True,
-                    flag_values=FLAGS)
+flags.DEFINE_string("output", None, "Results folder.", required=True, flag_values=FLAGS)
 cli.define_prediction_flags(FLAGS)
 flags.DEFINE_boolean("calibrate", False, "With --data: fit the temperatures of the model's class "
                      "probabilities on the split's patterns, augmented as measured scans, and "

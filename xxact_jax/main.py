@@ -18,8 +18,7 @@ from xxact_jax import cli
 FLAGS = flags.FlagValues()
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True, flag_values=FLAGS)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.",
-                               flag_values=FLAGS)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints and metrics.", flag_values=FLAGS)
 flags.mark_flags_as_required(["config", "workdir"], flag_values=FLAGS)
 
 

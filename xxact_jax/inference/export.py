@@ -56,14 +56,12 @@ flags.DEFINE_string("workdir", None, "Trained workdirs, separated by commas.", r
 flags.DEFINE_string("data", None, "The prepared dataset the workdirs learnt from (its train split "
                     "becomes the reference; its test split checks half precision).",
                     required=True, flag_values=FLAGS)
-flags.DEFINE_string("output", None, "The model folder to write (new).", required=True,
-                    flag_values=FLAGS)
+flags.DEFINE_string("output", None, "New model folder.", required=True, flag_values=FLAGS)
 flags.DEFINE_string("name", "xxact-mp36k", "The model's name.", flag_values=FLAGS)
 flags.DEFINE_string("version", "1", "The model's version.", flag_values=FLAGS)
 flags.DEFINE_enum("dtype", "auto", ("auto", "float16", "float32"), "Storage.", flag_values=FLAGS)
 cli.define_checkpoint_flag(FLAGS)
-flags.DEFINE_string("measured", None, "Index CSV of measured scans added to the dtype check.",
-                    flag_values=FLAGS)
+flags.DEFINE_string("measured", None, "Scans' index CSV for the dtype check.", flag_values=FLAGS)
 flags.DEFINE_integer("check_rows", 1024, "Test rows of the dtype check.", flag_values=FLAGS)
 flags.DEFINE_string("reference_split", "train", "Split of --data made the reference (train, "
                     "test or all).", flag_values=FLAGS)

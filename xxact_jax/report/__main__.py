@@ -27,8 +27,7 @@ flags.DEFINE_string("workdir", None, "The trained workdir.", required=True, flag
 cli.define_checkpoint_flag(FLAGS)
 flags.DEFINE_string("split", None, "Default: the run's eval split.", flag_values=FLAGS)
 flags.DEFINE_string("data_path", None, "Prepared dataset (default: the run's).", flag_values=FLAGS)
-flags.DEFINE_integer("max_samples", 0, "Evaluate only the first N rows of the split (0 = all).",
-                     flag_values=FLAGS)
+flags.DEFINE_integer("max_samples", 0, "Only the first N rows (0 = all).", flag_values=FLAGS)
 flags.DEFINE_integer("max_embedding_samples", 10_000, "PCA and silhouette use a seeded subset of "
                      "at most this many rows.", flag_values=FLAGS)
 flags.DEFINE_integer("batch_size", 256, "Samples per forward pass.", flag_values=FLAGS)
