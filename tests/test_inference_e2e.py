@@ -106,7 +106,7 @@ def test_predictions_agree_between_eval_loop_api_and_cli(predictor, workdir, tes
   """The same records through the trainer's evaluation, load().predict_arrays and the CLI."""
   import jax  # pylint: disable=g-import-not-at-top
   from xxact_jax.models import build_model  # pylint: disable=g-import-not-at-top
-  from xxact_jax.training import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax.training import eval_loop as eval_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.training import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
 

@@ -18,7 +18,7 @@ from xxact_jax.data import open_dataset
 from xxact_jax.models import build_model
 from xxact_jax.models import model_config
 from xxact_jax.training import defaults
-from xxact_jax.training import evaluate as eval_lib
+from xxact_jax.training import eval_loop as eval_lib
 from xxact_jax.training import optimizer as optimizer_lib
 from xxact_jax.training import step as step_lib
 from xxact_jax.training import train as train_lib

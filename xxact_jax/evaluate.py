@@ -406,7 +406,7 @@ def evaluate_dataset(workdir, data_path, output, split="test", checkpoint="best"
   import jax  # pylint: disable=g-import-not-at-top
   from xxact_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.models import build_model  # pylint: disable=g-import-not-at-top
-  from xxact_jax.training import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax.training import eval_loop as eval_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.training import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
   outputs.check_output_dir(output)   # before the work, not after it

@@ -14,7 +14,7 @@ import jax
 from xxact_jax import data as data_lib
 from xxact_jax.data import dataset as dataset_lib
 from xxact_jax.models import build_model
-from xxact_jax.training import evaluate as eval_lib
+from xxact_jax.training import eval_loop as eval_lib
 from xxact_jax.training import optimizer as optimizer_lib
 from xxact_jax.training import sharding as sharding_lib
 from xxact_jax.training import step as step_lib

@@ -31,7 +31,7 @@ from xxact_jax.models import config as model_config_lib
 from xxact_jax.models import parameter_count
 from xxact_jax.training import checkpoints as ckpt_lib
 from xxact_jax.training import defaults
-from xxact_jax.training import evaluate as eval_lib
+from xxact_jax.training import eval_loop as eval_lib
 from xxact_jax.training import flops as flops_lib
 from xxact_jax.training import metric_writers
 from xxact_jax.training import setup as setup_lib
