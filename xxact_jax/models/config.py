@@ -57,83 +57,73 @@ class FCNConfig:
   fusion_hidden: tuple[int, ...]
 
 
+def _tuples(fields: dict) -> dict:
+  """Lists (as JSON stores sequences) as tuples, which a frozen config can hash."""
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Everything a model is built from. Its fields (nested as dicts) are what checkpoints store.
-
-  Attributes:
-    name: one of MODEL_NAMES.
-    composition, xrd, fusion: the transformers' sizes.
-    crabnet_hidden: CrabNet baseline's residual output network (per element, then a masked mean).
-    fcn: the PXRDPIAYN baselines' sizes.
-    targets: the heads.
-    mxm: the masked-XRD reconstruction head (models/heads.py).
-    contrastive: the learnable temperature of contrastive pretraining.
-    regression_log_std: regression heads also output `<target>_log_std` for
-      regression_loss="robust_l1" (the crabnet model always does; the others only with this set).
-    dtype: "auto" is bfloat16 on GPU/TPU, float32 on CPU. Parameters are always float32.
-    dropout: the rate.
-    remat: rematerialise each transformer layer in the backward pass.
-    dropout_bits: random bits per dropout decision (models/layers.py `LayerConfig`): 32 | 16 | 8.
-      16 bits draw half the random numbers of flax's nn.Dropout (32) and keep with probability
-      58982/65536 = 0.899994 at dropout 0.1, the paper's rate; 8 bits (230/256 = 0.8984) do not.
-      On an H100 all of dropout costs ~1-3 % of the paper-size step (benchmarks/RESULTS.md).
-    fused_attention, fused_norm, fused_bias_grad: Pallas kernels for the transformer layers'
-      memory-bound glue (models/kernels/, issue 29): attention with dropout in one kernel reading
-      the fused projection's layout; LayerNorm(x + dropout(h)) forward and backward in one kernel
-      each; bias gradients by one tiled column sum. Same parameters and dropout rate; off until
-      the GPU sweep (benchmarks/gpu_session.sh `kernels`) shows they pay. Outside a GPU they run
-      in Pallas interpret mode (slow).
-    xrd_scale: XRD intensities (max 100) are multiplied by this before the model sees them; the
-      MXM reconstruction is in the same scaled units (models/encoders.py `xrd_tokens`).
-    xrd_intensity: "linear" (the paper) or "sqrt": a signed square root of the scaled intensities
-      (models/encoders.py `xrd_input`), which weighs weak reflections more.
-    xrd_stem: how the XRD encoder embeds its tokens: "patch" (the paper: a linear projection of
-      each token's 250 points), "conv" (strided 1-D convolutions over the whole pattern,
-      models/encoders.py `conv_stem`) or "peaks" (one token per peak, models/peak_tokens.py).
-    xrd_max_peaks, xrd_peak_drop: with xrd_stem="peaks", the most prominent peaks read, and in
-      training the probability that each peak but the strongest is left out.
-    xrd_measurement_embedding: a learned embedding of the pattern's source added to every XRD
-      token: simulated (stored or CIF patterns) or measured (scans given to predict/evaluate
-      --measured, and in training the patterns the augmentation turned into measured-like ones).
-      One model then keeps what it reads from ideal patterns apart from what it reads from
-      measured ones.
-    readout: what XxaCT-NN's heads read: "fused_cls" (the paper: the fused XRD [CLS], where
-      composition arrives only through cross-attention) or "fused_and_composition_cls" (the
-      composition encoder's [CLS] concatenated to it).
-    head_hidden: ReLU layers before each target's output layer (XxaCT, XRD transformer, FCN);
-      () = linear.
-    mxm_activation: output activation of the MXM reconstruction head: "softplus", "relu" (the
-      paper) or "linear". With ReLU the head dies early in pretraining: the masked targets are
-      mostly ~0, every unit is pushed below zero, and from then on its gradient is exactly 0 (on
-      mp_36k at the small size the gradient norm was 0 from step ~900 and the MXM loss never
-      moved). Softplus keeps the output non-negative with a gradient everywhere.
-  """
-  name: str
+  """Everything a model is built from; its fields (nested as dicts) are what checkpoints store."""
+  name: str                           # one of MODEL_NAMES
   composition: CompositionConfig
   xrd: TransformerConfig
   fusion: TransformerConfig
-  crabnet_hidden: tuple[int, ...]
+  crabnet_hidden: tuple[int, ...]     # CrabNet's residual output network (per element, then mean)
   fcn: FCNConfig
   targets: tuple[str, ...] = PAPER_TARGETS
-  mxm: bool = False
-  contrastive: bool = False
+  mxm: bool = False                   # the masked-XRD reconstruction head (models/heads.py)
+  contrastive: bool = False           # the learnable temperature of contrastive pretraining
+  # Regression heads also output `<target>_log_std` for regression_loss="robust_l1" (the crabnet
+  # model always does; the others only with this set).
   regression_log_std: bool = False
+  # "auto": bfloat16 on GPU/TPU, float32 on CPU. Parameters are always float32.
   dtype: str = "auto"
   dropout: float = 0.1
   remat: bool = False
+  # Random bits per dropout decision (models/layers.py `LayerConfig`): 32 | 16 | 8. 16 bits draw
+  # half the random numbers of flax's nn.Dropout (32) and keep with probability 58982/65536 =
+  # 0.899994 at dropout 0.1, the paper's rate; 8 bits (230/256 = 0.8984) do not. On an H100 all
+  # of dropout costs ~1-3 % of the paper-size step (benchmarks/RESULTS.md).
   dropout_bits: int = 16
+  # Pallas kernels for the transformer layers' memory-bound glue (models/kernels/, issue 29):
+  # attention with dropout in one kernel reading the fused projection's layout; LayerNorm(x +
+  # dropout(h)) forward and backward in one kernel each; bias gradients by one tiled column sum.
+  # Same parameters and dropout rate; off until the GPU sweep (benchmarks/gpu_session.sh
+  # `kernels`) shows they pay. Outside a GPU they run in Pallas interpret mode (slow).
   fused_attention: bool = False
   fused_norm: bool = False
   fused_bias_grad: bool = False
+  # XRD intensities (max 100) are multiplied by this before the model sees them; the MXM
+  # reconstruction is in the same scaled units (see models/encoders.py `xrd_tokens`).
   xrd_scale: float = 0.01
+  # "linear" (the paper) or "sqrt": a signed square root of the scaled intensities
+  # (models/encoders.py `xrd_input`), which weighs weak reflections more.
   xrd_intensity: str = "linear"
+  # How the XRD encoder embeds its tokens: "patch" (the paper: a linear projection of each of the
+  # 17 tokens' 250 points), "conv" (strided 1-D convolutions over the whole pattern,
+  # models/encoders.py `conv_stem`) or "peaks" (one token per peak, models/peak_tokens.py).
   xrd_stem: str = "patch"
+  # With xrd_stem="peaks": the most prominent peaks read (one token each), and in training the
+  # probability that each peak but the strongest is left out.
   xrd_max_peaks: int = 32
   xrd_peak_drop: float = 0.1
+  # A learned embedding of the pattern's source added to every XRD token: simulated (stored or
+  # CIF patterns) or measured (scans given to predict/evaluate --measured, and in training the
+  # patterns the augmentation turned into measured-like ones). One model then keeps what it
+  # reads from ideal patterns apart from what it reads from measured ones.
   xrd_measurement_embedding: bool = False
+  # What XxaCT-NN's heads read: "fused_cls" (the paper: the fused XRD [CLS], where composition
+  # arrives only through cross-attention) or "fused_and_composition_cls" (the composition
+  # encoder's [CLS] concatenated to it).
   readout: str = "fused_cls"
+  # ReLU layers before each target's output layer (XxaCT, XRD transformer, FCN); () = linear.
   head_hidden: tuple[int, ...] = ()
+  # Output activation of the MXM reconstruction head: "softplus", "relu" (the paper) or "linear".
+  # With ReLU the head dies early in pretraining: the masked targets are mostly ~0, every unit
+  # is pushed below zero, and from then on its gradient is exactly 0 (on mp_36k at the small
+  # size the gradient norm was 0 from step ~900 and the MXM loss never moved).
+  # Softplus keeps the output non-negative with a gradient everywhere.
   mxm_activation: str = "softplus"
 
   def __post_init__(self):
@@ -160,18 +150,9 @@ class ModelConfig:
     unknown = sorted(set(c) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
       raise ValueError(f"Unknown model config fields {unknown}")
-    for key in ("crabnet_hidden", "head_hidden", "targets"):
-      if key in c:
-        c[key] = tuple(c[key])
-    fcn = dict(c["fcn"])
-    for key in ("channels", "composition_hidden", "fusion_hidden"):
-      fcn[key] = tuple(fcn[key])
-    return cls(**dict(c, composition=CompositionConfig(**c["composition"]),
+    return cls(**dict(_tuples(c), composition=CompositionConfig(**c["composition"]),
                       xrd=TransformerConfig(**c["xrd"]), fusion=TransformerConfig(**c["fusion"]),
-                      fcn=FCNConfig(**fcn)))
-
-  def replace(self, **changes: Any) -> "ModelConfig":
-    return dataclasses.replace(self, **changes)
+                      fcn=FCNConfig(**_tuples(c["fcn"]))))
 
   def to_dict(self) -> dict[str, Any]:
     """Nested dicts: what `config.model` holds, and what a checkpoint stores."""

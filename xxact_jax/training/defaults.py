@@ -6,6 +6,7 @@ module holds what every run shares: data, logging, evaluation and checkpoint cad
 and the `:runlocal` scaling for a CPU.
 """
 
+import dataclasses
 import os
 from typing import Any
 
@@ -151,7 +152,6 @@ def base_config(*, model, objective: str, recipe: dict, targets=(),
   return c
 
 
-SUPERVISED_TARGETS = constants.ALL_TARGETS
 REGRESSION_LOSSES = ("mse", "l1", "robust_l1")
 OBJECTIVES = ("supervised", "mxm", "contrastive", "mxm_contrastive")
 XRD_SOURCES = ("stored", "simulated")
@@ -190,7 +190,7 @@ def model_of(config: ml_collections.ConfigDict):
                  contrastive="contrastive" in config.objective)
   if model.name != "crabnet":   # CrabNet's heads always output the log-σ
     derived["regression_log_std"] = loss == "robust_l1"
-  return model.replace(**derived)
+  return dataclasses.replace(model, **derived)
 
 
 PAPER_MULTI_TARGETS = ("formation_energy_per_atom", "crystal_system")

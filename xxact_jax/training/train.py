@@ -21,6 +21,7 @@ from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
+import orbax.checkpoint as ocp
 
 from xxact_jax import constants
 from xxact_jax import targets as targets_lib
@@ -94,14 +95,6 @@ def _preemption_service() -> bool:
   return jax.process_count() > 1 and bool(jax.config.jax_enable_preemption_service)
 
 
-def _reached_preemption(step: int) -> bool:
-  """Every process reached the step the preemption service chose to stop at (orbax's guard)."""
-  try:
-    return multihost_utils.reached_preemption_sync_point(step)
-  except RuntimeError:   # the service is off: no notice can arrive through it
-    return False
-
-
 class StopSignals:
   """Records SIGTERM/SIGINT (what SLURM and Ctrl-C send) while installed, instead of dying.
 
@@ -133,7 +126,8 @@ class StopSignals:
     ask every step; other signals are compared every `every` steps, where the host waits for the
     step's metrics anyway, and they stop together at the first such step after any got one.
     """
-    if self.preemption_service and _reached_preemption(step):
+    # Orbax's guard of JAX's sync point: False where the service is off.
+    if self.preemption_service and ocp.utils.reached_preemption(step):
       logging.warning("Preemption notice: every process stops after step %d", step)
       return signal.SIGTERM
     if jax.process_count() == 1:
