@@ -22,9 +22,9 @@ import pandas as pd
 
 import _common
 from xxact_jax import constants
+from xxact_jax.data import block_writer
 from xxact_jax.data import embedded
 from xxact_jax.data import featurize
-from xxact_jax.data import prepare
 from xxact_jax.data import readers
 from xxact_jax.data import schema
 from xxact_jax.data import store
@@ -52,7 +52,7 @@ def benchmark(source: str, num: int, seed: int) -> dict:
   rows = sample_rows(source, num, seed)
   times = dict(parse=0.0, get_pattern=0.0, smear=0.0, symmetry=0.0, composition=0.0)
   fields = schema.fields(schema.DEFAULT_MAX_ELEMENTS)
-  buffer = prepare.BlockBuffer(0, 0, len(rows), np.zeros(len(rows), np.int8), fields)
+  buffer = block_writer.BlockBuffer(0, 0, len(rows), np.zeros(len(rows), np.int8), fields)
   clock = time.process_time
   # Warm-up: first calls pay for imports and caches.
   warm = featurize.structure_from_payload("cif", rows["cif"].iloc[0])

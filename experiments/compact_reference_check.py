@@ -10,7 +10,7 @@ rows: largest absolute difference on the 0–100 scale, and the cosine the looku
 (square-root intensities broadened to σ = 0.25°), and (3) on the measured scans, whether the
 lookup against it answers as the lookup against the full split does (same matched row, same
 crystal system and space group), with and without the indexed lattice, as the predictor looks
-scans up (Predictor.index and Predictor.match).
+scans up (identification.identify).
 """
 
 import argparse
@@ -18,18 +18,17 @@ import json
 import os
 import sys
 import time
-import types
 import warnings
 
 import numpy as np
 
 from xxact_jax.data import open_dataset
 from xxact_jax.evaluate import read_index
+from xxact_jax.inference import answers
 from xxact_jax.inference import compact_reference
+from xxact_jax.inference import identification
 from xxact_jax.inference import patterns
 from xxact_jax.inference import reference as reference_lib
-from xxact_jax.inference import resample
-from xxact_jax.inference.predictor import Predictor
 
 
 def redraw_fidelity(data, compact: compact_reference.CompactDataset, rows: int) -> dict:
@@ -61,18 +60,15 @@ def lookups(index_csv: str, full, compact) -> dict:
     if row.get("error"):
       continue
     scan = patterns.read_pattern(row["path"])
-    answers = {}
+    found = {}
     for name, ref in (("full", full), ("compact", compact)):
-      predictor = types.SimpleNamespace(preprocessing=resample.Preprocessing(), reference=ref,
-                                        max_elements=10)
       with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lattice = Predictor.index(predictor, scan, row["wavelength"])
         for with_lattice in (False, True):
-          match = Predictor.match(predictor, row["formula"], scan, row["wavelength"],
-                                  lattice if with_lattice else None)
-          answers[(name, with_lattice)] = match
-    results.append((row, answers))
+          found[(name, with_lattice)] = identification.identify(
+              row["formula"], scan, row["wavelength"], targets=("crystal_system",),
+              reference=ref, indexing=with_lattice).match
+    results.append((row, found))
   out = {}
   for with_lattice in (False, True):
     pairs = [(a[("full", with_lattice)], a[("compact", with_lattice)]) for _, a in results]
@@ -91,7 +87,8 @@ def lookups(index_csv: str, full, compact) -> dict:
         "largest_similarity_difference": max(
             [abs(f.similarity - c.similarity) for f, c in matched
              if f is not None and c is not None and f.material_id == c.material_id] or [0.0]),
-        "differing": [{"id": row["id"], "full": f and f.as_dict(), "compact": c and c.as_dict()}
+        "differing": [{"id": row["id"], "full": f and answers.match_json(f),
+                      "compact": c and answers.match_json(c)}
                       for (row, _), (f, c) in zip(results, pairs)
                       if (f is None) != (c is None) or (f is not None and
                                                         f.material_id != c.material_id)],

@@ -15,7 +15,7 @@ import numpy as np
 import xxact_jax
 from xxact_jax import data as data_lib
 from xxact_jax import progress as progress_lib
-from xxact_jax.inference import predictor as predictor_lib
+from xxact_jax.inference import ensemble as ensemble_lib
 
 TARGET = "crystal_system"
 
@@ -40,7 +40,7 @@ def main(argv=None):
     inputs = [batch[k][keep] for k in ("species", "fractions", "xrd")]
     label = batch[TARGET][keep]
     each = ensemble.predict_each(*inputs)
-    for i, out in enumerate(each + [predictor_lib.average_outputs(each, ensemble.targets)]):
+    for i, out in enumerate(each + [ensemble_lib.average_outputs(each, ensemble.targets)]):
       correct[i] += np.sum(out[TARGET].argmax(-1) == label)
     counted += int(keep.sum())
     progress.advance(len(rows))

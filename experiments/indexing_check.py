@@ -26,6 +26,7 @@ from xxact_jax import constants
 from xxact_jax import progress as progress_lib
 from xxact_jax.data import open_dataset
 from xxact_jax.inference import indexing
+from xxact_jax.inference import peaks
 from xxact_jax.inference import resample
 
 
@@ -73,7 +74,7 @@ def main(argv=None):
   fits, line_counts = [], []
   progress = progress_lib.Progress(len(xrd), "indexing", unit="patterns")
   for pattern in xrd:
-    lines = indexing.select_lines(*indexing.lines_of_pattern(pattern))
+    lines = peaks.select_lines(*peaks.lines_of_pattern(pattern))
     fits.append(indexing.fit_lattices(*lines))
     line_counts.append(lines[0].size)
     progress.advance(1)

@@ -26,7 +26,7 @@ import numpy as np
 def test_split_metrics(predictor, data_path: str, split: str = "test") -> dict:
   from xxact_jax import targets as targets_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.data import open_dataset  # pylint: disable=g-import-not-at-top
-  from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import ensemble as ensemble_lib  # pylint: disable=g-import-not-at-top
   ds = open_dataset(data_path, split)
   fields = ("species", "fractions", "xrd") + predictor.targets
   batch = ds.read_batch(np.arange(len(ds)), fields)
@@ -55,7 +55,7 @@ def test_split_metrics(predictor, data_path: str, split: str = "test") -> dict:
     return m
 
   result = {"split": split, "rows": len(ds), "seconds": round(seconds, 1),
-            "ensemble": score(predictor_lib.average_outputs(each, predictor.targets))}
+            "ensemble": score(ensemble_lib.average_outputs(each, predictor.targets))}
   if len(each) > 1:
     result["members"] = [score(out) for out in each]
   return result

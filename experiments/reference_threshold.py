@@ -6,7 +6,7 @@ r"""Similarities of the reference lookup for right answers, wrong answers and ga
 The lookup (xxact_jax/inference/reference.py) compares a scan with the training rows of its
 composition. Its similarity threshold (reference.MIN_SIMILARITY) should keep the lookup's right
 answers and refuse scans that are no pattern of the composition at all. Four sets of scans, each
-prepared as Predictor.match prepares a scan (resample.to_model_grid, SNIP background removal) and
+prepared as identification.identify prepares a scan for the lookup (resample.to_model_grid, SNIP background removal) and
 looked up in DATA's train split:
 
 - measured: the development scans whose composition the split holds; right or wrong against
@@ -51,7 +51,7 @@ def _garbage(rng) -> dict[str, np.ndarray]:
 
 def _prepared(intensity, two_theta=None) -> np.ndarray:
   """A scan as the predictor hands it to the lookup: through resample.to_model_grid with SNIP
-  background removal, as Predictor.match prepares every scan."""
+  background removal, as identification.identify prepares every scan for the lookup."""
   two_theta = constants.two_theta_grid() if two_theta is None else two_theta
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -34,10 +34,10 @@ def embedded_dataset() -> str:
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory) -> str:
   """The 8-row tests/fixtures/mp_small.csv.gz prepared in-process (3-row blocks, 25 % test)."""
-  from xxact_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  from xxact_jax.data import build_dataset  # pylint: disable=g-import-not-at-top
   path = str(tmp_path_factory.mktemp("small_dataset"))
-  prepare.prepare_dataset([os.path.join(FIXTURES_DIR, "mp_small.csv.gz")], path, workers=0,
-                          block_rows=3, test_fraction=0.25, seed=1)
+  build_dataset.prepare_dataset([os.path.join(FIXTURES_DIR, "mp_small.csv.gz")], path, workers=0,
+                                block_rows=3, test_fraction=0.25, seed=1)
   return path
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from xxact_jax import constants
+from xxact_jax import physics
 from xxact_jax.data import augment
 
 SI_A = 5.431  # Å
@@ -80,7 +81,8 @@ def test_ka2_companion_sits_at_its_bragg_angle_with_half_the_height():
 
 def test_broadening_keeps_the_area_and_widens_with_angle():
   x = si_pattern()
-  fwhm = augment.scherrer_fwhm(augment.grid()[None, :], 30.0)
+  fwhm = physics.scherrer_fwhm(jnp.cos(physics.theta(augment.grid()[None, :])), 300.0,
+                               augment.CU_KA)
   # Gaussian kernels: nothing leaves the grid, the area is kept to float32 rounding.
   gaussian = augment.broaden(x, fwhm, 0.0)
   assert float(gaussian.sum()) == pytest.approx(float(x.sum()), rel=1e-4)

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from xxact_jax.inference import answers
 from xxact_jax.inference import calibration
 from xxact_jax.inference import predictor as predictor_lib
 from xxact_jax.report import calibration as report
@@ -45,10 +46,10 @@ def test_min_confidence_withholds_unsure_answers():
                                "probabilities": {"cubic": 0.4, "hexagonal": 0.35,
                                                  "trigonal": 0.25}},
             "band_gap": {"value": 1.0, "unit": "eV"}}
-  same = predictor_lib.apply_min_confidence(json.loads(json.dumps(result)),
+  same = answers.apply_min_confidence(json.loads(json.dumps(result)),
                                             ("crystal_system", "band_gap"), 0.3)
   assert same == result
-  withheld = predictor_lib.apply_min_confidence(result, ("crystal_system", "band_gap"), 0.5)
+  withheld = answers.apply_min_confidence(result, ("crystal_system", "band_gap"), 0.5)
   assert withheld["crystal_system"]["prediction"] == "undetermined"
   assert [c["prediction"] for c in withheld["crystal_system"]["candidates"]] == [
       "cubic", "hexagonal", "trigonal"]

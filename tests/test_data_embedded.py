@@ -37,7 +37,7 @@ def test_cache_is_built_once_and_never_used_half_written(tmp_path, fixtures_dir)
 
 
 def test_importing_the_data_package_does_not_import_pymatgen():
-  code = ("import sys, xxact_jax.data, xxact_jax.data.loader, xxact_jax.data.prepare; "
+  code = ("import sys, xxact_jax.data, xxact_jax.data.loader, xxact_jax.data.build_dataset; "
           "print('pymatgen' in sys.modules)")
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 
 from xxact_jax import constants
+from xxact_jax.data import block_plan
+from xxact_jax.data import build_dataset
 from xxact_jax.data import embedded
 from xxact_jax.data import open_dataset
-from xxact_jax.data import prepare
 from xxact_jax.data import schema
 from xxact_jax.data import store
 
@@ -53,7 +54,7 @@ def test_split_and_label_stats(small_dataset):
   assert (len(train), len(test)) == (6, 2)
   assert not set(train.rows) & set(test.rows)
   np.testing.assert_array_equal(
-      prepare.split_assignment(8, 1, 0.25)[train.rows], np.zeros(6))
+      block_plan.split_assignment(8, 1, 0.25)[train.rows], np.zeros(6))
   stats = train.metadata["label_stats"]
   gaps = train.read_batch(np.arange(6))["band_gap"].astype(np.float64)
   assert stats["band_gap"]["mean"] == pytest.approx(gaps.mean())
@@ -66,8 +67,8 @@ def test_split_and_label_stats(small_dataset):
 
 def test_bad_records_go_to_errors_jsonl_and_are_excluded(tmp_path, fixtures_dir):
   out = str(tmp_path / "bad")
-  summary = prepare.prepare_dataset([os.path.join(fixtures_dir, "mp_bad.csv")], out, workers=0,
-                                    block_rows=2, test_fraction=0.0)
+  summary = build_dataset.prepare_dataset([os.path.join(fixtures_dir, "mp_bad.csv")], out,
+                                          workers=0, block_rows=2, test_fraction=0.0)
   assert summary["errors_total"] == 3 and summary["valid_total"] == 2
   with open(os.path.join(out, "errors.jsonl")) as f:
     errors = [json.loads(line) for line in f]
@@ -84,8 +85,8 @@ def test_bad_records_go_to_errors_jsonl_and_are_excluded(tmp_path, fixtures_dir)
 
 def test_too_many_elements_is_an_error_row_not_truncation(tmp_path, fixtures_dir):
   out = str(tmp_path / "k1")
-  summary = prepare.prepare_dataset([os.path.join(fixtures_dir, "cif_dir")], out, workers=0,
-                                    max_elements=1)
+  summary = build_dataset.prepare_dataset([os.path.join(fixtures_dir, "cif_dir")], out, workers=0,
+                                          max_elements=1)
   assert summary["errors_total"] == 2 and summary["valid_total"] == 1   # only Si is unary
   with open(os.path.join(out, "errors.jsonl")) as f:
     assert "more than max_elements=1" in f.readline()
@@ -94,11 +95,11 @@ def test_too_many_elements_is_an_error_row_not_truncation(tmp_path, fixtures_dir
 def test_argument_errors(tmp_path, fixtures_dir):
   small = os.path.join(fixtures_dir, "mp_small.csv.gz")
   with pytest.raises(FileNotFoundError, match="missing.csv"):
-    prepare.prepare_dataset([str(tmp_path / "missing.csv")], str(tmp_path / "o"))
+    build_dataset.prepare_dataset([str(tmp_path / "missing.csv")], str(tmp_path / "o"))
   out = str(tmp_path / "o2")
-  prepare.prepare_dataset([small], out, workers=0, limit=2)
+  build_dataset.prepare_dataset([small], out, workers=0, limit=2)
   with pytest.raises(ValueError, match=r"different arguments \(\['limit'\]\)"):
-    prepare.prepare_dataset([small], out, workers=0, limit=3)
+    build_dataset.prepare_dataset([small], out, workers=0, limit=3)
   with pytest.raises(FileNotFoundError, match="not a prepared dataset"):
     open_dataset(str(tmp_path))
 
@@ -116,11 +117,11 @@ def test_shards_fill_disjoint_blocks_of_the_same_arrays(tmp_path, small_dataset,
   out = str(tmp_path / "sharded")
   args = dict(workers=0, block_rows=3, test_fraction=0.25, seed=1, num_shards=2)
   inputs = [os.path.join(fixtures_dir, "mp_small.csv.gz")]
-  first = prepare.prepare_dataset(inputs, out, shard=1, **args)
+  first = build_dataset.prepare_dataset(inputs, out, shard=1, **args)
   assert not first["complete"] and first["blocks_done_now"] == 1
   with pytest.raises(ValueError, match="incomplete"):
     open_dataset(out)
-  second = prepare.prepare_dataset(inputs, out, shard=0, **args)
+  second = build_dataset.prepare_dataset(inputs, out, shard=0, **args)
   assert second["complete"] and second["blocks_done_now"] == 2
   assert_same_arrays(out, small_dataset)
   assert open_dataset(out).metadata["splits"] == open_dataset(small_dataset).metadata["splits"]
@@ -154,7 +155,8 @@ def test_killed_run_resumes_to_the_same_arrays(tmp_path):
   assert summary["blocks_done_before"] >= done_at_kill and summary["complete"]
   assert summary["blocks_done_before"] + summary["blocks_done_now"] == 16
 
-  prepare.prepare_dataset([embedded.SAMPLE_FILE], str(tmp_path / "straight"), workers=0, **args)
+  build_dataset.prepare_dataset([embedded.SAMPLE_FILE], str(tmp_path / "straight"), workers=0,
+                                **args)
   assert_same_arrays(str(tmp_path / "killed"), str(tmp_path / "straight"))
   with open(tmp_path / "killed" / "metadata.json") as f1, \
        open(tmp_path / "straight" / "metadata.json") as f2:
@@ -163,7 +165,7 @@ def test_killed_run_resumes_to_the_same_arrays(tmp_path):
 
 def test_output_may_be_a_kvstore_url(tmp_path, fixtures_dir):
   url = f"file://{tmp_path}/url_dataset"
-  prepare.prepare_dataset([os.path.join(fixtures_dir, "cif_dir")], url, workers=0)
+  build_dataset.prepare_dataset([os.path.join(fixtures_dir, "cif_dir")], url, workers=0)
   ds = open_dataset(url)
   assert ds.material_ids([0, 1, 2]) == ["mp-149", "mp-22862", "mp-2534"]
   assert (tmp_path / "url_dataset" / "metadata.json").exists()
@@ -174,7 +176,7 @@ def test_formation_energy_filter_keeps_the_row_and_masks_the_label(tmp_path, fix
   source = os.path.join(fixtures_dir, "mp_small.csv.gz")
   e_form = pd.read_csv(source)["formation_energy_per_atom"].to_numpy()
   out = str(tmp_path / "filtered")
-  prepare.prepare_dataset([source], out, workers=0, min_formation_energy=-1.0)
+  build_dataset.prepare_dataset([source], out, workers=0, min_formation_energy=-1.0)
   ds = open_dataset(out)
   stored = ds.read_batch(np.arange(len(ds)))["formation_energy_per_atom"]
   assert len(ds) == 8 and np.isnan(stored).sum() == (e_form < -1.0).sum() > 0

@@ -6,8 +6,8 @@ import os
 import pandas as pd
 import pytest
 
-from xxact_jax.data import prepare
 from xxact_jax.data import readers
+from xxact_jax.data import worker_pool
 
 
 def test_csv_gz(fixtures_dir):
@@ -26,7 +26,7 @@ def test_alexandria_json_bz2(fixtures_dir):
   assert readers.input_format(path) == "alexandria" and len(records) == 5
   assert records[0].material_id == "agm000000000" and records[0].kind == "entry"
   assert records[0].labels["band_gap"] == pytest.approx(0.8527, abs=1e-4)  # band_gap_ind
-  results = prepare.featurize_records(records, 10)
+  results = worker_pool.featurize_records(records, 10)
   assert [r["spacegroup_number"] for r in results] == [e.payload["data"]["spg"] for e in records]
 
 
@@ -63,7 +63,7 @@ def test_bad_records_carry_errors_naming_record_and_field(fixtures_dir):
   records = list(readers.iter_records(os.path.join(fixtures_dir, "mp_bad.csv")))
   assert records[3].error == f"{records[3].location}: label 'band_gap' is not a number: 'abc'"
   assert math.isnan(records[4].labels["band_gap"]) and records[4].error is None
-  results = prepare.featurize_records(records, 10)
+  results = worker_pool.featurize_records(records, 10)
   assert isinstance(results[0], dict) and isinstance(results[4], dict)
   assert "mp_bad.csv:row 1" in results[1] and "unknown element symbol 'Qq'" in results[1]
   assert "mp_bad.csv:row 2" in results[2] and "cif parse failed" in results[2]

@@ -11,6 +11,8 @@ import pytest
 
 from xxact_jax import evaluate as evaluate_cli
 from xxact_jax import predict as predict_cli
+from xxact_jax.inference import answers
+from xxact_jax.inference import identification
 
 from test_inference_e2e import fixture
 from test_reference import database  # noqa: F401  pylint: disable=unused-import  (a fixture)
@@ -318,10 +320,11 @@ def test_an_ensemble_refuses_the_same_run_twice(tmp_path):
 def test_an_ensemble_takes_members_whose_targets_differ_in_order(workdir, predictor, tmp_path,
                                                                  monkeypatch):
   import shutil  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import model as model_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
   copy = str(tmp_path / "copy")
   shutil.copytree(workdir, copy)
-  original = predictor_lib._load_one  # pylint: disable=protected-access
+  original = model_lib.load
 
   def reordered(directory, *args):
     loaded = original(directory, *args)
@@ -329,7 +332,7 @@ def test_an_ensemble_takes_members_whose_targets_differ_in_order(workdir, predic
       loaded.targets = tuple(reversed(loaded.targets))
     return loaded
 
-  monkeypatch.setattr(predictor_lib, "_load_one", reordered)
+  monkeypatch.setattr(model_lib, "load", reordered)
   ensemble = predictor_lib.load(f"{workdir},{copy}")
   assert len(ensemble.members) == 1 and ensemble.members[0].targets != ensemble.targets
   with pytest.warns(UserWarning):
@@ -367,29 +370,29 @@ def _for_lookup(two_theta, intensity):
 
 def test_reference_lookup_declines_garbage_and_weighs_its_answers(database):  # noqa: F811
   from test_reference import _composition, _rutile, _scan  # pylint: disable=g-import-not-at-top
-  from xxact_jax.inference import reference  # pylint: disable=g-import-not-at-top
   grid, garbage = _garbage_scans(np.random.default_rng(0))
   for formula in ("TiO2", "NaCl"):
     for name, intensity in garbage.items():
       match = database.match(*_composition(formula), _for_lookup(grid, intensity))
       assert not match.answered, (formula, name, match.similarity)
       assert match.weight == 0.0
-      record = match.as_dict()
+      record = answers.match_json(match)
       assert record["answered"] is False and "does not answer" in record["note"]
   match = database.match(*_composition("TiO2"), _scan(_rutile(), strain=0.01, background=5))
   assert match.answered and match.material_id == "rutile"
-  assert 0.5 < match.weight < 1.0 and match.as_dict()["probability"] == round(match.weight, 4)
+  assert 0.5 < match.weight < 1.0
+  assert answers.match_json(match)["probability"] == round(match.weight, 4)
   # The model's probabilities share what the reference leaves; its class stays the answer.
   model = np.full(7, 1 / 7)
-  mixed = reference.override(model, match.crystal_system, match.weight)
+  mixed = identification.override(model, match.crystal_system, match.weight)
   assert mixed.sum() == pytest.approx(1.0) and mixed.argmax() == match.crystal_system
   assert mixed.max() == pytest.approx(match.weight + (1 - match.weight) / 7)
-  prediction = {"crystal_system": {"prediction": "cubic", "probabilities": {
-      n: 1 / 7 for n in ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal",
-                         "hexagonal", "cubic")}}}
+  outputs = {"crystal_system": np.full(7, 1 / 7, np.float32)}
   declined = database.match(*_composition("TiO2"), _for_lookup(grid, garbage["flat"]))
-  result = reference.apply(prediction, declined)
-  assert result["crystal_system"] == prediction["crystal_system"]     # the model answers
+  result = answers.identified_prediction(outputs, ("crystal_system",),
+                                         identification.Identification(declined))
+  model = answers.format_prediction(outputs, ("crystal_system",))
+  assert result["crystal_system"] == model["crystal_system"]     # the model answers
   assert result["reference"]["answered"] is False
 
 
@@ -469,7 +472,6 @@ def test_help_shows_the_defaults(capsys):
 @pytest.mark.slow
 def test_assumed_wavelength_and_empty_indexing_are_said_once(workdir, tmp_path, capsys):
   import warnings  # pylint: disable=g-import-not-at-top
-  from xxact_jax.inference import indexing  # pylint: disable=g-import-not-at-top
   output = tmp_path / "p.jsonl"
   # Si_CuKa.xy states no wavelength and covers 10–80°; NaCl_CuKa.csv gets an explicit one.
   # Twelve lines at random angles index to no lattice.
@@ -500,7 +502,7 @@ def test_assumed_wavelength_and_empty_indexing_are_said_once(workdir, tmp_path, 
   assert predict_cli.main([f"--workdir={workdir}", f"--input={table}", "--reference=none",
                            f"--output={output}"]) == 0
   (record,) = [json.loads(line) for line in output.read_text().splitlines()]
-  assert "indexing" not in record and record["indexing_note"] == indexing.NONE_FOUND
+  assert "indexing" not in record and record["indexing_note"] == answers.NONE_FOUND
   assert predict_cli.main([f"--workdir={workdir}", f"--input={table}", "--reference=none",
                            "--no-indexing", f"--output={output}"]) == 0
   assert "indexing_note" not in json.loads(output.read_text())

@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from xxact_jax.data import build_dataset
 from xxact_jax.data import embedded
 from xxact_jax.data import open_dataset
-from xxact_jax.data import prepare
 from xxact_jax.data import readers
 from xxact_jax.data import store
+from xxact_jax.data import worker_pool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -207,21 +208,21 @@ def test_resume_refuses_changed_input_and_accepts_a_touched_one(tmp_path, fixtur
   shutil.copy(os.path.join(fixtures_dir, "mp_small.csv.gz"), source)
   out = str(tmp_path / "ds")
   args = dict(workers=0, block_rows=4, num_shards=2)
-  prepare.prepare_dataset([str(source)], out, shard=1, **args)
+  build_dataset.prepare_dataset([str(source)], out, shard=1, **args)
   original = source.read_bytes()
   table = pd.read_csv(source)
   table.loc[5, "band_gap"] += 1.0   # same rows, other content
   table.to_csv(source, index=False)
   with pytest.raises(ValueError, match=r"mp\.csv\.gz' changed since .*same inputs to resume"):
-    prepare.prepare_dataset([str(source)], out, shard=0, **args)
+    build_dataset.prepare_dataset([str(source)], out, shard=0, **args)
 
   source.write_bytes(original)    # same bytes, new mtime: resumes
-  summary = prepare.prepare_dataset([str(source)], out, shard=0, **args)
+  summary = build_dataset.prepare_dataset([str(source)], out, shard=0, **args)
   assert summary["complete"] and summary["blocks_done_before"] == 0
 
   # A plan written before fingerprints existed still resumes, with a warning.
   legacy = str(tmp_path / "legacy")
-  prepare.prepare_dataset([str(source)], legacy, shard=1, **args)
+  build_dataset.prepare_dataset([str(source)], legacy, shard=1, **args)
   kv = store.open_kvstore(legacy)
   plan = store.read_json(kv, "plan.json")
   del plan["input_fingerprints"], plan["duplicate_rows"]
@@ -229,7 +230,7 @@ def test_resume_refuses_changed_input_and_accepts_a_touched_one(tmp_path, fixtur
     del plan["config"][key]
   store.write_json(kv, "plan.json", plan)
   with caplog.at_level(logging.WARNING):
-    assert prepare.prepare_dataset([str(source)], legacy, shard=0, **args)["complete"]
+    assert build_dataset.prepare_dataset([str(source)], legacy, shard=0, **args)["complete"]
   assert "before inputs were fingerprinted" in caplog.text
 
 
@@ -271,20 +272,20 @@ def test_slow_record_times_out_as_an_error_row(tmp_path, fixtures_dir):
   # the workers' time limit, takes well under a second on it).
   inputs = _cif_dir(tmp_path, fixtures_dir, "cifs", {"slow": cubic_cif(30, "slow")})
   start = time.monotonic()
-  summary = prepare.prepare_dataset([inputs], str(tmp_path / "out"), workers=0,
-                                    record_timeout_s=0.5, xrd_engine="pymatgen")
+  summary = build_dataset.prepare_dataset([inputs], str(tmp_path / "out"), workers=0,
+                                          record_timeout_s=0.5, xrd_engine="pymatgen")
   assert time.monotonic() - start < 6 and summary["valid_total"] == 3
   assert "took longer than 0.5 s (--record_timeout_s)" in _errors(tmp_path / "out")["slow"]
 
 
 def test_a_timeout_that_library_code_swallows_still_fails_the_record():
-  with pytest.raises(prepare._RecordTimeout):  # pylint: disable=protected-access
-    with prepare._time_limit(0.05):  # pylint: disable=protected-access
+  with pytest.raises(worker_pool._RecordTimeout):  # pylint: disable=protected-access
+    with worker_pool._time_limit(0.05):  # pylint: disable=protected-access
       try:
         time.sleep(2)
       except BaseException:  # pylint: disable=broad-except  (as a bare `except:` would)
         pass
-  with prepare._time_limit(0.05):  # pylint: disable=protected-access
+  with worker_pool._time_limit(0.05):  # pylint: disable=protected-access
     pass                           # a record within its limit is left alone
   time.sleep(0.1)                  # and no late alarm reaches the caller
 
@@ -313,7 +314,7 @@ def _record(name, payload):
 def test_a_record_that_kills_its_worker_becomes_an_error_row(fixtures_dir):
   si = open(os.path.join(fixtures_dir, "cif_dir", "mp-149.cif")).read()
   tasks = [(0, [_record("b", si), _record("kill", _KillsWorker())])]
-  results = list(prepare._run_tasks(iter(tasks), 10, workers=2, record_timeout_s=5))
+  results = list(worker_pool.run_tasks(iter(tasks), 2, 5, max_elements=10))
   (_, _, (b, kill)), = results   # the task is redone one record at a time: b survives
   assert isinstance(b, dict) and b["spacegroup_number"] == 227
   assert "test:kill: the worker process died while featurising this record" in kill
@@ -321,12 +322,12 @@ def test_a_record_that_kills_its_worker_becomes_an_error_row(fixtures_dir):
 
 @pytest.mark.slow
 def test_a_record_that_hangs_its_worker_becomes_an_error_row(fixtures_dir, monkeypatch, caplog):
-  monkeypatch.setattr(prepare, "_TASK_ROWS", 1)   # stall deadline = rows × timeout + overrun
-  monkeypatch.setattr(prepare, "_OVERRUN_S", 1.0)
+  monkeypatch.setattr(worker_pool, "TASK_ROWS", 1)   # stall deadline = rows × timeout + overrun
+  monkeypatch.setattr(worker_pool, "_OVERRUN_S", 1.0)
   si = open(os.path.join(fixtures_dir, "cif_dir", "mp-149.cif")).read()
   tasks = [(0, [_record("a", si)]), (0, [_record("hang", _HangsWorker())])]
   with caplog.at_level(logging.WARNING):
-    results = list(prepare._run_tasks(iter(tasks), 10, workers=2, record_timeout_s=0.5))
+    results = list(worker_pool.run_tasks(iter(tasks), 2, 0.5, max_elements=10))
   assert "no task finished for 1.5 s" in caplog.text
   (_, _, (a,)), (_, _, (hang,)) = results
   assert isinstance(a, dict)
@@ -343,12 +344,12 @@ def test_duplicate_ids_are_refused_or_become_error_rows(tmp_path, fixtures_dir):
   out = tmp_path / "ds"
   with pytest.raises(ValueError, match=r"3 duplicate material_id.*'mp-149' of row 0 .*"
                                        r"--allow_duplicate_ids") as raised:
-    prepare.prepare_dataset([first, second], str(out), workers=0)
+    build_dataset.prepare_dataset([first, second], str(out), workers=0)
   assert os.path.join(second, "mp-149.cif") in str(raised.value)
   assert not out.exists()   # refused before anything was written
 
-  summary = prepare.prepare_dataset([first, second], str(out), workers=0,
-                                    allow_duplicate_ids=True, test_fraction=0.5)
+  summary = build_dataset.prepare_dataset([first, second], str(out), workers=0,
+                                          allow_duplicate_ids=True, test_fraction=0.5)
   assert summary["valid_total"] == 3 and summary["errors_total"] == 3
   with open(out / "errors.jsonl") as f:
     reasons = {e["row"]: e["reason"] for e in map(json.loads, f)}
@@ -367,7 +368,7 @@ def test_bad_cells_and_broken_cifs_get_clear_reasons(tmp_path, fixtures_dir):
       "zero_occupancy": si.replace("  1\n", "  0\n"),
   })
   out = str(tmp_path / "out")
-  summary = prepare.prepare_dataset([inputs], out, workers=0)
+  summary = build_dataset.prepare_dataset([inputs], out, workers=0)
   assert summary["valid_total"] == 3
   errors = _errors(out)
   assert "_cell_length_a is -4; a cell length must be positive" in errors["negative_a"]
@@ -384,7 +385,7 @@ def test_csv_row_with_missing_fields_names_the_field(tmp_path, fixtures_dir):
   text = table.to_csv(index=False)
   path.write_text(text + "mp-9,0\n")   # a row cut short: no cif, no labels
   out = str(tmp_path / "out")
-  assert prepare.prepare_dataset([str(path)], out, workers=0)["valid_total"] == 3
+  assert build_dataset.prepare_dataset([str(path)], out, workers=0)["valid_total"] == 3
   assert "short.csv:row 3: column 'cif' is empty" in _errors(out)["mp-9"]
 
 
@@ -396,14 +397,14 @@ def test_non_utf8_bytes_name_file_row_and_line(tmp_path, fixtures_dir):
   path = tmp_path / "latin.csv"
   path.write_bytes(raw.replace(cif, broken_cif, 1))
   out = str(tmp_path / "out")
-  summary = prepare.prepare_dataset([str(path)], out, workers=0)
+  summary = build_dataset.prepare_dataset([str(path)], out, workers=0)
   assert summary["valid_total"] == 7 and summary["errors_total"] == 1
   reason = _errors(out)[table.loc[3, "material_id"]]
   assert "latin.csv:row 3: column 'cif' is not valid UTF-8 (byte 0xff at line 5" in reason
 
   cifs = _cif_dir(tmp_path, fixtures_dir, "cifs",
                   {"bad": cubic_cif(4, "bad").encode().replace(b"data_bad", b"data_b\xe9")})
-  prepare.prepare_dataset([cifs], str(tmp_path / "out2"), workers=0)
+  build_dataset.prepare_dataset([cifs], str(tmp_path / "out2"), workers=0)
   assert ("bad.cif: not valid UTF-8: byte 0xe9 at line 1 (byte offset 6)"
           in _errors(tmp_path / "out2")["bad"])
 
@@ -413,7 +414,7 @@ def test_output_directory_with_unrelated_files_is_refused(tmp_path, fixtures_dir
   out.mkdir()
   (out / "notes.txt").write_text("my notes")
   with pytest.raises(ValueError, match=r"not empty and holds no dataset.*'notes.txt'"):
-    prepare.prepare_dataset([os.path.join(fixtures_dir, "cif_dir")], str(out), workers=0)
+    build_dataset.prepare_dataset([os.path.join(fixtures_dir, "cif_dir")], str(out), workers=0)
   assert os.listdir(out) == ["notes.txt"]
   result = subprocess.run(_cli(f"--input={fixtures_dir}/cif_dir", f"--output={out}"),
                           capture_output=True, text=True, timeout=120)
@@ -421,8 +422,8 @@ def test_output_directory_with_unrelated_files_is_refused(tmp_path, fixtures_dir
   assert "Traceback" not in result.stderr
   empty = tmp_path / "empty"
   empty.mkdir()   # an empty directory is fine (embedded.cached_dataset stages into one)
-  assert prepare.prepare_dataset([os.path.join(fixtures_dir, "cif_dir")], str(empty),
-                                 workers=0)["complete"]
+  assert build_dataset.prepare_dataset([os.path.join(fixtures_dir, "cif_dir")], str(empty),
+                                       workers=0)["complete"]
 
 
 def _skewed_cubic_cif() -> str:
@@ -439,8 +440,8 @@ def test_store_structures_keeps_a_skewed_cell_as_a_row_without_structure(tmp_pat
   cifs = _cif_dir(tmp_path, fixtures_dir, "cifs", {"skewed": _skewed_cubic_cif()})
   for flag in (False, True):
     out = str(tmp_path / f"out_{flag}")
-    summary = prepare.prepare_dataset([cifs], out, workers=0, store_structures=flag,
-                                      test_fraction=0.0)
+    summary = build_dataset.prepare_dataset([cifs], out, workers=0, store_structures=flag,
+                                            test_fraction=0.0)
     assert summary["valid_total"] == 4 and summary["errors_total"] == 0
     ds = open_dataset(out)
     skewed = ds.material_ids(np.arange(len(ds))).index("skewed")
@@ -458,7 +459,7 @@ def test_spglib_noise_is_silenced(tmp_path, capfd):
   path.mkdir()
   (path / "mp-28520.cif").write_text(MP_28520_CIF)
   capfd.readouterr()
-  prepare.prepare_dataset([str(path)], str(tmp_path / "out"), workers=0)
+  build_dataset.prepare_dataset([str(path)], str(tmp_path / "out"), workers=0)
   assert "spglib" not in capfd.readouterr().err
   assert open_dataset(str(tmp_path / "out"))[0]["spacegroup_number"] == 140
 

@@ -8,7 +8,10 @@ import pytest
 
 from xxact_jax import constants
 from xxact_jax.data import xrd as xrd_lib
+from xxact_jax.inference import answers
+from xxact_jax.inference import identification
 from xxact_jax.inference import indexing
+from xxact_jax.inference import peaks
 
 SYSTEM = {name: i for i, name in enumerate(constants.CRYSTAL_SYSTEMS)}
 
@@ -76,7 +79,7 @@ def test_orthorhombic_lattices_index_with_their_centring_and_zero_shift():
                                             pytest.approx(7.9, abs=3e-3))
   assert result.zero_shift == pytest.approx(0.04, abs=2e-3)
   assert result.crystal_systems == (SYSTEM["orthorhombic"],)
-  assert result.as_dict()["b"] == pytest.approx(5.3, abs=2e-3)
+  assert answers.lattice_json(result)["b"] == pytest.approx(5.3, abs=2e-3)
   # Body centring halves the reflections a primitive cell would allow: the I cell's M_N is the
   # better, with every line still indexed.
   body = _lines(_metric(5.2, 9.7, 7.3), lambda h, k, l: (h + k + l) % 2 == 0)
@@ -92,7 +95,7 @@ def test_higher_symmetry_comes_first_and_low_symmetry_is_not_indexed():
   rutile = _lines(_metric(4.594, 4.594, 2.959))
   assert indexing.index_lines(rutile, np.ones_like(rutile)).family == "tetragonal"
   # Left alone, the orthorhombic search refuses a metric with two equal edges.
-  two_theta, intensity = indexing.select_lines(rutile, np.ones_like(rutile))
+  two_theta, intensity = peaks.select_lines(rutile, np.ones_like(rutile))
   assert indexing.search_orthorhombic(two_theta, intensity > 0) is None
   triclinic = _lines(_metric(5.1, 6.3, 7.7, 83.0, 97.0, 104.0))
   assert indexing.index_lines(triclinic, np.ones_like(triclinic)) is None
@@ -138,10 +141,10 @@ def test_restricting_keeps_the_models_ranking_inside_the_allowed_systems():
   outputs = {"crystal_system": np.array([[0.05, 0.5, 0.1, 0.05, 0.1, 0.15, 0.05]]),
              "spacegroup_number": np.full((1, 230), 1 / 230)}
   model = outputs["crystal_system"][0].copy()
-  indexing.restrict_row(outputs, 0, result)
+  identification.Identification(lattice=result).apply(outputs, 0)
   # The lattice's share (LATTICE_WEIGHT) goes to its systems in the model's ratio; the model's
   # own probabilities share the rest, so the indexed answer is not certain.
-  w = indexing.LATTICE_WEIGHT
+  w = identification.LATTICE_WEIGHT
   np.testing.assert_allclose(outputs["crystal_system"][0],
                              w * np.array([0, 0, 0, 0, 0.4, 0.6, 0]) + (1 - w) * model, atol=1e-6)
   assert outputs["crystal_system"][0].argmax() == 5
@@ -150,33 +153,32 @@ def test_restricting_keeps_the_models_ranking_inside_the_allowed_systems():
   assert outputs["spacegroup_number"][0].sum() == pytest.approx(1.0)
   # An orthorhombic lattice: orthorhombic groups only (16–74).
   outputs = {"spacegroup_number": np.full((1, 230), 1 / 230)}
-  indexing.restrict_row(outputs, 0, indexing.Indexing("orthorhombic", "P", 4.1, 7.9, 0.0, 50.0,
-                                                      20, 20, b=5.3))
+  lattice = indexing.Indexing("orthorhombic", "P", 4.1, 7.9, 0.0, 50.0, 20, 20, b=5.3)
+  identification.Identification(lattice=lattice).apply(outputs, 0)
   groups = np.flatnonzero(outputs["spacegroup_number"][0]) + 1
   assert (groups.min(), groups.max(), groups.size) == (16, 74, 59)
   # All mass outside: uniform over the allowed classes.
-  np.testing.assert_allclose(indexing.restrict(np.eye(3)[0], np.array([False, True, True])),
+  np.testing.assert_allclose(identification.restrict(np.eye(3)[0], np.array([False, True, True])),
                              [0, 0.5, 0.5])
 
 
 def test_apply_keeps_the_models_answer_beside_the_indexing():
-  from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
   result = indexing.Indexing("cubic", "F", 5.64, 5.64, 0.0, 100.0, 9, 9)
   probabilities = np.array([0.1, 0.6, 0.1, 0.05, 0.05, 0.05, 0.05])
   groups = np.zeros(230)
   groups[[13, 224, 61]] = [0.6, 0.3, 0.1]        # P2_1/c, Fm-3m, Pnma
   outputs = {"crystal_system": probabilities[None].copy(), "spacegroup_number": groups[None]}
   targets = ("crystal_system", "spacegroup_number")
-  model = predictor_lib.format_prediction({k: v[0] for k, v in outputs.items()}, targets)
-  indexing.restrict_row(outputs, 0, result)
-  restricted = predictor_lib.format_prediction({k: v[0] for k, v in outputs.items()}, targets)
-  answer = indexing.apply(model, restricted, result)
+  model = answers.format_prediction({k: v[0] for k, v in outputs.items()}, targets)
+  answer = answers.identified_prediction({k: v[0] for k, v in outputs.items()}, targets,
+                                         identification.Identification(lattice=result))
   assert answer["crystal_system"]["prediction"] == "cubic"
   assert answer["crystal_system"]["model_prediction"] == "monoclinic"
   assert answer["spacegroup_number"]["top5"][0] == {"spacegroup_number": 225, "probability": 1.0}
   assert answer["spacegroup_number"]["model_top5"][0]["spacegroup_number"] == 14
   assert answer["indexing"]["lattice"] == "cubic"
-  assert indexing.apply(model, restricted, None) is model
+  assert answers.identified_prediction({k: v[0] for k, v in outputs.items()}, targets,
+                                       identification.Identification()) == model
 
 
 def test_a_measured_like_orthorhombic_pattern_indexes_from_the_grid():

@@ -442,7 +442,7 @@ def test_evaluate_dataset_matches_training_eval_and_the_api(workdir, predictor, 
   files prepared as a test set (--test_fraction=1) it agrees with the predict API."""
   from xxact_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax import evaluate  # pylint: disable=g-import-not-at-top
-  from xxact_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  from xxact_jax.data import build_dataset  # pylint: disable=g-import-not-at-top
   from xxact_jax.report import curves  # pylint: disable=g-import-not-at-top
 
   def run(*args):
@@ -458,8 +458,8 @@ def test_evaluate_dataset_matches_training_eval_and_the_api(workdir, predictor, 
     assert_close(own[key], final[f"eval/{key}"], err_msg=key)   # other batch sizes
 
   other = str(tmp_path / "held_out")
-  prepare.prepare_dataset([os.path.join(ROOT, "tests", "fixtures", "mp_small.csv.gz")], other,
-                          workers=0, test_fraction=1.0)
+  build_dataset.prepare_dataset([os.path.join(ROOT, "tests", "fixtures", "mp_small.csv.gz")], other,
+                                workers=0, test_fraction=1.0)
   dataset = data_lib.open_dataset(other, split="test")
   assert len(dataset) == len(data_lib.open_dataset(other))
   out = tmp_path / "held_out_eval"

@@ -10,6 +10,7 @@ from sklearn import metrics as sk_metrics
 
 from xxact_jax import constants
 from xxact_jax.inference.errors import InputError
+from xxact_jax.inference.model import Model
 from xxact_jax.inference.predictor import Predictor
 from xxact_jax.models import build_model
 from xxact_jax.models import model_config
@@ -29,7 +30,7 @@ def initialised_predictor(name, max_elements=10):
       jax.random.key(0), np.zeros((1, max_elements), np.int32),
       np.zeros((1, max_elements), np.float32),
       np.zeros((1, constants.NUM_XRD_POINTS), np.float32), train=False)
-  return Predictor(variables["params"], config, STATS, max_elements, batch_size=64)
+  return Predictor(Model(variables["params"], config, STATS, max_elements, batch_size=64))
 
 
 def test_xrd_only_model_reports_on_its_own_cls(embedded_dataset, tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from xxact_jax.data import augment
+from xxact_jax.inference.model import Model
 from xxact_jax.inference.predictor import Predictor
 from xxact_jax.models import build_model
 from xxact_jax.models import model_config
@@ -110,7 +111,7 @@ def test_the_predictor_reads_scans_as_measured_and_cifs_as_simulated(fixtures_di
   cfg = tiny("xxact", True)
   _, params = init(cfg)
   config = defaults_config(cfg)
-  predictor = Predictor(params, config, {}, max_elements=10, batch_size=4)
+  predictor = Predictor(Model(params, config, {}, max_elements=10, batch_size=4))
   scan = os.path.join(fixtures_dir, "patterns", "NaCl_CuKa.csv")
   cif = os.path.join(fixtures_dir, "patterns", "NaCl.cif")
   predictor.indexing = False         # the model's own answer, not a lattice's restriction

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xxact_jax.data import prepare
+from xxact_jax.data import build_dataset
 from xxact_jax.data import schema
 from xxact_jax.data import store
 from xxact_jax.data import subset as subset_lib
@@ -40,7 +40,7 @@ _ARGS = dict(block_rows=3, test_fraction=0.25, seed=1)
 def reference(source, tmp_path_factory) -> str:
   """pymatgen on 2 workers: the reference both jax runs (workers=0 and 2) are compared to."""
   path = str(tmp_path_factory.mktemp("pymatgen_w2"))
-  prepare.prepare_dataset([source], path, workers=2, xrd_engine="pymatgen", **_ARGS)
+  build_dataset.prepare_dataset([source], path, workers=2, xrd_engine="pymatgen", **_ARGS)
   return path
 
 
@@ -63,7 +63,8 @@ def _metadata(path) -> dict:
 def test_engines_give_the_same_dataset(source, reference, tmp_path, workers):
   engine = "jax"
   path = str(tmp_path / "ds")
-  summary = prepare.prepare_dataset([source], path, workers=workers, xrd_engine=engine, **_ARGS)
+  summary = build_dataset.prepare_dataset([source], path, workers=workers, xrd_engine=engine,
+                                          **_ARGS)
   assert summary["complete"] and summary["valid_total"] == 8 and summary["errors_total"] == 2
   expected, actual = _arrays(reference), _arrays(path)
   for name in expected:
@@ -89,12 +90,12 @@ def test_engines_give_the_same_dataset(source, reference, tmp_path, workers):
 def test_resume_with_the_other_engine_is_refused(source, tmp_path):
   path = str(tmp_path / "ds")
   args = dict(_ARGS, workers=0, num_shards=2)
-  prepare.prepare_dataset([source], path, shard=1, xrd_engine="jax", **args)
+  build_dataset.prepare_dataset([source], path, shard=1, xrd_engine="jax", **args)
   with open(os.path.join(path, schema.PLAN_FILE)) as f:
     assert json.load(f)["config"]["xrd_engine"] == "jax"
   with pytest.raises(ValueError, match=r"different arguments \(\['xrd_engine'\]\)"):
-    prepare.prepare_dataset([source], path, shard=0, xrd_engine="pymatgen", **args)
-  summary = prepare.prepare_dataset([source], path, shard=0, xrd_engine="jax", **args)
+    build_dataset.prepare_dataset([source], path, shard=0, xrd_engine="pymatgen", **args)
+  summary = build_dataset.prepare_dataset([source], path, shard=0, xrd_engine="jax", **args)
   assert summary["complete"] and summary["blocks_done_now"] == 2
   assert _metadata(path)["xrd_engine"] == "jax"
 
@@ -102,27 +103,27 @@ def test_resume_with_the_other_engine_is_refused(source, tmp_path):
 def test_a_plan_without_an_engine_means_pymatgen(source, tmp_path):
   path = str(tmp_path / "ds")
   args = dict(_ARGS, workers=0, num_shards=2, limit=6)
-  prepare.prepare_dataset([source], path, shard=1, xrd_engine="pymatgen", **args)
+  build_dataset.prepare_dataset([source], path, shard=1, xrd_engine="pymatgen", **args)
   kv = store.open_kvstore(path)
   plan = store.read_json(kv, schema.PLAN_FILE)
   del plan["config"]["xrd_engine"]   # written before the field existed
   store.write_json(kv, schema.PLAN_FILE, plan)
   with pytest.raises(ValueError, match="xrd_engine"):
-    prepare.prepare_dataset([source], path, shard=0, xrd_engine="jax", **args)
-  assert prepare.prepare_dataset([source], path, shard=0, xrd_engine="pymatgen",
-                                 **args)["complete"]
+    build_dataset.prepare_dataset([source], path, shard=0, xrd_engine="jax", **args)
+  assert build_dataset.prepare_dataset([source], path, shard=0, xrd_engine="pymatgen",
+                                       **args)["complete"]
   assert _metadata(path)["xrd_engine"] == "pymatgen"
 
 
 def test_unknown_engine_is_refused(source, tmp_path):
   with pytest.raises(ValueError, match="xrd_engine must be one of"):
-    prepare.prepare_dataset([source], str(tmp_path / "ds"), workers=0, xrd_engine="cuda")
+    build_dataset.prepare_dataset([source], str(tmp_path / "ds"), workers=0, xrd_engine="cuda")
 
 
 def test_training_path_does_not_import_the_engine():
   code = ("import sys\n"
           "import xxact_jax.training, xxact_jax.models, xxact_jax.data.dataset\n"
-          "import xxact_jax.data.prepare\n"
+          "import xxact_jax.data.build_dataset\n"
           "bad = sorted(m for m in sys.modules if m.startswith(('xxact_jax.xrd_engine', "
           "'pymatgen')))\n"
           "assert not bad, bad\n")

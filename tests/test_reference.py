@@ -14,8 +14,9 @@ from pymatgen.io.cif import CifWriter  # pylint: disable=g-import-not-at-top
 
 from xxact_jax import constants  # pylint: disable=g-import-not-at-top
 from xxact_jax import xrd_engine  # pylint: disable=g-import-not-at-top
+from xxact_jax.data import build_dataset  # pylint: disable=g-import-not-at-top
 from xxact_jax.data import composition  # pylint: disable=g-import-not-at-top
-from xxact_jax.data import prepare  # pylint: disable=g-import-not-at-top
+from xxact_jax.inference import answers  # pylint: disable=g-import-not-at-top
 from xxact_jax.inference import patterns  # pylint: disable=g-import-not-at-top
 from xxact_jax.inference import reference  # pylint: disable=g-import-not-at-top
 
@@ -55,7 +56,7 @@ def database(tmp_path_factory):
                                    "rutile,-3.3,1.8\nanatase,-3.2,2.1\nfluorite,-2.9,1.0\n"
                                    "rocksalt,-2.1,5.0\n")
   path = str(tmp_path_factory.mktemp("reference"))
-  prepare.prepare_dataset([str(cifs)], path, workers=0, test_fraction=0.0)
+  build_dataset.prepare_dataset([str(cifs)], path, workers=0, test_fraction=0.0)
   return reference.ReferenceDatabase(path, "train")
 
 
@@ -97,7 +98,7 @@ def test_an_indexed_lattice_picks_among_the_polymorphs_it_allows(database):
   # No row of the lattice's systems: all rows are compared, as without a lattice.
   none = database.match(*_composition("TiO2"), scan, systems=(trigonal,))
   assert (none.material_id, none.lattice_candidates, none.candidates) == ("rutile", 0, 3)
-  assert "lattice_candidates" not in database.match(*_composition("TiO2"), scan).as_dict()
+  assert "lattice_candidates" not in answers.match_json(database.match(*_composition("TiO2"), scan))
 
 
 def test_a_composition_the_reference_lacks_has_no_match(database):
@@ -107,17 +108,20 @@ def test_a_composition_the_reference_lacks_has_no_match(database):
 
 
 def test_apply_keeps_the_models_answer_beside_the_reference(database):
-  prediction = {"crystal_system": {"prediction": "cubic", "probabilities": {"cubic": 1.0}},
-                "spacegroup_number": {"top5": [{"spacegroup_number": 225, "probability": 0.6},
-                                               {"spacegroup_number": 136, "probability": 0.2}]}}
+  from xxact_jax.inference import identification  # pylint: disable=g-import-not-at-top
+  groups = np.zeros(230, np.float32)
+  groups[[224, 135]] = [0.6, 0.2]                         # Fm-3m, P4_2/mnm
+  outputs = {"crystal_system": np.eye(7, dtype=np.float32)[6], "spacegroup_number": groups}
+  targets = ("crystal_system", "spacegroup_number")
   match = database.match(*_composition("TiO2"), _scan(_rutile()))
-  result = reference.apply(prediction, match)
+  result = answers.identified_prediction(outputs, targets, identification.Identification(match))
   assert result["crystal_system"]["prediction"] == "tetragonal"
   assert result["crystal_system"]["model_prediction"] == "cubic"
-  assert [g["spacegroup_number"] for g in result["spacegroup_number"]["top5"]] == [136, 225]
+  assert [g["spacegroup_number"] for g in result["spacegroup_number"]["top5"][:2]] == [136, 225]
   assert result["reference"]["material_id"] == "rutile"
-  assert reference.apply(prediction, None) is prediction
-  np.testing.assert_array_equal(reference.override(np.full(7, 1 / 7), 3), np.eye(7)[3])
+  assert (answers.identified_prediction(outputs, targets, identification.Identification())
+          == answers.format_prediction(outputs, targets))
+  np.testing.assert_array_equal(identification.override(np.full(7, 1 / 7), 3), np.eye(7)[3])
 
 
 def test_resolve_names_its_sources(database, tmp_path):

@@ -16,11 +16,12 @@ from pymatgen.core import Structure  # pylint: disable=g-import-not-at-top
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer  # pylint: disable=g-import-not-at-top
 
 from xxact_jax import constants  # pylint: disable=g-import-not-at-top
+from xxact_jax import physics  # pylint: disable=g-import-not-at-top
 from xxact_jax import xrd_engine  # pylint: disable=g-import-not-at-top
 from xxact_jax.data import augment  # pylint: disable=g-import-not-at-top
+from xxact_jax.data import build_dataset  # pylint: disable=g-import-not-at-top
 from xxact_jax.data import composition  # pylint: disable=g-import-not-at-top
 from xxact_jax.data import dataset as dataset_lib  # pylint: disable=g-import-not-at-top
-from xxact_jax.data import prepare  # pylint: disable=g-import-not-at-top
 from xxact_jax.data import resimulate  # pylint: disable=g-import-not-at-top
 from xxact_jax.data import structures  # pylint: disable=g-import-not-at-top
 from xxact_jax.training import train  # pylint: disable=g-import-not-at-top
@@ -166,7 +167,7 @@ def test_crystallite_size_broadens_by_scherrer_and_keeps_areas():
   t200, t220 = _bragg(A / 2), _bragg(A / math.sqrt(8))
   (area_i200, width_i), (area_b200, width_b) = moment(ideal, t200), moment(broad, t200)
   theta = math.radians(t200 / 2)
-  fwhm = math.degrees(resimulate.SCHERRER_K * CU / 10 / (size * math.cos(theta)))
+  fwhm = math.degrees(physics.SCHERRER_K * CU / 10 / (size * math.cos(theta)))
   expected = math.sqrt(constants.XRD_SIGMA ** 2 + (fwhm * resimulate.FWHM_TO_SIGMA) ** 2)
   assert width_i == pytest.approx(constants.XRD_SIGMA, rel=0.02)
   assert width_b == pytest.approx(expected, rel=0.03)
@@ -230,9 +231,10 @@ def test_augmentation_keeps_an_incoming_unmeasured_mark():
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory, fixtures_dir):
   path = str(tmp_path_factory.mktemp("stored_structures"))
-  prepare.prepare_dataset([os.path.join(fixtures_dir, "mp_small.csv.gz")], path, workers=0,
-                          block_rows=3, test_fraction=0.25, seed=1, xrd_engine="jax",
-                          store_structures=True, structure_sites=SITES, structure_reflections=2048)
+  build_dataset.prepare_dataset([os.path.join(fixtures_dir, "mp_small.csv.gz")], path, workers=0,
+                                block_rows=3, test_fraction=0.25, seed=1, xrd_engine="jax",
+                                store_structures=True, structure_sites=SITES,
+                                structure_reflections=2048)
   return path
 
 
@@ -251,8 +253,8 @@ def test_prepare_stores_structures_whose_patterns_match_the_stored_ones(stored):
 
 
 def test_structures_too_large_for_the_padding_keep_only_their_pattern(tmp_path, fixtures_dir):
-  prepare.prepare_dataset([os.path.join(fixtures_dir, "mp_small.csv.gz")], str(tmp_path),
-                          workers=0, store_structures=True, structure_sites=2)
+  build_dataset.prepare_dataset([os.path.join(fixtures_dir, "mp_small.csv.gz")], str(tmp_path),
+                                workers=0, store_structures=True, structure_sites=2)
   ds = dataset_lib.open_dataset(str(tmp_path))
   batch = ds.read_batch(np.arange(len(ds)), ("has_structure", "atomic_numbers", "xrd"))
   assert len(ds) == 8 and ds.metadata["counts"]["errors"] == 0

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
+from xxact_jax.data import build_dataset
 from xxact_jax.data import ConcatDataset
 from xxact_jax.data import open_dataset
-from xxact_jax.data import prepare
 from xxact_jax.data import synthetic
 from xxact_jax.training import defaults
 from xxact_jax.training import train
@@ -88,7 +88,7 @@ def synthetic_dataset(tmp_path_factory):
   summary = json.loads(result.stdout.strip().splitlines()[-1])
   assert summary["crystals"] == 24
   path = str(directory / "dataset")
-  prepare.prepare_dataset([csv], path, workers=0, block_rows=8)
+  build_dataset.prepare_dataset([csv], path, workers=0, block_rows=8)
   return path
 
 

@@ -162,12 +162,12 @@ def test_paper_batch_on_the_small_embedded_sample_is_a_clear_error(tmp_path, emb
 
 
 def test_unlabelled_target_is_a_clear_error(tmp_path, fixtures_dir):
-  from xxact_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  from xxact_jax.data import build_dataset  # pylint: disable=g-import-not-at-top
   cifs = tmp_path / "cifs"
   cifs.mkdir()
   for f in glob.glob(os.path.join(fixtures_dir, "cif_dir", "*.cif")):
     shutil.copy(f, cifs)
-  prepare.prepare_dataset([str(cifs)], str(tmp_path / "ds"), workers=0, test_fraction=0.0)
+  build_dataset.prepare_dataset([str(cifs)], str(tmp_path / "ds"), workers=0, test_fraction=0.0)
   config = load_config("supervised", arg="runlocal,targets=band_gap",
                        **{"data.path": str(tmp_path / "ds")})
   with pytest.raises(ValueError, match="'band_gap' has no labels"):

@@ -57,13 +57,16 @@ from xxact_jax import constants
 from xxact_jax import predict as predict_cli
 from xxact_jax import progress as progress_lib
 from xxact_jax import targets as targets_lib
-from xxact_jax.inference import indexing as indexing_lib
+from xxact_jax.inference import answers
+from xxact_jax.inference import identification
+from xxact_jax.inference import model as model_lib
 from xxact_jax.inference import outputs
 from xxact_jax.inference import reference as reference_lib
 from xxact_jax.inference import resample
 from xxact_jax.inference import wavelengths
 from xxact_jax.inference.errors import InputError
 from xxact_jax.report import calibration as calibration_report
+from xxact_jax.report import metrics as report_metrics
 from xxact_jax.report import significance
 
 LABEL_COLUMNS = ("crystal_system", "spacegroup_number")
@@ -201,24 +204,24 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, name: 
   m[f"{name}_top5_accuracy"] = float(np.mean((top[:, :5] == y[:, None]).any(-1)))
   counts = collections.Counter(y.tolist())
   m[f"{name}_majority_rate"] = max(counts.values()) / len(y)
-  if class_names is not None:
-    for c, cname in enumerate(class_names):
-      if counts.get(c):
-        m[f"{name}_accuracy/{cname}"] = float(np.mean(top[y == c, 0] == c))
+  if class_names is not None:   # the classes the labels hold
+    recall = report_metrics.per_class_accuracy(
+        report_metrics.confusion_matrix(y, top[:, 0], len(class_names)))
+    m.update({f"{name}_accuracy/{c}": float(r) for c, r in zip(class_names, recall)
+              if not np.isnan(r)})
   return m
 
 
 def confusion_png(labels, predictions, path: str):
   """The crystal-system confusion matrix of measured scans (report/plots.py's figure)."""
-  from xxact_jax.report import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.report import plots  # pylint: disable=g-import-not-at-top
   names = constants.CRYSTAL_SYSTEMS
-  plots.plot_confusion(metrics_lib.confusion_matrix(labels, predictions, len(names)), names, path,
+  plots.plot_confusion(report_metrics.confusion_matrix(labels, predictions, len(names)), names, path,
                        title=f"crystal system, {len(labels)} measured scans, accuracy "
                              f"{np.mean(np.asarray(labels) == np.asarray(predictions)):.1%}")
 
 
-ROUTES = ("reference", "indexing", "model")
+ROUTES = identification.ROUTES
 
 
 def route_metrics(routes, correct, model_correct, confidence) -> dict:
@@ -285,12 +288,12 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
       warnings.simplefilter("ignore", resample.PartialCoverageWarning)
       identified.append(predictor.identify(row["formula"], row["scan"], row["wavelength"]))
     progress.advance(1)
-  matches = [m for m, _ in identified] if predictor.reference is not None else []
-  lattices = [lattice for _, lattice in identified]
-  for i, (match, lattice) in enumerate(identified):
-    predictor_lib.apply_identification(out, i, match, lattice)
+  matches = [d.match for d in identified] if predictor.reference is not None else []
+  lattices = [d.lattice for d in identified]
+  for i, identification in enumerate(identified):
+    identification.apply(out, i)
   metrics = {"workdir": ",".join(os.path.abspath(w) for w in predictor.workdirs),
-             "ensemble": 1 + len(predictor.members), "index": os.path.abspath(index_csv),
+             "ensemble": len(predictor.ensemble.models), "index": os.path.abspath(index_csv),
              "checkpoint": checkpoint, "step": predictor.step,
              "background": predictor.preprocessing.background,
              "strip_ka2": predictor.preprocessing.strip_ka2,
@@ -298,9 +301,7 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
              "min_coverage_deg": predictor.preprocessing.min_coverage_deg,
              "scans": len(rows), "scans_evaluated": len(kept), "scans_failed": len(failed),
              "reference": None, "indexing": None}
-  routes = ["reference" if matches and matches[i] is not None and matches[i].answered
-            else "indexing" if lattice is not None else "model"
-            for i, lattice in enumerate(lattices)]
+  routes = [d.route for d in identified]
   cs_labels = np.array([constants.CRYSTAL_SYSTEMS.index(r["crystal_system"])
                         if r["crystal_system"] else -1 for r in kept])
   space_group = targets_lib.get("spacegroup_number")
@@ -317,9 +318,7 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
       metrics["model_crystal_system_accuracy"] = float(model_hit[sel].mean()) if sel.any() else None
     if predictor.indexing:
       # The scans whose answer the lattice restricted: indexed, and no reference match.
-      indexed = np.array([lattice is not None
-                          and (not matches or matches[i] is None or not matches[i].answered)
-                          for i, lattice in enumerate(lattices)]) & sel
+      indexed = np.array([d.route == "indexing" for d in identified]) & sel
       metrics["indexing"] = {
           "indexed": int(indexed.sum()),
           "crystal_system_accuracy_indexed": float(hit[indexed].mean()) if indexed.any() else None,
@@ -352,7 +351,7 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
       metrics["selective"] = calibration_report.selective_summary(confidence[sel], hit[sel],
                                                                   min_confidence)
       metrics["temperatures"] = dict(predictor.temperatures)
-      if any(m.temperatures for m in [predictor] + predictor.members):
+      if any(m.temperatures for m in predictor.ensemble.models):
         # The model's own answers with and without the temperatures: what calibration changed.
         raw = predictor.uncalibrated().predict_arrays(species, fractions, xrd, measured=True)
         metrics["model_calibration"] = {
@@ -383,7 +382,7 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
         record["crystal_system_probabilities"] = {
             n: float(p) for n, p in zip(constants.CRYSTAL_SYSTEMS, out["crystal_system"][i])}
         if out["crystal_system"][i].max() < min_confidence:
-          record["crystal_system_answer"] = predictor_lib.UNDETERMINED
+          record["crystal_system_answer"] = answers.UNDETERMINED
       if "spacegroup_number" in out:
         record["spacegroup_top5"] = [int(space_group.label_of(j)) for j in
                                      np.argsort(-out["spacegroup_number"][i])[:5]]
@@ -391,12 +390,12 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
         if t in out:
           record[t] = float(out[t][i])
       if lattices[i] is not None:
-        record["indexing"] = lattices[i].as_dict()
-      elif predictor.indexing and {"crystal_system", "spacegroup_number"} & set(out):
-        record["indexing_note"] = indexing_lib.NONE_FOUND
+        record["indexing"] = answers.lattice_json(lattices[i])
+      elif identified[i].indexed:
+        record["indexing_note"] = answers.NONE_FOUND
       if (matches and matches[i] is not None) or lattices[i] is not None:
         if matches and matches[i] is not None:
-          record["reference"] = matches[i].as_dict()
+          record["reference"] = answers.match_json(matches[i])
         if "crystal_system" in out:
           record["model_crystal_system"] = constants.CRYSTAL_SYSTEMS[
               int(model_out["crystal_system"][i].argmax())]
@@ -417,9 +416,8 @@ def evaluate_dataset(workdir, data_path, output, split="test", checkpoint="best"
   from xxact_jax.training import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.training import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
-  from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
   outputs.check_output_dir(output)   # before the work, not after it
-  restored = predictor_lib.restore(workdir, checkpoint)
+  restored = model_lib.restore(workdir, checkpoint)
   try:
     dataset = data_lib.open_dataset(data_path, split=None if split == "all" else split)
   except (OSError, ValueError, KeyError) as e:
@@ -483,7 +481,6 @@ def _write_dataset_predictions(dataset, predictions, targets, path):
 
 
 def _dataset_figures(predictions, targets, output):
-  from xxact_jax.report import metrics as report_metrics  # pylint: disable=g-import-not-at-top
   from xxact_jax.report import plots  # pylint: disable=g-import-not-at-top
   for t in targets:
     label, pred = predictions[f"label/{t}"], predictions[f"pred/{t}"]

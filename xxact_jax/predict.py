@@ -272,27 +272,23 @@ def run(argv=None) -> list[dict]:
         if not args.input:
           raise error
         errors[i] = _row_error(samples[i], error)
-  from xxact_jax.inference import indexing as indexing_lib  # pylint: disable=g-import-not-at-top
-  classifies = {"crystal_system", "spacegroup_number"} & set(predictor.targets)
+  from xxact_jax.inference import answers  # pylint: disable=g-import-not-at-top
   results = []
   for i, sample in enumerate(samples):
     record = dict(sample.source)
     if i in errors:
       record["error"] = errors[i]
     else:
-      match = lattice = None
-      indexed = False
+      identification = None
       if sample.xrd and (predictor.reference is not None or predictor.indexing):
         try:
-          match, lattice = predictor.identify(sample.formula, sample.scan, sample.wavelength)
-          indexed = predictor.indexing and bool(classifies)
+          identification = predictor.identify(sample.formula, sample.scan, sample.wavelength)
         except InputError as e:   # a scan only the lookup reads (a formula-only model)
           record["reference_error"] = str(e)
-      record.update(predictor_lib.identified_prediction(outputs[i], predictor.targets, match,
-                                                        lattice))
-      if indexed and lattice is None:   # said, so that silence does not read as "not tried"
-        record["indexing_note"] = indexing_lib.NONE_FOUND
-      predictor_lib.apply_min_confidence(record, predictor.targets, args.min_confidence)
+      record.update(answers.identified_prediction(outputs[i], predictor.targets, identification))
+      if identification is not None and identification.indexed and not identification.lattice:
+        record["indexing_note"] = answers.NONE_FOUND   # said, so silence is not "not tried"
+      answers.apply_min_confidence(record, predictor.targets, args.min_confidence)
     results.append(record)
   text = "".join(output_checks.dumps(r) + "\n" for r in results)
   if args.output:

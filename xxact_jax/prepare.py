@@ -18,7 +18,7 @@ from absl import flags
 from absl import logging
 
 from xxact_jax import cli_logging
-from xxact_jax.data import prepare as prepare_lib
+from xxact_jax.data import build_dataset
 from xxact_jax.data import schema
 from xxact_jax.data import subset as subset_lib
 
@@ -48,14 +48,14 @@ _MAX_XRD_WORK = flags.DEFINE_float(
     "max_xrd_work", schema.DEFAULT_MAX_XRD_WORK,
     "Likewise for estimated reflections × sites.")
 _RECORD_TIMEOUT_S = flags.DEFINE_float(
-    "record_timeout_s", prepare_lib.DEFAULT_RECORD_TIMEOUT_S,
+    "record_timeout_s", build_dataset.DEFAULT_RECORD_TIMEOUT_S,
     "A record taking longer to featurise is an error row (0 = no limit).")
 _ALLOW_DUPLICATE_IDS = flags.DEFINE_boolean(
     "allow_duplicate_ids", False,
     "Keep the first row of a repeated material_id and make the others error rows; by default "
     "duplicates stop prepare before anything is written.")
 _XRD_ENGINE = flags.DEFINE_enum(
-    "xrd_engine", prepare_lib.DEFAULT_XRD_ENGINE, list(prepare_lib.XRD_ENGINES),
+    "xrd_engine", build_dataset.DEFAULT_XRD_ENGINE, list(build_dataset.XRD_ENGINES),
     "Where the XRD patterns come from. jax (the default): the workers parse the structures and "
     "find the symmetry labels, the main process simulates the patterns with xxact_jax.xrd_engine "
     "in batches on the default JAX device (pymatgen's physics; on 2,000 and 6,000 mp_36k rows "
@@ -104,7 +104,7 @@ def main(argv):
   if not inputs or not _OUTPUT.value:
     raise app.UsageError("--input and --output are required.")
   try:
-    summary = prepare_lib.prepare_dataset(
+    summary = build_dataset.prepare_dataset(
         inputs, _OUTPUT.value, workers=_WORKERS.value, limit=_LIMIT.value, seed=_SEED.value,
         test_fraction=_TEST_FRACTION.value, max_elements=_MAX_ELEMENTS.value,
         block_rows=_BLOCK_ROWS.value, min_formation_energy=_MIN_FORMATION_ENERGY.value,

@@ -40,6 +40,8 @@ class Target:
     class_names: names of the classes, where they have names.
     minimum: the smallest physical value of a regression target (a band gap is not negative);
       predictions are clipped to it.
+    scaled_mae: (suffix, factor): the evaluation also reports the MAE × factor under
+      `<name>_mae_<suffix>` (formation energies in meV/atom, as the paper's tables).
   """
   name: str
   num_classes: int = 0
@@ -47,6 +49,7 @@ class Target:
   unit: str = ""
   class_names: tuple[str, ...] = ()
   minimum: float | None = None
+  scaled_mae: tuple[str, float] | None = None
 
   @property
   def is_regression(self) -> bool:
@@ -86,7 +89,7 @@ class Target:
 
 
 REGISTRY = {t.name: t for t in (
-    Target("formation_energy_per_atom", unit="eV/atom"),
+    Target("formation_energy_per_atom", unit="eV/atom", scaled_mae=("meV", 1000.0)),
     Target("band_gap", unit="eV", minimum=0.0),
     Target("crystal_system", num_classes=len(CRYSTAL_SYSTEMS), class_names=CRYSTAL_SYSTEMS),
     Target("spacegroup_number", num_classes=NUM_SPACE_GROUPS, label_offset=1),

@@ -34,12 +34,12 @@ import jax.numpy as jnp
 import ml_collections
 
 from xxact_jax import constants
+from xxact_jax import physics
 from xxact_jax.data import resimulate
 
 # Cu anode lines (Å): the weighted Kα mean the stored patterns use, Kα1, Kα2.
 CU_KA, CU_KA1, CU_KA2 = constants.CU_KA_LINES
 KA2_TO_KA1 = 0.5
-SCHERRER_K = 0.9
 # Angles at which the broadening width is evaluated; in between it is blended linearly.
 BROADENING_BANDS = 5
 FFT_SIZE = 6000     # 2^4·3·5^3 ≥ 4250 + 35° of padding
@@ -98,21 +98,6 @@ def resample(xrd: jax.Array, source_two_theta: jax.Array) -> jax.Array:
   return jnp.where(valid, a + frac * (b - a), 0.0)
 
 
-def _degrees(radians):
-  return radians * (180.0 / math.pi)
-
-
-def _radians(degrees):
-  return degrees * (math.pi / 180.0)
-
-
-def bragg_source_angle(two_theta: jax.Array, ratio) -> jax.Array:
-  """The 2θ at which a reflection seen at `two_theta` sits when sin θ is multiplied by `ratio`:
-  2·asin(ratio·sin θ); NaN where that exceeds 1 (the reflection does not exist there)."""
-  s = ratio * jnp.sin(_radians(two_theta) / 2)
-  return jnp.where(s <= 1.0, 2 * _degrees(jnp.arcsin(jnp.clip(s, -1.0, 1.0))), jnp.nan)
-
-
 def shift_peaks(xrd: jax.Array, strain=0.0, zero_shift_deg=0.0, displacement_mm=0.0,
                 radius_mm: float = 240.0) -> jax.Array:
   """Moves every reflection as a strained, mis-aligned sample would show it.
@@ -123,9 +108,9 @@ def shift_peaks(xrd: jax.Array, strain=0.0, zero_shift_deg=0.0, displacement_mm=
   shifts 2θ by −2 s cos θ / R (radians).
   """
   out = grid()[None, :]
-  displacement = _degrees(-2.0 * displacement_mm * jnp.cos(_radians(out) / 2) / radius_mm)
+  displacement = jnp.degrees(-2.0 * displacement_mm * jnp.cos(physics.theta(out)) / radius_mm)
   strained = out - zero_shift_deg - displacement       # where the strained reflection lies
-  source = bragg_source_angle(strained, 1.0 + strain)
+  source = physics.rescale_two_theta(strained, 1.0 + strain)
   return resample(xrd, jnp.broadcast_to(source, xrd.shape))
 
 
@@ -134,21 +119,15 @@ def ka_doublet(xrd: jax.Array, ka1: float = CU_KA1, ka2: float = CU_KA2,
   """Replaces each reflection of the stored (mean-Kα) pattern by its Kα1 line and a Kα2
   companion of `ratio` times its height, each where Bragg's law puts it for its wavelength."""
   out = jnp.broadcast_to(grid()[None, :], xrd.shape)
-  line1 = resample(xrd, bragg_source_angle(out, stored / ka1))
-  line2 = resample(xrd, bragg_source_angle(out, stored / ka2))
+  line1 = resample(xrd, physics.rescale_two_theta(out, stored / ka1))
+  line2 = resample(xrd, physics.rescale_two_theta(out, stored / ka2))
   return line1 + ratio * line2
 
 
 def caglioti_fwhm(two_theta, u, v, w) -> jax.Array:
   """Instrumental FWHM (degrees), sqrt(U tan²θ + V tan θ + W), floored at 0."""
-  t = jnp.tan(_radians(two_theta) / 2)
+  t = jnp.tan(physics.theta(two_theta))
   return jnp.sqrt(jnp.maximum(u * t * t + v * t + w, 0.0))
-
-
-def scherrer_fwhm(two_theta, crystallite_nm, wavelength: float = CU_KA) -> jax.Array:
-  """Size broadening (degrees): K λ / (L cos θ)."""
-  return _degrees(SCHERRER_K * wavelength / (crystallite_nm * 10.0
-                                             * jnp.cos(_radians(two_theta) / 2)))
 
 
 def broaden(xrd: jax.Array, fwhm: jax.Array, eta, bands: int = BROADENING_BANDS) -> jax.Array:
@@ -294,7 +273,9 @@ def augment_xrd_with_flags(key: jax.Array, xrd: jax.Array, config: ml_collection
   fwhm = (caglioti_fwhm(g, _uniform(next(keys), (b, 1), config.caglioti_u),
                         _uniform(next(keys), (b, 1), config.caglioti_v),
                         _uniform(next(keys), (b, 1), config.caglioti_w))
-          + scherrer_fwhm(g, _log_uniform(next(keys), (b, 1), config.crystallite_nm)))
+          + physics.scherrer_fwhm(jnp.cos(physics.theta(g)),
+                                  _log_uniform(next(keys), (b, 1), config.crystallite_nm) * 10.0,
+                                  CU_KA))
   eta = _uniform(next(keys), (b, 1), config.eta)
   x = jnp.where(on(config.broadening_prob), broaden(x, fwhm, eta), x)
   x = normalise(x)

@@ -43,7 +43,7 @@ def cached_dataset(sample_file: str, root: str, workers: int | None = None) -> s
   half-written cache is never used; a lock file keeps concurrent callers from
   featurising twice.
   """
-  from xxact_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  from xxact_jax.data import build_dataset  # pylint: disable=g-import-not-at-top
   os.makedirs(root, exist_ok=True)
   name = os.path.basename(sample_file).split(".")[0]
   target = os.path.join(root, f"{name}-v{schema.SCHEMA_VERSION}-{_digest(sample_file)}")
@@ -57,8 +57,8 @@ def cached_dataset(sample_file: str, root: str, workers: int | None = None) -> s
     logging.info("Featurising %s into %s (first use).", sample_file, target)
     staging = tempfile.mkdtemp(prefix=".staging-", dir=root)
     try:
-      prepare.prepare_dataset([sample_file], staging, workers=workers, seed=SAMPLE_SEED,
-                              block_rows=_BLOCK_ROWS)
+      build_dataset.prepare_dataset([sample_file], staging, workers=workers, seed=SAMPLE_SEED,
+                                    block_rows=_BLOCK_ROWS)
       if os.path.exists(target):   # an incomplete leftover without metadata.json
         shutil.rmtree(target)
       os.rename(staging, target)

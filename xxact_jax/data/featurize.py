@@ -12,6 +12,7 @@ from pymatgen.io.cif import CifFile
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from xxact_jax import constants
+from xxact_jax import physics
 from xxact_jax.data import composition as composition_lib
 from xxact_jax.data import schema
 from xxact_jax.data import structures as structures_lib
@@ -30,8 +31,7 @@ _CRYSTAL_SYSTEM_INDEX = {name: i for i, name in enumerate(constants.CRYSTAL_SYST
 # and 100× headroom and bound one record to ~20 s each on that machine.
 DEFAULT_MAX_REFLECTIONS = schema.DEFAULT_MAX_REFLECTIONS
 DEFAULT_MAX_XRD_WORK = schema.DEFAULT_MAX_XRD_WORK       # reflections × sites
-_RECIPROCAL_RADIUS = (2 * math.sin(math.radians(constants.TWO_THETA_MAX / 2))
-                      / _CALCULATOR.wavelength)
+_RECIPROCAL_RADIUS = physics.inverse_d(constants.TWO_THETA_MAX, _CALCULATOR.wavelength)
 _CELL_FIELDS = ("_cell_length_a", "_cell_length_b", "_cell_length_c",
                 "_cell_angle_alpha", "_cell_angle_beta", "_cell_angle_gamma")
 _CIF_CELL_LINE = re.compile(

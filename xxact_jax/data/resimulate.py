@@ -31,10 +31,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from xxact_jax import constants
+from xxact_jax import physics
 
-# pymatgen's form factor f(s) = Z − 41.78214 s² Σ a_i exp(−b_i s²).
-_FORM_FACTOR_SCALE = 41.78214
-SCHERRER_K = 0.9
 FWHM_TO_SIGMA = 1 / (2 * math.sqrt(2 * math.log(2)))
 CU_KA = constants.CU_KA_LINES[0]
 # pymatgen's Kα wavelengths (Å, weighted Kα1/Kα2) of the anodes other than Cu.
@@ -140,20 +138,10 @@ def structure_factors(hkl, s2, frac_coords, atomic_numbers, occupancies, species
   occupancies [B, S]; species i32[B, E] (the composition's atomic numbers, 0 = padding);
   coefficients f32[Z + 1, 4, 2].
   """
-  coeff = coefficients[species]                                          # [B, E, 4, 2]
-  decay = sum(coeff[:, None, :, i, 0] * jnp.exp(-coeff[:, None, :, i, 1] * s2[..., None])
-              for i in range(coeff.shape[2]))
-  form = species[:, None, :].astype(jnp.float32) - _FORM_FACTOR_SCALE * s2[..., None] * decay
-  form = jnp.where(species[:, None, :] > 0, form, 0.0)                  # [B, R, E]
   weights = (occupancies[..., None]
              * ((atomic_numbers[..., None] == species[:, None, :]) & (species[:, None, :] > 0)))
-  t = jnp.einsum("brk,bsk->brs", hkl, frac_coords)
-  # The engine's polynomial cos/sin: XLA's CPU cos/sin are scalar calls, ~7× slower.
-  from xxact_jax.xrd_engine import device  # pylint: disable=g-import-not-at-top
-  cos, sin = device.cos_sin_2pi(t - jnp.round(t))
-  real = jnp.sum(form * jnp.einsum("brs,bse->bre", cos, weights), axis=-1)
-  imag = jnp.sum(form * jnp.einsum("brs,bse->bre", sin, weights), axis=-1)
-  return real * real + imag * imag
+  return physics.structure_factor(species.astype(jnp.float32), coefficients[species], s2,
+                                  jnp.einsum("brk,bsk->brs", hkl, frac_coords), weights)
 
 
 # Reflection-site pairs per structure-factor pass. On a CPU the [rows, R, S] phase temporaries
@@ -171,12 +159,6 @@ def _chunked(fn, budget: int, *arrays):
     return fn(*arrays)
   chunks = tuple(x.reshape((b // rows, rows) + x.shape[1:]) for x in arrays)
   return jax.lax.map(lambda xs: fn(*xs), chunks).reshape(b, r)
-
-
-def _lorentz_polarisation(sin_theta):
-  sin2 = sin_theta * sin_theta
-  cos_2theta = 1 - 2 * sin2
-  return (1 + cos_2theta * cos_2theta) / (sin2 * jnp.sqrt(jnp.maximum(1 - sin2, 1e-12)))
 
 
 def _smear(two_theta, height, sigma, max_sigma: float):
@@ -219,9 +201,9 @@ def simulate(batch: dict, coefficients: jax.Array, effects: Effects | None = Non
   g2 = jnp.einsum("bri,bij,brj->br", hkl, g_star, hkl)
   valid = jnp.arange(num_rows)[None, :] < batch["num_reflections"][:, None]
   g = jnp.sqrt(jnp.maximum(g2, 0.0))
-  sin_cu = CU_KA * g / 2
-  two_theta = 2 * jnp.degrees(jnp.arcsin(jnp.clip(sin_cu, 0.0, 1.0)))
-  sin_anode = effects.wavelength[:, None] * g / 2
+  sin_cu = physics.bragg_sin_theta(g, CU_KA)
+  two_theta = physics.two_theta(sin_cu)
+  sin_anode = physics.bragg_sin_theta(g, effects.wavelength[:, None])
   on_grid = (valid & (sin_cu < 1) & (sin_anode < 1) & (two_theta >= constants.TWO_THETA_MIN)
              & (two_theta <= constants.TWO_THETA_MAX))
   sin_anode = jnp.where(on_grid, sin_anode, 0.5)
@@ -240,7 +222,7 @@ def simulate(batch: dict, coefficients: jax.Array, effects: Effects | None = Non
   r = effects.march_r[:, None]
   march = (r * r * cos2 + (1 - cos2) / r) ** -1.5
   debye_waller = jnp.exp(-effects.b_factor[:, None] * g2 / 2)
-  intensity = jnp.where(on_grid, f2 * _lorentz_polarisation(sin_anode) * march * debye_waller,
+  intensity = jnp.where(on_grid, f2 * physics.lorentz_polarisation(sin_anode) * march * debye_waller,
                         0.0)
 
   # Scherrer width per reflection, on the Cu grid (a width in d does not depend on λ).
@@ -248,7 +230,7 @@ def simulate(batch: dict, coefficients: jax.Array, effects: Effects | None = Non
           + (effects.size_axis_nm[:, None] - effects.size_lateral_nm[:, None]) * cos2)
   size = jnp.where(jnp.isnan(size), jnp.inf, size)      # inf − inf where there is no broadening
   cos_theta = jnp.sqrt(jnp.maximum(1 - sin_cu * sin_cu, 1e-6))
-  fwhm = jnp.degrees(SCHERRER_K * (CU_KA / 10) / (size * cos_theta))
+  fwhm = physics.scherrer_fwhm(cos_theta, size, CU_KA / 10)
   width = jnp.clip(jnp.sqrt(sigma ** 2 + (fwhm * FWHM_TO_SIGMA) ** 2), sigma, max_sigma)
   pattern = _smear(jnp.where(on_grid, two_theta, constants.TWO_THETA_MIN),
                    intensity * (sigma / width), width, max(max_sigma, sigma))
@@ -260,9 +242,8 @@ def simulate(batch: dict, coefficients: jax.Array, effects: Effects | None = Non
 
   # The anode's 5–90° scan seen on the Cu grid.
   ratio = CU_KA / effects.wavelength[:, None]
-  def on_cu(two_theta_deg):
-    s = jnp.minimum(ratio * math.sin(math.radians(two_theta_deg / 2)), 1.0)
-    return 2 * jnp.degrees(jnp.arcsin(s))
+  low, high = (physics.rescale_two_theta(t, ratio, unreachable=None)
+               for t in (constants.TWO_THETA_MIN, constants.TWO_THETA_MAX))
   grid = jnp.asarray(constants.two_theta_grid(), jnp.float32)[None, :]
-  measured = (grid >= on_cu(constants.TWO_THETA_MIN)) & (grid <= on_cu(constants.TWO_THETA_MAX))
+  measured = (grid >= low) & (grid <= high)
   return jnp.where(ok & ~measured, constants.UNMEASURED_INTENSITY, pattern)

@@ -12,11 +12,10 @@ The atomic scattering parameters (pymatgen's, read at prepare time) go into meta
 training needs no pymatgen.
 """
 
-import math
-
 import numpy as np
 
 from xxact_jax import constants
+from xxact_jax import physics
 from xxact_jax.data import schema
 
 
@@ -24,14 +23,10 @@ def reflection_two_theta_range(wavelength: float = constants.CU_KA_LINES[0],
                                margin: float = schema.REFLECTION_MARGIN) -> tuple[float, float]:
   """2θ range (degrees) whose sphere holds every reflection a strain of up to `margin` can bring
   onto the 5-90° grid: |g| from r(5°) / (1 + margin) to r(90°) · (1 + margin)."""
-  def radius(two_theta):
-    return 2 * math.sin(math.radians(two_theta / 2)) / wavelength
-
-  def angle(r):
-    return 2 * math.degrees(math.asin(min(1.0, wavelength * r / 2)))
-
-  return (angle(radius(constants.TWO_THETA_MIN) / (1 + margin)),
-          angle(radius(constants.TWO_THETA_MAX) * (1 + margin)))
+  lo, hi = (physics.inverse_d(t, wavelength)
+            for t in (constants.TWO_THETA_MIN, constants.TWO_THETA_MAX))
+  return (physics.two_theta(physics.bragg_sin_theta(lo / (1 + margin), wavelength)),
+          physics.two_theta(physics.bragg_sin_theta(hi * (1 + margin), wavelength)))
 
 
 def point_group_rotations(operations) -> np.ndarray:

@@ -13,8 +13,9 @@ import time
 from absl import logging
 import numpy as np
 
+from xxact_jax.data import block_plan
+from xxact_jax.data import build_dataset
 from xxact_jax.data import dataset as dataset_lib
-from xxact_jax.data import prepare as prepare_lib
 from xxact_jax.data import schema
 from xxact_jax.data import store
 
@@ -56,7 +57,7 @@ def subset_dataset(source: str, output: str, num_rows: int, seed: int = 0,
       last_log = elapsed
       logging.info("subset: %d/%d rows, %.0f rows/s, ETA %.0f s", done, num_rows,
                    done / max(elapsed, 1e-9), elapsed / done * (num_rows - done))
-  config = prepare_lib.PrepareConfig(
+  config = block_plan.PrepareConfig(
       inputs=(source,), limit=num_rows, seed=source_meta["splits"]["seed"],
       test_fraction=source_meta["splits"]["test_fraction"], max_elements=max_elements,
       block_rows=block_rows, min_formation_energy=source_meta.get("min_formation_energy"),
@@ -66,5 +67,5 @@ def subset_dataset(source: str, output: str, num_rows: int, seed: int = 0,
   plan = {"config": dataclasses.asdict(config), "num_rows": num_rows,
           "schema_version": schema.SCHEMA_VERSION, "subset_of": source}
   store.write_json(kv, schema.PLAN_FILE, plan)
-  return prepare_lib.finalize(
+  return build_dataset.finalize(
       output, plan, {"subset_of": {"source": source, "rows": num_rows, "seed": seed}})

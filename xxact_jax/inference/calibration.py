@@ -61,7 +61,7 @@ def calibrate(predictor, data_path: str, split: str = "test", rows: int = DEFAUL
               seed: int = 0) -> dict:
   """Fits and writes the temperatures of `predictor`'s workdir (one model, not an ensemble)."""
   from xxact_jax.data import open_dataset  # pylint: disable=g-import-not-at-top
-  if predictor.members:
+  if len(predictor.ensemble.models) > 1:
     raise ValueError("calibrate each run of an ensemble on its own")
   dataset = open_dataset(data_path, split=split)
   # The model answers a measured scan when the reference lookup does not, i.e. mostly for
@@ -76,7 +76,7 @@ def calibrate(predictor, data_path: str, split: str = "test", rows: int = DEFAUL
   batch = dataset.read_batch(index)
   xrd = augmented_patterns(batch["xrd"].astype(np.float32),
                            predictor.config.get("augment"), seed)
-  raw = predictor.without_temperatures()
+  raw = predictor.ensemble.first.uncalibrated()
   out = raw.predict_arrays(batch["species"], batch["fractions"], xrd, measured=True)
   result = {}
   for t in predictor.targets:

@@ -143,12 +143,14 @@ def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
            training: dict | None = None, log=print) -> dict:
   """Writes the model folder; returns its manifest."""
   import jax  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import ensemble as ensemble_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import model as model_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
   workdirs = predictor_lib.split_workdirs(workdirs)
   if os.path.exists(output) and os.listdir(output) and not overwrite:
     raise InputError("exists and is not empty (--overwrite replaces it)", path=output)
-  restored = [predictor_lib.restore(w, which) for w in workdirs]
+  restored = [model_lib.restore(w, which) for w in workdirs]
   first = restored[0]
   for w, r in zip(workdirs[1:], restored[1:]):
     if _config_without_seed(r.config) != _config_without_seed(first.config):
@@ -156,33 +158,32 @@ def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
       differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
       raise InputError(f"an ensemble's members must be trained alike (seed aside); the config "
                        f"differs from {workdirs[0]}'s in {differ}", path=w)
-  max_elements = int(first.extra.get("max_elements") or predictor_lib.DEFAULT_MAX_ELEMENTS)
+  max_elements = int(first.extra.get("max_elements") or model_lib.DEFAULT_MAX_ELEMENTS)
   # Each member's calibration (inference/calibration.py) travels with it.
   temperatures = [calibration.read_temperatures(w) for w in workdirs]
-  members = [predictor_lib.Predictor(r.params, r.config, r.target_stats, max_elements,
-                                     workdir=w, step=r.step, reference=None, indexing=False,
-                                     temperatures=t)
+  members = [model_lib.Model(r.params, r.config, r.target_stats, max_elements, workdir=w,
+                             step=r.step, temperatures=t)
              for w, r, t in zip(workdirs, restored, temperatures)]
   targets = members[0].targets
 
   # Half precision, measured on the ensemble's predictions (what the shipped model answers).
   log("checking half precision ...")
-  sets = check_arrays(data_path, check_rows, measured, members[0])
+  sets = check_arrays(data_path, check_rows, measured,
+                      predictor_lib.Predictor(members[0], reference=None, indexing=False))
   reference_outputs = [[m.predict_arrays(*arrays, measured=flag) for _, arrays, flag in sets]
                        for m in members]
-  expected = [predictor_lib.average_outputs([outs[k] for outs in reference_outputs], targets)
+  expected = [ensemble_lib.average_outputs([outs[k] for outs in reference_outputs], targets)
               for k in range(len(sets))]
 
   def changes_of(keep: tuple) -> dict:
     """Largest change of the ensemble's outputs over the check inputs with every float
     parameter in float16 but those of the top-level collections `keep`."""
-    halves = [predictor_lib.Predictor(_half(r.params, keep), r.config, r.target_stats,
-                                      max_elements, reference=None, indexing=False,
-                                      temperatures=t)
+    halves = [model_lib.Model(_half(r.params, keep), r.config, r.target_stats, max_elements,
+                              temperatures=t)
               for r, t in zip(restored, temperatures)]
     worst = {}
     for k, (_, arrays, flag) in enumerate(sets):
-      out = predictor_lib.average_outputs(
+      out = ensemble_lib.average_outputs(
           [h.predict_arrays(*arrays, measured=flag) for h in halves], targets)
       for key, value in compare_outputs(expected[k], out, targets).items():
         worst[key] = max(worst.get(key, 0), value)
@@ -284,7 +285,7 @@ def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
   loaded = pretrained.load(temporary, reference="none", indexing=False)
   check = {}
   for k, (label, inputs, flag) in enumerate(sets):
-    expected = predictor_lib.average_outputs([outputs[k] for outputs in reference_outputs],
+    expected = ensemble_lib.average_outputs([outputs[k] for outputs in reference_outputs],
                                              targets)
     check[label] = compare_outputs(expected, loaded.predict_arrays(*inputs, measured=flag),
                                    targets)

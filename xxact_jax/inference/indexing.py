@@ -40,16 +40,11 @@ import itertools
 import numpy as np
 
 from xxact_jax import constants
-from xxact_jax import targets as targets_lib
-from xxact_jax.inference import background as background_lib
+from xxact_jax import physics
 from xxact_jax.inference import peaks as peaks_lib
 
 # The model grid's angles are for Cu Kα (the weighted Kα1/Kα2 mean, as the training patterns).
 GRID_WAVELENGTH = constants.CU_KA_LINES[0]
-MAX_LINES = 20
-# Lines fainter than this fraction of the strongest are left out: at a percent of the strongest,
-# noise and impurity phases crowd out the weak reflections of the phase itself.
-MIN_RELATIVE_INTENSITY = 0.02
 # A line is indexed when a reflection lies within this many degrees of 2θ of it, after the
 # zero-point refinement: lab scans place a peak to a few hundredths of a degree.
 TOLERANCE_DEG = 0.04
@@ -68,10 +63,6 @@ MIN_LINES_TWO_PARAMETERS = 10
 # training split (experiments/indexing_check.py): at 20, 93 % of the patterns indexed are of a
 # system the lattice allows, against 81 % at 10.
 MIN_FIGURE_OF_MERIT = 20.0
-# What the outputs say for a scan that indexing tried and no lattice indexed ("indexing_note").
-NONE_FOUND = (f"indexing ran and found no cubic, tetragonal, hexagonal or orthorhombic lattice "
-              f"indexing the scan's lines (figure of merit ≥ {MIN_FIGURE_OF_MERIT:g}); the "
-              "answer is not restricted")
 # Cells searched (Å): the reflections of a larger cell crowd too densely to be told apart.
 MAX_CELL_EDGE = 25.0
 
@@ -103,14 +94,6 @@ class Indexing:
     """Indices into constants.CRYSTAL_SYSTEMS of the systems this lattice allows."""
     systems = RHOMBOHEDRAL_SYSTEMS if self.centring == "R" else SYSTEMS[self.family]
     return tuple(constants.CRYSTAL_SYSTEMS.index(s) for s in systems)
-
-  def as_dict(self) -> dict:
-    return {"lattice": self.family, "centring": self.centring, "a": round(self.a, 4),
-            "b": round(self.a if self.b is None else self.b, 4), "c": round(self.c, 4),
-            "zero_shift": round(self.zero_shift, 4),
-            "figure_of_merit": round(self.figure_of_merit, 2), "lines": self.lines,
-            "indexed": self.indexed,
-            "crystal_systems": [constants.CRYSTAL_SYSTEMS[i] for i in self.crystal_systems]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,39 +143,18 @@ CENTRINGS = {"cubic": ("P", "I", "F"), "tetragonal": ("P", "I"), "hexagonal": ("
 # Lines of a scan.
 
 def q_of(two_theta_deg, wavelength: float = GRID_WAVELENGTH) -> np.ndarray:
-  s = np.sin(np.radians(np.asarray(two_theta_deg, np.float64)) / 2)
+  s = physics.sin_theta(np.asarray(two_theta_deg, np.float64))
   return 4 * s * s / wavelength**2
 
 
 def two_theta_of(q, wavelength: float = GRID_WAVELENGTH) -> np.ndarray:
-  s = np.sqrt(np.clip(np.asarray(q, np.float64), 0, None)) * wavelength / 2
-  return np.degrees(2 * np.arcsin(np.clip(s, 0.0, 1.0)))
+  g = np.sqrt(np.clip(np.asarray(q, np.float64), 0, None))
+  return physics.two_theta(physics.bragg_sin_theta(g, wavelength))
 
 
 def dq_dtwo_theta(two_theta_deg, wavelength: float = GRID_WAVELENGTH) -> np.ndarray:
   """dQ / d(2θ) per degree."""
   return 2 / wavelength**2 * np.sin(np.radians(two_theta_deg)) * np.pi / 180
-
-
-def lines_of_pattern(pattern: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """(2θ in degrees, relative intensity) of the reflections of a scan on the model grid (max 100,
-  constants.UNMEASURED_INTENSITY where not measured), after SNIP background removal."""
-  pattern = np.asarray(pattern, np.float64)
-  if pattern.shape != (constants.NUM_XRD_POINTS,):
-    raise ValueError(f"a pattern on the {constants.NUM_XRD_POINTS}-point grid is needed, got shape "
-                     f"{pattern.shape}")
-  inside = np.flatnonzero(pattern >= 0)
-  if inside.size < 3:
-    return np.zeros(0), np.zeros(0)
-  # The measured range is one contiguous stretch of the grid.
-  profile = pattern[inside[0]:inside[-1] + 1]
-  profile = profile - background_lib.snip(profile)
-  if not np.isfinite(profile).all() or profile.max() <= 0:
-    return np.zeros(0), np.zeros(0)
-  positions, areas = peaks_lib.find_peaks(profile)
-  grid = constants.two_theta_grid()
-  two_theta = grid[inside[0]] + positions * constants.TWO_THETA_STEP
-  return two_theta, areas / max(areas.max(), 1e-12) if areas.size else areas
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,7 +430,7 @@ def _pseudo_symmetric(edges) -> bool:
 
 
 def search_orthorhombic(two_theta, strong, wavelength=GRID_WAVELENGTH) -> Indexing | None:
-  """The best orthorhombic fit to lines already selected (select_lines), whatever its figure
+  """The best orthorhombic fit to lines already selected (peaks.select_lines), whatever its figure
   of merit, with the centring that gives it the best M_N among those indexing as many lines;
   None below MIN_LINES_THREE_PARAMETERS lines or for a pseudo-tetragonal or pseudo-hexagonal
   metric."""
@@ -501,22 +463,9 @@ def search_orthorhombic(two_theta, strong, wavelength=GRID_WAVELENGTH) -> Indexi
   return result
 
 
-def select_lines(two_theta, intensity, max_lines: int = MAX_LINES):
-  """(2θ, intensity) of the lines indexed: the first `max_lines` in angle at least
-  MIN_RELATIVE_INTENSITY of the strongest."""
-  two_theta = np.asarray(two_theta, np.float64)
-  intensity = np.asarray(intensity, np.float64)
-  if two_theta.size == 0:
-    return two_theta, intensity
-  order = np.argsort(two_theta)
-  two_theta, intensity = two_theta[order], intensity[order]
-  keep = intensity >= MIN_RELATIVE_INTENSITY * intensity.max()
-  return two_theta[keep][:max_lines], intensity[keep][:max_lines]
-
-
 def fit_lattices(two_theta, intensity, wavelength: float = GRID_WAVELENGTH) -> list[Indexing]:
   """The best fit of every lattice (family and centring) to lines already selected
-  (select_lines), whatever its figure of merit; lattices of two parameters only from
+  (peaks.select_lines), whatever its figure of merit; lattices of two parameters only from
   MIN_LINES_TWO_PARAMETERS lines on, the orthorhombic one (search_orthorhombic) from
   MIN_LINES_THREE_PARAMETERS, and nothing below MIN_LINES."""
   two_theta = np.asarray(two_theta, np.float64)
@@ -552,87 +501,15 @@ def choose(fits: list[Indexing],
 
 
 def index_lines(two_theta, intensity, wavelength: float = GRID_WAVELENGTH,
-                max_lines: int = MAX_LINES,
+                max_lines: int = peaks_lib.MAX_LINES,
                 min_figure_of_merit: float = MIN_FIGURE_OF_MERIT) -> Indexing | None:
   """The high-symmetry lattice that indexes these lines (2θ in degrees at `wavelength` Å), or
-  None: select_lines, fit_lattices, choose."""
-  two_theta, intensity = select_lines(two_theta, intensity, max_lines)
+  None: peaks.select_lines, fit_lattices, choose."""
+  two_theta, intensity = peaks_lib.select_lines(two_theta, intensity, max_lines)
   return choose(fit_lattices(two_theta, intensity, wavelength), min_figure_of_merit)
 
 
 def index_pattern(pattern: np.ndarray, **kwargs) -> Indexing | None:
-  """index_lines on the reflections of a scan on the model grid (lines_of_pattern)."""
-  two_theta, intensity = lines_of_pattern(pattern)
+  """index_lines on the reflections of a scan on the model grid (peaks.lines_of_pattern)."""
+  two_theta, intensity = peaks_lib.lines_of_pattern(pattern)
   return index_lines(two_theta, intensity, **kwargs)
-
-
-# ---------------------------------------------------------------------------------------------
-# A model's answer restricted to the systems an indexing allows.
-
-def _spacegroup_allowed(systems: tuple[int, ...]) -> np.ndarray:
-  """bool[230] over space-group class indices (number − 1): groups of the allowed systems."""
-  allowed = np.zeros(targets_lib.NUM_SPACE_GROUPS, bool)
-  for s in systems:
-    first, last = targets_lib.SYSTEM_SPACEGROUPS[constants.CRYSTAL_SYSTEMS[s]]
-    allowed[first - 1:last] = True
-  return allowed
-
-
-# The probability an accepted lattice's systems hold the answer: on 600 test-split patterns
-# augmented as measured scans, 79.4 % of the lattices found allowed the row's crystal system
-# (experiments/indexing_check.py --augment; docs/MEASURED.md). The model's own probabilities
-# share the rest, so an indexed answer is not given as certain.
-LATTICE_WEIGHT = 0.794
-
-
-def restrict(probabilities: np.ndarray, allowed: np.ndarray, weight: float = 1.0) -> np.ndarray:
-  """`weight` × the class probabilities conditioned on the allowed classes (uniform over them if
-  the model gave them nothing) + (1 − `weight`) × the model's own. With one or two allowed
-  classes (a lattice's crystal systems) and weight ≥ 0.5, the most probable class is allowed."""
-  p_model = np.asarray(probabilities, np.float64)
-  p = np.where(allowed, p_model, 0.0)
-  total = p.sum()
-  p = p / total if total > 0 else allowed / allowed.sum()
-  return (weight * p + (1.0 - weight) * p_model).astype(np.asarray(probabilities).dtype)
-
-
-def _masks(indexing: Indexing) -> dict[str, np.ndarray]:
-  systems = np.zeros(len(constants.CRYSTAL_SYSTEMS), bool)
-  systems[list(indexing.crystal_systems)] = True
-  return {"crystal_system": systems,
-          "spacegroup_number": _spacegroup_allowed(indexing.crystal_systems)}
-
-
-def restrict_row(outputs: dict, row: int, indexing: Indexing | None) -> None:
-  """Row `row` of batched class probabilities (crystal_system, spacegroup_number where present)
-  conditioned on the indexing's systems; nothing without one."""
-  if indexing is None:
-    return
-  for name, allowed in _masks(indexing).items():
-    if name in outputs:
-      # The crystal system carries the lattice's reliability; the space-group ranking stays
-      # within the lattice's systems.
-      weight = LATTICE_WEIGHT if name == "crystal_system" else 1.0
-      outputs[name][row] = restrict(outputs[name][row], allowed, weight)
-
-
-def apply(prediction: dict, restricted: dict, indexing: Indexing | None) -> dict:
-  """A format_prediction dict with the answers of `restricted` (format_prediction of the same
-  outputs after restrict_row) for crystal system and space group, the model's own kept as
-  "model_prediction", "model_probabilities" and "model_top5"; and "indexing"."""
-  if indexing is None:
-    return prediction
-  result = dict(prediction)
-  if "crystal_system" in result:
-    entry = dict(restricted["crystal_system"])
-    entry["model_prediction"] = prediction["crystal_system"]["prediction"]
-    entry["model_probabilities"] = prediction["crystal_system"]["probabilities"]
-    entry["source"] = "indexing"
-    result["crystal_system"] = entry
-  if "spacegroup_number" in result:
-    entry = dict(restricted["spacegroup_number"])
-    entry["model_top5"] = prediction["spacegroup_number"]["top5"]
-    entry["source"] = "indexing"
-    result["spacegroup_number"] = entry
-  result["indexing"] = indexing.as_dict()
-  return result

@@ -14,6 +14,7 @@ from xxact_jax import constants
 from xxact_jax.data import composition as composition_lib
 from xxact_jax.inference import patterns
 from xxact_jax.inference import resample
+from xxact_jax.inference import wavelengths
 from xxact_jax.inference.errors import InputError
 
 CompositionLike = Union[str, dict, Any]   # formula, {symbol: amount}, pymatgen Composition
@@ -181,6 +182,57 @@ def pattern_on_grid(value: XrdLike, wavelength=None,
 def as_stored(xrd: np.ndarray) -> np.ndarray:
   """Rounds a pattern through float16, the precision the dataset stores and training saw."""
   return np.asarray(xrd, np.float32).astype(np.float16).astype(np.float32)
+
+
+def read_cif(cif: str, max_elements: int, source: str | None = None) -> dict:
+  """A CIF (a path, or the text itself) as the dataset featurises it: "formula" and "arrays"
+  (species, fractions, xrd). pymatgen is imported only here."""
+  if "data_" in cif and "\n" in cif:       # CIF text, not a path
+    features = featurize_cif_text(cif, max_elements, source=source or "<CIF text>")
+  else:
+    features = featurize_cif(cif, max_elements)
+  return {"formula": features["formula"],
+          "arrays": (features["species"], features["fractions"], as_stored(features["xrd"]))}
+
+
+def prepare_sample(model, composition=None, xrd=None, wavelength=None, *, cif=None,
+                   preprocessing: resample.Preprocessing | None = None):
+  """(species, fractions, xrd) arrays of one sample for `model` (inference/model.py: its
+  max_elements and which inputs it reads; zeros for an unused one), and the scan.
+
+  `cif` (a path or CIF text) takes the place of the composition and the pattern. The wavelength
+  (Å or an anode name) is checked here, with the InputError's field "wavelength", and the
+  composition before the pattern is read. A pattern file is parsed once, here, and comes back
+  parsed (patterns.MeasuredPattern, which keeps its path) for the identification; any other
+  `xrd` comes back as given (None for a CIF).
+  """
+  if cif is not None:
+    if composition is not None or xrd is not None:
+      raise ValueError("give a CIF, or a composition and a pattern, not both")
+    return read_cif(cif, model.max_elements)["arrays"], None
+  if wavelength is not None:
+    try:
+      wavelengths.parse_wavelength(wavelength)
+    except ValueError as e:
+      raise InputError(str(e), field="wavelength") from None
+  if model.uses_composition:
+    if composition is None:
+      raise InputError(f"the {model.model_name} model needs a composition")
+    species, fractions = encode(composition, model.max_elements)
+  else:
+    species = np.zeros(model.max_elements, np.int32)
+    fractions = np.zeros(model.max_elements, np.float32)
+    if composition is not None:   # still validated, so a typo is not silently ignored
+      encode(composition, model.max_elements)
+  if model.uses_xrd:
+    if xrd is None:
+      raise InputError(f"the {model.model_name} model needs an XRD pattern")
+    if isinstance(xrd, (str, os.PathLike)):
+      xrd = patterns.read_pattern(os.fspath(xrd))
+    pattern = as_stored(pattern_on_grid(xrd, wavelength, preprocessing))
+  else:
+    pattern = np.zeros(constants.NUM_XRD_POINTS, np.float32)
+  return (species, fractions, pattern), xrd
 
 
 def featurize_cif(path: str, max_elements: int) -> dict:

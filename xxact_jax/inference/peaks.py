@@ -9,13 +9,16 @@ multiple of the noise (the median absolute deviation of the smoothed values); ma
 `min_separation_deg` keep the higher; a maximum wider than `max_fwhm_deg` is background, not a
 reflection. A peak's position is refined by a parabola through its three highest points, and its
 intensity is its height times its full width at half maximum, i.e. its area up to a shape factor,
-which is what a simulated stick's height stands for.
+which is what a simulated stick's height stands for. The search and the widths are
+scipy.signal's find_peaks and peak_widths.
 """
 
 import numpy as np
+from scipy import signal
 
 from xxact_jax import constants
 from xxact_jax.data import xrd as xrd_lib
+from xxact_jax.inference import background as background_lib
 
 MIN_RELATIVE_HEIGHT = 0.01    # of the strongest peak
 NOISE_MULTIPLE = 5.0          # × the noise's standard deviation
@@ -24,6 +27,11 @@ SMOOTHING_DEG = 0.04          # σ of the Gaussian that quiets counting noise be
 # Widest maximum taken for a reflection: laboratory peaks are 0.05–0.3° wide, nanocrystalline
 # ones up to ~1°; a wider one is background the SNIP filter left (a low-angle rise, a hump).
 MAX_FWHM_DEG = 1.0
+# The lines a scan's indexing reads: the first MAX_LINES in angle, none fainter than
+# MIN_RELATIVE_INTENSITY of the strongest (at a percent, noise and impurity phases crowd out the
+# weak reflections of the phase itself).
+MAX_LINES = 20
+MIN_RELATIVE_INTENSITY = 0.02
 
 
 def noise_sigma(profile: np.ndarray) -> float:
@@ -60,44 +68,22 @@ def find_peaks(profile: np.ndarray, step: float = constants.TWO_THETA_STEP,
   # and the noise threshold count from the base (the median), not from zero.
   y = y - np.median(y)
   threshold = max(min_relative_height * y.max(), noise_multiple * noise_sigma(y))
-  interior = np.arange(1, y.size - 1)
-  candidates = interior[(y[1:-1] > y[:-2]) & (y[1:-1] >= y[2:]) & (y[1:-1] > threshold)]
-  # Highest first; a maximum within min_separation of a kept one is the same reflection.
+  # Maxima strictly above the threshold; of two closer than min_separation, the higher.
   separation = max(1, int(round(min_separation_deg / step)))
-  kept = []
-  taken = np.zeros(y.size, bool)
-  for i in candidates[np.argsort(-y[candidates], kind="stable")]:
-    if not taken[i]:
-      kept.append(i)
-      taken[max(0, i - separation):i + separation + 1] = True
-  kept = np.sort(np.array(kept, np.int64))
-  positions, areas = [], []
-  for i in kept:
-    fwhm = _fwhm_points(y, i) * step
-    if fwhm > max_fwhm_deg:
-      continue
-    a, b, c = y[i - 1], y[i], y[i + 1]
-    curvature = a - 2 * b + c
-    offset = 0.5 * (a - c) / curvature if curvature < 0 else 0.0
-    positions.append(i + float(np.clip(offset, -0.5, 0.5)))
-    areas.append(b * fwhm)
-  return np.array(positions, np.float64), np.array(areas, np.float64)
-
-
-def _fwhm_points(y: np.ndarray, i: int) -> float:
-  """Full width at half maximum of the peak at i, in points: walks out to half height on each
-  side and interpolates linearly between the points that straddle it."""
-  half = y[i] / 2
-  left = i
-  while left > 0 and y[left] > half:
-    left -= 1
-  right = i
-  while right < y.size - 1 and y[right] > half:
-    right += 1
-  left_x = left + (half - y[left]) / (y[left + 1] - y[left]) if y[left] <= half else float(left)
-  right_x = (right - (half - y[right]) / (y[right - 1] - y[right]) if y[right] <= half
-             else float(right))
-  return max(1.0, right_x - left_x)
+  kept, _ = signal.find_peaks(y, height=np.nextafter(threshold, np.inf), distance=separation + 1)
+  if kept.size == 0:
+    return np.zeros(0), np.zeros(0)
+  # Widths at half the height above the base (zero), walked out over the whole profile.
+  widths = signal.peak_widths(y, kept, rel_height=0.5, prominence_data=(
+      y[kept], np.zeros(kept.size, np.intp), np.full(kept.size, y.size - 1, np.intp)))[0]
+  fwhm = np.maximum(1.0, widths) * step
+  kept, fwhm = kept[fwhm <= max_fwhm_deg], fwhm[fwhm <= max_fwhm_deg]
+  # Position refined by the parabola through the three highest points.
+  a, b, c = y[kept - 1], y[kept], y[kept + 1]
+  curvature = a - 2 * b + c
+  with np.errstate(divide="ignore", invalid="ignore"):
+    offset = np.where(curvature < 0, 0.5 * (a - c) / curvature, 0.0)
+  return kept + np.clip(offset, -0.5, 0.5), b * fwhm
 
 
 def render(profile: np.ndarray, inside: np.ndarray,
@@ -114,3 +100,37 @@ def render(profile: np.ndarray, inside: np.ndarray,
   rendered = xrd_lib.smear_sticks(grid[index[0]] + constants.TWO_THETA_STEP * peaks, areas, sigma)
   rendered[~inside] = 0.0
   return rendered
+
+
+def lines_of_pattern(pattern: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(2θ in degrees, relative intensity) of the reflections of a scan on the model grid (max 100,
+  constants.UNMEASURED_INTENSITY where not measured), after SNIP background removal."""
+  pattern = np.asarray(pattern, np.float64)
+  if pattern.shape != (constants.NUM_XRD_POINTS,):
+    raise ValueError(f"a pattern on the {constants.NUM_XRD_POINTS}-point grid is needed, got shape "
+                     f"{pattern.shape}")
+  inside = np.flatnonzero(pattern >= 0)
+  if inside.size < 3:
+    return np.zeros(0), np.zeros(0)
+  # The measured range is one contiguous stretch of the grid.
+  profile = pattern[inside[0]:inside[-1] + 1]
+  profile = profile - background_lib.snip(profile)
+  if not np.isfinite(profile).all() or profile.max() <= 0:
+    return np.zeros(0), np.zeros(0)
+  positions, areas = find_peaks(profile)
+  grid = constants.two_theta_grid()
+  two_theta = grid[inside[0]] + positions * constants.TWO_THETA_STEP
+  return two_theta, areas / max(areas.max(), 1e-12) if areas.size else areas
+
+
+def select_lines(two_theta, intensity, max_lines: int = MAX_LINES):
+  """(2θ, intensity) of the lines indexed: the first `max_lines` in angle at least
+  MIN_RELATIVE_INTENSITY of the strongest."""
+  two_theta = np.asarray(two_theta, np.float64)
+  intensity = np.asarray(intensity, np.float64)
+  if two_theta.size == 0:
+    return two_theta, intensity
+  order = np.argsort(two_theta)
+  two_theta, intensity = two_theta[order], intensity[order]
+  keep = intensity >= MIN_RELATIVE_INTENSITY * intensity.max()
+  return two_theta[keep][:max_lines], intensity[keep][:max_lines]

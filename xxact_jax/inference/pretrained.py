@@ -221,6 +221,8 @@ def load(name=None, batch_size: int = 256, preprocessing=None, reference="auto",
   or a prepared dataset / compact reference to look scans up in (reference.resolve).
   """
   import ml_collections  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import ensemble as ensemble_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax.inference import model as model_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.inference import reference as reference_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.models import config as model_config_lib  # pylint: disable=g-import-not-at-top
@@ -230,28 +232,22 @@ def load(name=None, batch_size: int = 256, preprocessing=None, reference="auto",
     verify(model_dir, manifest)
   reference_path = os.path.join(model_dir, manifest["reference"]["path"]) if manifest.get(
       "reference") else None
-  first = None
-  for i, member in enumerate(manifest["members"]):
+  models = []
+  for member in manifest["members"]:
     member_dir = os.path.join(model_dir, member["path"])
     config = ml_collections.ConfigDict(_read_json(os.path.join(member_dir, "config.json")))
     model_config_lib.upgrade(config.model)
     target_stats = _read_json(os.path.join(member_dir, "target_stats.json"))
-    params = restore_params(os.path.join(member_dir, "params"))
     extra = {"config": config.to_dict(), "target_stats": target_stats,
              "data_path": reference_path, "max_elements": manifest["max_elements"],
              "pretrained": {k: manifest.get(k) for k in ("name", "version", "format_version")},
              "member": member}
-    predictor = predictor_lib.Predictor(
-        params, config, target_stats, manifest["max_elements"],
-        workdir=model_dir if first is None else member_dir,
+    models.append(model_lib.Model(
+        restore_params(os.path.join(member_dir, "params")), config, target_stats,
+        manifest["max_elements"], workdir=member_dir if models else model_dir,
         step=member.get("step"), batch_size=batch_size, extra=extra,
-        preprocessing=preprocessing,
-        reference=reference_lib.resolve(reference, reference_path) if first is None else None,
-        indexing=indexing if first is None else False,
-        temperatures=calibration.read_temperatures(member_dir))
-    if first is None:
-      first = predictor
-    else:
-      first.members.append(predictor)
-  first.manifest = manifest
-  return first
+        temperatures=calibration.read_temperatures(member_dir)))
+  predictor = predictor_lib.Predictor(ensemble_lib.Ensemble(models), preprocessing,
+                                      reference_lib.resolve(reference, reference_path), indexing)
+  predictor.manifest = manifest
+  return predictor

@@ -24,6 +24,7 @@ from absl import logging
 import numpy as np
 
 from xxact_jax import constants
+from xxact_jax import physics
 
 # Lattice scalings tried: ±3 % in 0.2 % steps.
 MAX_STRAIN = 0.03
@@ -75,23 +76,6 @@ class Match:
     excess = min(1.0, (self.similarity - MIN_SIMILARITY) / (1.0 - MIN_SIMILARITY))
     return 0.5 + (MAX_WEIGHT - 0.5) * excess
 
-  def as_dict(self) -> dict:
-    out = {"material_id": self.material_id,
-           "crystal_system": constants.CRYSTAL_SYSTEMS[self.crystal_system],
-           "spacegroup_number": self.spacegroup_number,
-           "similarity": None if math.isnan(self.similarity) else round(self.similarity, 4),
-           "strain": round(self.strain, 4), "candidates": self.candidates,
-           "answered": self.answered}
-    if self.answered:
-      out["probability"] = round(self.weight, 4)
-    else:
-      out["note"] = (f"similarity {self.similarity:.2f} is below {MIN_SIMILARITY}: no reference "
-                     "row of this composition matches the scan, so the reference does not "
-                     "answer")
-    if self.lattice_candidates is not None:
-      out["lattice_candidates"] = self.lattice_candidates
-    return out
-
 
 def composition_key(species, fractions) -> tuple:
   """A hashable composition: sorted (atomic number, fraction rounded to 1e-3) pairs."""
@@ -141,12 +125,11 @@ class ReferenceDatabase:
         self._index.setdefault(key, []).append(i)
     self._kernel = _kernel(COMPARE_SIGMA_DEG)
     self._grid = constants.two_theta_grid()
-    sin_theta = np.sin(np.radians(self._grid / 2))
     # For each strain, the reference-grid angle that lands on each scan-grid point.
     strains = np.linspace(-MAX_STRAIN, MAX_STRAIN, STRAIN_STEPS)
     self._strains = strains
-    self._sources = 2 * np.degrees(np.arcsin(np.clip(sin_theta[None] * (1 + strains[:, None]),
-                                                     0.0, 1.0)))
+    self._sources = physics.rescale_two_theta(self._grid[None], 1 + strains[:, None],
+                                              unreachable=None)
 
   def __len__(self) -> int:
     return len(self._crystal_system)
@@ -225,68 +208,3 @@ def resolve(reference, data_path: str | None):
                       data_path, e)
       return None
   return ReferenceDatabase(reference, None)
-
-
-def apply(prediction: dict, match: Match | None, answered: dict | None = None) -> dict:
-  """A format_prediction dict with the reference's answer: crystal system and space group from
-  the matched row, their probabilities `match.weight` on it and the rest the model's (the
-  model's own kept as "model_prediction", "model_probabilities" and "model_top5"), and
-  "reference". `answered`: format_prediction of the same outputs after override_row, for exact
-  space-group probabilities (without it they come from the model's top 5). A match below
-  MIN_SIMILARITY leaves the model's answer and is reported under "reference" with
-  "answered": false."""
-  if match is None:
-    return prediction
-  result = dict(prediction)
-  result["reference"] = match.as_dict()
-  if not match.answered:
-    return result
-  w = match.weight
-  if "crystal_system" in result:
-    entry = dict(result["crystal_system"])
-    entry["model_prediction"] = entry["prediction"]
-    entry["model_probabilities"] = entry["probabilities"]
-    entry["prediction"] = constants.CRYSTAL_SYSTEMS[match.crystal_system]
-    entry["probabilities"] = (
-        dict(answered["crystal_system"]["probabilities"]) if answered else
-        {name: w * (name == entry["prediction"]) + (1 - w) * p
-         for name, p in entry["model_probabilities"].items()})
-    entry["source"] = "reference"
-    result["crystal_system"] = entry
-  if "spacegroup_number" in result:
-    entry = dict(result["spacegroup_number"])
-    entry["model_top5"] = entry["top5"]
-    if answered:
-      entry["top5"] = answered["spacegroup_number"]["top5"]
-    else:
-      model = {g["spacegroup_number"]: g["probability"] for g in entry["top5"]}
-      entry["top5"] = [{"spacegroup_number": match.spacegroup_number,
-                        "probability": w + (1 - w) * model.get(match.spacegroup_number, 0.0)}] + [
-          {"spacegroup_number": g, "probability": (1 - w) * p} for g, p in model.items()
-          if g != match.spacegroup_number][:4]
-    entry["source"] = "reference"
-    result["spacegroup_number"] = entry
-  return result
-
-
-def override(probabilities: np.ndarray, label: int, weight: float = 1.0) -> np.ndarray:
-  """Class probabilities with the reference's answer: `weight` on `label`, the rest shared as
-  the model's probabilities are."""
-  out = (1.0 - weight) * np.asarray(probabilities)
-  out[label] += weight
-  return out
-
-
-def override_row(outputs: dict, row: int, match: Match | None) -> None:
-  """Sets row `row` of batched class probabilities (predict_arrays' crystal_system and
-  spacegroup_number, where present) to the reference's answer; nothing without a match or when
-  the match is below MIN_SIMILARITY."""
-  if match is None or not match.answered:
-    return
-  from xxact_jax import targets as targets_lib  # pylint: disable=g-import-not-at-top
-  labels = {"crystal_system": match.crystal_system,
-            "spacegroup_number": int(targets_lib.get("spacegroup_number").class_index(
-                match.spacegroup_number))}
-  for name, label in labels.items():
-    if name in outputs:
-      outputs[name][row] = override(outputs[name][row], label, match.weight)

@@ -7,6 +7,7 @@ from typing import Optional, Union
 import numpy as np
 
 from xxact_jax import constants
+from xxact_jax import physics
 from xxact_jax.inference import background as background_lib
 from xxact_jax.inference import peaks as peaks_lib
 from xxact_jax.inference import patterns
@@ -217,7 +218,7 @@ def strip_ka2(two_theta: np.ndarray, intensity: np.ndarray, ka1: float, ka2: flo
   """
   two_theta = np.asarray(two_theta, np.float64)
   measured = np.asarray(intensity, np.float64)
-  source = 2.0 * np.rad2deg(np.arcsin(np.sin(np.deg2rad(two_theta / 2.0)) * (ka1 / ka2)))
+  source = physics.rescale_two_theta(two_theta, ka1 / ka2)
   # Linear interpolation of the Kα1 profile at `source` between points j-1 and j.
   j = np.searchsorted(two_theta, source, side="right")
   alpha1 = np.zeros_like(measured)

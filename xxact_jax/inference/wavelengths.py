@@ -16,6 +16,7 @@ from typing import Union
 import numpy as np
 
 from xxact_jax import constants
+from xxact_jax import physics
 
 # Anode -> (Kα weighted, Kα1, Kα2) in Å.
 ANODE_WAVELENGTHS = {
@@ -72,11 +73,7 @@ def to_cu_two_theta(two_theta: np.ndarray, wavelength: float) -> np.ndarray:
   Reflections that Cu Kα cannot reach (sin θ_Cu > 1, high angles of a
   short-wavelength source) come back as NaN.
   """
-  two_theta = np.asarray(two_theta, dtype=np.float64)
-  sin_theta = np.sin(np.deg2rad(two_theta / 2.0)) * (CU_KA / wavelength)
-  with np.errstate(invalid="ignore"):
-    converted = 2.0 * np.rad2deg(np.arcsin(sin_theta))
-  return np.where(np.abs(sin_theta) <= 1.0, converted, np.nan)
+  return physics.rescale_two_theta(np.asarray(two_theta, dtype=np.float64), CU_KA / wavelength)
 
 
 def doublet_of(wavelength: float, tolerance: float = 1e-3) -> tuple[float, float] | None:

@@ -2,7 +2,6 @@
 with scikit-learn's definitions."""
 
 import numpy as np
-from sklearn import metrics as sk_metrics
 
 
 def confusion_matrix(true: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
@@ -13,8 +12,8 @@ def confusion_matrix(true: np.ndarray, predicted: np.ndarray, num_classes: int) 
     if values.size and (values.min() < 0 or values.max() >= num_classes):
       raise ValueError(f"{name} labels must lie in [0, {num_classes}), got "
                        f"[{values.min()}, {values.max()}]")
-  return sk_metrics.confusion_matrix(true, predicted, labels=np.arange(num_classes)).astype(
-      np.int64)
+  return np.bincount(true * num_classes + predicted, minlength=num_classes * num_classes).reshape(
+      num_classes, num_classes)
 
 
 def per_class_accuracy(matrix: np.ndarray) -> np.ndarray:
@@ -31,6 +30,7 @@ def accuracy(matrix: np.ndarray) -> float:
 
 def regression_scores(true: np.ndarray, predicted: np.ndarray) -> dict:
   """MAE, RMSE and R² over the finite labels."""
+  from sklearn import metrics as sk_metrics  # pylint: disable=g-import-not-at-top
   true = np.asarray(true, dtype=np.float64)
   predicted = np.asarray(predicted, dtype=np.float64)
   keep = np.isfinite(true) & np.isfinite(predicted)

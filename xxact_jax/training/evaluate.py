@@ -5,6 +5,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from xxact_jax import targets as targets_lib
+from xxact_jax.report import metrics as metrics_lib
 from xxact_jax.training import sharding as sharding_lib
 from xxact_jax.training.step import INPUT_KEYS
 
@@ -68,15 +69,17 @@ def evaluate(eval_step, params, ds, config, mesh, return_predictions: bool = Fal
     target = targets_lib.get(t)
     if not target.is_regression:
       m[f"eval/{t}_accuracy"] = float(np.mean(pred == label)) if sel.any() else float("nan")
-      for c, name in enumerate(target.class_names):   # per class, where classes have names
-        cls = label == target.label_of(c)
-        m[f"eval/{t}_accuracy/{name}"] = (
-            float(np.mean(pred[cls] == label[cls])) if cls.any() else float("nan"))
+      if target.class_names:   # per class, where classes have names (NaN for an absent one)
+        recall = metrics_lib.per_class_accuracy(metrics_lib.confusion_matrix(
+            target.class_index(label), target.class_index(pred), len(target.class_names)))
+        m.update({f"eval/{t}_accuracy/{name}": float(r)
+                  for name, r in zip(target.class_names, recall)})
     else:
       mae = float(np.mean(np.abs(pred - label))) if sel.any() else float("nan")
       m[f"eval/{t}_mae"] = mae
-      if t == "formation_energy_per_atom":
-        m["eval/formation_energy_per_atom_mae_meV"] = 1000.0 * mae
+      if target.scaled_mae:
+        suffix, factor = target.scaled_mae
+        m[f"eval/{t}_mae_{suffix}"] = factor * mae
   if "mxm_loss" in per_example:
     m["eval/mxm_loss"] = float(per_example["mxm_loss"][valid].mean())
     loss += m["eval/mxm_loss"]

@@ -5,8 +5,8 @@ inside 5-90° 2θ -> intensities with pymatgen XRDCalculator's physics and const
 scattering parameters, Lorentz-polarisation factor, merging of equal-2θ reflections, relative
 cut-off) -> the 4,250-point pattern smeared as xrd.smear_sticks, max 100.
 
-Not imported by xxact_jax; the training path imports it only with data.xrd_source="simulated"
-(data/resimulate.py shares its polynomial cos/sin). pymatgen is needed only for its scattering
+Imported by xxact_jax only to prepare datasets; its diffraction physics is xxact_jax/physics.py,
+shared with data/resimulate.py. pymatgen is needed only for its scattering
 table (read from pymatgen's own JSON at first use) and for structures_to_batch / simulate.
 """
 

@@ -15,7 +15,6 @@ one pass over the bucket, and peak memory stays bounded for 200-site cells.
 """
 
 import functools
-import math
 
 import jax
 from jax import lax
@@ -23,10 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from xxact_jax import constants
+from xxact_jax import physics
 from xxact_jax.xrd_engine import planning
 
-# pymatgen's form factor f(s) = Z - 41.78214 s² Σ a_i exp(-b_i s²), s = sin θ / λ = |g| / 2.
-_FORM_FACTOR_SCALE = 41.78214
 # Fractional coordinates are split into a multiple of 2^-12 (h·x_hi is then exact in float32 for
 # |h| < 2^9) and a small remainder, so that h·r mod 1 keeps float32's full precision.
 _SPLIT = 4096.0
@@ -55,17 +53,6 @@ def _map_rows(fn, rows: int, *arrays):
   chunks = tuple(a.reshape((batch // rows, rows) + a.shape[1:]) for a in arrays)
   out = lax.map(lambda xs: fn(*xs), chunks)
   return jax.tree.map(lambda o: o.reshape((batch,) + o.shape[2:]), out)
-
-
-def cos_sin_2pi(t):
-  """cos(2πt), sin(2πt) for float32 |t| ≤ 1/2: Taylor series of the half angle, then doubled."""
-  x = jnp.float32(math.pi) * t
-  x2 = x * x
-  s = x * (1 + x2 * (-1 / 6 + x2 * (1 / 120 + x2 * (-1 / 5040 + x2 * (
-      1 / 362880 + x2 * (-1 / 39916800))))))
-  c = 1 + x2 * (-1 / 2 + x2 * (1 / 24 + x2 * (-1 / 720 + x2 * (1 / 40320 + x2 * (
-      -1 / 3628800 + x2 * (1 / 479001600))))))
-  return c * c - s * s, 2 * s * c
 
 
 def _reciprocal(lattice):
@@ -110,22 +97,13 @@ def _sample_factor(lattice, g, g2, texture_hkl, march_r, b_factor):
 
 def _intensity_unscaled(hkl, s2, frac_hi, frac_lo, weights, coefficients, numbers):
   """|F|² of a chunk: hkl f32[b, r, 3], s2 f32[b, r] -> f32[b, r]."""
-  # Form factor of each element slot at each reflection, [b, r, E] (the 4-term sum unrolled).
-  decay = sum(coefficients[:, None, :, i, 0] * jnp.exp(-coefficients[:, None, :, i, 1]
-                                                       * s2[..., None]) for i in range(4))
-  form = numbers[:, None, :] - _FORM_FACTOR_SCALE * s2[..., None] * decay
-  form = jnp.where(numbers[:, None, :] > 0, form, 0.0)
   # h·r mod 1 = frac(h·r_hi) (exact) + h·r_lo.
   def dot(x):
     return (hkl[..., None, 0] * x[:, None, :, 0] + hkl[..., None, 1] * x[:, None, :, 1]
             + hkl[..., None, 2] * x[:, None, :, 2])
   hi = dot(frac_hi)
-  t = (hi - jnp.round(hi)) + dot(frac_lo)
-  cos, sin = cos_sin_2pi(t - jnp.round(t))
-  # Occupancy-weighted phase sums per element slot, then Σ_e f_e(g) × that.
-  real = jnp.sum(form * jnp.einsum("brs,bse->bre", cos, weights), axis=-1)
-  imag = jnp.sum(form * jnp.einsum("brs,bse->bre", sin, weights), axis=-1)
-  return real * real + imag * imag
+  return physics.structure_factor(numbers, coefficients, s2, (hi - jnp.round(hi)) + dot(frac_lo),
+                                  weights)
 
 
 def _structure_factors(lattice, hkl, frac_coords, occupancies, slots, elements,
@@ -178,15 +156,13 @@ def _patterns_rows(lattice, hkl, num_reflections, f_squared, texture_hkl, march_
   f64, f32 = jnp.float64, jnp.float32
   batch, num_rows, _ = hkl.shape
   valid = jnp.arange(num_rows)[None, :] < num_reflections[:, None]
-  # Geometry in float64: 2θ and the Lorentz-polarisation factor (1 + cos² 2θ) / (sin² θ cos θ).
+  # Geometry in float64: 2θ and the Lorentz-polarisation factor.
   g = _g_vectors(lattice, hkl)
   g2 = _norm2(g)
-  sin_theta = jnp.where(valid, jnp.minimum(wavelength * jnp.sqrt(g2) / 2, 1.0), 0.5)
-  two_theta = jnp.degrees(2 * jnp.arcsin(sin_theta))
-  sin2 = sin_theta * sin_theta
-  cos_2theta = 1 - 2 * sin2
-  lorentz = (1 + cos_2theta * cos_2theta) / (sin2 * jnp.sqrt(1 - sin2))
-  intensity = jnp.where(valid, f_squared.astype(f64) * lorentz
+  sin_theta = jnp.where(valid, jnp.minimum(physics.bragg_sin_theta(jnp.sqrt(g2), wavelength), 1.0),
+                        0.5)
+  two_theta = physics.two_theta(sin_theta)
+  intensity = jnp.where(valid, f_squared.astype(f64) * physics.lorentz_polarisation(sin_theta)
                         * _sample_factor(lattice, g, g2, texture_hkl, march_r, b_factor), 0.0)
 
   # Merge runs of equal round(2θ / tol) (the list is in |g| order, so equal keys are adjacent),

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from xxact_jax import constants
+from xxact_jax import physics
 from xxact_jax.xrd_engine import scattering
 
 # pymatgen AbstractDiffractionPatternCalculator: reflections whose 2θ round to the same multiple of
@@ -55,7 +56,7 @@ def wavelength_angstrom(wavelength) -> float:
 
 def sphere_radii(wavelength: float, two_theta_range) -> tuple[float, float]:
   """(min_r, max_r) of |g| = 2 sin θ / λ in 1/Å, as pymatgen computes them."""
-  lo, hi = (2 * math.sin(math.radians(t / 2)) / wavelength for t in two_theta_range)
+  lo, hi = (physics.inverse_d(float(t), wavelength) for t in two_theta_range)
   return lo, hi
 
 
