@@ -198,8 +198,8 @@ def dataset_and_stats(config, data_path, max_elements):
 def build_train_step(config, mesh, max_elements, target_stats, scattering=None):
   """(initial state, jitted step, parameter count): the trainer's own `create_train_state`."""
   total_steps = config.num_train_steps if config.num_train_steps > 0 else 100_000
-  trainer = setup_lib.create_train_state(config, mesh, max_elements, target_stats, total_steps,
-                                         scattering)
+  trainer = setup_lib.create_train_state(config, defaults.model_of(config), mesh, max_elements,
+                                         target_stats, total_steps, scattering)
   return trainer.init(jax.random.key(config.seed)), trainer.train_step, trainer.num_params
 
 
@@ -215,7 +215,7 @@ def profile_steps(timer: "StepTimer", take, steps: int, directory: str) -> str:
 
 def benchmark(config, per_device_batch, steps, repeats, warmup, max_elements, data_path,
               profile_dir=None, num_profile_steps=5, compile_only=False, hlo_path=None) -> dict:
-  defaults.resolve(config)     # the model fields follow targets / objective, as in training
+  defaults.model_of(config)    # refuses a config training would refuse, before any data is read
   mesh = sharding_lib.make_mesh()
   num_devices = mesh.shape[sharding_lib.DATA_AXIS]
   if per_device_batch is None:

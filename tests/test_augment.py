@@ -173,8 +173,9 @@ def silicon_training(config, n):
   """(model, tx, schedule, initial state, batch of `n` silicon patterns) for train-step tests."""
   from xxact_jax.models import build_model  # pylint: disable=g-import-not-at-top
   from xxact_jax.training import optimizer as optimizer_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax.training import defaults  # pylint: disable=g-import-not-at-top
   from xxact_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
-  model = build_model(config.model)
+  model = build_model(defaults.model_of(config))
   tx, schedule = optimizer_lib.make_optimizer(config.optimizer, 10, config.trainable)
   state = jax.jit(step_lib.make_init_fn(model, tx, 4))(jax.random.key(0))
   batch = {"species": jnp.array([[14, 0, 0, 0]] * n, jnp.int32),

@@ -38,6 +38,21 @@ def test_split(predictor):
   return data.open_dataset(predictor.extra["data_path"], split="test")
 
 
+def test_the_runlocal_run_the_inference_tests_read_trained(workdir):
+  """Its training loss and eval loss fell, and it left the rows and checkpoint a finished run
+  leaves (the same run as the inference tests: nothing more is compiled)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from test_train import check_run, read_metrics  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  rows = read_metrics(workdir)
+  evals = [r for r in rows if "eval/loss" in r]
+  check_run(workdir, {k: v for k, v in evals[-1].items() if k != "step"}, config)
+  losses = [r["loss"] for r in rows if "loss" in r]
+  assert losses[-1] < 0.9 * losses[0], losses
+  assert evals[-1]["eval/loss"] < evals[0]["eval/loss"], evals
+
+
 def check_prediction(record):
   assert np.isfinite(record["formation_energy_per_atom"]["value"])
   assert record["formation_energy_per_atom"]["unit"] == "eV/atom"

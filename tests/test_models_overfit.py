@@ -33,7 +33,7 @@ def memorise(objective: str, dataset: str, steps: int):
   batch = {k: rows[k] for k in eval_lib.batch_keys(config.targets)}
   target_stats = train_lib.target_statistics(ds.metadata, config.targets, dataset)
   tx, schedule = optimizer_lib.make_optimizer(config.optimizer, total_steps=steps)
-  model = build_model(config.model)
+  model = build_model(defaults.model_of(config))
   state = jax.jit(step_lib.make_init_fn(model, tx, ds.metadata["max_elements"]))(
       jax.random.key(0))
   train_step = jax.jit(step_lib.make_train_step(model, tx, schedule, config, target_stats))

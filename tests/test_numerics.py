@@ -107,9 +107,9 @@ def test_train_step_in_bfloat16_agrees_with_float32(objective, embedded_dataset)
   for dtype in ("float32", "bfloat16"):
     c = config.copy_and_resolve_references()
     c.model.dtype = dtype
-    steps[dtype] = jax.jit(step_lib.make_train_step(build_model(c.model), tx, schedule, c,
-                                                    target_stats))
-  init = step_lib.make_init_fn(build_model(config.model), tx, metadata["max_elements"])
+    steps[dtype] = jax.jit(step_lib.make_train_step(build_model(defaults.model_of(c)), tx,
+                                                    schedule, c, target_stats))
+  init = step_lib.make_init_fn(build_model(defaults.model_of(config)), tx, metadata["max_elements"])
   state = jax.jit(init)(jax.random.key(0))
   # Past Adam's first steps, where an update is sign(gradient) and flips on rounding noise.
   for batch in batches[2:]:

@@ -100,7 +100,7 @@ def test_peaks_stem_has_no_masked_modelling():
   config = defaults.load_config_file("configs/mxm.py", "runlocal")
   config.model.xrd_stem = "peaks"
   with pytest.raises(ValueError, match="peaks"):
-    defaults.resolve(config)
+    defaults.model_of(config)
   model = build_model(tiny("xrd_transformer"))
   species, fractions, xrd = random_batch()
   with pytest.raises(ValueError, match="peaks"):

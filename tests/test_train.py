@@ -51,17 +51,48 @@ def pretrained(tmp_path_factory, embedded_dataset):
   return workdir, metrics
 
 
-def test_pretraining_writes_metrics_and_checkpoints(pretrained):
-  workdir, metrics = pretrained
-  assert {"eval/mxm_loss", "eval/contrastive_loss", "eval/retrieval_accuracy"} <= set(metrics)
-  assert np.isfinite(metrics["eval/loss"])
+def check_run(workdir, metrics, config):
+  """What a finished run leaves: its train rows at the log steps, an eval row at each eval step
+  (the last one is what train_and_evaluate returned), and a latest checkpoint at the last step
+  with the heads of the objective, restorable with its typed model config."""
+  steps = config.num_train_steps
   rows = read_metrics(workdir)
-  steps = [r["step"] for r in rows if "loss" in r]
-  assert steps == [2, 4, 6]
+  assert [r["step"] for r in rows if "loss" in r] == list(
+      range(config.log_every_steps, steps + 1, config.log_every_steps))
   assert all({"loss", "learning_rate", "steps_per_sec", "samples_per_sec"} <= set(r)
              for r in rows if "loss" in r)
+  evals = [r for r in rows if "eval/loss" in r]
+  assert [r["step"] for r in evals] == list(
+      range(config.eval_every_steps, steps + 1, config.eval_every_steps))
+  assert all(np.isfinite(r["eval/loss"]) for r in evals)
+  assert {k: v for k, v in evals[-1].items() if k != "step"} == pytest.approx(metrics)
+  expected = {f"eval/{t}_{'mae_meV' if t == 'formation_energy_per_atom' else 'accuracy'}"
+              for t in config.targets if t in ("formation_energy_per_atom", "crystal_system")}
+  if "mxm" in config.objective:
+    expected.add("eval/mxm_loss")
+  if "contrastive" in config.objective:
+    expected |= {"eval/contrastive_loss", "eval/retrieval_accuracy"}
+  assert expected <= set(metrics), sorted(metrics)
+  restored = checkpoints.restore_checkpoint(workdir, "latest")
+  assert restored.step == steps
+  heads = set(restored.params["heads"])
+  model = restored.config.model
+  assert (set(config.targets) <= heads and model.mxm == ("mxm" in heads)
+          and model.contrastive == ("logit_scale" in heads))
+  assert (model.mxm, model.contrastive) == ("mxm" in config.objective,
+                                            "contrastive" in config.objective)
+
+
+def test_pretraining_writes_metrics_and_checkpoints(pretrained):
+  workdir, metrics = pretrained
+  config = load_config("mxm_contrastive", num_train_steps=6, checkpoint_every_steps=3,
+                       eval_every_steps=3)
+  check_run(workdir, metrics, config)
   assert sorted(os.listdir(os.path.join(workdir, checkpoints.LATEST_DIR))) == ["3", "6"]
   assert glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
+  # The best checkpoint is the step with the lowest eval loss.
+  evals = {r["step"]: r["eval/loss"] for r in read_metrics(workdir) if "eval/loss" in r}
+  assert checkpoints.restore_checkpoint(workdir, "best").step == min(evals, key=evals.get)
 
 
 @pytest.mark.slow
@@ -70,7 +101,7 @@ def test_pretraining_writes_metrics_and_checkpoints(pretrained):
 def test_config_runs_runlocal(name, tmp_path, embedded_dataset):
   config = load_config(name)
   metrics = train.train_and_evaluate(config, str(tmp_path))
-  assert np.isfinite(metrics["eval/loss"])
+  check_run(str(tmp_path), metrics, config)
   if name not in ("mxm", "contrastive"):
     assert 0.0 <= metrics["eval/crystal_system_accuracy"] <= 1.0
     assert metrics["eval/formation_energy_per_atom_mae_meV"] > 0

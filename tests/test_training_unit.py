@@ -89,7 +89,7 @@ def test_stored_model_configs_without_newer_fields_are_upgraded():
   from xxact_jax.models import config as config_lib
   from xxact_jax.training import defaults
   c = defaults.load_config_file(os.path.join(CONFIGS, "supervised.py"), "runlocal")
-  stored = json.loads(c.model.to_json_best_effort())
+  stored = defaults.model_of(c).to_dict()     # what a checkpoint stores
   for key in ("dropout_bits", "readout", "head_hidden", "xrd_intensity", "xrd_stem",
               "regression_log_std"):
     stored.pop(key)
@@ -99,7 +99,7 @@ def test_stored_model_configs_without_newer_fields_are_upgraded():
   assert upgraded.readout == "fused_cls" and tuple(upgraded.head_hidden) == ()
   c.model.xrd_intensity = "cube"
   with pytest.raises(ValueError, match="xrd_intensity"):
-    defaults.resolve(c)
+    defaults.model_of(c)
 
 
 def test_uniform_task_sampling_uses_one_labelled_task_per_example():
@@ -186,8 +186,8 @@ def test_size_and_loss_config_arguments():
   paper = defaults.load_config_file(os.path.join(configs, "supervised.py"))
   assert small.model.fusion.d_model < paper.model.fusion.d_model
   assert small.model.fusion.num_layers < paper.model.fusion.num_layers
-  assert small.regression_loss == "robust_l1" and small.model.regression_log_std
-  assert paper.regression_loss == "mse" and not paper.model.regression_log_std
+  assert small.regression_loss == "robust_l1" and defaults.model_of(small).regression_log_std
+  assert paper.regression_loss == "mse" and not defaults.model_of(paper).regression_log_std
   crabnet = defaults.load_config_file(os.path.join(configs, "crabnet.py"), "runlocal")
   assert crabnet.regression_loss == "robust_l1"
   crabnet_mse = defaults.load_config_file(os.path.join(configs, "crabnet.py"), "runlocal,loss=mse")
@@ -230,11 +230,54 @@ def test_load_config_file(tmp_path):
 def test_a_stored_config_without_newer_fields_resumes_and_a_changed_fraction_does_not(tmp_path):
   from xxact_jax.training import train  # pylint: disable=g-import-not-at-top
   config = defaults.load_config_file(os.path.join(CONFIGS, "supervised.py"), "runlocal")
-  stored = json.loads(config.to_json_best_effort())
+  model = defaults.model_of(config)
+  stored = train.ckpt_lib.config_to_json(config, model)
   for key in ("train_fraction", "fraction_seed", "extra_train"):
     del stored["data"][key]
   (tmp_path / "config.json").write_text(json.dumps(stored))
-  train.check_workdir(config, str(tmp_path))            # same run: resumes
+  train.check_workdir(config, model, str(tmp_path))     # same run: resumes
   config.data.train_fraction = 0.5
   with pytest.raises(ValueError, match="data.train_fraction: 1.0 there, 0.5 now"):
-    train.check_workdir(config, str(tmp_path))
+    train.check_workdir(config, model, str(tmp_path))
+
+
+def test_stop_signals_on_one_process_ignore_the_preemption_service():
+  """Without jax.distributed the sync point is False and both signals stay with the trainer."""
+  import signal  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  from xxact_jax.training import train  # pylint: disable=g-import-not-at-top
+  assert multihost_utils.reached_preemption_sync_point(3) is False
+  with train.StopSignals() as stop:
+    assert not stop.preemption_service
+    assert signal.getsignal(signal.SIGTERM) == stop._handle
+    assert stop.agreed(3, 10) is None
+    stop._handle(signal.SIGINT, None)
+    assert stop.agreed(4, 10) == signal.SIGINT
+  assert signal.getsignal(signal.SIGTERM) != stop._handle
+
+
+def test_stop_signals_stop_every_process_at_the_preemption_sync_point(monkeypatch):
+  """With several processes the preemption service owns SIGTERM and picks the stop step."""
+  import signal  # pylint: disable=g-import-not-at-top
+  from xxact_jax.training import train  # pylint: disable=g-import-not-at-top
+  asked = []
+
+  def reached(step):
+    asked.append(step)
+    return step == 7
+
+  monkeypatch.setattr(train.jax, "process_count", lambda: 2)
+  monkeypatch.setattr(train.multihost_utils, "reached_preemption_sync_point", reached)
+  before = signal.getsignal(signal.SIGTERM)
+  with train.StopSignals() as stop:
+    assert stop.preemption_service
+    assert signal.getsignal(signal.SIGTERM) == before     # left to the service
+    assert signal.getsignal(signal.SIGINT) == stop._handle
+    assert [stop.agreed(s, 10) for s in (5, 6, 7)] == [None, None, signal.SIGTERM]
+  assert asked == [5, 6, 7]
+
+  def disabled(step):
+    raise RuntimeError("Preemption sync manager has not been initialized")
+
+  monkeypatch.setattr(train.multihost_utils, "reached_preemption_sync_point", disabled)
+  assert train.StopSignals().agreed(7, 10) is None

@@ -37,7 +37,7 @@ def random_batch(rng, b, k=6):
 
 def one_step(config, devices, batch):
   mesh = sharding.make_mesh(devices)
-  model = build_model(config.model)
+  model = build_model(defaults.model_of(config))
   tx, schedule = optimizer.make_optimizer(config.optimizer, 10)
   init = step.make_init_fn(model, tx, batch["species"].shape[1])
   abstract = jax.eval_shape(init, jax.random.key(0))

@@ -14,6 +14,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from xxact_jax import cli
+from xxact_jax.models import config as config_lib
 from xxact_jax.models import parameter_count
 
 FLAGS = flags.FlagValues()
@@ -32,8 +33,9 @@ def main(argv=None):
   cli.parse(FLAGS, argv, __doc__)
   if "objective" in _CONFIG.value:       # a trainer config: the model follows its targets
     from xxact_jax.training import defaults  # pylint: disable=g-import-not-at-top
-    defaults.resolve(_CONFIG.value)
-  model_config = _CONFIG.value.model
+    model_config = defaults.model_of(_CONFIG.value)
+  else:
+    model_config = config_lib.ModelConfig.from_config(_CONFIG.value.model)
   params = parameter_count.abstract_params(model_config, _MAX_ELEMENTS.value)
   counts = parameter_count.parameter_counts(params)
   if _PARAMETERS.value:

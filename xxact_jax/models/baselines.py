@@ -7,17 +7,19 @@ arguments, an unused input is ignored.
 """
 
 import math
-from typing import ClassVar, Sequence
+from typing import ClassVar, Sequence, TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from xxact_jax import constants
 from xxact_jax.models import encoders
 from xxact_jax.models import heads
 from xxact_jax.models import layers
+
+if TYPE_CHECKING:   # config.py imports this module
+  from xxact_jax.models import config as config_lib
 
 
 # CrabNet.
@@ -80,7 +82,7 @@ class CrabNet(nn.Module):
   real elements. A regression target's network outputs (value, log_std, gate logit); as in CrabNet,
   the value is multiplied by sigmoid(gate) and log_std feeds the RobustL1 loss.
   """
-  config: ml_collections.ConfigDict
+  config: "config_lib.ModelConfig"
 
   uses_composition: ClassVar[bool] = True
   uses_xrd: ClassVar[bool] = False
@@ -101,8 +103,8 @@ class CrabNet(nn.Module):
     tokens, mask = encoders.CompositionEncoder(
         cfg.composition, layer_config, use_cls=False,
         name="composition_encoder")(species, fractions)
-    out = _CrabNetHeads(tuple(cfg.targets), tuple(cfg.crabnet_hidden), layer_config,
-                        name="heads")(tokens, mask)
+    out = _CrabNetHeads(cfg.targets, cfg.crabnet_hidden, layer_config, name="heads")(
+        tokens, mask)
     out["embedding"] = masked_mean(tokens, mask)
     return out
 
@@ -132,7 +134,7 @@ def robust_l1_per_example(prediction: jax.Array, log_std: jax.Array,
 
 class XRDTransformer(nn.Module):
   """XRD encoder + heads on its [CLS] (and MXM on its XRD tokens when configured)."""
-  config: ml_collections.ConfigDict
+  config: "config_lib.ModelConfig"
 
   uses_composition: ClassVar[bool] = False
   uses_xrd: ClassVar[bool] = True
@@ -146,13 +148,9 @@ class XRDTransformer(nn.Module):
     encoders.check_inputs(None, None, xrd, xrd_mask, needs_composition=False)
     cfg = self.config
     layer_config = layers.LayerConfig.from_model_config(cfg, train)
-    seq, _ = encoders.XRDEncoder(cfg.xrd, layer_config, cfg.xrd_scale, cfg.xrd_intensity,
-                                 stem=cfg.xrd_stem,
-                                 measurement_embedding=cfg.xrd_measurement_embedding,
-                                 max_peaks=cfg.xrd_max_peaks, peak_drop=cfg.xrd_peak_drop,
-                                 name="xrd_encoder")(xrd, xrd_mask, measured)
-    out = heads.Heads(tuple(cfg.targets), cfg.mxm, False, layer_config,
-                      log_std=cfg.regression_log_std, hidden=tuple(cfg.head_hidden),
+    seq, _ = encoders.XRDEncoder(cfg, layer_config, name="xrd_encoder")(xrd, xrd_mask, measured)
+    out = heads.Heads(cfg.targets, cfg.mxm, False, layer_config,
+                      log_std=cfg.regression_log_std, hidden=cfg.head_hidden,
                       mxm_activation=cfg.mxm_activation, name="heads")(seq[:, 0], seq[:, 1:])
     out["embedding"] = seq[:, 0].astype(jnp.float32)
     return out
@@ -170,28 +168,26 @@ def fraction_vector(species: jax.Array, fractions: jax.Array) -> jax.Array:
 
 
 class FCN(nn.Module):
-  """The fully convolutional XRD network; returns features [B, features]."""
-  channels: Sequence[int]
-  kernel_size: int
-  features: int
-  xrd_scale: float
-  xrd_intensity: str
+  """The fully convolutional XRD network (`config.fcn`); returns features [B, fcn.features]."""
+  config: "config_lib.ModelConfig"
   layer_config: layers.LayerConfig
 
   @nn.compact
   def __call__(self, xrd: jax.Array) -> jax.Array:
     dtype = self.layer_config.dtype
-    x = encoders.xrd_input(xrd, self.xrd_scale, self.xrd_intensity).astype(dtype)[..., None]
-    for i, width in enumerate(self.channels):
-      x = nn.Conv(width, (self.kernel_size,), padding="SAME", dtype=dtype,
+    fcn = self.config.fcn
+    x = encoders.xrd_input(xrd, self.config.xrd_scale,
+                           self.config.xrd_intensity).astype(dtype)[..., None]
+    for i, width in enumerate(fcn.channels):
+      x = nn.Conv(width, (fcn.kernel_size,), padding="SAME", dtype=dtype,
                   param_dtype=jnp.float32, name=f"conv_{i}")(x)
       x = nn.max_pool(nn.leaky_relu(x), (2,), strides=(2,), padding="VALID")
       x = layers.dropout(self.layer_config)(x)
     if x.shape[1] < 1:
-      raise ValueError(f"FCN: {len(self.channels)} pooling blocks leave no positions of a "
+      raise ValueError(f"FCN: {len(fcn.channels)} pooling blocks leave no positions of a "
                        f"{xrd.shape[1]}-point pattern; use fewer fcn.channels")
     # One convolution over all remaining positions -> a single position of `features` channels.
-    x = nn.Conv(self.features, (x.shape[1],), padding="VALID", dtype=dtype,
+    x = nn.Conv(fcn.features, (x.shape[1],), padding="VALID", dtype=dtype,
                 param_dtype=jnp.float32, name="conv_final")(x)
     return nn.leaky_relu(x[:, 0])
 
@@ -211,7 +207,7 @@ class MLP(nn.Module):
 
 class PXRDFCN(nn.Module):
   """The FCN on the pattern alone; `PXRDFCNMLP` adds the composition."""
-  config: ml_collections.ConfigDict
+  config: "config_lib.ModelConfig"
 
   uses_composition: ClassVar[bool] = False
   uses_xrd: ClassVar[bool] = True
@@ -232,17 +228,14 @@ class PXRDFCN(nn.Module):
       raise ValueError(f"{cfg.name}: the PXRDPIAYN baselines support neither XRD masking (MXM) "
                        "nor contrastive pretraining")
     layer_config = layers.LayerConfig.from_model_config(cfg, train)
-    fcn = cfg.fcn
-    x = FCN(tuple(fcn.channels), fcn.kernel_size, fcn.features, cfg.xrd_scale, cfg.xrd_intensity,
-            layer_config, name="xrd_encoder")(xrd)
+    x = FCN(cfg, layer_config, name="xrd_encoder")(xrd)
     if self.uses_composition:
-      comp = MLP(tuple(fcn.composition_hidden), layer_config, name="composition_encoder")(
+      comp = MLP(cfg.fcn.composition_hidden, layer_config, name="composition_encoder")(
           fraction_vector(species, fractions).astype(layer_config.dtype))
-      x = MLP(tuple(fcn.fusion_hidden), layer_config, name="fusion")(
+      x = MLP(cfg.fcn.fusion_hidden, layer_config, name="fusion")(
           jnp.concatenate([x, comp], axis=-1))
-    out = heads.Heads(tuple(cfg.targets), False, False, layer_config,
-                      log_std=cfg.regression_log_std, hidden=tuple(cfg.head_hidden),
-                      name="heads")(x)
+    out = heads.Heads(cfg.targets, False, False, layer_config,
+                      log_std=cfg.regression_log_std, hidden=cfg.head_hidden, name="heads")(x)
     out["embedding"] = x.astype(jnp.float32)
     return out
 

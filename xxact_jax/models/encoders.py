@@ -8,16 +8,19 @@ fails with a message naming the array.
 
 import functools
 import importlib.resources
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from xxact_jax import constants
 from xxact_jax.models import layers
 from xxact_jax.models import peak_tokens
+
+if TYPE_CHECKING:   # config.py imports this module
+  from xxact_jax.models import config as config_lib
 
 MAT2VEC_DIM = 200
 XRD_INTENSITIES = ("linear", "sqrt")
@@ -126,13 +129,12 @@ class CompositionEncoder(nn.Module):
   """Encodes (species, fractions) into a token sequence.
 
   Attributes:
-    config: the `composition` part of the model config (d_model, num_layers, num_heads, d_ff,
-      resolution).
+    config: the composition transformer's sizes and fractional-encoding resolution.
     layer_config: dropout, dtype, remat, deterministic.
     use_cls: prepend a learnable [CLS] token (the paper's encoder); CrabNet alone has none.
     output_dim: if set, the tokens are projected to this width (the fusion width in XxaCT-NN).
   """
-  config: ml_collections.ConfigDict
+  config: "config_lib.CompositionConfig"
   layer_config: layers.LayerConfig
   use_cls: bool = True
   output_dim: int | None = None
@@ -222,30 +224,19 @@ class XRDEncoder(nn.Module):
   """Transformer over XRD tokens with a learnable [CLS] and learnable positional embeddings.
 
   Attributes:
-    config: the `xrd` part of the model config (d_model, num_layers, num_heads, d_ff).
+    config: the model config: `xrd` (the transformer's sizes) and the `xrd_*` fields: the input
+      scale and intensity transform (`xrd_input`), the stem ("patch": the paper's linear
+      projection per 250-point token, "conv": `conv_stem`, "peaks": one token per peak found in
+      the pattern, models/peak_tokens.py, invariant by construction to background, peak shape and
+      scan range, with its peak count and training-time peak drop), and the measurement
+      embedding (a learned vector of the pattern's source, simulated or measured, added to every
+      token, so that one model can read ideal patterns as ideal and measured scans as measured).
     layer_config: dropout, dtype, remat, deterministic.
-    xrd_scale: multiplies the raw intensities (max 100) before the input projection.
-    xrd_intensity: "linear" or "sqrt" (`xrd_input`).
     output_dim: if set, the tokens are projected to this width (the fusion width in XxaCT-NN).
-    stem: "patch" (the paper: one linear projection per 250-point token), "conv"
-      (`conv_stem`) or "peaks" (one token per peak found in the pattern, models/peak_tokens.py:
-      invariant by construction to background, peak shape and scan range).
-    max_peaks: with stem="peaks", the most prominent peaks kept (tokens after the [CLS]).
-    peak_drop: with stem="peaks", in training, the probability that each peak but the strongest
-      is left out of the list (weak and overlapped reflections a measurement loses).
-    measurement_embedding: add to every token a learned vector of the pattern's source, simulated
-      or measured (`measured` in `__call__`), so that one model can read ideal patterns as ideal
-      and measured scans as measured.
   """
-  config: ml_collections.ConfigDict
+  config: "config_lib.ModelConfig"
   layer_config: layers.LayerConfig
-  xrd_scale: float
-  xrd_intensity: str
   output_dim: int | None = None
-  stem: str = "patch"
-  measurement_embedding: bool = False
-  max_peaks: int = 32
-  peak_drop: float = 0.0
 
   @nn.compact
   def __call__(self, xrd: jax.Array, xrd_mask: jax.Array | None = None,
@@ -261,22 +252,21 @@ class XRDEncoder(nn.Module):
         (or a pattern augmented as one), False or None for a simulated pattern. Read only with
         `measurement_embedding`.
     """
-    cfg = self.config
+    cfg = self.config.xrd
     dtype = self.layer_config.dtype
-    if self.stem == "peaks":
+    stem = self.config.xrd_stem
+    if stem == "peaks":
       return self._peak_sequence(xrd, xrd_mask, measured)
-    tokens = xrd_tokens(xrd, self.xrd_scale, self.xrd_intensity).astype(dtype)
+    tokens = xrd_tokens(xrd, self.config.xrd_scale, self.config.xrd_intensity).astype(dtype)
     # Created even when unused so that pretrained and fine-tuned parameter trees match.
     mask_token = self.param("mask_token", nn.initializers.normal(0.02),
                             (constants.XRD_TOKEN_SIZE,), jnp.float32)
     if xrd_mask is not None:
       tokens = jnp.where(xrd_mask[..., None], mask_token.astype(dtype), tokens)
-    if self.stem == "conv":
+    if stem == "conv":
       x = conv_stem(tokens, cfg.d_model, dtype)
-    elif self.stem == "patch":
-      x = layers.dense_general(cfg.d_model, "input_projection", dtype)(tokens)
     else:
-      raise ValueError(f"Unknown model.xrd_stem {self.stem!r}; known: {list(XRD_STEMS)}")
+      x = layers.dense_general(cfg.d_model, "input_projection", dtype)(tokens)
     cls = self.param("cls", nn.initializers.normal(0.02), (cfg.d_model,), jnp.float32)
     cls = jnp.broadcast_to(cls.astype(dtype), (x.shape[0], 1, cfg.d_model))
     x = jnp.concatenate([cls, x], axis=1)
@@ -290,11 +280,12 @@ class XRDEncoder(nn.Module):
     if xrd_mask is not None:
       raise ValueError("model.xrd_stem='peaks' has no profile tokens to mask: masked XRD "
                        "modelling (objective mxm) needs xrd_stem 'patch' or 'conv'")
-    cfg = self.config
+    cfg = self.config.xrd
     dtype = self.layer_config.dtype
-    two_theta, height, width, valid = peak_tokens.find_peaks(xrd, self.max_peaks)
-    if self.peak_drop > 0 and not self.layer_config.deterministic:
-      keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.peak_drop, valid.shape)
+    two_theta, height, width, valid = peak_tokens.find_peaks(xrd, self.config.xrd_max_peaks)
+    peak_drop = self.config.xrd_peak_drop
+    if peak_drop > 0 and not self.layer_config.deterministic:
+      keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - peak_drop, valid.shape)
       valid = valid & keep.at[:, 0].set(True)      # the strongest peak always stays
     features = jax.lax.stop_gradient(peak_tokens.peak_features(two_theta, height, width))
     h = nn.gelu(layers.dense_general(cfg.d_model, "peak_embedding", dtype)(features.astype(dtype)))
@@ -308,9 +299,9 @@ class XRDEncoder(nn.Module):
 
   def _encode(self, x, mask, measured):
     """The measurement embedding, the transformer and the output projection, for every stem."""
-    cfg = self.config
+    cfg = self.config.xrd
     dtype = self.layer_config.dtype
-    if self.measurement_embedding:
+    if self.config.xrd_measurement_embedding:
       source = self.param("measurement_embedding", nn.initializers.normal(0.02),
                           (2, cfg.d_model), jnp.float32)
       index = (jnp.zeros((x.shape[0],), jnp.int32) if measured is None

@@ -63,11 +63,8 @@ class Heads(nn.Module):
       if xrd_tokens is None:
         raise ValueError("model_config.mxm needs an XRD token sequence (XxaCT or XRD transformer)")
       recon = layers.dense_general(constants.XRD_TOKEN_SIZE, "mxm", dtype)(xrd_tokens)
-      activation = {"softplus": nn.softplus, "relu": nn.relu,
-                    "linear": lambda x: x}.get(self.mxm_activation)
-      if activation is None:
-        raise ValueError(f"Unknown model_config.mxm_activation {self.mxm_activation!r} "
-                         "(softplus | relu | linear)")
+      activation = {"softplus": nn.softplus, "relu": nn.relu,   # checked by ModelConfig
+                    "linear": lambda x: x}[self.mxm_activation]
       out["mxm"] = activation(recon.astype(jnp.float32))
     if self.contrastive:
       out["logit_scale"] = self.param(

@@ -65,10 +65,9 @@ class LayerConfig:
     """The layer config of a model config (models/config.py) in training or evaluation mode."""
     return cls(dropout=model_config.dropout, dtype=compute_dtype(model_config.dtype),
                remat=model_config.remat, deterministic=not train,
-               dropout_bits=int(model_config.dropout_bits),
-               fused_attention=bool(model_config.fused_attention),
-               fused_norm=bool(model_config.fused_norm),
-               fused_bias_grad=bool(model_config.fused_bias_grad))
+               dropout_bits=model_config.dropout_bits,
+               fused_attention=model_config.fused_attention, fused_norm=model_config.fused_norm,
+               fused_bias_grad=model_config.fused_bias_grad)
 
 
 def dense_general(features, name: str, dtype: Dtype, axis=-1) -> nn.DenseGeneral:

@@ -5,7 +5,6 @@ from typing import Any
 from clu import parameter_overview
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from xxact_jax import constants
 from xxact_jax.models import config as config_lib
@@ -20,7 +19,7 @@ def _example_inputs(batch_size: int, max_elements: int) -> tuple[jax.ShapeDtypeS
           jax.ShapeDtypeStruct((batch_size, constants.NUM_XRD_POINTS), jnp.float32))
 
 
-def abstract_params(model_config: ml_collections.ConfigDict, max_elements: int = 10) -> Any:
+def abstract_params(model_config, max_elements: int = 10) -> Any:
   """The parameter tree as ShapeDtypeStructs (nothing is allocated)."""
   model = config_lib.build_model(model_config)
   inputs = _example_inputs(1, max_elements)
@@ -46,7 +45,7 @@ def parameter_table(params: Any) -> str:
   return parameter_overview.get_parameter_overview(params, include_stats=False)
 
 
-def forward_flops_per_sample(model_config: ml_collections.ConfigDict, batch_size: int = 8,
+def forward_flops_per_sample(model_config, batch_size: int = 8,
                              max_elements: int = 10) -> float:
   """Forward (inference) FLOPs per sample, from XLA's cost analysis of the compiled program."""
   model = config_lib.build_model(model_config)

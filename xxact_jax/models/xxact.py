@@ -1,15 +1,17 @@
 """XxaCT-NN (the paper's Fig. 1): composition and XRD encoders, cross-attention fusion, heads."""
 
-from typing import ClassVar
+from typing import ClassVar, TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from xxact_jax.models import encoders
 from xxact_jax.models import heads
 from xxact_jax.models import layers
+
+if TYPE_CHECKING:   # config.py imports this module
+  from xxact_jax.models import config as config_lib
 
 
 class FusionDecoder(nn.Module):
@@ -18,10 +20,10 @@ class FusionDecoder(nn.Module):
   XRD tokens are the queries (and the self-attended sequence); composition tokens the memory.
 
   Attributes:
-    config: the `fusion` part of the model config (d_model, num_layers, num_heads, d_ff).
+    config: the fusion transformer's sizes.
     layer_config: dropout, dtype, remat, deterministic.
   """
-  config: ml_collections.ConfigDict
+  config: "config_lib.TransformerConfig"
   layer_config: layers.LayerConfig
 
   @nn.compact
@@ -47,7 +49,7 @@ class FusionDecoder(nn.Module):
 
 class XxaCT(nn.Module):
   """The bimodal model of the paper."""
-  config: ml_collections.ConfigDict
+  config: "config_lib.ModelConfig"
 
   # The inputs it reads, and its embedding outputs (key: what it is), "embedding" first.
   uses_composition: ClassVar[bool] = True
@@ -67,21 +69,15 @@ class XxaCT(nn.Module):
         cfg.composition, layer_config, output_dim=cfg.fusion.d_model,
         name="composition_encoder")(species, fractions)
     xrd_seq, xrd_token_mask = encoders.XRDEncoder(
-        cfg.xrd, layer_config, cfg.xrd_scale, cfg.xrd_intensity, output_dim=cfg.fusion.d_model,
-        stem=cfg.xrd_stem, measurement_embedding=cfg.xrd_measurement_embedding,
-        max_peaks=cfg.xrd_max_peaks, peak_drop=cfg.xrd_peak_drop,
-        name="xrd_encoder")(xrd, xrd_mask, measured)
+        cfg, layer_config, output_dim=cfg.fusion.d_model, name="xrd_encoder")(
+            xrd, xrd_mask, measured)
     fused = FusionDecoder(cfg.fusion, layer_config, name="fusion")(xrd_seq, comp, comp_mask,
                                                                    xrd_token_mask)
-    readout = cfg.readout
-    if readout == "fused_cls":                      # the paper: heads on the fused [CLS] only
-      head_input = fused[:, 0]
-    elif readout == "fused_and_composition_cls":    # the composition [CLS] beside it
-      head_input = jnp.concatenate([fused[:, 0], comp[:, 0]], axis=-1)
-    else:
-      raise ValueError(f"Unknown readout {readout!r} (fused_cls | fused_and_composition_cls)")
-    out = heads.Heads(tuple(cfg.targets), cfg.mxm, cfg.contrastive, layer_config,
-                      log_std=cfg.regression_log_std, hidden=tuple(cfg.head_hidden),
+    head_input = fused[:, 0]                # the paper: heads on the fused [CLS] only
+    if cfg.readout == "fused_and_composition_cls":    # the composition [CLS] beside it
+      head_input = jnp.concatenate([head_input, comp[:, 0]], axis=-1)
+    out = heads.Heads(cfg.targets, cfg.mxm, cfg.contrastive, layer_config,
+                      log_std=cfg.regression_log_std, hidden=cfg.head_hidden,
                       mxm_activation=cfg.mxm_activation, name="heads")(head_input, fused[:, 1:])
     out["comp_cls"] = comp[:, 0].astype(jnp.float32)
     out["xrd_cls"] = xrd_seq[:, 0].astype(jnp.float32)

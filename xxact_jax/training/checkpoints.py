@@ -379,6 +379,10 @@ def restore_params(workdir: str, which: str = "best"):
   return r.params, r.config, r.target_stats
 
 
-def config_to_json(config) -> dict:
-  """A JSON-safe dict of an ml_collections config (tuples become lists)."""
-  return json.loads(config.to_json_best_effort())
+def config_to_json(config, model_config=None) -> dict:
+  """A JSON-safe dict of an ml_collections config (tuples become lists); with `model_config`
+  (models/config.py `ModelConfig`) as its `model`, the form a checkpoint stores."""
+  result = json.loads(config.to_json_best_effort())
+  if model_config is not None:
+    result["model"] = json.loads(json.dumps(model_config.to_dict()))
+  return result

@@ -6,6 +6,7 @@ module holds what every run shares: data, logging, evaluation and checkpoint cad
 and the `:runlocal` scaling for a CPU.
 """
 
+import dataclasses
 import os
 from typing import Any
 
@@ -151,21 +152,20 @@ def base_config(*, model, objective: str, recipe: dict, targets=(),
   return c
 
 
-SUPERVISED_TARGETS = constants.ALL_TARGETS
 REGRESSION_LOSSES = ("mse", "l1", "robust_l1")
 OBJECTIVES = ("supervised", "mxm", "contrastive", "mxm_contrastive")
 XRD_SOURCES = ("stored", "simulated")
 
 
-def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Derives the model's fields from the trainer's and checks them; returns `config`, updated.
+def model_of(config: ml_collections.ConfigDict):
+  """The typed model config of an experiment config (models/config.py `ModelConfig`).
 
-  The trainer's fields say each fact once: `targets` gives the heads (`model.targets`),
-  `objective` the MXM and contrastive parts (`model.mxm`, `model.contrastive`), and
-  `regression_loss="robust_l1"` the log-σ outputs it needs. Command-line overrides of `targets` or
-  `objective` therefore reach the model; a value that cannot work is refused here, before anything
-  is built or written, with what would work.
+  The trainer's fields say each fact once: `targets` gives the heads, `objective` the MXM and
+  contrastive parts, and `regression_loss="robust_l1"` the log-σ outputs it needs; they are
+  derived here, after command-line overrides, and `config.model` is left as it is. A value that
+  cannot work is refused before anything is built or written, with what would work.
   """
+  from xxact_jax.models import config as model_config_lib  # pylint: disable=g-import-not-at-top
   if config.objective not in OBJECTIVES:
     raise ValueError(f"Unknown objective {config.objective!r}; known: {list(OBJECTIVES)}")
   targets = targets_lib.check_names(config.targets, " in config.targets")
@@ -179,31 +179,20 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   source = config.data.get("xrd_source", "stored")
   if source not in XRD_SOURCES:
     raise ValueError(f"Unknown data.xrd_source {source!r}; known: {list(XRD_SOURCES)}")
-  model = config.model
-  from xxact_jax.models import encoders  # pylint: disable=g-import-not-at-top
-  from xxact_jax.models import model_class  # pylint: disable=g-import-not-at-top
-  if config.objective != "supervised" and not model_class(model.name).uses_xrd:
+  model = model_config_lib.ModelConfig.from_config(config.model)
+  if config.objective != "supervised" and not model_config_lib.model_class(model.name).uses_xrd:
     raise ValueError(f"objective={config.objective!r} needs an XRD input; the {model.name} model "
                      "has none (use objective='supervised')")
-  if model.xrd_intensity not in encoders.XRD_INTENSITIES:
-    raise ValueError(f"Unknown model.xrd_intensity {model.xrd_intensity!r}; known: "
-                     f"{list(encoders.XRD_INTENSITIES)}")
-  from xxact_jax.models import config as model_config_lib  # pylint: disable=g-import-not-at-top
-  if model.get("mxm_activation", "relu") not in model_config_lib.MXM_ACTIVATIONS:
-    raise ValueError(f"Unknown model.mxm_activation {model.mxm_activation!r}; known: "
-                     f"{list(model_config_lib.MXM_ACTIVATIONS)}")
-  if model.xrd_stem not in encoders.XRD_STEMS:
-    raise ValueError(f"Unknown model.xrd_stem {model.xrd_stem!r}; known: "
-                     f"{list(encoders.XRD_STEMS)}")
   if model.xrd_stem == "peaks" and "mxm" in config.objective:
     raise ValueError("objective 'mxm' masks profile tokens; model.xrd_stem='peaks' has none "
                      "(use objective 'contrastive', or xrd_stem 'patch')")
-  model.targets = targets
-  model.mxm = "mxm" in config.objective
-  model.contrastive = "contrastive" in config.objective
-  if model.name != "crabnet":
-    model.regression_log_std = loss == "robust_l1"
-  return config
+  derived = dict(targets=tuple(targets), mxm="mxm" in config.objective,
+                 contrastive="contrastive" in config.objective)
+  if model.name != "crabnet":   # CrabNet's heads always output the log-σ
+    derived["regression_log_std"] = loss == "robust_l1"
+  return dataclasses.replace(model, **derived)
+
+
 PAPER_MULTI_TARGETS = ("formation_energy_per_atom", "crystal_system")
 
 
@@ -228,8 +217,8 @@ def experiment(model_name: str, objective: str, arg: str | None, *, recipe: dict
   else:
     chosen = tuple(t for t in a.targets.split("+") if t)
   targets_lib.check_names(chosen)
-  # model.targets, .mxm, .contrastive and .regression_log_std follow from the trainer's fields
-  # (`resolve`, again at the start of training, after command-line overrides).
+  # The model's targets, MXM, contrastive and log-σ parts follow from the trainer's fields
+  # (`model_of`, at the start of training, after command-line overrides).
   model = model_config(model_name, size=a.size or ("tiny" if a.runlocal else "paper"))
   c = base_config(model=model, objective=objective, recipe=recipe, targets=chosen,
                   runlocal=a.runlocal)
@@ -238,6 +227,5 @@ def experiment(model_name: str, objective: str, arg: str | None, *, recipe: dict
   if loss not in REGRESSION_LOSSES:
     raise ValueError(f"Unknown loss {loss!r}; known: {list(REGRESSION_LOSSES)}")
   c.regression_loss = loss
-  resolve(c)
   c.config_arg = arg or ""
   return c

@@ -42,11 +42,12 @@ class TrainState:
                         self.abstract_state, self.shardings)
 
 
-def create_train_state(config, mesh, max_elements: int, target_stats: dict,
+def create_train_state(config, model_config, mesh, max_elements: int, target_stats: dict,
                        total_steps: int, scattering=None) -> TrainState:
-  """The model, optimiser and jitted train step of `config` (shapes via eval_shape first);
-  scattering: the dataset's scattering parameters, for data.xrd_source="simulated"."""
-  model = build_model(config.model)
+  """The model (of `model_config`, training/defaults.py `model_of`), optimiser and jitted train
+  step of `config` (shapes via eval_shape first); scattering: the dataset's scattering
+  parameters, for data.xrd_source="simulated"."""
+  model = build_model(model_config)
   tx, schedule = optimizer_lib.make_optimizer(config.optimizer, total_steps, config.trainable)
   init_fn = step_lib.make_init_fn(model, tx, max_elements)
   abstract_state = jax.eval_shape(init_fn, jax.random.key(config.seed))

@@ -21,6 +21,7 @@ from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
+import orbax.checkpoint as ocp
 
 from xxact_jax import constants
 from xxact_jax import targets as targets_lib
@@ -88,11 +89,19 @@ def workdir_lock(workdir: str):
     f.close()
 
 
+def _preemption_service() -> bool:
+  """Whether JAX's preemption service runs: with several processes (jax.distributed), unless
+  jax_enable_preemption_service is off. A single process never asks it."""
+  return jax.process_count() > 1 and bool(jax.config.jax_enable_preemption_service)
+
+
 class StopSignals:
   """Records SIGTERM/SIGINT (what SLURM and Ctrl-C send) while installed, instead of dying.
 
-  The train loop checks `received` after each step, checkpoints that step and stops. A second
-  signal of the same kind while the checkpoint is written is ignored.
+  The train loop checks `agreed` after each step, checkpoints that step and stops. A second
+  signal of the same kind while the checkpoint is written is ignored. Under jax.distributed with
+  its preemption service, SIGTERM is left to that service (it catches it itself), which picks the
+  step every process stops at.
   """
 
   SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -100,6 +109,7 @@ class StopSignals:
   def __init__(self):
     self.received = None
     self._previous = {}
+    self.preemption_service = _preemption_service()
 
   def _handle(self, signum, frame):
     del frame
@@ -111,10 +121,15 @@ class StopSignals:
   def agreed(self, step: int, every: int) -> int | None:
     """The signal to stop on after `step`, the same in every process; None to go on.
 
-    One process stops at once. Several must stop at the same step (the step is a collective),
-    so they compare their signals every `every` steps, where the host waits for the step's
-    metrics anyway, and stop together at the first such step after any of them got one.
+    One process stops at once. Several must stop at the same step (the step is a collective):
+    a preemption notice reaches every process through JAX's preemption sync point, which they
+    ask every step; other signals are compared every `every` steps, where the host waits for the
+    step's metrics anyway, and they stop together at the first such step after any got one.
     """
+    # Orbax's guard of JAX's sync point: False where the service is off.
+    if self.preemption_service and ocp.utils.reached_preemption(step):
+      logging.warning("Preemption notice: every process stops after step %d", step)
+      return signal.SIGTERM
     if jax.process_count() == 1:
       return self.received
     if step % every:
@@ -125,7 +140,8 @@ class StopSignals:
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
       for sig in self.SIGNALS:
-        self._previous[sig] = signal.signal(sig, self._handle)
+        if not (sig == signal.SIGTERM and self.preemption_service):
+          self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
   def __exit__(self, *exc):
@@ -216,7 +232,7 @@ def _with_added_fields(stored: dict) -> dict:
   return stored
 
 
-def check_workdir(config, workdir: str):
+def check_workdir(config, model_config, workdir: str):
   """A workdir that already holds a run must hold this run, to be resumed.
 
   A different model is always refused. Any other difference in the training-defining config
@@ -225,7 +241,7 @@ def check_workdir(config, workdir: str):
   the workdir.
   """
   path = os.path.join(workdir, "config.json")
-  new = ckpt_lib.config_to_json(config)
+  new = ckpt_lib.config_to_json(config, model_config)
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
@@ -287,7 +303,7 @@ def total_train_steps(config, num_train_examples: int) -> int:
 def train_and_evaluate(config, workdir: str):
   """Trains `config` into `workdir`, resuming from its latest checkpoint; returns final eval metrics."""
   sharding_lib.maybe_initialize_distributed()
-  defaults.resolve(config)
+  model_config = defaults.model_of(config)
   data_path, ds_train, ds_eval = open_splits(config)
   target_stats = target_statistics(ds_train.metadata, config.targets, data_path)
   scattering = scattering_parameters(config, ds_train, data_path)
@@ -298,8 +314,9 @@ def train_and_evaluate(config, workdir: str):
         "dataset (python -m xxact_jax.prepare) or lower --config.global_batch_size.")
   os.makedirs(workdir, exist_ok=True)
   with workdir_lock(workdir):
-    check_workdir(config, workdir)
-    return _train(config, workdir, data_path, ds_train, ds_eval, target_stats, scattering)
+    check_workdir(config, model_config, workdir)
+    return _train(config, model_config, workdir, data_path, ds_train, ds_eval, target_stats,
+                  scattering)
 
 
 def scattering_parameters(config, ds_train, data_path: str):
@@ -316,7 +333,8 @@ def scattering_parameters(config, ds_train, data_path: str):
   return structures_lib.coefficient_table(ds_train.metadata)
 
 
-def _train(config, workdir, data_path, ds_train, ds_eval, target_stats, scattering):
+def _train(config, model_config, workdir, data_path, ds_train, ds_eval, target_stats,
+           scattering):
   """The body of `train_and_evaluate`, once the inputs are checked and the workdir is locked."""
   max_elements = int(ds_train.metadata["max_elements"])
 
@@ -326,8 +344,8 @@ def _train(config, workdir, data_path, ds_train, ds_eval, target_stats, scatteri
   batch_sharding = sharding_lib.batch_sharding(mesh)
   total_steps = total_train_steps(config, len(ds_train))
 
-  trainer = setup_lib.create_train_state(config, mesh, max_elements, target_stats, total_steps,
-                                         scattering)
+  trainer = setup_lib.create_train_state(config, model_config, mesh, max_elements, target_stats,
+                                         total_steps, scattering)
   model, tx, state_shardings = trainer.model, trainer.tx, trainer.shardings
   rng = jax.random.key(config.seed)
   logging.info("Model %s: %.2f M parameters; %d train / %d eval examples; %d steps of %d",
@@ -351,7 +369,7 @@ def _train(config, workdir, data_path, ds_train, ds_eval, target_stats, scatteri
       params = jax.device_put(params, state_shardings["params"])
       opt_state = jax.jit(tx.init, out_shardings=state_shardings["opt_state"])(params)
       state = dict(state, params=params, opt_state=opt_state)
-  extra = {"config": ckpt_lib.config_to_json(config), "target_stats": target_stats,
+  extra = {"config": ckpt_lib.config_to_json(config, model_config), "target_stats": target_stats,
            "data_path": data_path, "max_elements": max_elements}
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "target_stats.json"), "w") as f:
