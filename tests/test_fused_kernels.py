@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xxact_jax.models import config as config_lib
+from xxact_jax import stored_config
 from xxact_jax.models import layers
 from xxact_jax.models import model_config
 from xxact_jax.models.kernels import attention
@@ -186,7 +186,7 @@ def test_switches_are_config_fields_off_by_default_and_for_old_configs():
   assert not (config.fused_attention or config.fused_norm or config.fused_bias_grad)
   for name in ("fused_attention", "fused_norm", "fused_bias_grad"):
     del config[name]
-  config = config_lib.upgrade(config)
+  config = stored_config.upgrade(config, "model.")
   layer_config = layers.LayerConfig.from_model_config(config, train=True)
   assert not (layer_config.fused_attention or layer_config.fused_norm
               or layer_config.fused_bias_grad)

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from xxact_jax import stored_config
 from xxact_jax.models import build_model
-from xxact_jax.models import config as config_lib
 from xxact_jax.models import layers
 from xxact_jax.models import model_config
 
@@ -72,7 +72,7 @@ def test_default_dropout_keeps_the_papers_rate():
 def test_configs_without_dropout_bits_load_as_flax_dropout():
   config = model_config("xxact", "tiny")
   del config["dropout_bits"]
-  config = config_lib.upgrade(config)   # where a stored config is read
+  config = stored_config.upgrade(config, "model.")   # where a stored config is read
   assert layers.LayerConfig.from_model_config(config, train=True).dropout_bits == 32
 
 

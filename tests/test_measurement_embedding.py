@@ -13,7 +13,7 @@ from xxact_jax.inference.model import Model
 from xxact_jax.inference.predictor import Predictor
 from xxact_jax.models import build_model
 from xxact_jax.models import model_config
-from xxact_jax.models.config import upgrade
+from xxact_jax import stored_config
 
 from float32_tolerance import assert_close
 from test_augment import si_pattern
@@ -82,7 +82,7 @@ def test_fcn_refuses_the_embedding_and_old_configs_read_without_it():
     build_model(cfg).init(jax.random.key(0), *random_batch())
   stored = dict(tiny("xxact", False).to_dict())
   del stored["xrd_measurement_embedding"]
-  assert upgrade(stored)["xrd_measurement_embedding"] is False
+  assert stored_config.upgrade(stored, "model.")["xrd_measurement_embedding"] is False
 
 
 def test_the_train_step_tells_the_model_which_patterns_were_augmented():

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from xxact_jax import stored_config
 from xxact_jax import constants
 from xxact_jax.models import build_model
 from xxact_jax.models import check_inputs
@@ -365,11 +366,10 @@ def test_mxm_head_keeps_a_gradient_unless_relu_has_died(activation, alive):
 
 
 def test_stored_configs_without_mxm_activation_keep_relu():
-  from xxact_jax.models import config as config_lib  # pylint: disable=g-import-not-at-top
   stored = model_config("xxact", "tiny").to_dict()
   del stored["mxm_activation"]
   stored["mxm"] = True
-  assert config_lib.upgrade(dict(stored))["mxm_activation"] == "relu"
+  assert stored_config.upgrade(dict(stored), "model.")["mxm_activation"] == "relu"
   stored["mxm"] = False   # no MXM head: the activation is moot, so today's default
-  assert config_lib.upgrade(dict(stored))["mxm_activation"] == "softplus"
+  assert stored_config.upgrade(dict(stored), "model.")["mxm_activation"] == "softplus"
   assert model_config("xxact", "tiny").mxm_activation == "softplus"

@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from xxact_jax import stored_config
 from xxact_jax import constants
 from xxact_jax.training import defaults, objectives, optimizer
 
@@ -86,14 +87,13 @@ def test_sqrt_xrd_input_compresses_intensities_and_keeps_the_unmeasured_marker()
 
 
 def test_stored_model_configs_without_newer_fields_are_upgraded():
-  from xxact_jax.models import config as config_lib
   from xxact_jax.training import defaults
   c = defaults.load_config_file(os.path.join(CONFIGS, "supervised.py"), "runlocal")
   stored = defaults.model_of(c).to_dict()     # what a checkpoint stores
   for key in ("dropout_bits", "readout", "head_hidden", "xrd_intensity", "xrd_stem",
               "regression_log_std"):
     stored.pop(key)
-  upgraded = ml_collections.ConfigDict(config_lib.upgrade(stored))
+  upgraded = ml_collections.ConfigDict(stored_config.upgrade(stored, "model."))
   assert upgraded.dropout_bits == 32 and upgraded.xrd_intensity == "linear"
   assert upgraded.xrd_stem == "patch"
   assert upgraded.readout == "fused_cls" and tuple(upgraded.head_hidden) == ()

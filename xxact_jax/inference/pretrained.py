@@ -225,7 +225,7 @@ def load(name=None, batch_size: int = 256, preprocessing=None, reference="auto",
   from xxact_jax.inference import model as model_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
   from xxact_jax.inference import reference as reference_lib  # pylint: disable=g-import-not-at-top
-  from xxact_jax.models import config as model_config_lib  # pylint: disable=g-import-not-at-top
+  from xxact_jax import stored_config  # pylint: disable=g-import-not-at-top
   model_dir = find(name)
   manifest = read_manifest(model_dir)
   if verify_files:
@@ -236,7 +236,7 @@ def load(name=None, batch_size: int = 256, preprocessing=None, reference="auto",
   for member in manifest["members"]:
     member_dir = os.path.join(model_dir, member["path"])
     config = ml_collections.ConfigDict(_read_json(os.path.join(member_dir, "config.json")))
-    model_config_lib.upgrade(config.model)
+    stored_config.upgrade(config)
     target_stats = _read_json(os.path.join(member_dir, "target_stats.json"))
     extra = {"config": config.to_dict(), "target_stats": target_stats,
              "data_path": reference_path, "max_elements": manifest["max_elements"],

@@ -3,7 +3,7 @@
 `model_config(name, size)` gives the paper's sizes and smaller ones that build the same code path,
 as the ml_collections ConfigDict that experiment files hold (`config.model`). `ModelConfig` is the
 frozen, typed form the modules receive (as flax's lm1b `TransformerConfig`): `build_model` makes
-it once from a ConfigDict, filling the fields a stored (older) config lacks (`upgrade`) and
+it once from a ConfigDict, filling the fields a stored (older) config lacks (stored_config.py) and
 checking every choice before anything is traced.
 """
 
@@ -13,6 +13,8 @@ from typing import Any
 import flax.linen as nn
 import ml_collections
 
+from xxact_jax import stored_config
+from xxact_jax import targets as targets_lib
 from xxact_jax.models import baselines
 from xxact_jax.models import encoders
 from xxact_jax.models import heads
@@ -24,7 +26,6 @@ _MODELS = {"xxact": xxact.XxaCT, "crabnet": baselines.CrabNet,
            "pxrd_fcn_mlp": baselines.PXRDFCNMLP}
 MODEL_NAMES = tuple(_MODELS)
 SIZES = ("paper", "small", "tiny")
-PAPER_TARGETS = ("formation_energy_per_atom", "crystal_system")
 MXM_ACTIVATIONS = ("softplus", "relu", "linear")
 READOUTS = ("fused_cls", "fused_and_composition_cls")
 # Derived in training from the trainer's fields (training/defaults.py `model_of`), so experiment
@@ -71,7 +72,7 @@ class ModelConfig:
   fusion: TransformerConfig
   crabnet_hidden: tuple[int, ...]     # CrabNet's residual output network (per element, then mean)
   fcn: FCNConfig
-  targets: tuple[str, ...] = PAPER_TARGETS
+  targets: tuple[str, ...] = targets_lib.PAPER_TARGETS
   mxm: bool = False                   # the masked-XRD reconstruction head (models/heads.py)
   contrastive: bool = False           # the learnable temperature of contrastive pretraining
   # Regression heads also output `<target>_log_std` for regression_loss="robust_l1" (the crabnet
@@ -141,12 +142,12 @@ class ModelConfig:
 
   @classmethod
   def from_config(cls, config: "ModelConfig | ml_collections.ConfigDict | dict") -> "ModelConfig":
-    """The typed form of a model ConfigDict (or dict); fields it lacks are `upgrade`d, then the
-    defaults."""
+    """The typed form of a model ConfigDict (or dict); fields it lacks are filled as in
+    stored_config.upgrade, then the defaults."""
     if isinstance(config, cls):
       return config
-    c = upgrade(config.to_dict() if isinstance(config, ml_collections.ConfigDict)
-                else dict(config))
+    c = stored_config.upgrade(config.to_dict() if isinstance(config, ml_collections.ConfigDict)
+                              else dict(config), "model.")
     unknown = sorted(set(c) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
       raise ValueError(f"Unknown model config fields {unknown}")
@@ -189,28 +190,6 @@ def model_config(name: str, size: str = "paper") -> ml_collections.ConfigDict:
   for key in DERIVED_FIELDS:
     del c[key]
   return ml_collections.ConfigDict(c)
-
-
-# Fields added after the first release, with the value that reproduces what a checkpoint written
-# before them computed (e.g. flax's 32-bit dropout). `upgrade` is applied where a stored config
-# is read, so the model code never needs a fallback.
-_ADDED_FIELDS = dict(dropout_bits=32, regression_log_std=False, readout="fused_cls",
-                     head_hidden=(), xrd_intensity="linear", xrd_stem="patch",
-                     mxm_activation="relu", xrd_measurement_embedding=False,
-                     xrd_max_peaks=32, xrd_peak_drop=0.1, fused_attention=False,
-                     fused_norm=False, fused_bias_grad=False)
-
-
-def upgrade(model_config: ml_collections.ConfigDict | dict):
-  """Fills the fields a stored (older) model config lacks; returns it, updated in place."""
-  for key, value in _ADDED_FIELDS.items():
-    if key not in model_config:
-      model_config[key] = value
-  if not model_config.get("mxm", False):
-    # Without an MXM head the activation computes nothing: any value reproduces the model, and
-    # today's default lets such a run resume under today's config.
-    model_config["mxm_activation"] = "softplus"
-  return model_config
 
 
 def model_class(name: str) -> type[nn.Module]:

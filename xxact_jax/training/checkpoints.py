@@ -32,7 +32,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policy_lib
 
-from xxact_jax.models import config as model_config_lib
+from xxact_jax import stored_config
 
 LATEST_DIR = "checkpoints"
 BEST_DIR = "checkpoints_best"
@@ -366,7 +366,7 @@ def restore_checkpoint(workdir: str, which: str = "best") -> RestoredCheckpoint:
     params = jax.tree.map(np.asarray, restored["params"])
     logging.info("Restored parameters of step %d from %s", step, path)
     config = ml_collections.ConfigDict(extra["config"])
-    model_config_lib.upgrade(config.model)
+    stored_config.upgrade(config)
     return RestoredCheckpoint(params=params, config=config,
                               target_stats=extra["target_stats"], step=step, path=path,
                               extra=extra)

@@ -193,11 +193,8 @@ def model_of(config: ml_collections.ConfigDict):
   return dataclasses.replace(model, **derived)
 
 
-PAPER_MULTI_TARGETS = ("formation_energy_per_atom", "crystal_system")
-
-
 def experiment(model_name: str, objective: str, arg: str | None, *, recipe: dict,
-               targets=PAPER_MULTI_TARGETS, regression_loss: str = "mse",
+               targets=targets_lib.PAPER_TARGETS, regression_loss: str = "mse",
                **extra_args: Any) -> ml_collections.ConfigDict:
   """Builds a config from `arg` = "[runlocal][,size=small][,targets=a+b][,init=DIR][,...]".
 

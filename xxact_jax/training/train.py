@@ -26,9 +26,8 @@ import orbax.checkpoint as ocp
 from xxact_jax import constants
 from xxact_jax import targets as targets_lib
 from xxact_jax import data as data_lib
-from xxact_jax.data import resimulate
 from xxact_jax.data import structures as structures_lib
-from xxact_jax.models import config as model_config_lib
+from xxact_jax import stored_config
 from xxact_jax.models import parameter_count
 from xxact_jax.training import checkpoints as ckpt_lib
 from xxact_jax.training import defaults
@@ -213,25 +212,6 @@ RESUMABLE_CHANGES = ("log_every_steps", "eval_every_steps", "checkpoint_every_st
                      "data.worker_count", "data.prefetch", "resume_allow_changes", "config_arg")
 
 
-# Trainer fields added after runs were written, with the value that reproduces those runs: a
-# stored config without them resumes as if it had them.
-ADDED_FIELDS = {"data.train_fraction": 1.0, "data.fraction_seed": 0, "data.extra_train": "",
-                "data.xrd_source": "stored",
-                "augment.structure": resimulate.default_config().to_dict()}
-
-
-def _with_added_fields(stored: dict) -> dict:
-  stored.setdefault("init_checkpoint", stored.pop("init_which", "latest"))   # its former name
-  for dotted, value in ADDED_FIELDS.items():
-    node = stored
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-      node = node.setdefault(key, {})
-    if isinstance(node, dict):   # a parent stored as None (no augment section) stays so
-      node.setdefault(leaf, json.loads(json.dumps(value)))
-  return stored
-
-
 def check_workdir(config, model_config, workdir: str):
   """A workdir that already holds a run must hold this run, to be resumed.
 
@@ -245,8 +225,7 @@ def check_workdir(config, model_config, workdir: str):
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
-    old["model"] = json.loads(json.dumps(model_config_lib.upgrade(old.get("model", {}))))
-    old = _with_added_fields(old)
+    old = json.loads(json.dumps(stored_config.upgrade(old)))
     diffs = _differences(old.get("model", {}), new["model"], "model.")
     if diffs:
       key, there, now = diffs[0]
