@@ -253,7 +253,7 @@ class TestBadInput:
       jax.jit(model.apply).lower(variables, species, fractions, xrd[:1])
 
   def test_unknown_names(self):
-    with pytest.raises(ValueError, match="Unknown model name 'crab'"):
+    with pytest.raises(ValueError, match="Unknown model.name 'crab'"):
       model_config("crab")
     with pytest.raises(ValueError, match="Unknown model size"):
       model_config("xxact", "huge")
@@ -302,7 +302,7 @@ def test_readout_with_the_composition_cls():
   mlp_params = mlp.init(jax.random.key(0), species, fractions, xrd)["params"]["heads"]
   assert mlp_params["formation_energy_per_atom_hidden0"]["kernel"].shape[-1] == 16
   assert mlp_params["formation_energy_per_atom"]["kernel"].shape[0] == 8
-  with pytest.raises(ValueError, match="Unknown model readout"):
+  with pytest.raises(ValueError, match="Unknown model.readout"):
     build_model(tiny("xxact", readout="mean")).init(jax.random.key(0), species, fractions, xrd)
 
 

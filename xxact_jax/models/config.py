@@ -135,7 +135,7 @@ class ModelConfig:
                                 ("readout", self.readout, READOUTS),
                                 ("dropout_bits", self.dropout_bits, layers.DROPOUT_BITS)):
       if value not in known:
-        raise ValueError(f"Unknown model {field} {value!r}; known: {list(known)}")
+        raise ValueError(f"Unknown model.{field} {value!r}; known: {list(known)}")
     layers.compute_dtype(self.dtype)
     for target in self.targets:
       heads.target_width(target)  # Unknown targets fail here, before any tracing.
