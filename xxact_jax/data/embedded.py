@@ -21,11 +21,6 @@ _SAMPLE_COLUMNS = ("material_id", "source_index", "formula", "n_sites",
                    "crystal_system", "split", "cif")
 
 
-def cache_dir() -> str:
-  return os.environ.get("XXACT_JAX_CACHE") or os.path.join(
-      os.path.expanduser("~"), ".cache", "xxact_jax")
-
-
 def _digest(path: str) -> str:
   with open(path, "rb") as f:
     return hashlib.sha256(f.read()).hexdigest()[:12]
@@ -33,7 +28,9 @@ def _digest(path: str) -> str:
 
 def default_dataset_path(workers: int | None = None) -> str:
   """Path of the featurised embedded sample, built in the cache dir on first use."""
-  return cached_dataset(SAMPLE_FILE, cache_dir(), workers=workers)
+  root = os.environ.get("XXACT_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                            "xxact_jax")
+  return cached_dataset(SAMPLE_FILE, root, workers=workers)
 
 
 def cached_dataset(sample_file: str, root: str, workers: int | None = None) -> str:

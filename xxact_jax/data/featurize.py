@@ -75,16 +75,12 @@ def symmetry_labels(structure: Structure, rotations: bool = False) -> tuple:
       analyzer.get_symmetry_operations(cartesian=False)),)
 
 
-def xrd_size(structure: Structure) -> tuple[float, float]:
-  """Estimated (reflections up to 2θ = TWO_THETA_MAX, reflections × sites) of a structure."""
-  reflections = 4 / 3 * math.pi * _RECIPROCAL_RADIUS ** 3 * structure.lattice.volume
-  return reflections, reflections * len(structure)
-
-
 def check_xrd_size(structure: Structure, max_reflections: float = DEFAULT_MAX_REFLECTIONS,
                    max_xrd_work: float = DEFAULT_MAX_XRD_WORK) -> None:
-  """Raises FeaturizationError when the pattern would take too much memory or time."""
-  reflections, work = xrd_size(structure)
+  """Raises FeaturizationError when the pattern would take too much memory or time: estimated
+  reflections up to 2θ = TWO_THETA_MAX, (4/3)π r³ V, or reflections × sites above the limits."""
+  reflections = 4 / 3 * math.pi * _RECIPROCAL_RADIUS ** 3 * structure.lattice.volume
+  work = reflections * len(structure)
   if reflections > max_reflections:
     raise FeaturizationError(
         f"xrd: cell too large: about {reflections:.3g} reflections up to "
@@ -104,36 +100,18 @@ def engine_reason(message: str) -> str:
   return re.sub(r"^structure -?\d+: ", "", str(message))
 
 
-def structure_arrays(structure: Structure) -> tuple:
-  """(lattice [3,3], frac_coords [s,3], numbers [s], occupancies [s]) for the JAX XRD engine.
-
-  Imports the engine (and jax) at first use only, so the pymatgen path never loads them.
-  """
-  from xxact_jax.xrd_engine import engine  # pylint: disable=g-import-not-at-top
-  try:
-    return engine.structure_arrays(structure)
-  except ValueError as e:   # XRDEngineError: a species without scattering parameters, ...
-    raise FeaturizationError(f"xrd: {engine_reason(e)} (--xrd_engine=jax)") from None
-
-
 def featurize_structure(structure: Structure, max_elements: int, *,
                         max_reflections: float = DEFAULT_MAX_REFLECTIONS,
                         max_xrd_work: float = DEFAULT_MAX_XRD_WORK,
                         xrd_engine: str = "pymatgen", store_structure: bool = False) -> dict:
-  """Composition, smeared XRD and symmetry labels of one structure.
+  """Composition, smeared XRD and symmetry labels of one structure: species int32[K], fractions
+  float32[K], xrd float32[4250], crystal_system int, spacegroup_number int.
 
-  xrd_engine="jax": no pattern is computed here; the result holds `structure` (structure_arrays)
-  instead of `xrd`, for the caller to simulate in batches with xxact_jax.xrd_engine.
-  store_structure: the result also holds `structure` and the point-group `rotations`
-  (prepare --store_structures).
-
-  Returns:
-    dict with species int32[K], fractions float32[K], xrd float32[4250] (or structure, above),
-    crystal_system int, spacegroup_number int.
-
-  Raises:
-    FeaturizationError: naming the step that failed (composition, xrd, symmetry), or a cell
-      above the size limits (see DEFAULT_MAX_REFLECTIONS).
+  xrd_engine="jax": no pattern is computed here; the result holds `structure` (the JAX engine's
+  structure_arrays) instead of `xrd`, for the caller to simulate in batches. store_structure: it
+  also holds `structure` and the point-group `rotations` (prepare --store_structures).
+  FeaturizationError names the step that failed (composition, xrd, symmetry), or a cell above
+  the size limits (see DEFAULT_MAX_REFLECTIONS).
   """
   try:
     species, fractions = composition_lib.encode_composition(
@@ -145,7 +123,12 @@ def featurize_structure(structure: Structure, max_elements: int, *,
   check_xrd_size(structure, max_reflections, max_xrd_work)
   pattern = {}
   if xrd_engine == "jax" or store_structure:
-    pattern["structure"] = structure_arrays(structure)
+    # The engine (and jax) imported at first use only: the pymatgen path never loads them.
+    from xxact_jax.xrd_engine import engine  # pylint: disable=g-import-not-at-top
+    try:
+      pattern["structure"] = engine.structure_arrays(structure)
+    except ValueError as e:   # XRDEngineError: a species without scattering parameters, ...
+      raise FeaturizationError(f"xrd: {engine_reason(e)} (--xrd_engine=jax)") from None
   if xrd_engine != "jax":
     try:
       pattern["xrd"] = xrd_lib.smear_sticks(*stick_pattern(structure))

@@ -83,15 +83,11 @@ def _labels_from(mapping, location: str) -> tuple[dict, str | None]:
   return labels, error
 
 
-def _csv_columns(path: str) -> list[str]:
+def _check_csv(path: str) -> list[str]:
   try:
-    return list(pd.read_csv(path, nrows=0, encoding_errors="surrogateescape").columns)
+    columns = list(pd.read_csv(path, nrows=0, encoding_errors="surrogateescape").columns)
   except Exception as e:
     raise ValueError(f"Input {path!r}: cannot read a CSV header: {type(e).__name__}: {e}") from None
-
-
-def _check_csv(path: str) -> list[str]:
-  columns = _csv_columns(path)
   for column in columns:
     # A stray byte in the header would rename its column: a lost material_id column turned
     # every id into FILE:ROW and hid duplicates. The whole file is refused instead.
@@ -268,11 +264,6 @@ def record_locator(path: str):
     return lambda index: f"{path}:entry {index}"
   names = _cif_files(path)
   return lambda index: os.path.join(path, names[index])
-
-
-def count_records(path: str) -> int:
-  """Number of records in one input (reads the file once)."""
-  return len(record_ids(path))
 
 
 def iter_records(path: str) -> Iterator[RawRecord]:

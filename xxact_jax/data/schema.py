@@ -74,13 +74,7 @@ STRUCTURE_BATCH_DTYPES = {
 def fields(max_elements: int, structures: dict | None = None) -> dict[str, "Field"]:
   """All arrays of a dataset with K = max_elements; `structures` ({"sites", "reflections"}, or
   None for a dataset without them) adds structure_fields."""
-  extra = {} if structures is None else structure_fields(structures["sites"],
-                                                          structures["reflections"])
-  return {**_core_fields(max_elements), **extra}
-
-
-def _core_fields(max_elements: int) -> dict[str, "Field"]:
-  return {
+  core = {
       "xrd": Field("float16", (constants.NUM_XRD_POINTS,), 0.0, row_chunked=True),
       "species": Field("uint8", (max_elements,), 0),
       "fractions": Field("float32", (max_elements,), 0.0),
@@ -92,6 +86,9 @@ def _core_fields(max_elements: int) -> dict[str, "Field"]:
       "split": Field("int8", (), -1),
       "valid": Field("uint8", (), 0),
   }
+  if structures is None:
+    return core
+  return {**core, **structure_fields(structures["sites"], structures["reflections"])}
 
 
 # Dtypes handed to the loader (ARCHITECTURE.md batch table).

@@ -251,13 +251,14 @@ def generate(count: int, seed: int, priors: Priors, config: SyntheticConfig
     made += 1
 
 
-def write_csv(output: str, count: int, seed: int, priors: Priors, config: SyntheticConfig,
-              log_every_s: float = 10.0) -> int:
+def timed_write(output: str, count: int, seed: int, priors: Priors, config: SyntheticConfig
+                ) -> dict:
   """Writes `count` crystals to `output` (.csv or .csv.gz) with the columns `prepare` reads
-  (material_id, cif, the drawn spacegroup for reference); returns the number written."""
+  (material_id, cif, the drawn spacegroup for reference); returns the count and the time taken."""
   from pymatgen.io.cif import CifWriter   # pylint: disable=g-import-not-at-top
+  start = time.monotonic()
   opener = gzip.open if output.endswith(".gz") else open
-  bar = progress_lib.Progress(count, "synthesize", unit="crystals", interval=log_every_s)
+  bar = progress_lib.Progress(count, "synthesize", unit="crystals", interval=10.0)
   written = 0
   with opener(output, "wt", newline="") as f:
     writer = csv.writer(f)
@@ -266,13 +267,6 @@ def write_csv(output: str, count: int, seed: int, priors: Priors, config: Synthe
       writer.writerow([material_id, str(CifWriter(structure)), drawn])
       written += 1
       bar.update(written)
-  return written
-
-
-def timed_write(output: str, count: int, seed: int, priors: Priors, config: SyntheticConfig
-                ) -> dict:
-  start = time.monotonic()
-  written = write_csv(output, count, seed, priors, config)
   seconds = time.monotonic() - start
   return {"output": output, "crystals": written, "seconds": round(seconds, 1),
           "crystals_per_s": round(written / max(seconds, 1e-9), 1)}

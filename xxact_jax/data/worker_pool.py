@@ -242,17 +242,10 @@ def _recover(pool: _WorkerPool, in_flight: collections.deque, reason: str) -> No
 
 def run_tasks(tasks: Iterable[tuple], workers: int, record_timeout_s: float | None = None,
               **featurize_kwargs) -> Iterator[tuple]:
-  """Featurises (key, records) tasks on `workers` processes (<= 1: in this one).
-
-  Args:
-    tasks: (key, records) pairs, e.g. the block the records belong to.
-    workers: worker processes.
-    record_timeout_s: a record taking longer is an error row (None: no limit).
-    **featurize_kwargs: featurize_records's arguments (max_elements, ...).
-
-  Yields:
-    (key, records, results) in input order; a result is a feature dict or an error string.
-  """
+  """Yields (key, records, results) of (key, records) tasks (key: e.g. the records' block) in
+  input order, featurised on `workers` processes (<= 1: in this one) with featurize_records's
+  `featurize_kwargs`; a result is a feature dict or an error string, and a record taking longer
+  than record_timeout_s (None: no limit) is an error."""
   if workers <= 1:
     _init_quiet()
     for key, records in tasks:

@@ -23,7 +23,6 @@ from xxact_jax import progress as progress_lib
 from xxact_jax.inference.errors import InputError
 
 
-
 def _parse_args(argv):
   parser = argparse.ArgumentParser(prog="python -m xxact_jax.report",
                                    description=__doc__.split("\n\n")[0])
