@@ -85,21 +85,6 @@ def input_fingerprint(path: str) -> dict:
   return {"path": path, "bytes": size, "sha256": digest.hexdigest()}   # a file: = sha256sum
 
 
-def _check_inputs_unchanged(plan: dict, output: str) -> None:
-  saved = plan.get("input_fingerprints")
-  if saved is None:
-    logging.warning("Dataset %r was planned before inputs were fingerprinted: cannot check that "
-                    "its inputs are unchanged; resuming anyway.", output)
-    return
-  for old in saved:
-    new = input_fingerprint(old["path"])
-    if new["sha256"] != old["sha256"]:
-      raise ValueError(
-          f"Input {old['path']!r} changed since dataset {output!r} was started (then "
-          f"{old['bytes']} bytes, sha256 {old['sha256'][:16]}; now {new['bytes']} bytes, sha256 "
-          f"{new['sha256'][:16]}); use the same inputs to resume or a new --output.")
-
-
 def _duplicate_rows(inputs: Sequence[str], ids: list[list[str]], num_rows: int) -> dict:
   """{row: reason} for every row whose material_id already appeared in an earlier row."""
   import pandas as pd  # pylint: disable=g-import-not-at-top
@@ -179,7 +164,17 @@ def load_or_make_plan(kv, config: PrepareConfig, output: str) -> dict:
       changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
       raise ValueError(f"Dataset {output!r} was started with different arguments ({changed}); "
                        f"use the same arguments to resume or a new --output.")
-    _check_inputs_unchanged(existing, output)
+    saved = existing.get("input_fingerprints")
+    if saved is None:
+      logging.warning("Dataset %r was planned before inputs were fingerprinted: cannot check "
+                      "that its inputs are unchanged; resuming anyway.", output)
+    for old in saved or ():
+      new = input_fingerprint(old["path"])
+      if new["sha256"] != old["sha256"]:
+        raise ValueError(
+            f"Input {old['path']!r} changed since dataset {output!r} was started (then "
+            f"{old['bytes']} bytes, sha256 {old['sha256'][:16]}; now {new['bytes']} bytes, "
+            f"sha256 {new['sha256'][:16]}); use the same inputs to resume or a new --output.")
     return existing
   plan = _make_plan(config)
   store.write_json(kv, schema.PLAN_FILE, plan)

@@ -63,23 +63,19 @@ def input_format(path: str) -> str:
                    f"Alexandria .json[.bz2|.gz|.xz], or a directory of .cif files).")
 
 
-def _parse_label(value, field: str, location: str) -> tuple[float, str | None]:
-  if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
-    return math.nan, None
-  try:
-    number = float(value)
-  except (TypeError, ValueError):
-    return math.nan, f"{location}: label {field!r} is not a number: {value!r}"
-  return number, None
-
-
 def _labels_from(mapping, location: str) -> tuple[dict, str | None]:
+  """(labels, the first label that is not a number); a missing or empty label is NaN."""
   labels, error = {}, None
   for target in constants.REGRESSION_TARGETS:
     name = next((a for a in LABEL_ALIASES[target] if a in mapping), None)
     value = mapping[name] if name is not None else None
-    labels[target], problem = _parse_label(value, name or target, location)
-    error = error or problem
+    labels[target] = math.nan
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+      continue
+    try:
+      labels[target] = float(value)
+    except (TypeError, ValueError):
+      error = error or f"{location}: label {name!r} is not a number: {value!r}"
   return labels, error
 
 

@@ -12,10 +12,14 @@ SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
 DEFAULT_MAX_ELEMENTS = 10
 DEFAULT_BLOCK_ROWS = 1024
-# Per-record XRD size limits (prepare --max_reflections / --max_xrd_work): estimated reflections
-# up to 2θ = 90° (≈ 3.2 × cell volume in Å³) and reflections × sites. The largest mp_36k cells
-# reach 18,500 and 2.1e6; a 100 Å cube (3.2e6 reflections) took 245 s and a 1000 Å cube ran out
-# of memory. See featurize.check_xrd_size.
+# Per-record XRD size limits (prepare --max_reflections / --max_xrd_work; featurize.check_xrd_size)
+# on reflections and reflections × sites. pymatgen enumerates every reciprocal lattice point inside
+# the sphere of radius 2 sin(θmax)/λ (θmax = 45° for 2θ ≤ 90°, λ = 1.54184 Å): about
+# (4/3)π r³ V ≈ 3.2 V points for a cell of V Å³, each held as a Python tuple (~0.4 kB) and looped
+# over in Python (~90 µs on a 2-core Xeon), plus a phase term per point and site (~0.1 µs). A
+# 1000 Å cube (3.2e9 points) exhausted 23.5 GB; a 100 Å cube (3.2e6) took 245 s. The largest
+# mp_36k cells reach 18,500 points (mp-776610, 5,719 Å³) and 2.1e6 points × sites (mp-707302, 161
+# sites); the defaults leave 10× and 100× headroom and bound one record to ~20 s each there.
 DEFAULT_MAX_REFLECTIONS = 200_000
 DEFAULT_MAX_XRD_WORK = 200_000_000
 MATERIAL_ID_BYTES = 64

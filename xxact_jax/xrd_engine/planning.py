@@ -21,7 +21,7 @@ from xxact_jax.xrd_engine import scattering
 TWO_THETA_TOL = 1e-5
 SCALED_INTENSITY_TOL = 1e-3
 
-# Same guard and meaning as prepare's --max_reflections (featurize.DEFAULT_MAX_REFLECTIONS):
+# Same guard and meaning as prepare's --max_reflections (schema.DEFAULT_MAX_REFLECTIONS):
 # reciprocal points in the whole 2θ sphere, (4/3)π r³ V (the engine computes half of them).
 DEFAULT_MAX_REFLECTIONS = 200_000
 
