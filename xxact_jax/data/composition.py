@@ -76,12 +76,9 @@ def encode_composition(amounts: dict[str, float], max_elements: int
                       ) -> tuple[np.ndarray, np.ndarray]:
   """Encodes element amounts as (atomic numbers, fractions), K = max_elements slots.
 
-  Elements are sorted by descending fraction, ties by ascending atomic number;
-  unused slots hold 0 (species) and 0.0 (fraction).
-
-  Raises:
-    ValueError: for an unknown symbol, a non-positive amount, or more than
-      max_elements distinct elements (never truncates).
+  Elements are sorted by descending fraction, ties by ascending atomic number; unused slots hold
+  0 (species) and 0.0 (fraction). ValueError for an unknown symbol, a non-positive amount, or
+  more than max_elements distinct elements (never truncates).
   """
   if len(amounts) > max_elements:
     raise ValueError(

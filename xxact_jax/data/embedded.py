@@ -34,12 +34,9 @@ def default_dataset_path(workers: int | None = None) -> str:
 
 
 def cached_dataset(sample_file: str, root: str, workers: int | None = None) -> str:
-  """Featurises `sample_file` into `root` once and returns the dataset directory.
-
-  The dataset is prepared in a staging directory and renamed into place, so a
-  half-written cache is never used; a lock file keeps concurrent callers from
-  featurising twice.
-  """
+  """Featurises `sample_file` into `root` once and returns the dataset directory: prepared in a
+  staging directory and renamed into place, so a half-written cache is never used; a lock file
+  keeps concurrent callers from featurising twice."""
   from xxact_jax.data import build_dataset  # pylint: disable=g-import-not-at-top
   os.makedirs(root, exist_ok=True)
   name = os.path.basename(sample_file).split(".")[0]

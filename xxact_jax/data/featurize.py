@@ -224,12 +224,9 @@ def check_structure(structure: Structure) -> None:
 
 
 def structure_from_payload(kind: str, payload) -> Structure:
-  """Builds a Structure from a reader payload: ("cif", text) or ("entry", dict).
-
-  Raises:
-    FeaturizationError: naming what is wrong (empty text, a bad cell parameter, a truncated
-      loop, no sites, a degenerate lattice, ...).
-  """
+  """Builds a Structure from a reader payload: ("cif", text) or ("entry", dict); a
+  FeaturizationError names what is wrong (empty text, a bad cell parameter, a truncated loop, no
+  sites, a degenerate lattice, ...)."""
   if kind == "cif":
     if not isinstance(payload, str) or not payload.strip():
       raise FeaturizationError("cif parse failed: the CIF text is empty")

@@ -34,18 +34,13 @@ _CSV_CHUNK_ROWS = 4096
 
 @dataclasses.dataclass
 class RawRecord:
-  """One structure before featurisation.
-
-  kind/payload: ("cif", CIF text) or ("entry", ComputedStructureEntry dict).
-  location: "file:record" for error messages.
-  error: set when the record is already known to be bad (e.g. a non-numeric label).
-  """
+  """One structure before featurisation."""
   material_id: str
-  kind: str
+  kind: str   # with payload: ("cif", CIF text) or ("entry", ComputedStructureEntry dict)
   payload: object
   labels: dict
-  location: str
-  error: str | None = None
+  location: str              # "file:record" for error messages
+  error: str | None = None   # set when the record is known to be bad (a non-numeric label, ...)
 
 
 def input_format(path: str) -> str:

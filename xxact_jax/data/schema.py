@@ -118,12 +118,10 @@ def decode_material_ids(rows: np.ndarray) -> list[str]:
 
 
 def zarr3_metadata(field: Field, num_rows: int, block_rows: int) -> dict:
-  """zarr v3 metadata: one storage chunk (shard) per block of rows.
-
-  Row-chunked fields use the sharding codec with one zstd-compressed inner chunk
-  per row, so a random row read fetches only that row's bytes; small fields keep
-  a whole block in one compressed chunk (they are read in full and cached).
-  """
+  """zarr v3 metadata: one storage chunk (shard) per block of rows. Row-chunked fields use the
+  sharding codec with one zstd-compressed inner chunk per row, so a random row read fetches only
+  that row's bytes; small fields keep a whole block in one compressed chunk (read in full and
+  cached)."""
   shape = [num_rows, *field.row_shape]
   outer = [block_rows, *field.row_shape]
   compressed = [{"name": "bytes", "configuration": {"endian": "little"}},

@@ -126,8 +126,7 @@ def lattice_shape(system: str, rng: np.random.Generator, ratio: tuple):
   if system == "cubic":
     return 1.0, 1.0, 1.0, 90.0, 90.0, 90.0
   if system == "tetragonal":
-    c = r()
-    return 1.0, 1.0, c, 90.0, 90.0, 90.0
+    return 1.0, 1.0, r(), 90.0, 90.0, 90.0
   if system in ("trigonal", "hexagonal"):
     # Rhombohedral groups are generated in their hexagonal setting, like the P groups.
     return 1.0, 1.0, r(), 90.0, 90.0, 120.0

@@ -189,19 +189,13 @@ def encode_peaks(two_theta: np.ndarray, heights: np.ndarray):
   return (position[keep][order].astype(np.uint16), code[keep][order].astype(np.uint8))
 
 
-def decode_peaks(position: np.ndarray, code: np.ndarray):
-  """(2θ in degrees, heights with the highest 100) of encoded peaks."""
-  two_theta = constants.TWO_THETA_MIN + POSITION_STEP * position.astype(np.float64)
-  height = constants.XRD_MAX_INTENSITY * (code.astype(np.float64) / _HEIGHT_LEVELS) ** 2
-  return two_theta, height
-
-
 def draw(position: np.ndarray, code: np.ndarray) -> np.ndarray:
   """The pattern of encoded peaks as the dataset draws patterns: float32 [4250], max 100."""
   from xxact_jax.data.xrd import smear_sticks  # pylint: disable=g-import-not-at-top
   if len(position) == 0:
     return np.zeros(constants.NUM_XRD_POINTS, np.float32)
-  return smear_sticks(*decode_peaks(position, code))
+  return smear_sticks(constants.TWO_THETA_MIN + POSITION_STEP * position.astype(np.float64),
+                      constants.XRD_MAX_INTENSITY * (code.astype(np.float64) / _HEIGHT_LEVELS) ** 2)
 
 
 def build(dataset_path: str, split: str | None = "train", batch_rows: int = 1024,

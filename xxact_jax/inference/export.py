@@ -225,20 +225,18 @@ def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
     member_dir = os.path.join(temporary, "members", str(i))
     os.makedirs(member_dir)
     pretrained.save_params(os.path.join(member_dir, "params"), r.params, keep32)
-    with open(os.path.join(member_dir, "config.json"), "w") as f:
-      json.dump(checkpoints.config_to_json(r.config), f, indent=1, sort_keys=True)
-    with open(os.path.join(member_dir, "target_stats.json"), "w") as f:
-      json.dump(r.target_stats, f, indent=1, sort_keys=True)
+    for file_name, value in (("config.json", checkpoints.config_to_json(r.config)),
+                             ("target_stats.json", r.target_stats)):
+      with open(os.path.join(member_dir, file_name), "w") as f:
+        json.dump(value, f, indent=1, sort_keys=True)
     if os.path.isfile(os.path.join(w, calibration.CALIBRATION_FILE)):
       shutil.copy(os.path.join(w, calibration.CALIBRATION_FILE), member_dir)
     count = sum(int(np.size(x)) for x in jax.tree.leaves(r.params))
     member_entries.append({"path": f"members/{i}", "seed": r.config.get("seed"),
                            "step": int(r.step), "workdir": os.path.abspath(w),
                            "parameters": count, "train_seconds": _train_seconds(w)})
-  shutil.copy(os.path.join(temporary, "members", "0", "config.json"),
-              os.path.join(temporary, "config.json"))
-  shutil.copy(os.path.join(temporary, "members", "0", "target_stats.json"),
-              os.path.join(temporary, "target_stats.json"))
+  for file_name in ("config.json", "target_stats.json"):
+    shutil.copy(os.path.join(temporary, "members", "0", file_name), temporary)
 
   log(f"compact reference of {data_path} ({reference_split}) ...")
   start = time.perf_counter()

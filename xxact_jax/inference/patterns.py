@@ -291,17 +291,10 @@ def _floats(text, path, field):
   return values
 
 
-def _local_name(tag):
-  return tag.rsplit("}", 1)[-1]
-
-
 def _find_all(element, name):
   # .xrdml namespaces change with the schema version (1.0 ... 2.x); match local names.
-  return [e for e in element.iter() if _local_name(e.tag) == name]
+  return [e for e in element.iter() if e.tag.rsplit("}", 1)[-1] == name]
 
 
 def _find(element, name):
-  for child in element.iter():
-    if child is not element and _local_name(child.tag) == name:
-      return child
-  return None
+  return next((e for e in _find_all(element, name) if e is not element), None)

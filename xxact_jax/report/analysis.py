@@ -71,9 +71,8 @@ def analyse(outputs: dict, labels: dict, max_embedding_samples: int = 10_000,
 def learning_curve_panels(records: list[dict]) -> dict:
   """Groups metrics.jsonl series into panels: {panel title: {series name: (steps, values)}}.
 
-  Training losses share a panel; "eval/<group>/<name>" series (per-target
-  losses, per-class accuracies) share their group's panel with the group total;
-  every other eval metric gets its own.
+  Training losses share a panel; "eval/<group>/<name>" series (per-target losses, per-class
+  accuracies) share their group's panel with the group total; any other eval metric has its own.
   """
   panels = {"training loss": {}}
   for key in curves.metric_keys(records):
@@ -92,12 +91,9 @@ def learning_curve_panels(records: list[dict]) -> dict:
 
 def write_report(results: dict, records: list[dict] | None, out_dir: str,
                  header: dict, embedding_names: dict | None = None) -> list[str]:
-  """Writes every PNG and summary.md into out_dir; returns the files written.
-
-  embedding_names: {output key: what it is} (the model's `embeddings`, e.g.
-  "embedding": "fused [CLS]" for XxaCT-NN), for the PCA title and the silhouette
-  table; an embedding without a name is called by its key.
-  """
+  """Writes every PNG and summary.md into out_dir; returns the files written. `embedding_names`
+  ({output key: what it is}, the model's `embeddings`, e.g. "embedding": "fused [CLS]") titles
+  the PCA and the silhouette table; an embedding without a name is called by its key."""
   embedding_names = embedding_names or {}
   embedding_name = embedding_names.get("embedding", "model")
   os.makedirs(out_dir, exist_ok=True)

@@ -26,12 +26,9 @@ def pca_2d(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def silhouette_samples(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
-  """Euclidean silhouette coefficient of every sample (scikit-learn; computed in row chunks).
-
-  s = (b - a) / max(a, b), with a the mean distance to the other members of
-  the sample's class and b the smallest mean distance to another class;
-  samples alone in their class get 0.
-  """
+  """Euclidean silhouette coefficient of every sample (scikit-learn's): s = (b - a) / max(a, b),
+  a the mean distance to the other members of the sample's class, b the smallest mean distance
+  to another class; samples alone in their class get 0."""
   x = np.asarray(x, dtype=np.float64)
   labels = np.asarray(labels)
   num_classes = np.unique(labels).size

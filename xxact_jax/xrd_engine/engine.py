@@ -197,12 +197,10 @@ def structures_to_batch(structures, sites: int | None = None) -> dict:
                frac_coords=np.zeros((len(parts), sites, 3)),
                numbers=np.zeros((len(parts), sites), np.int32),
                occupancies=np.zeros((len(parts), sites)))
-  for i, (matrix, coords, numbers, occupancies) in enumerate(parts):
-    n = len(numbers)
+  for i, (matrix, *per_site) in enumerate(parts):
     batch["lattice"][i] = matrix
-    batch["frac_coords"][i, :n] = coords
-    batch["numbers"][i, :n] = numbers
-    batch["occupancies"][i, :n] = occupancies
+    for name, value in zip(("frac_coords", "numbers", "occupancies"), per_site):
+      batch[name][i, :len(value)] = value
   return batch
 
 

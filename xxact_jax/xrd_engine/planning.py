@@ -300,15 +300,10 @@ def pack(planned: list[Planned], key: tuple[int, int, int], batch: int) -> dict:
              num_reflections=np.zeros(batch, np.int32),
              texture_hkl=np.zeros((batch, 3)), march_r=np.ones(batch), b_factor=np.zeros(batch))
   for row, p in enumerate(planned):
-    s, n, e = len(p.occupancies), len(p.hkl), len(p.elements)
-    out["lattice"][row] = p.lattice
-    out["frac_coords"][row, :s] = p.frac_coords
-    out["occupancies"][row, :s] = p.occupancies
-    out["slots"][row, :s] = p.slots
-    out["elements"][row, :e] = p.elements
-    out["hkl"][row, :n] = p.hkl
-    out["num_reflections"][row] = n
-    out["texture_hkl"][row] = p.texture_hkl
-    out["march_r"][row] = p.march_r
-    out["b_factor"][row] = p.b_factor
+    out["num_reflections"][row] = len(p.hkl)
+    for name in ("lattice", "texture_hkl", "march_r", "b_factor"):
+      out[name][row] = getattr(p, name)
+    for name in ("frac_coords", "occupancies", "slots", "elements", "hkl"):
+      value = getattr(p, name)
+      out[name][row, :len(value)] = value
   return out

@@ -24,11 +24,9 @@ class MissingPymatgenError(ImportError):
 
 @functools.cache
 def scattering_table() -> tuple[np.ndarray, np.ndarray]:
-  """(coefficients float64[MAX_Z + 1, 4, 2], available bool[MAX_Z + 1]).
-
-  Row Z holds pymatgen's [[a_1, b_1], ..., [a_4, b_4]] for element Z; row 0 (padding) and the
-  elements pymatgen lacks are zeros with available = False.
-  """
+  """(coefficients float64[MAX_Z + 1, 4, 2], available bool[MAX_Z + 1]): row Z holds pymatgen's
+  [[a_1, b_1], ..., [a_4, b_4]] for element Z; row 0 (padding) and the elements pymatgen lacks
+  are zeros with available = False."""
   try:   # the file's path, without importing pymatgen.core
     spec = importlib.util.find_spec("pymatgen.analysis.diffraction")
   except ModuleNotFoundError:
