@@ -13,7 +13,7 @@ from xxact_jax.data import worker_pool
 def test_csv_gz(fixtures_dir):
   path = os.path.join(fixtures_dir, "mp_small.csv.gz")
   records = list(readers.iter_records(path))
-  assert readers.count_records(path) == len(records) == 8
+  assert len(readers.record_ids(path)) == len(records) == 8
   assert [r.material_id for r in records[:3]] == ["mp-149", "mp-22862", "mp-2534"]
   assert records[0].kind == "cif" and "_cell_length_a" in records[0].payload
   assert records[0].labels["band_gap"] == pytest.approx(0.8527, abs=1e-4)
@@ -44,7 +44,7 @@ def test_cif_directory_with_partial_labels(fixtures_dir):
 def test_bad_inputs_name_the_path(tmp_path):
   missing = str(tmp_path / "nope.csv")
   with pytest.raises(FileNotFoundError, match="nope.csv"):
-    readers.count_records(missing)
+    readers.record_ids(missing)
   other = tmp_path / "data.parquet"
   other.write_text("x")
   with pytest.raises(ValueError, match="data.parquet.*unknown format"):
@@ -56,7 +56,7 @@ def test_bad_inputs_name_the_path(tmp_path):
   broken = tmp_path / "alexandria_001.json.bz2"
   broken.write_bytes(b"not bzip2")
   with pytest.raises(ValueError, match="alexandria_001.json.bz2.*not a readable"):
-    readers.count_records(str(broken))
+    readers.record_ids(str(broken))
 
 
 def test_bad_records_carry_errors_naming_record_and_field(fixtures_dir):

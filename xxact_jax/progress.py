@@ -20,10 +20,6 @@ def format_seconds(seconds: float) -> str:
   return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _print_stderr(line: str) -> None:
-  print(line, file=sys.stderr, flush=True)
-
-
 class Progress:
   """Call `update(done=...)` or `advance(n)`; a line every `interval` seconds and at the end.
 
@@ -33,7 +29,8 @@ class Progress:
   """
 
   def __init__(self, total: int, label: str, unit: str = "samples", interval: float = 5.0,
-               warmup: int = 0, emit: Callable[[str], None] = _print_stderr):
+               warmup: int = 0,
+               emit: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)):
     self.total, self.label, self.unit = total, label, unit
     self.interval, self.warmup, self.emit = interval, warmup, emit
     self.done = self.errors = 0

@@ -85,21 +85,6 @@ def input_fingerprint(path: str) -> dict:
   return {"path": path, "bytes": size, "sha256": digest.hexdigest()}   # a file: = sha256sum
 
 
-def _check_inputs_unchanged(plan: dict, output: str) -> None:
-  saved = plan.get("input_fingerprints")
-  if saved is None:
-    logging.warning("Dataset %r was planned before inputs were fingerprinted: cannot check that "
-                    "its inputs are unchanged; resuming anyway.", output)
-    return
-  for old in saved:
-    new = input_fingerprint(old["path"])
-    if new["sha256"] != old["sha256"]:
-      raise ValueError(
-          f"Input {old['path']!r} changed since dataset {output!r} was started (then "
-          f"{old['bytes']} bytes, sha256 {old['sha256'][:16]}; now {new['bytes']} bytes, sha256 "
-          f"{new['sha256'][:16]}); use the same inputs to resume or a new --output.")
-
-
 def _duplicate_rows(inputs: Sequence[str], ids: list[list[str]], num_rows: int) -> dict:
   """{row: reason} for every row whose material_id already appeared in an earlier row."""
   import pandas as pd  # pylint: disable=g-import-not-at-top
@@ -122,31 +107,6 @@ def _duplicate_rows(inputs: Sequence[str], ids: list[list[str]], num_rows: int) 
 
   return {int(row): f"{locate(row)}: duplicate material_id {flat[row]!r} of row {first[row]} "
                     f"({locate(int(first[row]))})" for row in rows}
-
-
-def _make_plan(config: PrepareConfig) -> dict:
-  ids, fingerprints = [], []
-  for path in config.inputs:   # inputs past --limit are not read
-    if config.limit is not None and sum(map(len, ids)) >= config.limit:
-      break
-    ids.append(readers.record_ids(path))
-    fingerprints.append(input_fingerprint(path))
-  counts = [len(i) for i in ids]
-  total = sum(counts)
-  num_rows = total if config.limit is None else min(total, config.limit)
-  if num_rows == 0:
-    raise ValueError(f"Inputs {list(config.inputs)} hold no records.")
-  duplicates = _duplicate_rows(config.inputs, ids, num_rows)
-  if duplicates and not config.allow_duplicate_ids:
-    shown = "; ".join(list(duplicates.values())[:5])
-    raise ValueError(
-        f"The inputs hold {len(duplicates)} duplicate material_id(s) (a material could sit in "
-        f"both train and test): {shown}{'; ...' if len(duplicates) > 5 else ''}. Remove them, or "
-        f"pass --allow_duplicate_ids to keep the first of each and make the others error rows.")
-  return {"config": dataclasses.asdict(config), "input_counts": counts, "num_rows": num_rows,
-          "input_fingerprints": fingerprints,
-          "duplicate_rows": {str(row): reason for row, reason in duplicates.items()},
-          "schema_version": schema.SCHEMA_VERSION}
 
 
 def _unrelated_entry(kv, output: str) -> str | None:
@@ -179,9 +139,41 @@ def load_or_make_plan(kv, config: PrepareConfig, output: str) -> dict:
       changed = sorted(k for k in wanted if saved.get(k) != wanted[k])
       raise ValueError(f"Dataset {output!r} was started with different arguments ({changed}); "
                        f"use the same arguments to resume or a new --output.")
-    _check_inputs_unchanged(existing, output)
+    saved = existing.get("input_fingerprints")
+    if saved is None:
+      logging.warning("Dataset %r was planned before inputs were fingerprinted: cannot check "
+                      "that its inputs are unchanged; resuming anyway.", output)
+    for old in saved or ():
+      new = input_fingerprint(old["path"])
+      if new["sha256"] != old["sha256"]:
+        raise ValueError(
+            f"Input {old['path']!r} changed since dataset {output!r} was started (then "
+            f"{old['bytes']} bytes, sha256 {old['sha256'][:16]}; now {new['bytes']} bytes, "
+            f"sha256 {new['sha256'][:16]}); use the same inputs to resume or a new --output.")
     return existing
-  plan = _make_plan(config)
+  # A new plan: the inputs' ids (their duplicates) and fingerprints.
+  ids, fingerprints = [], []
+  for path in config.inputs:   # inputs past --limit are not read
+    if config.limit is not None and sum(map(len, ids)) >= config.limit:
+      break
+    ids.append(readers.record_ids(path))
+    fingerprints.append(input_fingerprint(path))
+  counts = [len(i) for i in ids]
+  total = sum(counts)
+  num_rows = total if config.limit is None else min(total, config.limit)
+  if num_rows == 0:
+    raise ValueError(f"Inputs {list(config.inputs)} hold no records.")
+  duplicates = _duplicate_rows(config.inputs, ids, num_rows)
+  if duplicates and not config.allow_duplicate_ids:
+    shown = "; ".join(list(duplicates.values())[:5])
+    raise ValueError(
+        f"The inputs hold {len(duplicates)} duplicate material_id(s) (a material could sit in "
+        f"both train and test): {shown}{'; ...' if len(duplicates) > 5 else ''}. Remove them, or "
+        f"pass --allow_duplicate_ids to keep the first of each and make the others error rows.")
+  plan = {"config": dataclasses.asdict(config), "input_counts": counts, "num_rows": num_rows,
+          "input_fingerprints": fingerprints,
+          "duplicate_rows": {str(row): reason for row, reason in duplicates.items()},
+          "schema_version": schema.SCHEMA_VERSION}
   store.write_json(kv, schema.PLAN_FILE, plan)
   return plan
 

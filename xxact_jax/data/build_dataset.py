@@ -49,10 +49,8 @@ DEFAULT_XRD_ENGINE = "jax"
 
 def _tasks(config: block_plan.PrepareConfig, num_rows: int, todo: set[int],
            row_errors: dict) -> Iterator[tuple[int, list[readers.RawRecord]]]:
-  """Yields (block, records): worker tasks of at most TASK_ROWS records from blocks in `todo`.
-
-  `row_errors` ({row: reason}, e.g. duplicate ids) turns those rows into error records.
-  """
+  """Yields (block, records): worker tasks of at most TASK_ROWS records from blocks in `todo`;
+  `row_errors` ({row: reason}, e.g. duplicate ids) turns those rows into error records."""
   block_rows = config.block_rows
   stream = itertools.chain.from_iterable(readers.iter_records(p) for p in config.inputs)
   pending: list = []

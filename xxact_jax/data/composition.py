@@ -29,17 +29,9 @@ def _tokenize(formula: str) -> list[tuple[str, str]]:
 
 
 def parse_formula(formula: str) -> dict[str, float]:
-  """Parses a chemical formula such as "Fe2O3", "Ca(OH)2" or "Li0.5CoO2".
-
-  Args:
-    formula: the formula; whitespace is ignored, brackets may nest.
-
-  Returns:
-    Element symbol -> amount (amounts of repeated symbols are summed).
-
-  Raises:
-    ValueError: naming the formula and the offending symbol or character.
-  """
+  """{element symbol: amount} of a formula such as "Fe2O3", "Ca(OH)2" or "Li0.5CoO2" (whitespace
+  ignored, brackets may nest, repeated symbols summed); ValueError naming the formula and the
+  offending symbol or character."""
   if not isinstance(formula, str) or not formula.strip():
     raise ValueError(f"Bad formula {formula!r}: expected a non-empty string.")
   stack: list[tuple[str, dict[str, float]]] = [("", {})]
@@ -84,12 +76,9 @@ def encode_composition(amounts: dict[str, float], max_elements: int
                       ) -> tuple[np.ndarray, np.ndarray]:
   """Encodes element amounts as (atomic numbers, fractions), K = max_elements slots.
 
-  Elements are sorted by descending fraction, ties by ascending atomic number;
-  unused slots hold 0 (species) and 0.0 (fraction).
-
-  Raises:
-    ValueError: for an unknown symbol, a non-positive amount, or more than
-      max_elements distinct elements (never truncates).
+  Elements are sorted by descending fraction, ties by ascending atomic number; unused slots hold
+  0 (species) and 0.0 (fraction). ValueError for an unknown symbol, a non-positive amount, or
+  more than max_elements distinct elements (never truncates).
   """
   if len(amounts) > max_elements:
     raise ValueError(

@@ -186,15 +186,9 @@ class ConcatDataset:
 
 
 def open_dataset(path: str, split: str | None = None) -> Dataset:
-  """Opens a prepared dataset (local directory or kvstore URL).
-
-  Args:
-    path: the --output of `python -m xxact_jax.prepare`.
-    split: None (all valid rows), "train" or "test".
-
-  Raises:
-    ValueError / FileNotFoundError naming the path when it is not a complete dataset.
-  """
+  """The valid rows of `split` (None: all, "train" or "test") of the prepared dataset at `path`
+  (prepare's --output: a local directory or kvstore URL); ValueError / FileNotFoundError naming
+  the path when it is not a complete dataset."""
   if split is not None and split not in schema.SPLIT_CODES:
     raise ValueError(f"split must be None or one of {sorted(schema.SPLIT_CODES)}, got {split!r}.")
   kv = store.open_kvstore(path)

@@ -21,11 +21,6 @@ _SAMPLE_COLUMNS = ("material_id", "source_index", "formula", "n_sites",
                    "crystal_system", "split", "cif")
 
 
-def cache_dir() -> str:
-  return os.environ.get("XXACT_JAX_CACHE") or os.path.join(
-      os.path.expanduser("~"), ".cache", "xxact_jax")
-
-
 def _digest(path: str) -> str:
   with open(path, "rb") as f:
     return hashlib.sha256(f.read()).hexdigest()[:12]
@@ -33,16 +28,15 @@ def _digest(path: str) -> str:
 
 def default_dataset_path(workers: int | None = None) -> str:
   """Path of the featurised embedded sample, built in the cache dir on first use."""
-  return cached_dataset(SAMPLE_FILE, cache_dir(), workers=workers)
+  root = os.environ.get("XXACT_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                            "xxact_jax")
+  return cached_dataset(SAMPLE_FILE, root, workers=workers)
 
 
 def cached_dataset(sample_file: str, root: str, workers: int | None = None) -> str:
-  """Featurises `sample_file` into `root` once and returns the dataset directory.
-
-  The dataset is prepared in a staging directory and renamed into place, so a
-  half-written cache is never used; a lock file keeps concurrent callers from
-  featurising twice.
-  """
+  """Featurises `sample_file` into `root` once and returns the dataset directory: prepared in a
+  staging directory and renamed into place, so a half-written cache is never used; a lock file
+  keeps concurrent callers from featurising twice."""
   from xxact_jax.data import build_dataset  # pylint: disable=g-import-not-at-top
   os.makedirs(root, exist_ok=True)
   name = os.path.basename(sample_file).split(".")[0]

@@ -22,15 +22,6 @@ SYMPREC = 0.1
 _CALCULATOR = XRDCalculator(wavelength=constants.XRD_WAVELENGTH)
 _CRYSTAL_SYSTEM_INDEX = {name: i for i, name in enumerate(constants.CRYSTAL_SYSTEMS)}
 
-# Size guard. pymatgen enumerates every reciprocal lattice point inside the sphere of radius
-# 2 sin(θmax)/λ (θmax = 45° for 2θ ≤ 90°, λ = 1.54184 Å): about (4/3)π r³ V ≈ 3.2 V points for a
-# cell of V Å³, each held as a Python tuple (~0.4 kB) and looped over in Python (~90 µs on a 2-core
-# Xeon), plus a phase term per point and site (~0.1 µs). A 1000 Å cube (3.2e9 points) exhausted
-# 23.5 GB; a 100 Å cube (3.2e6) took 245 s. The largest mp_36k cells reach 18,500 points
-# (mp-776610, 5,719 Å³) and 2.1e6 points × sites (mp-707302, 161 sites); the defaults leave 10×
-# and 100× headroom and bound one record to ~20 s each on that machine.
-DEFAULT_MAX_REFLECTIONS = schema.DEFAULT_MAX_REFLECTIONS
-DEFAULT_MAX_XRD_WORK = schema.DEFAULT_MAX_XRD_WORK       # reflections × sites
 _RECIPROCAL_RADIUS = physics.inverse_d(constants.TWO_THETA_MAX, _CALCULATOR.wavelength)
 _CELL_FIELDS = ("_cell_length_a", "_cell_length_b", "_cell_length_c",
                 "_cell_angle_alpha", "_cell_angle_beta", "_cell_angle_gamma")
@@ -75,16 +66,13 @@ def symmetry_labels(structure: Structure, rotations: bool = False) -> tuple:
       analyzer.get_symmetry_operations(cartesian=False)),)
 
 
-def xrd_size(structure: Structure) -> tuple[float, float]:
-  """Estimated (reflections up to 2θ = TWO_THETA_MAX, reflections × sites) of a structure."""
+def check_xrd_size(structure: Structure,
+                   max_reflections: float = schema.DEFAULT_MAX_REFLECTIONS,
+                   max_xrd_work: float = schema.DEFAULT_MAX_XRD_WORK) -> None:
+  """Raises FeaturizationError when the pattern would take too much memory or time: estimated
+  reflections up to 2θ = TWO_THETA_MAX, (4/3)π r³ V, or reflections × sites above the limits."""
   reflections = 4 / 3 * math.pi * _RECIPROCAL_RADIUS ** 3 * structure.lattice.volume
-  return reflections, reflections * len(structure)
-
-
-def check_xrd_size(structure: Structure, max_reflections: float = DEFAULT_MAX_REFLECTIONS,
-                   max_xrd_work: float = DEFAULT_MAX_XRD_WORK) -> None:
-  """Raises FeaturizationError when the pattern would take too much memory or time."""
-  reflections, work = xrd_size(structure)
+  work = reflections * len(structure)
   if reflections > max_reflections:
     raise FeaturizationError(
         f"xrd: cell too large: about {reflections:.3g} reflections up to "
@@ -104,36 +92,18 @@ def engine_reason(message: str) -> str:
   return re.sub(r"^structure -?\d+: ", "", str(message))
 
 
-def structure_arrays(structure: Structure) -> tuple:
-  """(lattice [3,3], frac_coords [s,3], numbers [s], occupancies [s]) for the JAX XRD engine.
-
-  Imports the engine (and jax) at first use only, so the pymatgen path never loads them.
-  """
-  from xxact_jax.xrd_engine import engine  # pylint: disable=g-import-not-at-top
-  try:
-    return engine.structure_arrays(structure)
-  except ValueError as e:   # XRDEngineError: a species without scattering parameters, ...
-    raise FeaturizationError(f"xrd: {engine_reason(e)} (--xrd_engine=jax)") from None
-
-
 def featurize_structure(structure: Structure, max_elements: int, *,
-                        max_reflections: float = DEFAULT_MAX_REFLECTIONS,
-                        max_xrd_work: float = DEFAULT_MAX_XRD_WORK,
+                        max_reflections: float = schema.DEFAULT_MAX_REFLECTIONS,
+                        max_xrd_work: float = schema.DEFAULT_MAX_XRD_WORK,
                         xrd_engine: str = "pymatgen", store_structure: bool = False) -> dict:
-  """Composition, smeared XRD and symmetry labels of one structure.
+  """Composition, smeared XRD and symmetry labels of one structure: species int32[K], fractions
+  float32[K], xrd float32[4250], crystal_system int, spacegroup_number int.
 
-  xrd_engine="jax": no pattern is computed here; the result holds `structure` (structure_arrays)
-  instead of `xrd`, for the caller to simulate in batches with xxact_jax.xrd_engine.
-  store_structure: the result also holds `structure` and the point-group `rotations`
-  (prepare --store_structures).
-
-  Returns:
-    dict with species int32[K], fractions float32[K], xrd float32[4250] (or structure, above),
-    crystal_system int, spacegroup_number int.
-
-  Raises:
-    FeaturizationError: naming the step that failed (composition, xrd, symmetry), or a cell
-      above the size limits (see DEFAULT_MAX_REFLECTIONS).
+  xrd_engine="jax": no pattern is computed here; the result holds `structure` (the JAX engine's
+  structure_arrays) instead of `xrd`, for the caller to simulate in batches. store_structure: it
+  also holds `structure` and the point-group `rotations` (prepare --store_structures).
+  FeaturizationError names the step that failed (composition, xrd, symmetry), or a cell above
+  the size limits (schema.DEFAULT_MAX_REFLECTIONS).
   """
   try:
     species, fractions = composition_lib.encode_composition(
@@ -145,7 +115,12 @@ def featurize_structure(structure: Structure, max_elements: int, *,
   check_xrd_size(structure, max_reflections, max_xrd_work)
   pattern = {}
   if xrd_engine == "jax" or store_structure:
-    pattern["structure"] = structure_arrays(structure)
+    # The engine (and jax) imported at first use only: the pymatgen path never loads them.
+    from xxact_jax.xrd_engine import engine  # pylint: disable=g-import-not-at-top
+    try:
+      pattern["structure"] = engine.structure_arrays(structure)
+    except ValueError as e:   # XRDEngineError: a species without scattering parameters, ...
+      raise FeaturizationError(f"xrd: {engine_reason(e)} (--xrd_engine=jax)") from None
   if xrd_engine != "jax":
     try:
       pattern["xrd"] = xrd_lib.smear_sticks(*stick_pattern(structure))
@@ -249,12 +224,9 @@ def check_structure(structure: Structure) -> None:
 
 
 def structure_from_payload(kind: str, payload) -> Structure:
-  """Builds a Structure from a reader payload: ("cif", text) or ("entry", dict).
-
-  Raises:
-    FeaturizationError: naming what is wrong (empty text, a bad cell parameter, a truncated
-      loop, no sites, a degenerate lattice, ...).
-  """
+  """Builds a Structure from a reader payload: ("cif", text) or ("entry", dict); a
+  FeaturizationError names what is wrong (empty text, a bad cell parameter, a truncated loop, no
+  sites, a degenerate lattice, ...)."""
   if kind == "cif":
     if not isinstance(payload, str) or not payload.strip():
       raise FeaturizationError("cif parse failed: the CIF text is empty")

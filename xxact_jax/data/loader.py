@@ -75,26 +75,12 @@ def make_loader(ds: dataset_lib.Dataset, batch_size: int, seed: int = 0, shuffle
                 prefetch_batches: int = 4, fields=None) -> grain.IterDataset:
   """A Grain IterDataset of batch dicts; `iter()` gives a checkpointable iterator.
 
-  Every epoch is one permutation of all rows from `seed`, cut into global batches of
-  batch_size * shard_count rows; each process takes its contiguous part of each (see
-  IndexBatches), so batch i covers the same rows for any process count. Batches do not
-  straddle epochs. Each batch is one `ds.read_batch` call (one TensorStore read per
-  array). worker_count > 0 runs the reads in that many worker processes; the iterator
-  state round-trips through get_state/set_state in both modes.
-
-  Args:
-    ds: an opened Dataset.
-    batch_size: rows per batch (per process).
-    seed: shuffle seed.
-    shuffle: reshuffle every epoch; False keeps row order.
-    num_epochs: None repeats forever.
-    shard_index, shard_count: this process's part of each global batch.
-    worker_count: reader processes (0 = in this process).
-    drop_remainder: drop each epoch's last short batch.
-    read_threads: threads issuing read_batch calls per process.
-    prefetch_batches: batches read ahead per process.
-    fields: the arrays read (ds.read_batch's `fields`; None: its default). Names that are not
-      arrays of the dataset (e.g. "index") are left out.
+  Batches (batch_size rows per process) are IndexBatches of a per-epoch permutation from `seed`
+  (row order without `shuffle`; forever when num_epochs is None), so batch i covers the same
+  rows for any process count; each is one `ds.read_batch` call (one TensorStore read per array).
+  worker_count > 0 runs the reads in that many worker processes; the iterator state
+  round-trips through get_state/set_state in both modes. `fields`: the arrays read
+  (ds.read_batch's; None: its default), names that are not arrays (e.g. "index") left out.
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be positive, got {batch_size}.")

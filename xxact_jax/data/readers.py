@@ -34,18 +34,13 @@ _CSV_CHUNK_ROWS = 4096
 
 @dataclasses.dataclass
 class RawRecord:
-  """One structure before featurisation.
-
-  kind/payload: ("cif", CIF text) or ("entry", ComputedStructureEntry dict).
-  location: "file:record" for error messages.
-  error: set when the record is already known to be bad (e.g. a non-numeric label).
-  """
+  """One structure before featurisation."""
   material_id: str
-  kind: str
+  kind: str   # with payload: ("cif", CIF text) or ("entry", ComputedStructureEntry dict)
   payload: object
   labels: dict
-  location: str
-  error: str | None = None
+  location: str              # "file:record" for error messages
+  error: str | None = None   # set when the record is known to be bad (a non-numeric label, ...)
 
 
 def input_format(path: str) -> str:
@@ -63,35 +58,27 @@ def input_format(path: str) -> str:
                    f"Alexandria .json[.bz2|.gz|.xz], or a directory of .cif files).")
 
 
-def _parse_label(value, field: str, location: str) -> tuple[float, str | None]:
-  if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
-    return math.nan, None
-  try:
-    number = float(value)
-  except (TypeError, ValueError):
-    return math.nan, f"{location}: label {field!r} is not a number: {value!r}"
-  return number, None
-
-
 def _labels_from(mapping, location: str) -> tuple[dict, str | None]:
+  """(labels, the first label that is not a number); a missing or empty label is NaN."""
   labels, error = {}, None
   for target in constants.REGRESSION_TARGETS:
     name = next((a for a in LABEL_ALIASES[target] if a in mapping), None)
     value = mapping[name] if name is not None else None
-    labels[target], problem = _parse_label(value, name or target, location)
-    error = error or problem
+    labels[target] = math.nan
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+      continue
+    try:
+      labels[target] = float(value)
+    except (TypeError, ValueError):
+      error = error or f"{location}: label {name!r} is not a number: {value!r}"
   return labels, error
 
 
-def _csv_columns(path: str) -> list[str]:
+def _check_csv(path: str) -> list[str]:
   try:
-    return list(pd.read_csv(path, nrows=0, encoding_errors="surrogateescape").columns)
+    columns = list(pd.read_csv(path, nrows=0, encoding_errors="surrogateescape").columns)
   except Exception as e:
     raise ValueError(f"Input {path!r}: cannot read a CSV header: {type(e).__name__}: {e}") from None
-
-
-def _check_csv(path: str) -> list[str]:
-  columns = _csv_columns(path)
   for column in columns:
     # A stray byte in the header would rename its column: a lost material_id column turned
     # every id into FILE:ROW and hid duplicates. The whole file is refused instead.
@@ -268,11 +255,6 @@ def record_locator(path: str):
     return lambda index: f"{path}:entry {index}"
   names = _cif_files(path)
   return lambda index: os.path.join(path, names[index])
-
-
-def count_records(path: str) -> int:
-  """Number of records in one input (reads the file once)."""
-  return len(record_ids(path))
 
 
 def iter_records(path: str) -> Iterator[RawRecord]:

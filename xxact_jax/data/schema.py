@@ -12,10 +12,14 @@ SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
 DEFAULT_MAX_ELEMENTS = 10
 DEFAULT_BLOCK_ROWS = 1024
-# Per-record XRD size limits (prepare --max_reflections / --max_xrd_work): estimated reflections
-# up to 2θ = 90° (≈ 3.2 × cell volume in Å³) and reflections × sites. The largest mp_36k cells
-# reach 18,500 and 2.1e6; a 100 Å cube (3.2e6 reflections) took 245 s and a 1000 Å cube ran out
-# of memory. See featurize.check_xrd_size.
+# Per-record XRD size limits (prepare --max_reflections / --max_xrd_work; featurize.check_xrd_size)
+# on reflections and reflections × sites. pymatgen enumerates every reciprocal lattice point inside
+# the sphere of radius 2 sin(θmax)/λ (θmax = 45° for 2θ ≤ 90°, λ = 1.54184 Å): about
+# (4/3)π r³ V ≈ 3.2 V points for a cell of V Å³, each held as a Python tuple (~0.4 kB) and looped
+# over in Python (~90 µs on a 2-core Xeon), plus a phase term per point and site (~0.1 µs). A
+# 1000 Å cube (3.2e9 points) exhausted 23.5 GB; a 100 Å cube (3.2e6) took 245 s. The largest
+# mp_36k cells reach 18,500 points (mp-776610, 5,719 Å³) and 2.1e6 points × sites (mp-707302, 161
+# sites); the defaults leave 10× and 100× headroom and bound one record to ~20 s each there.
 DEFAULT_MAX_REFLECTIONS = 200_000
 DEFAULT_MAX_XRD_WORK = 200_000_000
 MATERIAL_ID_BYTES = 64
@@ -74,13 +78,7 @@ STRUCTURE_BATCH_DTYPES = {
 def fields(max_elements: int, structures: dict | None = None) -> dict[str, "Field"]:
   """All arrays of a dataset with K = max_elements; `structures` ({"sites", "reflections"}, or
   None for a dataset without them) adds structure_fields."""
-  extra = {} if structures is None else structure_fields(structures["sites"],
-                                                          structures["reflections"])
-  return {**_core_fields(max_elements), **extra}
-
-
-def _core_fields(max_elements: int) -> dict[str, "Field"]:
-  return {
+  core = {
       "xrd": Field("float16", (constants.NUM_XRD_POINTS,), 0.0, row_chunked=True),
       "species": Field("uint8", (max_elements,), 0),
       "fractions": Field("float32", (max_elements,), 0.0),
@@ -92,6 +90,9 @@ def _core_fields(max_elements: int) -> dict[str, "Field"]:
       "split": Field("int8", (), -1),
       "valid": Field("uint8", (), 0),
   }
+  if structures is None:
+    return core
+  return {**core, **structure_fields(structures["sites"], structures["reflections"])}
 
 
 # Dtypes handed to the loader (ARCHITECTURE.md batch table).
@@ -117,12 +118,10 @@ def decode_material_ids(rows: np.ndarray) -> list[str]:
 
 
 def zarr3_metadata(field: Field, num_rows: int, block_rows: int) -> dict:
-  """zarr v3 metadata: one storage chunk (shard) per block of rows.
-
-  Row-chunked fields use the sharding codec with one zstd-compressed inner chunk
-  per row, so a random row read fetches only that row's bytes; small fields keep
-  a whole block in one compressed chunk (they are read in full and cached).
-  """
+  """zarr v3 metadata: one storage chunk (shard) per block of rows. Row-chunked fields use the
+  sharding codec with one zstd-compressed inner chunk per row, so a random row read fetches only
+  that row's bytes; small fields keep a whole block in one compressed chunk (read in full and
+  cached)."""
   shape = [num_rows, *field.row_shape]
   outer = [block_rows, *field.row_shape]
   compressed = [{"name": "bytes", "configuration": {"endian": "little"}},

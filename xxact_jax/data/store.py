@@ -11,13 +11,9 @@ from xxact_jax.data import schema
 _READ_CACHE_BYTES = 256 << 20
 
 
-def _is_url(root: str) -> bool:
-  return "://" in root
-
-
 def kvstore_spec(root: str, subpath: str = ""):
   """kvstore spec of root/subpath (root: a local directory or a kvstore URL such as gs://b/dir)."""
-  if _is_url(root):
+  if "://" in root:
     return root.rstrip("/") + "/" + subpath
   return {"driver": "file", "path": os.path.join(os.path.abspath(root), subpath)}
 
@@ -51,11 +47,6 @@ def list_keys(kv: ts.KvStore, prefix: str) -> list[str]:
   return sorted(k.decode() for k in keys)
 
 
-def read_context() -> ts.Context:
-  """Context with a cache so small arrays read once per process stay in memory."""
-  return ts.Context({"cache_pool": {"total_bytes_limit": _READ_CACHE_BYTES}})
-
-
 def create_arrays(root: str, num_rows: int, block_rows: int, max_elements: int,
                   structures: dict | None = None) -> dict[str, ts.TensorStore]:
   """Creates (or opens, if present with the same shape) every array at full size; `structures`
@@ -74,8 +65,9 @@ def create_arrays(root: str, num_rows: int, block_rows: int, max_elements: int,
 
 def open_arrays(root: str, names, context: ts.Context | None = None
                 ) -> dict[str, ts.TensorStore]:
-  """Opens existing arrays read-only."""
-  context = context or read_context()
+  """Opens existing arrays read-only; the default context caches small arrays, so that they are
+  read once per process."""
+  context = context or ts.Context({"cache_pool": {"total_bytes_limit": _READ_CACHE_BYTES}})
   futures = {n: ts.open({"driver": "zarr3", "kvstore": kvstore_spec(root, n + "/")},
                         read=True, open=True, context=context) for n in names}
   arrays = {}

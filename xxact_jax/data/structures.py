@@ -39,13 +39,9 @@ def point_group_rotations(operations) -> np.ndarray:
 
 def pack(lattice, frac_coords, numbers, occupancies, rotations, *, sites: int,
          reflections: int) -> dict | str:
-  """One row of the structure arrays (schema.structure_fields), or why it does not fit.
-
-  Args:
-    lattice, frac_coords, numbers, occupancies: xrd_engine.structure_arrays of the structure.
-    rotations: int[n, 3, 3] point-group rotations (point_group_rotations).
-    sites, reflections: the dataset's padding.
-  """
+  """One row of the structure arrays (schema.structure_fields) padded to `sites` and
+  `reflections`, or why it does not fit; the structure as xrd_engine.structure_arrays, with its
+  point-group `rotations` int[n, 3, 3] (point_group_rotations)."""
   from xxact_jax.xrd_engine import planning  # pylint: disable=g-import-not-at-top
   numbers = np.asarray(numbers)
   if len(numbers) > sites:

@@ -22,14 +22,9 @@ from xxact_jax.data import store
 
 def subset_dataset(source: str, output: str, num_rows: int, seed: int = 0,
                    log_every_s: float = 10.0) -> dict:
-  """Copies `num_rows` valid rows of `source`, drawn at random from `seed`, into `output`.
-
-  Returns:
-    The new dataset's metadata.
-
-  Raises:
-    ValueError: when `output` already holds a dataset, or `source` has fewer valid rows.
-  """
+  """Copies `num_rows` valid rows of `source`, drawn at random from `seed`, into `output`;
+  returns the new dataset's metadata. ValueError when `output` already holds a dataset, or
+  `source` has fewer valid rows."""
   ds = dataset_lib.open_dataset(source)
   if num_rows < 1 or num_rows > len(ds):
     raise ValueError(f"Cannot take {num_rows} rows from {source!r}: it has {len(ds)} valid rows.")

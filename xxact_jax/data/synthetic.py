@@ -126,8 +126,7 @@ def lattice_shape(system: str, rng: np.random.Generator, ratio: tuple):
   if system == "cubic":
     return 1.0, 1.0, 1.0, 90.0, 90.0, 90.0
   if system == "tetragonal":
-    c = r()
-    return 1.0, 1.0, c, 90.0, 90.0, 90.0
+    return 1.0, 1.0, r(), 90.0, 90.0, 90.0
   if system in ("trigonal", "hexagonal"):
     # Rhombohedral groups are generated in their hexagonal setting, like the P groups.
     return 1.0, 1.0, r(), 90.0, 90.0, 120.0
@@ -251,13 +250,14 @@ def generate(count: int, seed: int, priors: Priors, config: SyntheticConfig
     made += 1
 
 
-def write_csv(output: str, count: int, seed: int, priors: Priors, config: SyntheticConfig,
-              log_every_s: float = 10.0) -> int:
+def timed_write(output: str, count: int, seed: int, priors: Priors, config: SyntheticConfig
+                ) -> dict:
   """Writes `count` crystals to `output` (.csv or .csv.gz) with the columns `prepare` reads
-  (material_id, cif, the drawn spacegroup for reference); returns the number written."""
+  (material_id, cif, the drawn spacegroup for reference); returns the count and the time taken."""
   from pymatgen.io.cif import CifWriter   # pylint: disable=g-import-not-at-top
+  start = time.monotonic()
   opener = gzip.open if output.endswith(".gz") else open
-  bar = progress_lib.Progress(count, "synthesize", unit="crystals", interval=log_every_s)
+  bar = progress_lib.Progress(count, "synthesize", unit="crystals", interval=10.0)
   written = 0
   with opener(output, "wt", newline="") as f:
     writer = csv.writer(f)
@@ -266,13 +266,6 @@ def write_csv(output: str, count: int, seed: int, priors: Priors, config: Synthe
       writer.writerow([material_id, str(CifWriter(structure)), drawn])
       written += 1
       bar.update(written)
-  return written
-
-
-def timed_write(output: str, count: int, seed: int, priors: Priors, config: SyntheticConfig
-                ) -> dict:
-  start = time.monotonic()
-  written = write_csv(output, count, seed, priors, config)
   seconds = time.monotonic() - start
   return {"output": output, "crystals": written, "seconds": round(seconds, 1),
           "crystals_per_s": round(written / max(seconds, 1e-9), 1)}

@@ -60,11 +60,9 @@ class _RecordTimeout(BaseException):
 
 @contextlib.contextmanager
 def _time_limit(seconds: float | None):
-  """Raises _RecordTimeout in this thread after `seconds` (SIGALRM; Python-level code only).
-
-  Active only on the main thread and when no other SIGALRM timer or handler is in use (an
-  in-process run must not clobber e.g. pytest-timeout's).
-  """
+  """Raises _RecordTimeout in this thread after `seconds` (SIGALRM; Python-level code only);
+  active only on the main thread and when no other SIGALRM timer or handler is in use (an
+  in-process run must not clobber e.g. pytest-timeout's)."""
   usable = (seconds and hasattr(signal, "setitimer")
             and threading.current_thread() is threading.main_thread()
             and signal.getitimer(signal.ITIMER_REAL)[0] == 0
@@ -99,12 +97,8 @@ def featurize_records(records: Sequence[readers.RawRecord], max_elements: int, *
                       max_xrd_work: float = schema.DEFAULT_MAX_XRD_WORK,
                       record_timeout_s: float | None = None,
                       xrd_engine: str = "pymatgen", store_structure: bool = False) -> list:
-  """Featurises records; each result is a feature dict or an error string.
-
-  With xrd_engine="jax" a feature dict holds the structure's arrays (`structure`) instead of
-  `xrd`; the caller simulates the patterns (block_writer). store_structure: it also
-  holds them, and the point-group `rotations`, for the stored structure arrays.
-  """
+  """Featurises records (featurize.featurize_structure); each result is a feature dict or an
+  error string. With xrd_engine="jax" the caller simulates the patterns (block_writer)."""
   from xxact_jax.data import featurize  # pylint: disable=g-import-not-at-top
   results = []
   for record in records:
@@ -242,17 +236,10 @@ def _recover(pool: _WorkerPool, in_flight: collections.deque, reason: str) -> No
 
 def run_tasks(tasks: Iterable[tuple], workers: int, record_timeout_s: float | None = None,
               **featurize_kwargs) -> Iterator[tuple]:
-  """Featurises (key, records) tasks on `workers` processes (<= 1: in this one).
-
-  Args:
-    tasks: (key, records) pairs, e.g. the block the records belong to.
-    workers: worker processes.
-    record_timeout_s: a record taking longer is an error row (None: no limit).
-    **featurize_kwargs: featurize_records's arguments (max_elements, ...).
-
-  Yields:
-    (key, records, results) in input order; a result is a feature dict or an error string.
-  """
+  """Yields (key, records, results) of (key, records) tasks (key: e.g. the records' block) in
+  input order, featurised on `workers` processes (<= 1: in this one) with featurize_records's
+  `featurize_kwargs`; a result is a feature dict or an error string, and a record taking longer
+  than record_timeout_s (None: no limit) is an error."""
   if workers <= 1:
     _init_quiet()
     for key, records in tasks:

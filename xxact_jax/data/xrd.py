@@ -9,21 +9,11 @@ _WINDOW_SIGMAS = 6.0
 
 
 def smear_sticks(two_theta, intensities, sigma: float = constants.XRD_SIGMA) -> np.ndarray:
-  """Smears sticks with Gaussians on the grid 5 + 0.02·i and scales the result to max 100.
+  """float32[4250]: sticks (2θ in degrees, non-negative heights, [n] each) smeared with
+  Gaussians of σ `sigma` degrees on the grid 5 + 0.02·i, scaled to max 100.
 
-  y(2θ) = Σₖ Iₖ·exp(−(2θ − 2θₖ)² / (2σ²)), evaluated for each stick only on the
-  grid points within ±6σ of it, accumulated with one vectorised scatter-add.
-
-  Args:
-    two_theta: stick positions in degrees, shape [n].
-    intensities: stick heights, shape [n], non-negative.
-    sigma: Gaussian standard deviation in degrees.
-
-  Returns:
-    float32[4250], max = 100.
-
-  Raises:
-    ValueError: for mismatched shapes, non-finite values, or no intensity on the grid.
+  y(2θ) = Σₖ Iₖ·exp(−(2θ − 2θₖ)² / (2σ²)), evaluated for each stick only on the grid points
+  within ±6σ of it. ValueError for mismatched shapes, non-finite values or nothing on the grid.
   """
   two_theta = np.asarray(two_theta, np.float64).ravel()
   intensities = np.asarray(intensities, np.float64).ravel()

@@ -19,6 +19,7 @@ import os
 import numpy as np
 
 from xxact_jax import targets as targets_lib
+from xxact_jax.inference import reference
 from xxact_jax.report import calibration as calibration_lib
 
 CALIBRATION_FILE = "calibration.json"
@@ -111,14 +112,12 @@ def calibrate(predictor, data_path: str, split: str = "test", rows: int = DEFAUL
 
 
 def _composition_keys(dataset) -> list:
-  """Each row's composition (elements and fractions to 3 decimals), for matching across splits."""
+  """Each row's reference.composition_key, for matching across splits."""
   keys = []
   for start in range(0, len(dataset), 4096):
     batch = dataset.read_batch(np.arange(start, min(start + 4096, len(dataset))),
                                fields=("species", "fractions"))
-    for species, fractions in zip(batch["species"], batch["fractions"]):
-      keys.append(tuple(sorted((int(z), round(float(f), 3))
-                               for z, f in zip(species, fractions) if z > 0)))
+    keys.extend(map(reference.composition_key, batch["species"], batch["fractions"]))
   return keys
 
 

@@ -55,8 +55,11 @@ class CompactReferenceError(InputError):
   """A file that is not a compact reference this version can read."""
 
 
-def _sigma_points(sigma: float = constants.XRD_SIGMA) -> float:
-  return sigma / constants.TWO_THETA_STEP
+def _window(sigma: float):
+  """(σ in grid points, the grid offsets within ±6σ of a centre)."""
+  s = sigma / constants.TWO_THETA_STEP
+  half = int(np.ceil(6 * s))
+  return s, np.arange(-half, half + 1)
 
 
 def extract_peaks(patterns: np.ndarray, min_height: float = MIN_HEIGHT,
@@ -71,9 +74,8 @@ def extract_peaks(patterns: np.ndarray, min_height: float = MIN_HEIGHT,
   """
   patterns = np.asarray(patterns, np.float64)
   b, n = patterns.shape
-  s = _sigma_points(sigma)
-  half = int(np.ceil(6 * s))
-  window = np.arange(-half, half + 1)
+  s, window = _window(sigma)
+  half = int(window[-1])
   # Margins of `half` points (never maxima: -inf outside the grid) so that no window is clipped.
   residual = np.full((b, n + 2 * half), -np.inf)
   residual[:, half:half + n] = patterns
@@ -116,9 +118,7 @@ def refine_peaks(pattern: np.ndarray, two_theta: np.ndarray, heights: np.ndarray
   between their true centres, separate again. Peaks whose height is not positive are dropped."""
   pattern = np.asarray(pattern, np.float64)
   n, step = len(pattern), constants.TWO_THETA_STEP
-  s = sigma / step
-  half = int(np.ceil(6 * s))
-  window = np.arange(-half, half + 1)
+  s, window = _window(sigma)
   centre = (np.asarray(two_theta, np.float64) - constants.TWO_THETA_MIN) / step
   height = np.asarray(heights, np.float64).copy()
   for _ in range(iterations):
@@ -154,9 +154,7 @@ def refine_heights(pattern: np.ndarray, two_theta: np.ndarray, heights: np.ndarr
   is not positive are dropped and the rest fitted again."""
   pattern = np.asarray(pattern, np.float64)
   n, step = len(pattern), constants.TWO_THETA_STEP
-  s = sigma / step
-  half = int(np.ceil(6 * s))
-  window = np.arange(-half, half + 1)
+  s, window = _window(sigma)
   for _ in range(rounds):
     if len(two_theta) == 0:
       break
@@ -191,19 +189,13 @@ def encode_peaks(two_theta: np.ndarray, heights: np.ndarray):
   return (position[keep][order].astype(np.uint16), code[keep][order].astype(np.uint8))
 
 
-def decode_peaks(position: np.ndarray, code: np.ndarray):
-  """(2θ in degrees, heights with the highest 100) of encoded peaks."""
-  two_theta = constants.TWO_THETA_MIN + POSITION_STEP * position.astype(np.float64)
-  height = constants.XRD_MAX_INTENSITY * (code.astype(np.float64) / _HEIGHT_LEVELS) ** 2
-  return two_theta, height
-
-
 def draw(position: np.ndarray, code: np.ndarray) -> np.ndarray:
   """The pattern of encoded peaks as the dataset draws patterns: float32 [4250], max 100."""
   from xxact_jax.data.xrd import smear_sticks  # pylint: disable=g-import-not-at-top
   if len(position) == 0:
     return np.zeros(constants.NUM_XRD_POINTS, np.float32)
-  return smear_sticks(*decode_peaks(position, code))
+  return smear_sticks(constants.TWO_THETA_MIN + POSITION_STEP * position.astype(np.float64),
+                      constants.XRD_MAX_INTENSITY * (code.astype(np.float64) / _HEIGHT_LEVELS) ** 2)
 
 
 def build(dataset_path: str, split: str | None = "train", batch_rows: int = 1024,
@@ -332,9 +324,7 @@ class CompactDataset:
             np.zeros((0, constants.NUM_XRD_POINTS), np.float32))
       elif name == "fractions":
         out[name] = a["fractions_milli"][indices].astype(np.float32) / 1000
-      elif name == "species":
-        out[name] = a["species"][indices].astype(np.int32)
-      elif name in ("crystal_system", "spacegroup_number"):
+      elif name in ("species", "crystal_system", "spacegroup_number"):
         out[name] = a[name][indices].astype(np.int32)
       else:
         out[name] = a[name][indices]

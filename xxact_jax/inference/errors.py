@@ -8,17 +8,9 @@ class InputError(ValueError):
 
   def __init__(self, problem: str, path: Optional[str] = None,
                line: Optional[int] = None, field: Optional[str] = None):
-    self.problem = problem
-    self.path = path
-    self.line = line
-    self.field = field
-    where = []
-    if path is not None:
-      where.append(str(path))
-    if line is not None:
-      where.append(f"line {line}")
-    if field is not None:
-      where.append(f"field {field!r}")
+    self.problem, self.path, self.line, self.field = problem, path, line, field
+    where = [text for value, text in ((path, str(path)), (line, f"line {line}"),
+                                      (field, f"field {field!r}")) if value is not None]
     super().__init__((": ".join([", ".join(where), problem])) if where else problem)
 
 

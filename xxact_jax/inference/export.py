@@ -30,6 +30,7 @@ from absl import flags
 import numpy as np
 
 from xxact_jax import cli
+from xxact_jax import targets as targets_lib
 from xxact_jax.inference import calibration
 from xxact_jax.inference import compact_reference
 from xxact_jax.inference import pretrained
@@ -77,13 +78,6 @@ flags.DEFINE_boolean("overwrite", False, "Replace an existing --output.", flag_v
 
 
 
-def _config_without_seed(config) -> dict:
-  from xxact_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
-  c = checkpoints.config_to_json(config)
-  c.pop("seed", None)
-  return c
-
-
 def check_arrays(data_path: str, rows: int, measured_index: str | None, predictor):
   """Inputs for the dtype check: [(name, (species, fractions, xrd), measured flag)]."""
   from xxact_jax.data import open_dataset  # pylint: disable=g-import-not-at-top
@@ -107,7 +101,6 @@ def check_arrays(data_path: str, rows: int, measured_index: str | None, predicto
 def compare_outputs(a: dict, b: dict, targets) -> dict:
   """Largest change between two predict_arrays outputs: class probabilities, regression
   values (in their units)."""
-  from xxact_jax import targets as targets_lib  # pylint: disable=g-import-not-at-top
   out = {}
   for t in targets:
     out[t] = float(np.max(np.abs(np.asarray(a[t], np.float64) - np.asarray(b[t], np.float64))))
@@ -116,10 +109,12 @@ def compare_outputs(a: dict, b: dict, targets) -> dict:
   return out
 
 
+def _tolerance(target: str) -> float:
+  return REGRESSION_TOLERANCE if targets_lib.get(target).is_regression else PROBABILITY_TOLERANCE
+
+
 def within_tolerance(changes: dict, targets) -> bool:
-  from xxact_jax import targets as targets_lib  # pylint: disable=g-import-not-at-top
-  return all(changes[t] < (REGRESSION_TOLERANCE if targets_lib.get(t).is_regression
-                           else PROBABILITY_TOLERANCE) for t in targets)
+  return all(changes[t] < _tolerance(t) for t in targets)
 
 
 def _half(params, keep=()):
@@ -130,9 +125,7 @@ def _half(params, keep=()):
 
 def _excess(changes: dict, targets) -> float:
   """The largest change relative to its tolerance (< 1: within)."""
-  from xxact_jax import targets as targets_lib  # pylint: disable=g-import-not-at-top
-  return max(changes[t] / (REGRESSION_TOLERANCE if targets_lib.get(t).is_regression
-                           else PROBABILITY_TOLERANCE) for t in targets)
+  return max(changes[t] / _tolerance(t) for t in targets)
 
 
 def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
@@ -151,9 +144,12 @@ def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
     raise InputError("exists and is not empty (--overwrite replaces it)", path=output)
   restored = [model_lib.restore(w, which) for w in workdirs]
   first = restored[0]
-  for w, r in zip(workdirs[1:], restored[1:]):
-    if _config_without_seed(r.config) != _config_without_seed(first.config):
-      mine, theirs = _config_without_seed(first.config), _config_without_seed(r.config)
+  configs = [checkpoints.config_to_json(r.config) for r in restored]
+  for c in configs:
+    c.pop("seed", None)
+  mine = configs[0]
+  for w, theirs in zip(workdirs[1:], configs[1:]):
+    if theirs != mine:
       differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
       raise InputError(f"an ensemble's members must be trained alike (seed aside); the config "
                        f"differs from {workdirs[0]}'s in {differ}", path=w)
@@ -228,20 +224,18 @@ def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
     member_dir = os.path.join(temporary, "members", str(i))
     os.makedirs(member_dir)
     pretrained.save_params(os.path.join(member_dir, "params"), r.params, keep32)
-    with open(os.path.join(member_dir, "config.json"), "w") as f:
-      json.dump(checkpoints.config_to_json(r.config), f, indent=1, sort_keys=True)
-    with open(os.path.join(member_dir, "target_stats.json"), "w") as f:
-      json.dump(r.target_stats, f, indent=1, sort_keys=True)
+    for file_name, value in (("config.json", checkpoints.config_to_json(r.config)),
+                             ("target_stats.json", r.target_stats)):
+      with open(os.path.join(member_dir, file_name), "w") as f:
+        json.dump(value, f, indent=1, sort_keys=True)
     if os.path.isfile(os.path.join(w, calibration.CALIBRATION_FILE)):
       shutil.copy(os.path.join(w, calibration.CALIBRATION_FILE), member_dir)
     count = sum(int(np.size(x)) for x in jax.tree.leaves(r.params))
     member_entries.append({"path": f"members/{i}", "seed": r.config.get("seed"),
                            "step": int(r.step), "workdir": os.path.abspath(w),
                            "parameters": count, "train_seconds": _train_seconds(w)})
-  shutil.copy(os.path.join(temporary, "members", "0", "config.json"),
-              os.path.join(temporary, "config.json"))
-  shutil.copy(os.path.join(temporary, "members", "0", "target_stats.json"),
-              os.path.join(temporary, "target_stats.json"))
+  for file_name in ("config.json", "target_stats.json"):
+    shutil.copy(os.path.join(temporary, "members", "0", file_name), temporary)
 
   log(f"compact reference of {data_path} ({reference_split}) ...")
   start = time.perf_counter()

@@ -42,12 +42,9 @@ def check_output_dir(path: str, flag: str = "--output") -> None:
 def non_finite_rows(outputs: dict, targets) -> np.ndarray:
   """bool [N]: the rows of batched predictions (Predictor.predict_arrays) holding NaN or Inf in
   any target. Such a row is reported as an error, never written: JSON has no NaN."""
-  bad = None
-  for t in targets:
-    values = np.asarray(outputs[t])
-    row_bad = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
-    bad = row_bad if bad is None else bad | row_bad
-  return bad
+  values = [np.asarray(outputs[t]) for t in targets]
+  return np.logical_or.reduce([~np.isfinite(v.reshape(v.shape[0], -1)).all(axis=1)
+                               for v in values])
 
 
 def json_ready(value):

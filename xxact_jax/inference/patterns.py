@@ -36,14 +36,6 @@ def _open_text(path: str):
   return open(path, encoding="utf-8", errors="replace")
 
 
-def _format_suffix(path: str) -> str:
-  """The format's suffix, looking through a compression suffix."""
-  stem, suffix = os.path.splitext(path)
-  if suffix.lower() in COMPRESSED:
-    suffix = os.path.splitext(stem)[1]
-  return suffix.lower()
-
-
 _COMMENT_PREFIXES = ("#", ";", "!", "//", "%", "'")
 _SEPARATORS = re.compile(r"[\s,;]+")
 
@@ -64,7 +56,10 @@ def read_pattern(path: str) -> MeasuredPattern:
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise PatternError("no such file", path=path)
-  suffix = _format_suffix(path)
+  stem, suffix = os.path.splitext(path)
+  if suffix.lower() in COMPRESSED:   # the format's suffix is the one before
+    suffix = os.path.splitext(stem)[1]
+  suffix = suffix.lower()
   if suffix in XRDML_SUFFIXES:
     return read_xrdml(path)
   if suffix in TEXT_SUFFIXES:
@@ -185,13 +180,7 @@ def _ascending(two_theta, intensity, path, line_numbers=None):
   any other step that does not increase is an error naming its line (or point)."""
   if two_theta.size > 1 and np.all(np.diff(two_theta) < 0):
     return two_theta[::-1].copy(), intensity[::-1].copy()
-  _check_increasing(two_theta, path, line_numbers)
-  return two_theta, intensity
-
-
-def _check_increasing(two_theta, path, line_numbers=None):
-  steps = np.diff(two_theta)
-  bad = np.flatnonzero(steps <= 0)
+  bad = np.flatnonzero(np.diff(two_theta) <= 0)
   if bad.size:
     i = int(bad[0]) + 1
     line = line_numbers[i] if line_numbers is not None else None
@@ -199,6 +188,7 @@ def _check_increasing(two_theta, path, line_numbers=None):
     raise PatternError(
         f"2θ must increase{where}: {two_theta[i]:g} follows {two_theta[i - 1]:g}",
         path=path, line=line, field="2θ")
+  return two_theta, intensity
 
 
 def read_xrdml(path: str) -> MeasuredPattern:
@@ -301,17 +291,10 @@ def _floats(text, path, field):
   return values
 
 
-def _local_name(tag):
-  return tag.rsplit("}", 1)[-1]
-
-
 def _find_all(element, name):
   # .xrdml namespaces change with the schema version (1.0 ... 2.x); match local names.
-  return [e for e in element.iter() if _local_name(e.tag) == name]
+  return [e for e in element.iter() if e.tag.rsplit("}", 1)[-1] == name]
 
 
 def _find(element, name):
-  for child in element.iter():
-    if child is not element and _local_name(child.tag) == name:
-      return child
-  return None
+  return next((e for e in _find_all(element, name) if e is not element), None)

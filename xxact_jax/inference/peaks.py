@@ -34,15 +34,6 @@ MAX_LINES = 20
 MIN_RELATIVE_INTENSITY = 0.02
 
 
-def noise_sigma(profile: np.ndarray) -> float:
-  """The noise's standard deviation about a background-free base: the median absolute
-  deviation of the values (reflections cover a minority of the points and barely move a median;
-  point-to-point differences would miss the correlated noise of a scan interpolated from a
-  coarser step)."""
-  y = np.asarray(profile, np.float64)
-  return float(1.4826 * np.median(np.abs(y - np.median(y))))
-
-
 def smooth(profile: np.ndarray, sigma_points: float) -> np.ndarray:
   if sigma_points <= 0:
     return np.asarray(profile, np.float64)
@@ -67,7 +58,11 @@ def find_peaks(profile: np.ndarray, step: float = constants.TWO_THETA_STEP,
   # SNIP follows the bottom of the noise, so the base it leaves sits above zero: heights, widths
   # and the noise threshold count from the base (the median), not from zero.
   y = y - np.median(y)
-  threshold = max(min_relative_height * y.max(), noise_multiple * noise_sigma(y))
+  # The noise's standard deviation: the median absolute deviation of the values (reflections
+  # cover a minority of the points and barely move a median; point-to-point differences would
+  # miss the correlated noise of a scan interpolated from a coarser step).
+  noise = float(1.4826 * np.median(np.abs(y - np.median(y))))
+  threshold = max(min_relative_height * y.max(), noise_multiple * noise)
   # Maxima strictly above the threshold; of two closer than min_separation, the higher.
   separation = max(1, int(round(min_separation_deg / step)))
   kept, _ = signal.find_peaks(y, height=np.nextafter(threshold, np.inf), distance=separation + 1)

@@ -111,12 +111,8 @@ def read_manifest(model_dir: str, check: bool = True) -> dict:
       manifest = json.load(f)
   except (OSError, ValueError) as e:
     raise FormatError(f"unreadable manifest ({e})", path=path) from None
-  if check:
-    check_format(manifest, model_dir)
-  return manifest
-
-
-def check_format(manifest: dict, model_dir: str = "") -> None:
+  if not check:
+    return manifest
   version = manifest.get("format_version")
   label = f"{manifest.get('name', '?')} v{manifest.get('version', '?')}"
   if manifest.get("format") != FORMAT:
@@ -133,6 +129,7 @@ def check_format(manifest: dict, model_dir: str = "") -> None:
            "rebuild the model with this package (experiments/pretrained.sh) or install the "
            f"xxact_jax it was built with ({manifest.get('package_version', '?')})"),
         path=model_dir or None)
+  return manifest
 
 
 def installed_version() -> str:
@@ -161,17 +158,6 @@ def file_table(model_dir: str) -> dict:
       if rel != MANIFEST:
         table[rel] = {"bytes": os.path.getsize(path), "sha256": sha256(path)}
   return dict(sorted(table.items()))
-
-
-def verify(model_dir: str, manifest: dict) -> None:
-  """FormatError naming the first file that is missing or differs from the manifest."""
-  for rel, entry in manifest.get("files", {}).items():
-    path = os.path.join(model_dir, rel)
-    if not os.path.isfile(path):
-      raise FormatError(f"{rel} is missing: reinstall xxact_jax", path=model_dir)
-    if os.path.getsize(path) != entry["bytes"] or sha256(path) != entry["sha256"]:
-      raise FormatError(f"{rel} differs from its manifest (damaged): reinstall xxact_jax",
-                        path=model_dir)
 
 
 def cast_floats(tree, dtype):
@@ -228,8 +214,13 @@ def load(name=None, batch_size: int = 256, preprocessing=None, reference="auto",
   from xxact_jax import stored_config  # pylint: disable=g-import-not-at-top
   model_dir = find(name)
   manifest = read_manifest(model_dir)
-  if verify_files:
-    verify(model_dir, manifest)
+  for rel, entry in (manifest.get("files", {}) if verify_files else {}).items():
+    path = os.path.join(model_dir, rel)
+    if not os.path.isfile(path):
+      raise FormatError(f"{rel} is missing: reinstall xxact_jax", path=model_dir)
+    if os.path.getsize(path) != entry["bytes"] or sha256(path) != entry["sha256"]:
+      raise FormatError(f"{rel} differs from its manifest (damaged): reinstall xxact_jax",
+                        path=model_dir)
   reference_path = os.path.join(model_dir, manifest["reference"]["path"]) if manifest.get(
       "reference") else None
   models = []

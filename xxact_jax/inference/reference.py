@@ -126,8 +126,7 @@ class ReferenceDatabase:
     self._kernel = _kernel(COMPARE_SIGMA_DEG)
     self._grid = constants.two_theta_grid()
     # For each strain, the reference-grid angle that lands on each scan-grid point.
-    strains = np.linspace(-MAX_STRAIN, MAX_STRAIN, STRAIN_STEPS)
-    self._strains = strains
+    self._strains = strains = np.linspace(-MAX_STRAIN, MAX_STRAIN, STRAIN_STEPS)
     self._sources = physics.rescale_two_theta(self._grid[None], 1 + strains[:, None],
                                               unreachable=None)
 

@@ -49,22 +49,18 @@ def parse_wavelength(value: Union[str, float, int, None]) -> float:
     try:
       wavelength = float(text)
     except ValueError:
-      wavelength = _anode_wavelength(text)
+      match = _NAME_PATTERN.match(text)
+      anode = match.group(1).capitalize() if match else None
+      if anode not in ANODE_WAVELENGTHS:
+        raise ValueError(
+            f"wavelength {text!r}: not a number in Å nor an anode name; known anodes: "
+            + ", ".join(ANODE_WAVELENGTHS))
+      line = (match.group(2) or "ka").lower().replace(" ", "").replace("α", "a")
+      wavelength = ANODE_WAVELENGTHS[anode][_LINE_INDEX[line]]
   if not np.isfinite(wavelength) or not MIN_WAVELENGTH <= wavelength <= MAX_WAVELENGTH:
     raise ValueError(
         f"wavelength {value!r}: expected an X-ray wavelength between 0.1 and 5 Å")
   return wavelength
-
-
-def _anode_wavelength(text: str) -> float:
-  match = _NAME_PATTERN.match(text)
-  anode = match.group(1).capitalize() if match else None
-  if anode not in ANODE_WAVELENGTHS:
-    raise ValueError(
-        f"wavelength {text!r}: not a number in Å nor an anode name; known anodes: "
-        + ", ".join(ANODE_WAVELENGTHS))
-  line = (match.group(2) or "ka").lower().replace(" ", "").replace("α", "a")
-  return ANODE_WAVELENGTHS[anode][_LINE_INDEX[line]]
 
 
 def to_cu_two_theta(two_theta: np.ndarray, wavelength: float) -> np.ndarray:

@@ -86,27 +86,20 @@ def build(args) -> str:
               "checkpoint": f"{args.checkpoint} (step {predictor.step})",
               "dataset": f"{data_path} (split {split!r}, {len(dataset)} rows)"}
     analysis.write_report(results, records, staging, header, predictor.embeddings)
-    _publish_permissions(staging)
+    # The modes a plain mkdir/open would give (mkdtemp makes 0700, which would keep the report
+    # private to its writer whatever the umask): 0755/0644 under the usual umask 022.
+    umask = os.umask(0o022)   # the only way to read it; restored at once
+    os.umask(umask)
+    for root, _, files in os.walk(staging):
+      os.chmod(root, 0o777 & ~umask)
+      for name in files:
+        os.chmod(os.path.join(root, name), 0o666 & ~umask)
     if os.path.isdir(out_dir):
       shutil.rmtree(out_dir)
     os.rename(staging, out_dir)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
   return out_dir
-
-
-def _publish_permissions(folder: str):
-  """Gives the staging folder (mkdtemp: 0700) and its files the modes a plain mkdir/open would.
-
-  Without this the report folder stays private to its writer whatever the umask; with it,
-  0755/0644 under the usual umask 022, and a restrictive umask is still honoured.
-  """
-  umask = os.umask(0o022)   # the only way to read it; restored at once
-  os.umask(umask)
-  for root, dirs, files in os.walk(folder):
-    os.chmod(root, 0o777 & ~umask)
-    for name in files:
-      os.chmod(os.path.join(root, name), 0o666 & ~umask)
 
 
 def main(argv=None) -> int:

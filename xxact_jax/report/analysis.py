@@ -19,19 +19,10 @@ from xxact_jax.report import plots
 
 def analyse(outputs: dict, labels: dict, max_embedding_samples: int = 10_000,
             seed: int = 0, embedding_keys=None) -> dict:
-  """All report numbers.
-
-  Args:
-    outputs: "embedding" [N, D] (plus the model's other embeddings, e.g. XxaCT-NN's
-      "comp_cls", "xrd_cls"), and per target either de-standardised values [N]
-      (regression) or logits [N, C].
-    labels: per target the reference values (NaN / -1 = missing).
-    max_embedding_samples: PCA and silhouette (O(N²)) use a seeded subset of
-      at most this many labelled samples.
-    seed: of that subset.
-    embedding_keys: the outputs that are embeddings (the model's `embeddings`);
-      by default every output that is not a target.
-  """
+  """All report numbers of `outputs` ("embedding" [N, D], the model's other `embedding_keys`,
+  by default every output that is not a target, e.g. XxaCT-NN's "comp_cls", and per target
+  de-standardised values [N] or logits [N, C]) against `labels` (NaN / -1 = missing). PCA and
+  silhouette (O(N²)) use a subset of at most `max_embedding_samples` labelled samples (`seed`)."""
   if embedding_keys is None:
     embedding_keys = [k for k in outputs if k not in constants.ALL_TARGETS]
   results = {"num_samples": int(len(outputs["embedding"])), "regression": {},
@@ -80,9 +71,8 @@ def analyse(outputs: dict, labels: dict, max_embedding_samples: int = 10_000,
 def learning_curve_panels(records: list[dict]) -> dict:
   """Groups metrics.jsonl series into panels: {panel title: {series name: (steps, values)}}.
 
-  Training losses share a panel; "eval/<group>/<name>" series (per-target
-  losses, per-class accuracies) share their group's panel with the group total;
-  every other eval metric gets its own.
+  Training losses share a panel; "eval/<group>/<name>" series (per-target losses, per-class
+  accuracies) share their group's panel with the group total; any other eval metric has its own.
   """
   panels = {"training loss": {}}
   for key in curves.metric_keys(records):
@@ -101,12 +91,9 @@ def learning_curve_panels(records: list[dict]) -> dict:
 
 def write_report(results: dict, records: list[dict] | None, out_dir: str,
                  header: dict, embedding_names: dict | None = None) -> list[str]:
-  """Writes every PNG and summary.md into out_dir; returns the files written.
-
-  embedding_names: {output key: what it is} (the model's `embeddings`, e.g.
-  "embedding": "fused [CLS]" for XxaCT-NN), for the PCA title and the silhouette
-  table; an embedding without a name is called by its key.
-  """
+  """Writes every PNG and summary.md into out_dir; returns the files written. `embedding_names`
+  ({output key: what it is}, the model's `embeddings`, e.g. "embedding": "fused [CLS]") titles
+  the PCA and the silhouette table; an embedding without a name is called by its key."""
   embedding_names = embedding_names or {}
   embedding_name = embedding_names.get("embedding", "model")
   os.makedirs(out_dir, exist_ok=True)
@@ -118,14 +105,12 @@ def write_report(results: dict, records: list[dict] | None, out_dir: str,
         pca["coords"], pca["labels"], constants.CRYSTAL_SYSTEMS, pca["explained"],
         path("pca_embedding.png"), title=f"PCA of {embedding_name} embeddings",
         silhouette=results["silhouette"]["embedding"]["mean"]))
-  for target, scores in results["classification"].items():
-    if target != "crystal_system":
-      continue
-    counts = scores["confusion"].sum(axis=1)
+  scores = results["classification"].get("crystal_system")
+  if scores is not None:
     written.append(plots.plot_confusion(scores["confusion"], constants.CRYSTAL_SYSTEMS,
                                         path("confusion_crystal_system.png")))
     written.append(plots.plot_per_class_accuracy(
-        scores["per_class"], constants.CRYSTAL_SYSTEMS, counts,
+        scores["per_class"], constants.CRYSTAL_SYSTEMS, scores["confusion"].sum(axis=1),
         path("accuracy_per_crystal_system.png")))
   for target, scores in results["regression"].items():
     written.append(plots.plot_parity(

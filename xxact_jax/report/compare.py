@@ -37,23 +37,6 @@ def total_steps(workdir: str, records: list[dict]) -> int:
   return max(int(r["step"]) for r in records)
 
 
-def value_at_fraction(steps: np.ndarray, values: np.ndarray, total: int,
-                      fraction: float) -> tuple[int, float]:
-  """The evaluation nearest to `fraction` of training (earlier one on ties)."""
-  if steps.size == 0:
-    raise ValueError("no evaluations")
-  index = int(np.argmin(np.abs(steps - fraction * total)))
-  return int(steps[index]), float(values[index])
-
-
-def first_reach(steps: np.ndarray, values: np.ndarray, threshold: float,
-                lower_is_better: bool):
-  """First evaluated step whose value meets the threshold, or None."""
-  reached = values <= threshold if lower_is_better else values >= threshold
-  hits = np.flatnonzero(reached)
-  return int(steps[hits[0]]) if hits.size else None
-
-
 def compare(workdirs: list[str], metric: str, fraction: float = 0.25,
             threshold: float | None = None, names: list[str] | None = None) -> dict:
   """Threshold, steps to reach it and speed-up versus the first run, for one metric."""
@@ -71,16 +54,14 @@ def compare(workdirs: list[str], metric: str, fraction: float = 0.25,
                  "total_steps": total_steps(workdir, records)})
   reference = runs[0]
   threshold_step = None
-  if threshold is None:
-    threshold_step, threshold = value_at_fraction(
-        reference["steps"], reference["values"], reference["total_steps"], fraction)
-  for run in runs:
-    run["reach_step"] = first_reach(run["steps"], run["values"], threshold, lower)
-  reference_reach = reference["reach_step"]
-  for run in runs:
-    reach = run["reach_step"]
-    run["speedup"] = (reference_reach / reach
-                      if reach and reference_reach is not None else None)
+  if threshold is None:   # the evaluation nearest `fraction` of training (the earlier on ties)
+    index = int(np.argmin(np.abs(reference["steps"] - fraction * reference["total_steps"])))
+    threshold_step, threshold = int(reference["steps"][index]), float(reference["values"][index])
+  for run in runs:   # the first evaluated step that meets the threshold, the reference first
+    hits = np.flatnonzero(run["values"] <= threshold if lower else run["values"] >= threshold)
+    reach = run["reach_step"] = int(run["steps"][hits[0]]) if hits.size else None
+    run["speedup"] = (reference["reach_step"] / reach
+                      if reach and reference["reach_step"] is not None else None)
   return {"metric": metric, "lower_is_better": lower, "threshold": float(threshold),
           "threshold_from": (f"{reference['name']} at step {threshold_step}, its evaluation "
                              f"nearest {fraction:.0%} of {reference['total_steps']} steps"

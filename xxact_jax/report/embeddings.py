@@ -6,13 +6,9 @@ from sklearn import metrics as sk_metrics
 
 
 def pca_2d(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Projects [N, D] embeddings on their first two principal components (scikit-learn's PCA).
-
-  Returns:
-    (coordinates [N, 2], explained-variance ratio [2]). Component signs are
-    fixed so that each component's largest-magnitude loading is positive,
-    which keeps plots stable across runs.
-  """
+  """(coordinates [N, 2], explained-variance ratio [2]) of [N, D] embeddings on their first two
+  principal components (scikit-learn's PCA). Each component's largest-magnitude loading is made
+  positive, which keeps plots stable across runs."""
   x = np.asarray(embeddings, dtype=np.float64)
   if x.ndim != 2 or x.shape[0] < 2:
     raise ValueError(f"pca_2d needs [N >= 2, D] embeddings, got shape {x.shape}")
@@ -30,12 +26,9 @@ def pca_2d(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def silhouette_samples(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
-  """Euclidean silhouette coefficient of every sample (scikit-learn; computed in row chunks).
-
-  s = (b - a) / max(a, b), with a the mean distance to the other members of
-  the sample's class and b the smallest mean distance to another class;
-  samples alone in their class get 0.
-  """
+  """Euclidean silhouette coefficient of every sample (scikit-learn's): s = (b - a) / max(a, b),
+  a the mean distance to the other members of the sample's class, b the smallest mean distance
+  to another class; samples alone in their class get 0."""
   x = np.asarray(x, dtype=np.float64)
   labels = np.asarray(labels)
   num_classes = np.unique(labels).size
@@ -48,12 +41,8 @@ def silhouette_samples(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def silhouette_by_class(x: np.ndarray, labels: np.ndarray,
                         class_names=None) -> dict:
-  """Mean silhouette per class and over all samples.
-
-  Returns:
-    {"per_class": {name: score}, "mean": float, "counts": {name: n}} with the
-    classes that occur in `labels`; `class_names[label]` names them.
-  """
+  """{"per_class": {name: score}, "mean": float, "counts": {name: n}}: the mean silhouette per
+  class that occurs in `labels` (named `class_names[label]`) and over all samples."""
   labels = np.asarray(labels)
   scores = silhouette_samples(x, labels)
   per_class, counts = {}, {}

@@ -107,10 +107,8 @@ def main(argv=None) -> int:
     if len(files) % 2:
       raise InputError(f"predictions files come in pairs (A B), got {len(files)}")
     pairs = list(zip(files[::2], files[1::2]))
-    if len(pairs) > 1:
-      result = compare_pooled(pairs, FLAGS.target, FLAGS.route)
-    else:
-      result = compare(*pairs[0], FLAGS.target, FLAGS.route)
+    result = (compare_pooled(pairs, FLAGS.target, FLAGS.route) if len(pairs) > 1
+              else compare(*pairs[0], FLAGS.target, FLAGS.route))
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -118,13 +116,12 @@ def main(argv=None) -> int:
     print(f"{len(pairs)} pairs, {result['paired']} paired scans: right by A alone "
           f"{result['right_by_a_alone']}, by B alone {result['right_by_b_alone']}; pooled "
           f"McNemar p = {result['mcnemar_p']:.3g}", file=sys.stderr)
-    print(json.dumps(result))
-    return 0
-  print(f"A {result['a_accuracy']:.1%} [{result['a_accuracy_ci95'][0]:.1%}, "
-        f"{result['a_accuracy_ci95'][1]:.1%}]  B {result['b_accuracy']:.1%} "
-        f"[{result['b_accuracy_ci95'][0]:.1%}, {result['b_accuracy_ci95'][1]:.1%}]  on "
-        f"{result['paired']} scans; right by A alone {result['right_by_a_alone']}, by B alone "
-        f"{result['right_by_b_alone']}; McNemar p = {result['mcnemar_p']:.3g}", file=sys.stderr)
+  else:
+    print(f"A {result['a_accuracy']:.1%} [{result['a_accuracy_ci95'][0]:.1%}, "
+          f"{result['a_accuracy_ci95'][1]:.1%}]  B {result['b_accuracy']:.1%} "
+          f"[{result['b_accuracy_ci95'][0]:.1%}, {result['b_accuracy_ci95'][1]:.1%}]  on "
+          f"{result['paired']} scans; right by A alone {result['right_by_a_alone']}, by B alone "
+          f"{result['right_by_b_alone']}; McNemar p = {result['mcnemar_p']:.3g}", file=sys.stderr)
   print(json.dumps(result))
   return 0
 

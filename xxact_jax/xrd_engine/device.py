@@ -34,11 +34,6 @@ _CHUNKS = {"cpu": dict(pairs_per_chunk=2 ** 20, reflections_per_chunk=2 ** 15),
            "other": dict(pairs_per_chunk=2 ** 26, reflections_per_chunk=2 ** 21)}
 
 
-def smear_half_width(sigma: float) -> int:
-  """Grid points either side of a stick, as xrd.smear_sticks (±6σ, rounded up)."""
-  return int(np.ceil(6.0 * sigma / constants.TWO_THETA_STEP))
-
-
 def _rows_per_chunk(batch: int, per_row: int, budget: int) -> int:
   """The largest power of two ≤ batch (a power of two) with rows × per_row ≤ budget (≥ 1)."""
   rows = max(1, min(batch, budget // max(per_row, 1)))
@@ -55,18 +50,13 @@ def _map_rows(fn, rows: int, *arrays):
   return jax.tree.map(lambda o: o.reshape((batch,) + o.shape[2:]), out)
 
 
-def _reciprocal(lattice):
-  """Rows a*, b*, c* (1/Å, no 2π) of lattices [B, 3, 3]: the transposed inverse."""
-  a, b, c = lattice[:, 0], lattice[:, 1], lattice[:, 2]
-  volume = jnp.sum(a * jnp.cross(b, c), axis=-1)[:, None]
-  return jnp.stack([jnp.cross(b, c) / volume, jnp.cross(c, a) / volume,
-                    jnp.cross(a, b) / volume], axis=1)
-
-
 def _g_vectors(lattice, hkl):
   """Cartesian h a* + k b* + l c*, three float64 [B, R] components (explicit sums: a 3×3 batched
-  dot is slow); hkl [B, R, 3] integer or float."""
-  recip = _reciprocal(lattice)[:, None]                     # [B, 1, 3, 3]
+  dot is slow); hkl [B, R, 3] integer or float; a*, b*, c* (1/Å, no 2π) from cross products."""
+  a, b, c = lattice[:, 0], lattice[:, 1], lattice[:, 2]
+  volume = jnp.sum(a * jnp.cross(b, c), axis=-1)[:, None]
+  recip = jnp.stack([jnp.cross(b, c) / volume, jnp.cross(c, a) / volume,
+                     jnp.cross(a, b) / volume], axis=1)[:, None]          # [B, 1, 3, 3]
   h = hkl.astype(jnp.float64)
   return [h[..., 0] * recip[..., 0, d] + h[..., 1] * recip[..., 1, d]
           + h[..., 2] * recip[..., 2, d] for d in range(3)]
@@ -74,11 +64,6 @@ def _g_vectors(lattice, hkl):
 
 def _norm2(points):
   return points[0] * points[0] + points[1] * points[1] + points[2] * points[2]
-
-
-def _g_squared(lattice, hkl):
-  """|g|² = |h a* + k b* + l c*|² in float64, [B, R]."""
-  return _norm2(_g_vectors(lattice, hkl))
 
 
 def _sample_factor(lattice, g, g2, texture_hkl, march_r, b_factor):
@@ -119,7 +104,7 @@ def _structure_factors(lattice, hkl, frac_coords, occupancies, slots, elements,
   f32 = jnp.float32
   batch, num_reflections, _ = hkl.shape
   sites, num_elements = occupancies.shape[1], elements.shape[1]
-  s2 = (_g_squared(lattice, hkl) / 4).astype(f32)
+  s2 = (_norm2(_g_vectors(lattice, hkl)) / 4).astype(f32)
   frac = frac_coords - jnp.floor(frac_coords)
   frac_hi = jnp.round(frac * _SPLIT) / _SPLIT
   frac_lo = (frac - frac_hi).astype(f32)
@@ -181,7 +166,7 @@ def _patterns_rows(lattice, hkl, num_reflections, f_squared, texture_hkl, march_
 
   # Gaussian smearing as xrd.smear_sticks: each stick on the grid points within its window
   # around the nearest one, one windowed scatter-add into a grid padded by the window.
-  half = smear_half_width(sigma)
+  half = int(np.ceil(6.0 * sigma / constants.TWO_THETA_STEP))   # ±6σ, as xrd.smear_sticks
   width = 2 * half + 1
   start, step = constants.TWO_THETA_MIN, constants.TWO_THETA_STEP
   centre = jnp.where(stick, jnp.rint((two_theta - start) / step), 0.0)

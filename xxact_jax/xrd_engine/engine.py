@@ -119,24 +119,19 @@ def simulate_arrays(lattice, frac_coords, numbers, occupancies,
   """Smeared XRD patterns of padded structures, as pymatgen get_pattern + xrd.smear_sticks.
 
   Args:
-    lattice: float[B, 3, 3], Å, rows = lattice vectors (pymatgen's lattice.matrix).
-    frac_coords: float[B, S, 3].
-    numbers: int[B, S] atomic numbers, 0 = padding. A disordered site is one entry per species.
-    occupancies: float[B, S] (1 for an ordered site).
+    lattice, frac_coords, numbers, occupancies: float[B, 3, 3] in Å (rows = lattice vectors,
+      pymatgen's lattice.matrix), float[B, S, 3], int[B, S] atomic numbers (0 = padding; a
+      disordered site is one entry per species), float[B, S] (1 for an ordered site).
     wavelength: Å, or a pymatgen radiation name ("CuKa", "MoKa", ...).
     two_theta_range: reflections kept (degrees); the grid stays 5-90° in 0.02° steps.
-    sigma: Gaussian σ in degrees.
-    max_batch: most structures per device call.
+    sigma, max_batch: Gaussian σ in degrees; most structures per device call.
     max_reflections: refuse a cell whose 2θ sphere holds more reciprocal points than this,
       estimated as (4/3)π r³ V like prepare's --max_reflections (the engine computes half).
-    return_sticks: also return pymatgen's stick lists.
-    errors: "raise" (the first bad structure raises) or "return" (Result.errors names them).
+    return_sticks, errors: also return pymatgen's stick lists; "raise" (XRDEngineError
+      'structure <i>: ...' for a structure without sites, with a degenerate cell, an element
+      without scattering parameters, or too large) or "return" (Result.errors names them).
     effects: per-structure strain, preferred orientation and Debye–Waller factor
       (sample.SampleEffects); None: the ideal powder pymatgen simulates.
-
-  Raises:
-    XRDEngineError: 'structure <i>: ...' for a structure without sites, with a degenerate cell,
-      with an element pymatgen has no scattering parameters for, or too large.
   """
   wavelength = planning.wavelength_angstrom(wavelength)
   lattice = np.asarray(lattice, np.float64)
@@ -144,21 +139,27 @@ def simulate_arrays(lattice, frac_coords, numbers, occupancies,
     raise ValueError(f"lattice must be [B, 3, 3], not {lattice.shape}")
   if effects is not None:
     effects.check(len(lattice))
-    lattice = effects.strained(lattice)
-  planned = planning.plan_structures(
-      [(lattice[i], frac_coords[i], numbers[i], occupancies[i]) for i in range(len(lattice))],
-      wavelength, two_theta_range, max_reflections, errors=errors)
-  planned = _with_effects(planned, effects)
-  return simulate_planned(planned, wavelength, sigma=sigma, max_batch=max_batch,
-                          return_sticks=return_sticks, errors=errors)
+  count = len(lattice)
+  return _simulate([None] * count, [(lattice[i], frac_coords[i], numbers[i], occupancies[i])
+                                    for i in range(count)], list(range(count)), wavelength,
+                   effects, two_theta_range, max_reflections, errors, sigma=sigma,
+                   max_batch=max_batch, return_sticks=return_sticks)
 
 
-def _with_effects(planned: list, effects: sample_lib.SampleEffects | None) -> list:
-  """planned (in input order) with each structure's preferred orientation and B set."""
-  if effects is None:
-    return planned
-  return [p if isinstance(p, Exception)
-          else dataclasses.replace(p, **effects.per_structure(i)) for i, p in enumerate(planned)]
+def _simulate(planned: list, arrays: list, indices: list, wavelength: float, effects,
+              two_theta_range, max_reflections, errors: str, **kwargs) -> Result:
+  """simulate_planned of the structures `arrays` (positions `indices` of `planned`, whose other
+  entries hold their errors already) after `effects`, planned with plan_structures."""
+  if effects is not None and arrays:
+    lattices = effects.strained(np.stack([a[0] for a in arrays]), indices)
+    arrays = [(lattice, *rest) for lattice, (_, *rest) in zip(lattices, arrays)]
+  for i, p in zip(indices, planning.plan_structures(
+      arrays, wavelength, two_theta_range, max_reflections, errors=errors, indices=indices)):
+    planned[i] = p
+  if effects is not None:   # each structure's preferred orientation and B
+    planned = [p if isinstance(p, Exception) else dataclasses.replace(
+        p, **effects.per_structure(i)) for i, p in enumerate(planned)]
+  return simulate_planned(planned, wavelength, errors=errors, **kwargs)
 
 
 def structure_arrays(structure, index: int = 0):
@@ -196,12 +197,10 @@ def structures_to_batch(structures, sites: int | None = None) -> dict:
                frac_coords=np.zeros((len(parts), sites, 3)),
                numbers=np.zeros((len(parts), sites), np.int32),
                occupancies=np.zeros((len(parts), sites)))
-  for i, (matrix, coords, numbers, occupancies) in enumerate(parts):
-    n = len(numbers)
+  for i, (matrix, *per_site) in enumerate(parts):
     batch["lattice"][i] = matrix
-    batch["frac_coords"][i, :n] = coords
-    batch["numbers"][i, :n] = numbers
-    batch["occupancies"][i, :n] = occupancies
+    for name, value in zip(("frac_coords", "numbers", "occupancies"), per_site):
+      batch[name][i, :len(value)] = value
   return batch
 
 
@@ -228,13 +227,7 @@ def simulate(structures, wavelength=constants.XRD_WAVELENGTH, *,
       if errors == "raise":
         raise
       planned[i] = e
-  if effects is not None and arrays:
-    lattices = effects.strained(np.stack([a[0] for a in arrays]), indices)
-    arrays = [(lattice, *rest) for lattice, (_, *rest) in zip(lattices, arrays)]
-  for i, p in zip(indices, planning.plan_structures(
-      arrays, wavelength, two_theta_range, max_reflections, errors=errors, indices=indices)):
-    planned[i] = p
-  planned = _with_effects(planned, effects)
-  result = simulate_planned(planned, wavelength, sigma=sigma, max_batch=max_batch,
-                            return_sticks=return_sticks, errors=errors)
+  result = _simulate(planned, arrays, indices, wavelength, effects, two_theta_range,
+                     max_reflections, errors, sigma=sigma, max_batch=max_batch,
+                     return_sticks=return_sticks)
   return result if (return_sticks or errors == "return") else result.patterns

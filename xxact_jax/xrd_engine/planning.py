@@ -21,7 +21,7 @@ from xxact_jax.xrd_engine import scattering
 TWO_THETA_TOL = 1e-5
 SCALED_INTENSITY_TOL = 1e-3
 
-# Same guard and meaning as prepare's --max_reflections (featurize.DEFAULT_MAX_REFLECTIONS):
+# Same guard and meaning as prepare's --max_reflections (schema.DEFAULT_MAX_REFLECTIONS):
 # reciprocal points in the whole 2θ sphere, (4/3)π r³ V (the engine computes half of them).
 DEFAULT_MAX_REFLECTIONS = 200_000
 
@@ -56,8 +56,7 @@ def wavelength_angstrom(wavelength) -> float:
 
 def sphere_radii(wavelength: float, two_theta_range) -> tuple[float, float]:
   """(min_r, max_r) of |g| = 2 sin θ / λ in 1/Å, as pymatgen computes them."""
-  lo, hi = (physics.inverse_d(float(t), wavelength) for t in two_theta_range)
-  return lo, hi
+  return tuple(physics.inverse_d(float(t), wavelength) for t in two_theta_range)
 
 
 def bucket(n: int, minimum: int) -> int:
@@ -101,7 +100,7 @@ def check_structure(index: int, lattice, frac_coords, numbers, occupancies) -> N
 
 
 def _size_estimate(volume, max_r):
-  """Expected reciprocal points inside the 2θ sphere, as featurize.xrd_size: (4/3)π r³ V."""
+  """Expected reciprocal points inside the 2θ sphere, as featurize.check_xrd_size: (4/3)π r³ V."""
   return 4 / 3 * math.pi * max_r ** 3 * volume
 
 
@@ -205,18 +204,11 @@ class Planned:
 def plan_structures(structures, wavelength: float, two_theta_range,
                     max_reflections: float = DEFAULT_MAX_REFLECTIONS, *,
                     errors: str = "raise", indices=None) -> list:
-  """Checks structures and lists their reflections and element slots, vectorised over all.
-
-  Args:
-    structures: sequence of (lattice [3, 3], frac_coords [s, 3], numbers [s], occupancies [s]);
-      entries with number 0 or occupancy 0 are padding.
-    errors: "raise" raises XRDEngineError for the first bad structure; "return" puts the
-      XRDEngineError in that structure's place in the list instead.
-    indices: the index each structure is named by in errors (default: its position).
-
-  Returns:
-    list of Planned (or XRDEngineError with errors="return"), in input order.
-  """
+  """Planned of each structure (lattice [3, 3], frac_coords [s, 3], numbers [s], occupancies [s];
+  number 0 or occupancy 0 is padding) in input order: checked, its reflections and element slots
+  listed, vectorised over all. errors="raise" raises XRDEngineError for the first bad structure,
+  "return" puts it in the structure's place; `indices` name the structures in errors (default:
+  their positions)."""
   if errors not in ("raise", "return"):
     raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
   count = len(structures)
@@ -308,15 +300,10 @@ def pack(planned: list[Planned], key: tuple[int, int, int], batch: int) -> dict:
              num_reflections=np.zeros(batch, np.int32),
              texture_hkl=np.zeros((batch, 3)), march_r=np.ones(batch), b_factor=np.zeros(batch))
   for row, p in enumerate(planned):
-    s, n, e = len(p.occupancies), len(p.hkl), len(p.elements)
-    out["lattice"][row] = p.lattice
-    out["frac_coords"][row, :s] = p.frac_coords
-    out["occupancies"][row, :s] = p.occupancies
-    out["slots"][row, :s] = p.slots
-    out["elements"][row, :e] = p.elements
-    out["hkl"][row, :n] = p.hkl
-    out["num_reflections"][row] = n
-    out["texture_hkl"][row] = p.texture_hkl
-    out["march_r"][row] = p.march_r
-    out["b_factor"][row] = p.b_factor
+    out["num_reflections"][row] = len(p.hkl)
+    for name in ("lattice", "texture_hkl", "march_r", "b_factor"):
+      out[name][row] = getattr(p, name)
+    for name in ("frac_coords", "occupancies", "slots", "elements", "hkl"):
+      value = getattr(p, name)
+      out[name][row, :len(value)] = value
   return out

@@ -22,9 +22,12 @@ class MissingPymatgenError(ImportError):
   """pymatgen (the source of the scattering parameters) is not installed."""
 
 
-def params_path() -> str:
-  """Path of pymatgen's atomic_scattering_params.json (without importing pymatgen.core)."""
-  try:
+@functools.cache
+def scattering_table() -> tuple[np.ndarray, np.ndarray]:
+  """(coefficients float64[MAX_Z + 1, 4, 2], available bool[MAX_Z + 1]): row Z holds pymatgen's
+  [[a_1, b_1], ..., [a_4, b_4]] for element Z; row 0 (padding) and the elements pymatgen lacks
+  are zeros with available = False."""
+  try:   # the file's path, without importing pymatgen.core
     spec = importlib.util.find_spec("pymatgen.analysis.diffraction")
   except ModuleNotFoundError:
     spec = None
@@ -32,17 +35,8 @@ def params_path() -> str:
     raise MissingPymatgenError(
         "xrd_engine needs pymatgen's atomic scattering parameters "
         "(pymatgen/analysis/diffraction/atomic_scattering_params.json); install pymatgen.")
-  return os.path.join(spec.submodule_search_locations[0], "atomic_scattering_params.json")
-
-
-@functools.cache
-def scattering_table() -> tuple[np.ndarray, np.ndarray]:
-  """(coefficients float64[MAX_Z + 1, 4, 2], available bool[MAX_Z + 1]).
-
-  Row Z holds pymatgen's [[a_1, b_1], ..., [a_4, b_4]] for element Z; row 0 (padding) and the
-  elements pymatgen lacks are zeros with available = False.
-  """
-  with open(params_path(), "rb") as f:
+  path = os.path.join(spec.submodule_search_locations[0], "atomic_scattering_params.json")
+  with open(path, "rb") as f:
     params = json.load(f)
   table = np.zeros((MAX_Z + 1, NUM_COEFFICIENTS, 2), np.float64)
   available = np.zeros(MAX_Z + 1, bool)
