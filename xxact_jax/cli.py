@@ -3,6 +3,7 @@ import all commands into one process, and several share flag names), parsed by `
 `main(argv)`, run by `run`; a mistake is one `error:` line and exit status 2. Shared flag groups.
 """
 
+import functools
 import logging as std_logging
 import os
 import sys
@@ -11,6 +12,8 @@ from typing import NoReturn, Sequence
 from absl import app
 from absl import flags
 from absl import logging
+
+from xxact_jax.inference.errors import InputError
 
 # What a mistake in the command raises while its flags are parsed (config_flags loads the config
 # file then); anything else is a fault of the package and keeps its traceback.
@@ -51,6 +54,19 @@ def parse(flag_values: flags.FlagValues, argv: Sequence[str] | None = None, doc:
   if rest and not positional:
     fail(f"unexpected arguments {rest}: every value is given as --flag=value")
   return rest
+
+
+def input_errors(main):
+  """`main` answering an InputError (a bad file, record or field) with one `error:` line and
+  status 2."""
+  @functools.wraps(main)
+  def wrapped(argv=None):
+    try:
+      return main(argv)
+    except InputError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+  return wrapped
 
 
 class QuietLibraries(std_logging.Filter):

@@ -286,13 +286,9 @@ def _report_row_errors(errors: dict, samples: list[Sample], output):
         f"{len(samples) - len(errors)} predicted", file=sys.stderr)
 
 
+@cli.input_errors
 def main(argv=None) -> int:
-  try:
-    results = run(argv)
-  except InputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 1 if any("error" in r for r in results) else 0
+  return 1 if any("error" in r for r in run(argv)) else 0
 
 
 if __name__ == "__main__":

@@ -311,17 +311,14 @@ def _split_rows(data_path: str, split: str) -> int:
     return 0
 
 
+@cli.input_errors
 def main(argv=None) -> int:
   cli.parse(FLAGS, argv, __doc__)
-  try:
-    export(FLAGS.workdir, FLAGS.data, FLAGS.output, FLAGS.name, FLAGS.version, FLAGS.dtype,
-           FLAGS.checkpoint, FLAGS.measured, FLAGS.check_rows, FLAGS.reference_split, FLAGS.command,
-           DATA_CARD if FLAGS.data_card == "mp_36k" else None, FLAGS.overwrite,
-           {"config": FLAGS.training_config, "flags": FLAGS.training_flags.split()},
-           log=lambda m: print(m, file=sys.stderr, flush=True))
-  except InputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  export(FLAGS.workdir, FLAGS.data, FLAGS.output, FLAGS.name, FLAGS.version, FLAGS.dtype,
+         FLAGS.checkpoint, FLAGS.measured, FLAGS.check_rows, FLAGS.reference_split, FLAGS.command,
+         DATA_CARD if FLAGS.data_card == "mp_36k" else None, FLAGS.overwrite,
+         {"config": FLAGS.training_config, "flags": FLAGS.training_flags.split()},
+         log=lambda m: print(m, file=sys.stderr, flush=True))
   return 0
 
 

@@ -102,13 +102,10 @@ def build(args) -> str:
   return out_dir
 
 
+@cli.input_errors
 def main(argv=None) -> int:
   cli.parse(FLAGS, argv, __doc__)
-  try:
-    print(f"wrote {build(FLAGS)}")
-  except InputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  print(f"wrote {build(FLAGS)}")
   return 0
 
 

@@ -100,18 +100,15 @@ flags.DEFINE_enum("route", None, ("reference", "indexing", "model"), "Only the s
                   "answers on the default path.", flag_values=FLAGS)
 
 
+@cli.input_errors
 def main(argv=None) -> int:
   files = cli.parse(FLAGS, argv, __doc__, positional=True) or cli.fail(
       "give predictions.jsonl of model A, then of model B; more pairs are pooled")
-  try:
-    if len(files) % 2:
-      raise InputError(f"predictions files come in pairs (A B), got {len(files)}")
-    pairs = list(zip(files[::2], files[1::2]))
-    result = (compare_pooled(pairs, FLAGS.target, FLAGS.route) if len(pairs) > 1
-              else compare(*pairs[0], FLAGS.target, FLAGS.route))
-  except InputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  if len(files) % 2:
+    raise InputError(f"predictions files come in pairs (A B), got {len(files)}")
+  pairs = list(zip(files[::2], files[1::2]))
+  result = (compare_pooled(pairs, FLAGS.target, FLAGS.route) if len(pairs) > 1
+            else compare(*pairs[0], FLAGS.target, FLAGS.route))
   if len(pairs) > 1:
     print(f"{len(pairs)} pairs, {result['paired']} paired scans: right by A alone "
           f"{result['right_by_a_alone']}, by B alone {result['right_by_b_alone']}; pooled "
