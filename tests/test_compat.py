@@ -32,7 +32,7 @@ def expected():
 def predictor():
   # The model's own outputs: no reference lookup (it would answer the fixture's known
   # compositions from the training data instead) and no indexing.
-  return xxact_jax.load(os.path.join(V0, "run"), which="latest", reference="none",
+  return xxact_jax.load(os.path.join(V0, "run"), checkpoint="latest", reference="none",
                        indexing=False)
 
 

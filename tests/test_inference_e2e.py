@@ -81,7 +81,7 @@ def test_load_restores_the_trained_heads(predictor, workdir):
   assert predictor.targets == constants.ALL_TARGETS
   assert predictor.step == TRAIN_STEPS
   assert predictor.max_elements == predictor.extra["max_elements"]
-  latest = xxact_jax.load(workdir, which="latest")
+  latest = xxact_jax.load(workdir, checkpoint="latest")
   assert latest.step == TRAIN_STEPS
 
 

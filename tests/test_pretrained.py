@@ -108,8 +108,8 @@ def test_export_refuses_members_trained_differently(workdir, embedded_dataset, t
   shutil.copytree(workdir, other)
   original = checkpoints.restore_checkpoint
 
-  def restore(path, which="best"):
-    r = original(path, which)
+  def restore(path, checkpoint="best"):
+    r = original(path, checkpoint)
     if os.path.abspath(path) != other:
       return r
     config = r.config.copy_and_resolve_references()

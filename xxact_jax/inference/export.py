@@ -129,7 +129,7 @@ def _excess(changes: dict, targets) -> float:
 
 
 def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
-           version: str = "1", dtype: str = "auto", which: str = "best",
+           version: str = "1", dtype: str = "auto", checkpoint: str = "best",
            measured: str | None = None, check_rows: int = 1024, reference_split="train",
            command: str = "", data_card: dict | None = None, overwrite: bool = False,
            training: dict | None = None, log=print) -> dict:
@@ -142,7 +142,7 @@ def export(workdirs, data_path: str, output: str, name: str = "xxact-mp36k",
   workdirs = predictor_lib.split_workdirs(workdirs)
   if os.path.exists(output) and os.listdir(output) and not overwrite:
     raise InputError("exists and is not empty (--overwrite replaces it)", path=output)
-  restored = [model_lib.restore(w, which) for w in workdirs]
+  restored = [model_lib.restore(w, checkpoint) for w in workdirs]
   first = restored[0]
   configs = [checkpoints.config_to_json(r.config) for r in restored]
   for c in configs:

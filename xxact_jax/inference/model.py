@@ -96,21 +96,21 @@ class Model:
     return plain
 
 
-def restore(workdir: str, which: str = "best"):
+def restore(workdir: str, checkpoint: str = "best"):
   """A workdir's best or latest checkpoint (training/checkpoints.py), or an InputError naming it."""
   from xxact_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(workdir):
     raise InputError("no such workdir", path=workdir)
   try:
-    return checkpoints.restore_checkpoint(workdir, which)
+    return checkpoints.restore_checkpoint(workdir, checkpoint)
   except checkpoints.CheckpointError as e:
     raise InputError(str(e), path=workdir) from None
 
 
-def load(workdir: str, which: str = "best", batch_size: int = 256) -> Model:
+def load(workdir: str, checkpoint: str = "best", batch_size: int = 256) -> Model:
   """The Model of a workdir's best or latest checkpoint, with its calibration."""
   from xxact_jax.inference import calibration  # pylint: disable=g-import-not-at-top
-  restored = restore(workdir, which)
+  restored = restore(workdir, checkpoint)
   return Model(restored.params, restored.config, restored.target_stats,
                restored.extra.get("max_elements") or DEFAULT_MAX_ELEMENTS, workdir=workdir,
                step=restored.step, batch_size=batch_size, extra=restored.extra,

@@ -154,7 +154,7 @@ class Predictor:
             [scan for _, scan in rows])
 
 
-def load(workdir="pretrained", which: str = "best", batch_size: int = 256,
+def load(workdir="pretrained", checkpoint: str = "best", batch_size: int = 256,
          preprocessing: resample.Preprocessing | None = None, reference="auto",
          indexing: bool = True) -> Predictor:
   """Restores parameters (only) of a trained workdir's best or latest checkpoint.
@@ -182,7 +182,7 @@ def load(workdir="pretrained", which: str = "best", batch_size: int = 256,
   if workdir is None or workdir in pretrained.NAMES or pretrained.is_model_dir(workdir):
     return pretrained.load(workdir, batch_size=batch_size, preprocessing=preprocessing,
                            reference=reference, indexing=indexing)
-  models = [model_lib.load(w, which, batch_size) for w in split_workdirs(workdir)]
+  models = [model_lib.load(w, checkpoint, batch_size) for w in split_workdirs(workdir)]
   return Predictor(ensemble_lib.Ensemble(models), preprocessing,
                    reference_lib.resolve(reference, models[0].extra.get("data_path")), indexing)
 

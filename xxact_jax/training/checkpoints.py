@@ -303,16 +303,16 @@ class Checkpointer:
     self.latest.close()
 
 
-def _candidates(workdir: str, which: str) -> list[tuple[str, int]]:
+def _candidates(workdir: str, checkpoint: str) -> list[tuple[str, int]]:
   """(directory, step) pairs to try, preferred first: for "best", the tracked best step (or an
   earlier version's checkpoints_best/), then the newest steps; for "latest", the other way."""
-  if which not in ("best", "latest"):
-    raise ValueError(f"which={which!r}: expected 'best' or 'latest'")
+  if checkpoint not in ("best", "latest"):
+    raise ValueError(f"checkpoint={checkpoint!r}: expected 'best' or 'latest'")
   latest_dir, best_dir = os.path.join(workdir, LATEST_DIR), os.path.join(workdir, BEST_DIR)
   best = [(latest_dir, step) for step in [tracked_best_step(latest_dir)] if step is not None]
   best += [(best_dir, step) for step in _steps_newest_first(best_dir)]
   latest = [(latest_dir, step) for step in _steps_newest_first(latest_dir)]
-  found = list(dict.fromkeys(best + latest if which == "best" else latest + best))
+  found = list(dict.fromkeys(best + latest if checkpoint == "best" else latest + best))
   if not found:
     raise CheckpointError(f"No checkpoint in workdir {workdir!r} (looked in {LATEST_DIR}/ and "
                           f"{BEST_DIR}/). Train first: python -m xxact_jax.main --workdir=...")
@@ -330,19 +330,19 @@ class RestoredCheckpoint:
   extra: dict            # config, target_stats, data_path, max_elements
 
 
-def restore_checkpoint(workdir: str, which: str = "best") -> RestoredCheckpoint:
+def restore_checkpoint(workdir: str, checkpoint: str = "best") -> RestoredCheckpoint:
   """Parameters (no optimiser state) and metadata of a workdir's best or latest checkpoint.
 
-  `which="best"` falls back to the latest checkpoint when no best one was kept, and vice versa;
-  a step that fails its checksums or cannot be read is skipped with a warning (nothing is moved:
-  inference only reads).
+  `checkpoint="best"` falls back to the latest checkpoint when no best one was kept, and vice
+  versa; a step that fails its checksums or cannot be read is skipped with a warning (nothing is
+  moved: inference only reads).
   """
   import ml_collections  # pylint: disable=g-import-not-at-top
   # Arrays saved over devices this process lacks (a bigger mesh, other processes) are read onto
   # one local device instead of failing with Orbax's topology mismatch.
   local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   failures = []
-  for directory, step in _candidates(workdir, which):
+  for directory, step in _candidates(workdir, checkpoint):
     path = os.path.join(directory, str(step))
     problem = verify_checksums(path)
     if problem is None:
@@ -373,9 +373,9 @@ def restore_checkpoint(workdir: str, which: str = "best") -> RestoredCheckpoint:
   raise CheckpointError("Cannot restore parameters from any checkpoint: " + "; ".join(failures))
 
 
-def restore_params(workdir: str, which: str = "best"):
+def restore_params(workdir: str, checkpoint: str = "best"):
   """(params, config, target_stats) of a trained workdir, without optimiser state."""
-  r = restore_checkpoint(workdir, which)
+  r = restore_checkpoint(workdir, checkpoint)
   return r.params, r.config, r.target_stats
 
 
