@@ -113,11 +113,12 @@ def read_index(path: str) -> list[dict]:
     undecodable = inputs.undecodable_field(row)
     if undecodable:
       row = {k: inputs.readable(v) if isinstance(v, str) else v for k, v in row.items()}
+    entry = {"id": row.get("id") or row["file"], "line": line, "index": path,
+             "path": os.path.join(base, row["file"] or "")}
+    if undecodable:
       column, problem = undecodable
-      rows.append({"id": row.get("id") or row["file"], "line": line, "index": path,
-                   "path": os.path.join(base, row["file"] or ""),
-                   "error": str(InputError(f"is not valid UTF-8 ({problem})", path=path,
-                                           line=line, field=column))})
+      rows.append(dict(entry, error=str(InputError(f"is not valid UTF-8 ({problem})", path=path,
+                                                   line=line, field=column))))
       continue
     label = (row.get("crystal_system") or "").strip().lower()
     if label and label not in constants.CRYSTAL_SYSTEMS:
@@ -135,10 +136,8 @@ def read_index(path: str) -> list[dict]:
         wavelength = wavelengths.parse_wavelength(wavelength)
       except ValueError as e:
         raise InputError(str(e), path=path, line=line, field="wavelength_angstrom") from None
-    rows.append({"id": row.get("id") or row["file"], "line": line, "index": path,
-                 "path": os.path.join(base, row["file"] or ""),
-                 "formula": (row["formula"] or "").strip(), "wavelength": wavelength or None,
-                 "crystal_system": label or None, "spacegroup_number": int(sg) if sg else None})
+    rows.append(dict(entry, formula=(row["formula"] or "").strip(), wavelength=wavelength or None,
+                     crystal_system=label or None, spacegroup_number=int(sg) if sg else None))
   if not rows:
     raise InputError("no rows", path=path)
   return rows
@@ -205,16 +204,9 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, name: 
   return m
 
 
-def confusion_png(labels, predictions, path: str):
-  """The crystal-system confusion matrix of measured scans (report/plots.py's figure)."""
-  from xxact_jax.report import plots  # pylint: disable=g-import-not-at-top
-  names = constants.CRYSTAL_SYSTEMS
-  plots.plot_confusion(report_metrics.confusion_matrix(labels, predictions, len(names)), names, path,
-                       title=f"crystal system, {len(labels)} measured scans, accuracy "
-                             f"{np.mean(np.asarray(labels) == np.asarray(predictions)):.1%}")
-
-
-ROUTES = identification.ROUTES
+def _mean(values: np.ndarray, sel: np.ndarray) -> float | None:
+  """The mean of `values` where `sel` holds; None where it holds nowhere."""
+  return float(values[sel].mean()) if sel.any() else None
 
 
 def route_metrics(routes, correct, model_correct, confidence) -> dict:
@@ -222,13 +214,11 @@ def route_metrics(routes, correct, model_correct, confidence) -> dict:
   mean confidence and expected calibration error; and the same over all scans."""
   routes = np.asarray(routes)
   result = {}
-  for name in ROUTES + ("all",):
+  for name in identification.ROUTES + ("all",):
     sel = np.ones(routes.shape, bool) if name == "all" else routes == name
     result[name] = {
-        "scans": int(sel.sum()),
-        "accuracy": float(correct[sel].mean()) if sel.any() else None,
-        "model_accuracy": float(model_correct[sel].mean()) if sel.any() else None,
-        "mean_confidence": float(confidence[sel].mean()) if sel.any() else None,
+        "scans": int(sel.sum()), "accuracy": _mean(correct, sel),
+        "model_accuracy": _mean(model_correct, sel), "mean_confidence": _mean(confidence, sel),
         "expected_calibration_error": calibration_report.expected_calibration_error(
             confidence[sel], correct[sel])}
   return result
@@ -283,8 +273,8 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
     progress.advance(1)
   matches = [d.match for d in identified] if predictor.reference is not None else []
   lattices = [d.lattice for d in identified]
-  for i, identification in enumerate(identified):
-    identification.apply(out, i)
+  for i, found in enumerate(identified):
+    found.apply(out, i)
   metrics = {"workdir": ",".join(os.path.abspath(w) for w in predictor.workdirs),
              "ensemble": len(predictor.ensemble.models), "index": os.path.abspath(index_csv),
              "checkpoint": checkpoint, "step": predictor.step,
@@ -308,15 +298,14 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
     model_hit = model_out["crystal_system"].argmax(-1) == cs_labels
     hit = out["crystal_system"].argmax(-1) == cs_labels
     if predictor.reference is not None or predictor.indexing:
-      metrics["model_crystal_system_accuracy"] = float(model_hit[sel].mean()) if sel.any() else None
+      metrics["model_crystal_system_accuracy"] = _mean(model_hit, sel)
     if predictor.indexing:
       # The scans whose answer the lattice restricted: indexed, and no reference match.
       indexed = np.array([d.route == "indexing" for d in identified]) & sel
       metrics["indexing"] = {
           "indexed": int(indexed.sum()),
-          "crystal_system_accuracy_indexed": float(hit[indexed].mean()) if indexed.any() else None,
-          "model_crystal_system_accuracy_indexed": (float(model_hit[indexed].mean())
-                                                    if indexed.any() else None),
+          "crystal_system_accuracy_indexed": _mean(hit, indexed),
+          "model_crystal_system_accuracy_indexed": _mean(model_hit, indexed),
           "lattice_allows_label": (float(np.mean([cs_labels[i] in lattices[i].crystal_systems
                                                   for i in np.flatnonzero(indexed)]))
                                    if indexed.any() else None)}
@@ -328,12 +317,16 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
           "path": predictor.reference.path, "split": predictor.reference.split,
           "rows": len(predictor.reference), "matched": int(matched.sum()),
           "declined": int(declined.sum()), "min_similarity": reference_lib.MIN_SIMILARITY,
-          "crystal_system_accuracy_matched": float(hit[matched].mean()) if matched.any() else None,
-          "model_crystal_system_accuracy_matched": (float(model_hit[matched].mean())
-                                                    if matched.any() else None)}
+          "crystal_system_accuracy_matched": _mean(hit, matched),
+          "model_crystal_system_accuracy_matched": _mean(model_hit, matched)}
     if sel.any():
-      confusion_png(cs_labels[sel], out["crystal_system"][sel].argmax(-1),
-                    os.path.join(output, "confusion_crystal_system.png"))
+      from xxact_jax.report import plots  # pylint: disable=g-import-not-at-top
+      names, predicted = constants.CRYSTAL_SYSTEMS, out["crystal_system"][sel].argmax(-1)
+      plots.plot_confusion(
+          report_metrics.confusion_matrix(cs_labels[sel], predicted, len(names)), names,
+          os.path.join(output, "confusion_crystal_system.png"),
+          title=f"crystal system, {int(sel.sum())} measured scans, accuracy "
+                f"{np.mean(cs_labels[sel] == predicted):.1%}")
       # Who answered each scan, how well, and whether its probability means what it says.
       confidence = out["crystal_system"].max(-1)
       by_route = route_metrics(np.asarray(routes)[sel], hit[sel], model_hit[sel], confidence[sel])
@@ -356,7 +349,8 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
       calibration_report.risk_coverage_png(
           {"all scans": (confidence[sel], hit[sel]),
            **{f"{r} route": (confidence[sel][np.asarray(routes)[sel] == r],
-                             hit[sel][np.asarray(routes)[sel] == r]) for r in ROUTES}},
+                             hit[sel][np.asarray(routes)[sel] == r])
+              for r in identification.ROUTES}},
           os.path.join(output, "risk_coverage.png"),
           title="crystal system, measured scans")
       print(route_table(by_route))

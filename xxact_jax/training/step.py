@@ -62,12 +62,6 @@ def _microbatches(batch, num, num_shards):
   return jax.tree.map(split, batch)
 
 
-def train_base_key(config) -> jax.Array:
-  """The key each step folds its step number into (threefry: on an H100 XLA's RngBitGenerator
-  was no faster for this step, benchmarks/RESULTS.md)."""
-  return jax.random.key(config.seed + 1)
-
-
 def make_train_step(model, tx, schedule, config, target_stats, num_shards: int = 1,
                     scattering=None):
   """(state, batch) -> (state, metrics): forward, loss, backward, AdamW update.
@@ -75,7 +69,9 @@ def make_train_step(model, tx, schedule, config, target_stats, num_shards: int =
   scattering: f32[Z + 1, 4, 2] atomic scattering parameters (structures.coefficient_table),
   needed with data.xrd_source="simulated".
   """
-  base_rng = train_base_key(config)
+  # Each step folds its number into this key (threefry: on an H100 XLA's RngBitGenerator was no
+  # faster for this step, benchmarks/RESULTS.md).
+  base_rng = jax.random.key(config.seed + 1)
   accum = config.grad_accum_steps
 
   augment_config = config.get("augment")

@@ -88,12 +88,6 @@ def workdir_lock(workdir: str):
     f.close()
 
 
-def _preemption_service() -> bool:
-  """Whether JAX's preemption service runs: with several processes (jax.distributed), unless
-  jax_enable_preemption_service is off. A single process never asks it."""
-  return jax.process_count() > 1 and bool(jax.config.jax_enable_preemption_service)
-
-
 class StopSignals:
   """Records SIGTERM/SIGINT (what SLURM and Ctrl-C send) while installed, instead of dying.
 
@@ -108,7 +102,10 @@ class StopSignals:
   def __init__(self):
     self.received = None
     self._previous = {}
-    self.preemption_service = _preemption_service()
+    # JAX's preemption service runs with several processes (jax.distributed), unless
+    # jax_enable_preemption_service is off; a single process never asks it.
+    self.preemption_service = (jax.process_count() > 1
+                               and bool(jax.config.jax_enable_preemption_service))
 
   def _handle(self, signum, frame):
     del frame
@@ -273,12 +270,6 @@ def merge_pretrained(params, pretrained, exclude=()):
   return merged, len(taken), fresh
 
 
-def total_train_steps(config, num_train_examples: int) -> int:
-  if config.num_train_steps > 0:
-    return int(config.num_train_steps)
-  return max(1, int(config.num_epochs * num_train_examples // config.global_batch_size))
-
-
 def train_and_evaluate(config, workdir: str):
   """Trains `config` into `workdir`, resuming from its latest checkpoint; returns final eval metrics."""
   sharding_lib.maybe_initialize_distributed()
@@ -321,7 +312,8 @@ def _train(config, model_config, workdir, data_path, ds_train, ds_eval, target_s
   sharding_lib.check_batch_divisible(config.global_batch_size, mesh, config.grad_accum_steps)
   sharding_lib.check_batch_divisible(config.eval_batch_size, mesh)
   batch_sharding = sharding_lib.batch_sharding(mesh)
-  total_steps = total_train_steps(config, len(ds_train))
+  total_steps = int(config.num_train_steps) if config.num_train_steps > 0 else max(
+      1, int(config.num_epochs * len(ds_train) // config.global_batch_size))
 
   trainer = setup_lib.create_train_state(config, model_config, mesh, max_elements, target_stats,
                                          total_steps, scattering)
