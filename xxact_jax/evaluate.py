@@ -224,17 +224,6 @@ def route_metrics(routes, correct, model_correct, confidence) -> dict:
   return result
 
 
-def route_table(by_route: dict) -> str:
-  """The per-route metrics as a few lines for the terminal."""
-  pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"
-  lines = ["route       scans  accuracy  model alone  confidence  ECE"]
-  for name, m in by_route.items():
-    ece = "–" if m["expected_calibration_error"] is None else f"{m['expected_calibration_error']:.3f}"
-    lines.append(f"{name:<10} {m['scans']:>6}  {pct(m['accuracy']):>8}  "
-                 f"{pct(m['model_accuracy']):>11}  {pct(m['mean_confidence']):>10}  {ece}")
-  return "\n".join(lines)
-
-
 def evaluate_measured(workdir, index_csv, output, checkpoint="best",
                       preprocessing: resample.Preprocessing | None = None,
                       batch_size=256, reference="auto", indexing=True,
@@ -353,7 +342,13 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
               for r in identification.ROUTES}},
           os.path.join(output, "risk_coverage.png"),
           title="crystal system, measured scans")
-      print(route_table(by_route))
+      pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"
+      print("route       scans  accuracy  model alone  confidence  ECE")
+      for name, m in by_route.items():
+        ece = m["expected_calibration_error"]
+        print(f"{name:<10} {m['scans']:>6}  {pct(m['accuracy']):>8}  "
+              f"{pct(m['model_accuracy']):>11}  {pct(m['mean_confidence']):>10}  "
+              f"{'–' if ece is None else f'{ece:.3f}'}")
   if "spacegroup_number" in out:
     metrics.update(classification_metrics(out["spacegroup_number"], sg_labels,
                                           "spacegroup_number"))
@@ -437,34 +432,30 @@ def evaluate_dataset(workdir, data_path, output, split="test", checkpoint="best"
   result.update({k.removeprefix("eval/"): v for k, v in metrics.items()})
   if jax.process_index() == 0:
     os.makedirs(output, exist_ok=True)
-    _write_dataset_predictions(dataset, predictions, targets,
-                               os.path.join(output, "predictions.jsonl"))
+    path = os.path.join(output, "predictions.jsonl")
+    order = np.argsort(predictions["index"], kind="stable")
+    index = predictions["index"][order]
+    ids = dataset.material_ids(index)
+    with open(path + ".tmp", "w") as f:
+      for j, i in enumerate(order):
+        record = {"index": int(index[j]), "material_id": ids[j]}
+        for t in targets:
+          label, pred = predictions[f"label/{t}"][i], predictions[f"pred/{t}"][i]
+          if t == "crystal_system":
+            label, pred = (constants.CRYSTAL_SYSTEMS[int(v)] if 0 <= int(v) < 7 else None
+                           for v in (label, pred))
+          elif t in constants.CLASSIFICATION_TARGETS:
+            label, pred = int(label), int(pred)
+          else:
+            label = float(label) if np.isfinite(label) else None
+            pred = float(pred) if np.isfinite(pred) else None
+          record[t] = {"label": label, "prediction": pred}
+        f.write(outputs.dumps(record) + "\n")
+    os.replace(path + ".tmp", path)
     _dataset_figures(predictions, targets, output)
     with open(os.path.join(output, "metrics.json"), "w") as f:
       f.write(outputs.dumps(result, indent=1))
   return result
-
-
-def _write_dataset_predictions(dataset, predictions, targets, path):
-  order = np.argsort(predictions["index"], kind="stable")
-  index = predictions["index"][order]
-  ids = dataset.material_ids(index)
-  with open(path + ".tmp", "w") as f:
-    for j, i in enumerate(order):
-      record = {"index": int(index[j]), "material_id": ids[j]}
-      for t in targets:
-        label, pred = predictions[f"label/{t}"][i], predictions[f"pred/{t}"][i]
-        if t == "crystal_system":
-          label, pred = (constants.CRYSTAL_SYSTEMS[int(v)] if 0 <= int(v) < 7 else None
-                         for v in (label, pred))
-        elif t in constants.CLASSIFICATION_TARGETS:
-          label, pred = int(label), int(pred)
-        else:
-          label = float(label) if np.isfinite(label) else None
-          pred = float(pred) if np.isfinite(pred) else None
-        record[t] = {"label": label, "prediction": pred}
-      f.write(outputs.dumps(record) + "\n")
-  os.replace(path + ".tmp", path)
 
 
 def _dataset_figures(predictions, targets, output):

@@ -61,7 +61,14 @@ class Identification:
         if name in outputs:
           outputs[name][row] = override(outputs[name][row], label, self.match.weight)
     elif self.lattice is not None:
-      for name, allowed in _masks(self.lattice).items():
+      # The classes the lattice allows: bool over crystal systems and over space-group indices.
+      systems = np.zeros(len(constants.CRYSTAL_SYSTEMS), bool)
+      systems[list(self.lattice.crystal_systems)] = True
+      groups = np.zeros(targets_lib.NUM_SPACE_GROUPS, bool)
+      for s in self.lattice.crystal_systems:
+        first, last = targets_lib.SYSTEM_SPACEGROUPS[constants.CRYSTAL_SYSTEMS[s]]
+        groups[first - 1:last] = True
+      for name, allowed in (("crystal_system", systems), ("spacegroup_number", groups)):
         if name in outputs:
           # The crystal system carries the lattice's reliability; the space-group ranking stays
           # within the lattice's systems.
@@ -135,14 +142,3 @@ def restrict(probabilities: np.ndarray, allowed: np.ndarray, weight: float = 1.0
   total = p.sum()
   p = p / total if total > 0 else allowed / allowed.sum()
   return (weight * p + (1.0 - weight) * p_model).astype(np.asarray(probabilities).dtype)
-
-
-def _masks(lattice: indexing_lib.Indexing) -> dict[str, np.ndarray]:
-  """The classes a lattice allows: bool over crystal systems and over space-group indices."""
-  systems = np.zeros(len(constants.CRYSTAL_SYSTEMS), bool)
-  systems[list(lattice.crystal_systems)] = True
-  groups = np.zeros(targets_lib.NUM_SPACE_GROUPS, bool)
-  for s in lattice.crystal_systems:
-    first, last = targets_lib.SYSTEM_SPACEGROUPS[constants.CRYSTAL_SYSTEMS[s]]
-    groups[first - 1:last] = True
-  return {"crystal_system": systems, "spacegroup_number": groups}

@@ -248,10 +248,7 @@ def featurize_cif_text(text: str, max_elements: int, source: str = "<cif>") -> d
   try:
     structure = featurize.structure_from_payload("cif", text)
     features = featurize.featurize_structure(structure, max_elements)
-  except ValueError as e:
-    raise InputError(f"cannot use this CIF ({e})", path=source) from None
-  features["formula"] = structure.composition.reduced_formula
-  try:
+    features["formula"] = structure.composition.reduced_formula
     check_supported([constants.ELEMENTS[z - 1] for z in features["species"] if z],
                     features["formula"])
   except ValueError as e:

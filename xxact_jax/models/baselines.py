@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from xxact_jax import constants
+from xxact_jax import targets as targets_lib
 from xxact_jax.models import encoders
 from xxact_jax.models import heads
 from xxact_jax.models import layers
@@ -64,7 +65,7 @@ class _CrabNetHeads(nn.Module):
     out = {}
     for target in self.targets:
       regression = target in constants.REGRESSION_TARGETS
-      width = 3 if regression else heads.target_width(target)
+      width = 3 if regression else targets_lib.get(target).head_width
       y = masked_mean(ResidualNetwork(self.hidden, width, self.layer_config, name=target)(tokens),
                       mask)
       if regression:

@@ -28,13 +28,6 @@ XRD_INTENSITIES = ("linear", "sqrt")
 
 # Input checks.
 
-def _is_concrete(x) -> bool:
-  """True for values that can be read now (not tracers or abstract shapes)."""
-  if isinstance(x, jax.core.Tracer):
-    return False
-  return isinstance(x, (np.ndarray, np.generic, jax.Array, list, tuple))
-
-
 def check_inputs(species, fractions, xrd, xrd_mask=None, *, needs_composition: bool = True,
                  needs_xrd: bool = True) -> None:
   """Checks shapes (always, from static shapes) and atomic numbers (when the values are concrete).
@@ -64,7 +57,9 @@ def check_inputs(species, fractions, xrd, xrd_mask=None, *, needs_composition: b
                  and (needs_xrd or k not in ("xrd", "xrd_mask"))}
   if len(set(batch_sizes.values())) > 1:
     raise ValueError(f"Inputs disagree on the batch size: {described}")
-  if needs_composition and _is_concrete(species):
+  # Values are read where they can be now (not tracers or abstract shapes).
+  if (needs_composition and not isinstance(species, jax.core.Tracer)
+      and isinstance(species, (np.ndarray, np.generic, jax.Array, list, tuple))):
     values = np.asarray(species)
     if not np.issubdtype(values.dtype, np.integer):
       raise ValueError(f"species must hold integer atomic numbers; got dtype {values.dtype}")
@@ -74,6 +69,13 @@ def check_inputs(species, fractions, xrd, xrd_mask=None, *, needs_composition: b
       raise ValueError(
           f"species holds atomic number {values[row, col]} at [{row}, {col}] (batch row {row}); "
           f"valid ids are 0 (padding) to {constants.NUM_ELEMENTS}")
+
+
+def prepend_cls(module: nn.Module, x: jax.Array, dtype) -> jax.Array:
+  """[B, T, D] -> [B, 1 + T, D]: `module`'s learnable [CLS] token (param "cls") first."""
+  cls = module.param("cls", nn.initializers.normal(0.02), (x.shape[-1],), jnp.float32)
+  return jnp.concatenate([jnp.broadcast_to(cls.astype(dtype), (x.shape[0], 1, x.shape[-1])), x],
+                         axis=1)
 
 
 # Composition.
@@ -159,9 +161,7 @@ class CompositionEncoder(nn.Module):
     x = x * (2.0 ** emb_scale).astype(dtype) + encoding.astype(dtype)
     mask = species > 0
     if self.use_cls:
-      cls = self.param("cls", nn.initializers.normal(0.02), (d_model,), jnp.float32)
-      cls = jnp.broadcast_to(cls.astype(dtype), (x.shape[0], 1, d_model))
-      x = jnp.concatenate([cls, x], axis=1)
+      x = prepend_cls(self, x, dtype)
       mask = jnp.concatenate([jnp.ones_like(mask[:, :1]), mask], axis=1)
     x = layers.TransformerEncoder(cfg.num_layers, cfg.num_heads, cfg.d_ff, self.layer_config,
                                   name="transformer")(x, mask)
@@ -267,9 +267,7 @@ class XRDEncoder(nn.Module):
       x = conv_stem(tokens, cfg.d_model, dtype)
     else:
       x = layers.dense_general(cfg.d_model, "input_projection", dtype)(tokens)
-    cls = self.param("cls", nn.initializers.normal(0.02), (cfg.d_model,), jnp.float32)
-    cls = jnp.broadcast_to(cls.astype(dtype), (x.shape[0], 1, cfg.d_model))
-    x = jnp.concatenate([cls, x], axis=1)
+    x = prepend_cls(self, x, dtype)
     positions = self.param("positional_embedding", nn.initializers.normal(0.02),
                            (constants.XRD_NUM_TOKENS + 1, cfg.d_model), jnp.float32)
     x = x + positions.astype(dtype)
@@ -291,9 +289,7 @@ class XRDEncoder(nn.Module):
     h = nn.gelu(layers.dense_general(cfg.d_model, "peak_embedding", dtype)(features.astype(dtype)))
     x = layers.dense_general(cfg.d_model, "input_projection", dtype)(h)
     x = jnp.where(valid[..., None], x, jnp.zeros((), dtype))
-    cls = self.param("cls", nn.initializers.normal(0.02), (cfg.d_model,), jnp.float32)
-    cls = jnp.broadcast_to(cls.astype(dtype), (x.shape[0], 1, cfg.d_model))
-    x = jnp.concatenate([cls, x], axis=1)
+    x = prepend_cls(self, x, dtype)
     mask = jnp.concatenate([jnp.ones_like(valid[:, :1]), valid], axis=1)
     return self._encode(x, mask, measured)
 

@@ -15,11 +15,6 @@ from xxact_jax.models import layers
 CONTRASTIVE_INIT_TEMPERATURE = 0.07
 
 
-def target_width(target: str) -> int:
-  """Output width of a target's head: 1 for regression, the class count for classification."""
-  return targets_lib.get(target).head_width
-
-
 class Heads(nn.Module):
   """Linear heads on the [CLS] embedding; optional MXM and contrastive parameters.
 
@@ -49,11 +44,12 @@ class Heads(nn.Module):
     dtype = self.layer_config.dtype
     out = {}
     for target in self.targets:
-      width = target_width(target)
       h = embedding
       for i, features in enumerate(self.hidden):
         h = nn.relu(layers.dense_general(features, f"{target}_hidden{i}", dtype)(h))
-      y = layers.dense_general(width, target, dtype)(h).astype(jnp.float32)
+      # Width 1 for regression, the class count for classification.
+      y = layers.dense_general(targets_lib.get(target).head_width, target, dtype)(h).astype(
+          jnp.float32)
       regression = targets_lib.get(target).is_regression
       out[target] = y[:, 0] if regression else y
       if self.log_std and regression:

@@ -83,13 +83,6 @@ def to_markdown(result: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _json_ready(result: dict) -> dict:
-  out = {k: v for k, v in result.items() if k != "runs"}
-  out["runs"] = [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in run.items()}
-                 for run in result["runs"]]
-  return out
-
-
 FLAGS = flags.FlagValues()
 flags.DEFINE_multi_string("metric", None, "Metric key in metrics.jsonl (repeatable); default: "
                           + ", ".join(DEFAULT_METRICS) + " where logged.", flag_values=FLAGS)
@@ -139,7 +132,9 @@ def main(argv=None) -> int:
   with open(os.path.join(output_dir, "compare.md"), "w") as f:
     f.write(text)
   with open(os.path.join(output_dir, "compare.json"), "w") as f:
-    json.dump([_json_ready(r) for r in results], f, indent=2)
+    json.dump([dict(r, runs=[{k: v.tolist() if isinstance(v, np.ndarray) else v
+                              for k, v in run.items()} for run in r["runs"]]) for r in results],
+              f, indent=2)
   print(text)
   print(f"wrote {output_dir}")
   return 0

@@ -37,12 +37,6 @@ def iterate_eval_batches(ds, batch_size: int, keys):
     yield batch
 
 
-def _fetch(tree):
-  if jax.process_count() > 1:
-    return multihost_utils.process_allgather(tree, tiled=True)
-  return jax.tree.map(np.asarray, tree)
-
-
 def evaluate(eval_step, params, ds, config, mesh, return_predictions: bool = False):
   """Runs `eval_step` (jitted) over all of `ds`; returns {"eval/...": value} (and predictions)."""
   targets = tuple(config.targets)
@@ -50,11 +44,9 @@ def evaluate(eval_step, params, ds, config, mesh, return_predictions: bool = Fal
   outs = []
   for batch in iterate_eval_batches(ds, config.eval_batch_size, batch_keys(targets)):
     index = batch.pop("index")
-    res = eval_step(params, sharding_lib.global_batch(batch, sharding))
-    res = _fetch(res)
-    res["index"] = (multihost_utils.process_allgather(index, tiled=True)
-                    if jax.process_count() > 1 else index)
-    outs.append(res)
+    res = dict(eval_step(params, sharding_lib.global_batch(batch, sharding)), index=index)
+    outs.append(multihost_utils.process_allgather(res, tiled=True) if jax.process_count() > 1
+                else jax.tree.map(np.asarray, res))
   per_example = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]
                  if not k.startswith("batch/")}
   valid = per_example["valid"]

@@ -90,7 +90,7 @@ class RateTracker:
             "eta_seconds": remaining}
 
 
-def format_console(step: int, total: int, metrics: dict) -> str:
+def log_console(step: int, total: int, metrics: dict):
   eta = metrics.get("eta_seconds", float("nan"))
   eta_s = (time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) and eta < 86400 * 30
            else "?")
@@ -101,8 +101,5 @@ def format_console(step: int, total: int, metrics: dict) -> str:
     parts.append(f"{metrics['steps_per_sec']:.2f} steps/s {metrics['samples_per_sec']:.0f} samples/s")
   if "mfu" in metrics:
     parts.append(f"MFU={100 * metrics['mfu']:.1f}%")
-  return f"step {step}/{total} ({100 * step / max(total, 1):.1f}%) " + " ".join(parts) + f" ETA {eta_s}"
-
-
-def log_console(step, total, metrics):
-  logging.info("%s", format_console(step, total, metrics))
+  logging.info("%s", f"step {step}/{total} ({100 * step / max(total, 1):.1f}%) "
+               + " ".join(parts) + f" ETA {eta_s}")

@@ -59,13 +59,6 @@ def create_train_state(config, model_config, mesh, max_elements: int, target_sta
                     train_step)
 
 
-def train_batch_keys(config) -> tuple[str, ...]:
-  """The loader fields the train step reads: the evaluation's inputs and targets, and with
-  data.xrd_source="simulated" the stored structures."""
-  structures = dataset_lib.STRUCTURE_FIELDS if step_lib.simulates_xrd(config) else ()
-  return eval_lib.batch_keys(config.targets) + structures
-
-
 class TrainBatches:
   """The shuffled, endless train loader of this process, `config.data.prefetch` batches staged
   on device ahead of the step.
@@ -76,7 +69,9 @@ class TrainBatches:
   """
 
   def __init__(self, config, dataset, batch_sharding, data_state=None):
-    self.keys = train_batch_keys(config)
+    # The evaluation's inputs and targets, and with data.xrd_source="simulated" the structures.
+    self.keys = eval_lib.batch_keys(config.targets) + (
+        dataset_lib.STRUCTURE_FIELDS if step_lib.simulates_xrd(config) else ())
     self.batch_sharding = batch_sharding
     loader = data_lib.make_loader(
         dataset, batch_size=config.global_batch_size // jax.process_count(), seed=config.seed,
