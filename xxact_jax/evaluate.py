@@ -45,6 +45,7 @@ without the restriction, and `lattice_allows_label` is how often the lattice all
 """
 
 import collections
+import dataclasses
 import os
 import sys
 import time
@@ -110,9 +111,7 @@ def read_index(path: str) -> list[dict]:
     raise InputError(f"no label column: expected one of {list(LABEL_COLUMNS)}", path=path)
   rows = []
   for line, row in table:
-    undecodable = inputs.undecodable_field(row)
-    if undecodable:
-      row = {k: inputs.readable(v) if isinstance(v, str) else v for k, v in row.items()}
+    row, undecodable = inputs.decode_row(row)
     entry = {"id": row.get("id") or row["file"], "line": line, "index": path,
              "path": os.path.join(base, row["file"] or "")}
     if undecodable:
@@ -166,16 +165,15 @@ def load_inputs(predictor, rows):
           row["wavelength_assumed_angstrom"] = wavelengths.CU_KA
         else:
           warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-      arrays.append(prepared)
     except InputError as e:
       failed.append((row, str(e)))
-      continue
     except ValueError as e:   # the formula (shared parser): this row alone, as in predict
       failed.append((row, str(InputError(str(e), path=row.get("index"), line=row["line"],
                                          field="formula"))))
-      continue
-    row["scan"] = scan
-    kept.append(row)
+    else:
+      arrays.append(prepared)
+      row["scan"] = scan
+      kept.append(row)
   progress.update(len(rows), len(failed))
   return arrays, kept, failed
 
@@ -260,17 +258,13 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
       warnings.simplefilter("ignore", resample.PartialCoverageWarning)
       identified.append(predictor.identify(row["formula"], row["scan"], row["wavelength"]))
     progress.advance(1)
-  matches = [d.match for d in identified] if predictor.reference is not None else []
   lattices = [d.lattice for d in identified]
   for i, found in enumerate(identified):
     found.apply(out, i)
   metrics = {"workdir": ",".join(os.path.abspath(w) for w in predictor.workdirs),
              "ensemble": len(predictor.ensemble.models), "index": os.path.abspath(index_csv),
              "checkpoint": checkpoint, "step": predictor.step,
-             "background": predictor.preprocessing.background,
-             "strip_ka2": predictor.preprocessing.strip_ka2,
-             "redraw_peaks": predictor.preprocessing.redraw_peaks,
-             "min_coverage_deg": predictor.preprocessing.min_coverage_deg,
+             **dataclasses.asdict(predictor.preprocessing),   # background, strip_ka2, ...
              "scans": len(rows), "scans_evaluated": len(kept), "scans_failed": len(failed),
              "reference": None, "indexing": None}
   routes = [d.route for d in identified]
@@ -300,8 +294,8 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
                                    if indexed.any() else None)}
     if predictor.reference is not None:
       # A row below the similarity threshold does not answer (reference.MIN_SIMILARITY).
-      matched = np.array([m is not None and m.answered for m in matches]) & sel
-      declined = np.array([m is not None and not m.answered for m in matches]) & sel
+      matched = np.array([d.answered for d in identified]) & sel
+      declined = np.array([d.match is not None and not d.answered for d in identified]) & sel
       metrics["reference"] = {
           "path": predictor.reference.path, "split": predictor.reference.split,
           "rows": len(predictor.reference), "matched": int(matched.sum()),
@@ -375,9 +369,9 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
         record["indexing"] = answers.lattice_json(lattices[i])
       elif identified[i].indexed:
         record["indexing_note"] = answers.NONE_FOUND
-      if (matches and matches[i] is not None) or lattices[i] is not None:
-        if matches and matches[i] is not None:
-          record["reference"] = answers.match_json(matches[i])
+      if identified[i].match is not None or lattices[i] is not None:
+        if identified[i].match is not None:
+          record["reference"] = answers.match_json(identified[i].match)
         if "crystal_system" in out:
           record["model_crystal_system"] = constants.CRYSTAL_SYSTEMS[
               int(model_out["crystal_system"][i].argmax())]

@@ -115,9 +115,7 @@ def samples_from_csv(path: str, default_wavelength=None,
 def _sample_of_row(row, line, path, resolve, default_wavelength, keep_bad_rows) -> Sample:
   from xxact_jax.inference import inputs  # pylint: disable=g-import-not-at-top
   source = {"input": path, "line": line}
-  undecodable = inputs.undecodable_field(row)
-  if undecodable:
-    row = {k: inputs.readable(v) if isinstance(v, str) else v for k, v in row.items()}
+  row, undecodable = inputs.decode_row(row)
   if row.get("id"):
     source["id"] = row["id"]
   if undecodable:

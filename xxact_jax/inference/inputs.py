@@ -41,7 +41,7 @@ def read_csv_table(path: str, aliases: dict[str, str] | None = None
   `aliases` ({other name: name}) renames columns; a CSV with both names is refused.
 
   A byte that is not UTF-8 in the header raises InputError naming line 1. In a data row it is
-  kept as a lone surrogate (surrogateescape), which `undecodable_field` finds, so that the row
+  kept as a lone surrogate (surrogateescape), which `decode_row` finds, so that the row
   alone fails with its own line number (the decoder used to stop the whole file at "line 0").
   """
   if not os.path.isfile(path):
@@ -69,13 +69,14 @@ def read_csv_table(path: str, aliases: dict[str, str] | None = None
     raise InputError(f"not readable as CSV ({e})", path=path, line=reader.line_num) from None
 
 
-def undecodable_field(row: dict) -> tuple[str, str] | None:
-  """(column, "byte 0x..") of the first field of a read_csv_table row that is not UTF-8."""
+def decode_row(row: dict) -> tuple[dict, tuple[str, str] | None]:
+  """A read_csv_table row with undecodable bytes shown as U+FFFD (`readable`), and (column,
+  "byte 0x..") of its first field that is not UTF-8, or None."""
   for column, value in row.items():
     problem = _undecodable(value) if isinstance(value, str) else None
     if problem:
-      return column, problem
-  return None
+      return {k: readable(v) if isinstance(v, str) else v for k, v in row.items()}, (column, problem)
+  return row, None
 
 
 def readable(text: str) -> str:

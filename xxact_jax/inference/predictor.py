@@ -50,11 +50,6 @@ class Predictor:
     return getattr(self.ensemble.first, name)
 
   @property
-  def members(self) -> list[model_lib.Model]:
-    """The ensemble's models after the first."""
-    return self.ensemble.models[1:]
-
-  @property
   def workdirs(self) -> list[str]:
     return self.ensemble.workdirs
 
@@ -100,8 +95,7 @@ class Predictor:
   def predict_batch(self, compositions, xrds=None, wavelength=None) -> dict[str, np.ndarray]:
     """Batched predictions for lists of compositions and patterns (see `prepare`); with a
     reference, the class probabilities of a scan it matches are its answer, as in `predict`."""
-    arrays, scans = self._stack(compositions, xrds, wavelength)
-    out = self.predict_arrays(*arrays, measured=[scan is not None for scan in scans])
+    out, scans = self._predict_stacked(compositions, xrds, wavelength)
     out = {k: v for k, v in out.items() if k not in self.embeddings}
     for i, (composition, scan) in enumerate(zip(compositions, scans)):
       if scan is not None:
@@ -137,21 +131,21 @@ class Predictor:
     single = not isinstance(compositions, (list, tuple))
     if single:
       compositions, xrds = [compositions], [xrds]
-    arrays, scans = self._stack(compositions, xrds, wavelength)
-    out = self.predict_arrays(*arrays, measured=[scan is not None for scan in scans])
+    out, _ = self._predict_stacked(compositions, xrds, wavelength)
     result = {k: out[k] for k in self.embeddings}
     return {k: v[0] for k, v in result.items()} if single else result
 
-  def _stack(self, compositions, xrds, wavelength):
-    """(stacked model arrays, each row's scan as prepare_and_parse gives it back, None where
-    none was given: every pattern given to the predictor is a measured scan)."""
+  def _predict_stacked(self, compositions, xrds, wavelength):
+    """(predict_arrays of the rows stacked, each row's scan as prepare_and_parse gives it back,
+    None where none was given: every pattern given to the predictor is a measured scan)."""
     compositions = list(compositions)
     xrds = [None] * len(compositions) if xrds is None else list(xrds)
     if len(xrds) != len(compositions):
       raise ValueError(f"{len(compositions)} compositions but {len(xrds)} patterns")
     rows = [self.prepare_and_parse(c, x, wavelength) for c, x in zip(compositions, xrds)]
-    return (tuple(np.stack(column) for column in zip(*(arrays for arrays, _ in rows))),
-            [scan for _, scan in rows])
+    scans = [scan for _, scan in rows]
+    arrays = (np.stack(column) for column in zip(*(arrays for arrays, _ in rows)))
+    return self.predict_arrays(*arrays, measured=[s is not None for s in scans]), scans
 
 
 def load(workdir="pretrained", checkpoint: str = "best", batch_size: int = 256,

@@ -114,9 +114,7 @@ def robust_l1(prediction: jax.Array, log_std: jax.Array, target: jax.Array,
               valid: jax.Array | None = None) -> jax.Array:
   """CrabNet's RobustL1: mean of sqrt(2) |y - t| exp(-log_std) + log_std over valid entries.
 
-  Args:
-    prediction, log_std, target: float [B].
-    valid: optional bool [B]; defaults to the entries where target is not NaN.
+  All float [B]; `valid` (bool [B]) defaults to the entries where target is not NaN.
   """
   if valid is None:
     valid = ~jnp.isnan(target)

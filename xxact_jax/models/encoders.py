@@ -30,11 +30,8 @@ XRD_INTENSITIES = ("linear", "sqrt")
 
 def check_inputs(species, fractions, xrd, xrd_mask=None, *, needs_composition: bool = True,
                  needs_xrd: bool = True) -> None:
-  """Checks shapes (always, from static shapes) and atomic numbers (when the values are concrete).
-
-  Raises:
-    ValueError: naming the array, its shape and what was expected.
-  """
+  """Checks shapes (always, from static shapes) and atomic numbers (when the values are concrete);
+  a ValueError names the array, its shape and what was expected."""
   shapes = {"species": np.shape(species), "fractions": np.shape(fractions), "xrd": np.shape(xrd)}
   if xrd_mask is not None:
     shapes["xrd_mask"] = np.shape(xrd_mask)
@@ -106,14 +103,8 @@ def fractional_encoding(fractions: jax.Array, dim: int, resolution: int,
   x = min(0.0025 * log2(fraction)^2, 1), and x clipped below at 1/resolution. Computing the same
   row on the fly avoids a 5000 x 256 constant in every program.
 
-  Args:
-    fractions: float [..., K] element fractions (0 for padding).
-    dim: encoding width (d_model // 2).
-    resolution: table size (5000 in CrabNet).
-    log_scale: use the log2 transform.
-
-  Returns:
-    float32 [..., K, dim].
+  fractions: float [..., K] (0 for padding); dim: the encoding width (d_model // 2); resolution:
+  the table size (5000 in CrabNet). Returns float32 [..., K, dim].
   """
   x = fractions.astype(jnp.float32)
   if log_scale:
@@ -132,7 +123,6 @@ class CompositionEncoder(nn.Module):
 
   Attributes:
     config: the composition transformer's sizes and fractional-encoding resolution.
-    layer_config: dropout, dtype, remat, deterministic.
     use_cls: prepend a learnable [CLS] token (the paper's encoder); CrabNet alone has none.
     output_dim: if set, the tokens are projected to this width (the fusion width in XxaCT-NN).
   """
@@ -231,7 +221,6 @@ class XRDEncoder(nn.Module):
       scan range, with its peak count and training-time peak drop), and the measurement
       embedding (a learned vector of the pattern's source, simulated or measured, added to every
       token, so that one model can read ideal patterns as ideal and measured scans as measured).
-    layer_config: dropout, dtype, remat, deterministic.
     output_dim: if set, the tokens are projected to this width (the fusion width in XxaCT-NN).
   """
   config: "config_lib.ModelConfig"

@@ -19,7 +19,6 @@ class Heads(nn.Module):
   """Linear heads on the [CLS] embedding; optional MXM and contrastive parameters.
 
   Attributes:
-    targets: the targets to predict.
     mxm: add activation(Linear(d -> 250)) on each XRD token (masked XRD modelling).
     mxm_activation: "softplus", "relu" (the paper's) or "linear" (model config).
     contrastive: add the learnable log(1/temperature), initialised to log(1/0.07).

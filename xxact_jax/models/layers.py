@@ -166,15 +166,9 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None,
            dropout_module: nn.Module) -> jax.Array:
   """Scaled dot-product attention.
 
-  Args:
-    q: [B, Q, H, Dh] queries.
-    k: [B, K, H, Dh] keys.
-    v: [B, K, H, Dh] values.
-    key_mask: optional bool [B, K], True where a key may be attended to.
-    dropout_module: applied to the attention weights (as PyTorch's MultiheadAttention).
-
-  Returns:
-    [B, Q, H, Dh] in the dtype of `v`.
+  q: [B, Q, H, Dh] queries; k, v: [B, K, H, Dh] keys and values; key_mask: optional bool [B, K],
+  True where a key may be attended to; dropout_module: applied to the attention weights (as
+  PyTorch's MultiheadAttention). Returns [B, Q, H, Dh] in the dtype of `v`.
   """
   q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)

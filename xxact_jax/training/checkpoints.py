@@ -206,8 +206,9 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
 
-  def _checksum_finished_steps(self) -> None:
-    """Writes the checksums of finalised steps that have none (process 0; saves are finished)."""
+  def wait(self):
+    """Finishes the saves, then writes the checksums of finalised steps that have none (process 0)."""
+    self.latest.wait_until_finished()
     if jax.process_index() != 0:
       return
     for name in (LATEST_DIR, BEST_DIR):    # checkpoints_best/: a workdir of an earlier version
@@ -267,10 +268,6 @@ class Checkpointer:
     raise CheckpointError(
         "No intact checkpoint to resume from: " + "; ".join(failures) + ". The damaged ones are "
         f"in {os.path.join(self.workdir, DAMAGED_DIR)}; train into a new --workdir.")
-
-  def wait(self):
-    self.latest.wait_until_finished()
-    self._checksum_finished_steps()
 
   def close(self):
     self.latest.close()
