@@ -44,7 +44,6 @@ without the restriction, and `lattice_allows_label` is how often the lattice all
 --noindexing turns it off; with both off, the model answers alone.
 """
 
-import collections
 import dataclasses
 import os
 import sys
@@ -192,8 +191,7 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, name: 
   m[f"{name}_accuracy"] = float(np.mean(correct))
   m[f"{name}_accuracy_ci95"] = list(significance.wilson_interval(int(correct.sum()), len(y)))
   m[f"{name}_top5_accuracy"] = float(np.mean((top[:, :5] == y[:, None]).any(-1)))
-  counts = collections.Counter(y.tolist())
-  m[f"{name}_majority_rate"] = max(counts.values()) / len(y)
+  m[f"{name}_majority_rate"] = int(np.bincount(y).max()) / len(y)
   if class_names is not None:   # the classes the labels hold
     recall = report_metrics.per_class_accuracy(
         report_metrics.confusion_matrix(y, top[:, 0], len(class_names)))
@@ -267,7 +265,7 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
              **dataclasses.asdict(predictor.preprocessing),   # background, strip_ka2, ...
              "scans": len(rows), "scans_evaluated": len(kept), "scans_failed": len(failed),
              "reference": None, "indexing": None}
-  routes = [d.route for d in identified]
+  routes = np.array([d.route for d in identified])
   cs_labels = np.array([constants.CRYSTAL_SYSTEMS.index(r["crystal_system"])
                         if r["crystal_system"] else -1 for r in kept])
   space_group = targets_lib.get("spacegroup_number")
@@ -284,14 +282,14 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
       metrics["model_crystal_system_accuracy"] = _mean(model_hit, sel)
     if predictor.indexing:
       # The scans whose answer the lattice restricted: indexed, and no reference match.
-      indexed = np.array([d.route == "indexing" for d in identified]) & sel
+      indexed = (routes == "indexing") & sel
       metrics["indexing"] = {
           "indexed": int(indexed.sum()),
           "crystal_system_accuracy_indexed": _mean(hit, indexed),
           "model_crystal_system_accuracy_indexed": _mean(model_hit, indexed),
-          "lattice_allows_label": (float(np.mean([cs_labels[i] in lattices[i].crystal_systems
-                                                  for i in np.flatnonzero(indexed)]))
-                                   if indexed.any() else None)}
+          "lattice_allows_label": _mean(np.array([
+              d.lattice is not None and cs_labels[i] in d.lattice.crystal_systems
+              for i, d in enumerate(identified)]), indexed)}
     if predictor.reference is not None:
       # A row below the similarity threshold does not answer (reference.MIN_SIMILARITY).
       matched = np.array([d.answered for d in identified]) & sel
@@ -312,7 +310,7 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
                 f"{np.mean(cs_labels[sel] == predicted):.1%}")
       # Who answered each scan, how well, and whether its probability means what it says.
       confidence = out["crystal_system"].max(-1)
-      by_route = route_metrics(np.asarray(routes)[sel], hit[sel], model_hit[sel], confidence[sel])
+      by_route = route_metrics(routes[sel], hit[sel], model_hit[sel], confidence[sel])
       metrics["routes"] = by_route
       metrics["expected_calibration_error"] = by_route["all"]["expected_calibration_error"]
       metrics["accuracy_surest_half"] = calibration_report.accuracy_at_coverage(
@@ -331,8 +329,7 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
                             ("uncalibrated", raw["crystal_system"]))}
       calibration_report.risk_coverage_png(
           {"all scans": (confidence[sel], hit[sel]),
-           **{f"{r} route": (confidence[sel][np.asarray(routes)[sel] == r],
-                             hit[sel][np.asarray(routes)[sel] == r])
+           **{f"{r} route": (confidence[sel][routes[sel] == r], hit[sel][routes[sel] == r])
               for r in identification.ROUTES}},
           os.path.join(output, "risk_coverage.png"),
           title="crystal system, measured scans")
@@ -352,7 +349,7 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
                 "label": {k: row[k] for k in LABEL_COLUMNS}}
       if "wavelength_assumed_angstrom" in row:
         record["wavelength_assumed_angstrom"] = row["wavelength_assumed_angstrom"]
-      record["route"] = routes[i]
+      record["route"] = str(routes[i])
       if "crystal_system" in out:
         record["crystal_system"] = constants.CRYSTAL_SYSTEMS[int(out["crystal_system"][i].argmax())]
         record["crystal_system_probabilities"] = {

@@ -146,8 +146,7 @@ def prepare_sample(predictor, sample: Sample):
   """(species, fractions, xrd) of one sample; InputError naming its file, CSV line and field."""
   from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
   from xxact_jax.inference import wavelengths  # pylint: disable=g-import-not-at-top
-  where = sample.source.get("input")
-  line = sample.source.get("line")
+  where, line = sample.source.get("input"), sample.source.get("line")
   if sample.error is not None:
     raise sample.error
   try:

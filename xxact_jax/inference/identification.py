@@ -94,8 +94,8 @@ def identify(composition, scan, wavelength=None, *, targets, reference=None, ind
     with warnings.catch_warnings():
       # Coverage and an assumed wavelength were reported when the scan was prepared for the
       # model; a second, raw copy of each was printed from here.
-      warnings.simplefilter("ignore", resample.PartialCoverageWarning)
-      warnings.simplefilter("ignore", resample.WavelengthAssumedWarning)
+      for category in (resample.PartialCoverageWarning, resample.WavelengthAssumedWarning):
+        warnings.simplefilter("ignore", category)
       # The reference holds background-free patterns: the scan loses its background likewise.
       pattern = inputs.pattern_on_grid(
           scan, wavelength, dataclasses.replace(preprocessing, background="snip"))
@@ -110,9 +110,9 @@ def index(scan, wavelength=None, preprocessing: resample.Preprocessing | None = 
   doublet) and SNIP background removal, whatever the model's preprocessing."""
   with warnings.catch_warnings():
     # A scan at a single wavelength has no Kα2 to strip; coverage was reported for the model.
-    warnings.simplefilter("ignore", resample.PreprocessingWarning)
-    warnings.simplefilter("ignore", resample.PartialCoverageWarning)
-    warnings.simplefilter("ignore", resample.WavelengthAssumedWarning)
+    for category in (resample.PreprocessingWarning, resample.PartialCoverageWarning,
+                     resample.WavelengthAssumedWarning):
+      warnings.simplefilter("ignore", category)
     pattern = inputs.pattern_on_grid(
         scan, wavelength, dataclasses.replace(preprocessing or resample.Preprocessing(),
                                               strip_ka2=True, background="none",

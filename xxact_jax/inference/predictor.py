@@ -23,15 +23,11 @@ from xxact_jax.inference.errors import InputError
 class Predictor:
   """Predictions and embeddings of a trained model or ensemble (inference/ensemble.py).
 
-  Measured scans are prepared with `preprocessing` (resample.Preprocessing: background removal,
-  Kα2 stripping); change it with `predictor.preprocessing = Preprocessing(...)`. With a
-  `reference` (inference/reference.py), a scan whose composition the reference dataset holds gets
-  the crystal system and space group of its best-matching row (phase identification); the model
-  answers for the others. With `indexing` (default on), the model's answer for a scan that no
-  reference row matches is restricted to the crystal systems of the cubic, tetragonal, hexagonal
-  or orthorhombic lattice that indexes the scan's lines, when one does
-  (inference/identification.py). The first model's attributes (config, params, step, workdir,
-  max_elements, uses_xrd, embeddings, temperatures, ...) are the predictor's.
+  Measured scans are prepared with `preprocessing` (resample.Preprocessing; change it with
+  `predictor.preprocessing = Preprocessing(...)`) and identified with `reference` and `indexing`
+  as `load` describes (inference/identification.py). The first model's attributes (config,
+  params, step, workdir, max_elements, uses_xrd, embeddings, temperatures, ...) are the
+  predictor's.
   """
 
   def __init__(self, model: model_lib.Model | ensemble_lib.Ensemble,
@@ -167,10 +163,8 @@ def load(workdir="pretrained", checkpoint: str = "best", batch_size: int = 256,
   (inference/reference.py): "auto" (default) the training split of the checkpoint's dataset when
   it is still on disk, "none", or the path of a prepared dataset.
   `indexing`: whether the model's answer for a measured scan no reference row matches is
-  restricted to the systems of the lattice that indexes it (inference/indexing.py).
-
-  Raises:
-    InputError: naming the workdir when it holds no usable checkpoint.
+  restricted to the systems of the lattice that indexes it (inference/indexing.py). A workdir
+  without a usable checkpoint raises an InputError naming it.
   """
   from xxact_jax.inference import pretrained  # pylint: disable=g-import-not-at-top
   if workdir is None or workdir in pretrained.NAMES or pretrained.is_model_dir(workdir):

@@ -214,13 +214,8 @@ class XRDEncoder(nn.Module):
   """Transformer over XRD tokens with a learnable [CLS] and learnable positional embeddings.
 
   Attributes:
-    config: the model config: `xrd` (the transformer's sizes) and the `xrd_*` fields: the input
-      scale and intensity transform (`xrd_input`), the stem ("patch": the paper's linear
-      projection per 250-point token, "conv": `conv_stem`, "peaks": one token per peak found in
-      the pattern, models/peak_tokens.py, invariant by construction to background, peak shape and
-      scan range, with its peak count and training-time peak drop), and the measurement
-      embedding (a learned vector of the pattern's source, simulated or measured, added to every
-      token, so that one model can read ideal patterns as ideal and measured scans as measured).
+    config: the model config: `xrd` (the transformer's sizes) and the `xrd_*` fields (input
+      scale and intensity, stem, peaks, measurement embedding; models/config.py says each).
     output_dim: if set, the tokens are projected to this width (the fusion width in XxaCT-NN).
   """
   config: "config_lib.ModelConfig"

@@ -19,14 +19,12 @@ class Heads(nn.Module):
   """Linear heads on the [CLS] embedding; optional MXM and contrastive parameters.
 
   Attributes:
-    mxm: add activation(Linear(d -> 250)) on each XRD token (masked XRD modelling).
-    mxm_activation: "softplus", "relu" (the paper's) or "linear" (model config).
+    mxm: add mxm_activation(Linear(d -> 250)) on each XRD token (masked XRD modelling).
     contrastive: add the learnable log(1/temperature), initialised to log(1/0.07).
     layer_config: its dtype is the compute dtype (the heads have no dropout).
     log_std: regression targets also output `<target>_log_std` (a second linear layer), the
       predicted log σ that CrabNet's RobustL1 loss needs.
-    hidden: widths of ReLU layers before each target's output layer; () is the paper's linear
-      head.
+    hidden: widths of ReLU layers before each target's output layer; () is the paper's.
   """
   targets: Sequence[str]
   mxm: bool

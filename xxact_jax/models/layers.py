@@ -42,9 +42,8 @@ class LayerConfig:
     dropout_bits: 32 draws one 32-bit random number per element (flax's nn.Dropout); 16 or 8
       split each 32-bit draw into 2 or 4 narrower ones, with the keep probability rounded to
       a multiple of 2^-bits and the scale matched to it, so the output stays unbiased.
-    fused_attention, fused_norm, fused_bias_grad: the Pallas kernels of models/kernels/ for the
-      transformer layers' attention, LayerNorm(x + dropout(h)) and dense bias gradients (same
-      parameters; dropout drawn by the kernels' own hash at the same rate). Off by default.
+    fused_attention, fused_norm, fused_bias_grad: the Pallas kernels of models/kernels/
+      (models/config.py `ModelConfig`); dropout drawn by the kernels' own hash at the same rate.
   """
   dropout: float
   dtype: Dtype

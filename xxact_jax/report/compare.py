@@ -23,20 +23,6 @@ from xxact_jax.report import plots
 DEFAULT_METRICS = ("eval/formation_energy_per_atom_mae", "eval/crystal_system_accuracy")
 
 
-def total_steps(workdir: str, records: list[dict]) -> int:
-  """Planned training length: config.json's num_train_steps, else the last logged step."""
-  config_path = os.path.join(workdir, "config.json")
-  if os.path.isfile(config_path):
-    with open(config_path) as f:
-      try:
-        planned = json.load(f).get("num_train_steps", -1)
-      except (json.JSONDecodeError, AttributeError):
-        planned = -1
-    if isinstance(planned, int) and planned > 0:
-      return planned
-  return max(int(r["step"]) for r in records)
-
-
 def compare(workdirs: list[str], metric: str, fraction: float = 0.25,
             threshold: float | None = None, names: list[str] | None = None) -> dict:
   """Threshold, steps to reach it and speed-up versus the first run, for one metric."""
@@ -50,8 +36,17 @@ def compare(workdirs: list[str], metric: str, fraction: float = 0.25,
       raise InputError(f"metric {metric!r} never logged; logged metrics: "
                        + ", ".join(curves.metric_keys(records)),
                        path=os.path.join(workdir, "metrics.jsonl"))
+    # The planned training length: config.json's num_train_steps, else the last logged step.
+    planned = -1
+    if os.path.isfile(os.path.join(workdir, "config.json")):
+      with open(os.path.join(workdir, "config.json")) as f:
+        try:
+          planned = json.load(f).get("num_train_steps", -1)
+        except (json.JSONDecodeError, AttributeError):
+          pass
     runs.append({"name": name, "workdir": workdir, "steps": steps, "values": values,
-                 "total_steps": total_steps(workdir, records)})
+                 "total_steps": planned if isinstance(planned, int) and planned > 0
+                                else max(int(r["step"]) for r in records)})
   reference = runs[0]
   threshold_step = None
   if threshold is None:   # the evaluation nearest `fraction` of training (the earlier on ties)

@@ -203,9 +203,6 @@ class Checkpointer:
                       os.path.join(workdir, LATEST_DIR, str(step)), problem, dest)
     self.latest = _manager(os.path.join(workdir, LATEST_DIR), keep, best_metric)
 
-  def latest_step(self) -> int | None:
-    return self.latest.latest_step()
-
   def wait(self):
     """Finishes the saves, then writes the checksums of finalised steps that have none (process 0)."""
     self.latest.wait_until_finished()
@@ -335,11 +332,8 @@ def restore_checkpoint(workdir: str, checkpoint: str = "best") -> RestoredCheckp
     extra = dict(restored["extra"])
     params = jax.tree.map(np.asarray, restored["params"])
     logging.info("Restored parameters of step %d from %s", step, path)
-    config = ml_collections.ConfigDict(extra["config"])
-    stored_config.upgrade(config)
-    return RestoredCheckpoint(params=params, config=config,
-                              target_stats=extra["target_stats"], step=step, path=path,
-                              extra=extra)
+    config = stored_config.upgrade(ml_collections.ConfigDict(extra["config"]))
+    return RestoredCheckpoint(params, config, extra["target_stats"], step, path, extra)
   raise CheckpointError("Cannot restore parameters from any checkpoint: " + "; ".join(failures))
 
 

@@ -195,7 +195,6 @@ def experiment(model_name: str, objective: str, arg: str | None, *, recipe: dict
 
   `size` picks the model size (models/config.py: paper, small, tiny); runlocal implies tiny.
   `loss` sets the regression loss (mse | l1 | robust_l1; robust_l1 adds the log-std outputs).
-
   `targets` may be "paper" (formation energy + crystal system, the paper's multi-target setting),
   "all", or target names joined by "+".
   """

@@ -53,8 +53,13 @@ def create_train_state(config, model_config, mesh, max_elements: int, target_sta
   abstract_state = jax.eval_shape(init_fn, jax.random.key(config.seed))
   shardings = sharding_lib.state_shardings(mesh, abstract_state, config.sharding.fsdp)
   num_params = int(parameter_overview.count_parameters(abstract_state["params"]))
-  train_step = step_lib.jit_train_step(model, tx, schedule, config, target_stats, mesh,
-                                       shardings, scattering)
+  # Explicit shardings: state as given, the batch split along `data`, metrics replicated; the
+  # incoming state is donated so its buffers are reused in place.
+  train_step = jax.jit(
+      step_lib.make_train_step(model, tx, schedule, config, target_stats,
+                               num_shards=mesh.shape[sharding_lib.DATA_AXIS], scattering=scattering),
+      in_shardings=(shardings, sharding_lib.batch_sharding(mesh)),
+      out_shardings=(shardings, sharding_lib.replicated(mesh)), donate_argnums=(0,))
   return TrainState(model, tx, schedule, init_fn, abstract_state, shardings, num_params,
                     train_step)
 

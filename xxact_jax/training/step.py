@@ -172,15 +172,3 @@ def make_eval_step(model, config, target_stats):
     return res
 
   return eval_step
-
-
-def jit_train_step(model, tx, schedule, config, target_stats, mesh, state_shardings,
-                   scattering=None):
-  """The train step jitted with explicit shardings: state as given, the batch split along `data`,
-  metrics replicated; the incoming state is donated so its buffers are reused in place."""
-  from xxact_jax.training import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-  return jax.jit(
-      make_train_step(model, tx, schedule, config, target_stats,
-                      num_shards=mesh.shape[sharding_lib.DATA_AXIS], scattering=scattering),
-      in_shardings=(state_shardings, sharding_lib.batch_sharding(mesh)),
-      out_shardings=(state_shardings, sharding_lib.replicated(mesh)), donate_argnums=(0,))

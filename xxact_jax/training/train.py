@@ -221,8 +221,7 @@ def check_workdir(config, model_config, workdir: str):
   new = ckpt_lib.config_to_json(config, model_config)
   if os.path.exists(path):
     with open(path) as f:
-      old = json.load(f)
-    old = json.loads(json.dumps(stored_config.upgrade(old)))
+      old = json.loads(json.dumps(stored_config.upgrade(json.load(f))))
     diffs = _differences(old.get("model", {}), new["model"], "model.")
     if diffs:
       key, there, now = diffs[0]
@@ -312,19 +311,18 @@ def _train(config, model_config, workdir, data_path, ds_train, ds_eval, target_s
   trainer = setup_lib.create_train_state(config, model_config, mesh, max_elements, target_stats,
                                          total_steps, scattering)
   model, tx, state_shardings = trainer.model, trainer.tx, trainer.shardings
-  rng = jax.random.key(config.seed)
   logging.info("Model %s: %.2f M parameters; %d train / %d eval examples; %d steps of %d",
                config.model.name, trainer.num_params / 1e6, len(ds_train), len(ds_eval),
                total_steps, config.global_batch_size)
 
   checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints, config.best_metric)
   data_state = None
-  if checkpointer.latest_step() is not None:
+  if checkpointer.latest.latest_step() is not None:
     state, data_state, extra = checkpointer.restore(trainer.abstract_with_shardings())
     target_stats = extra.get("target_stats", target_stats)
     logging.info("Resumed from %s at step %d", workdir, int(state["step"]))
   else:
-    state = trainer.init(rng)
+    state = trainer.init(jax.random.key(config.seed))
     if config.init_from:
       pretrained, _, _ = ckpt_lib.restore_params(config.init_from, config.init_checkpoint)
       params, loaded, skipped = merge_pretrained(jax.device_get(state["params"]), pretrained,
