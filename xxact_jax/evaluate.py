@@ -205,21 +205,6 @@ def _mean(values: np.ndarray, sel: np.ndarray) -> float | None:
   return float(values[sel].mean()) if sel.any() else None
 
 
-def route_metrics(routes, correct, model_correct, confidence) -> dict:
-  """Per route (who answered each scan): scans, accuracy, the model's own accuracy on them,
-  mean confidence and expected calibration error; and the same over all scans."""
-  routes = np.asarray(routes)
-  result = {}
-  for name in identification.ROUTES + ("all",):
-    sel = np.ones(routes.shape, bool) if name == "all" else routes == name
-    result[name] = {
-        "scans": int(sel.sum()), "accuracy": _mean(correct, sel),
-        "model_accuracy": _mean(model_correct, sel), "mean_confidence": _mean(confidence, sel),
-        "expected_calibration_error": calibration_report.expected_calibration_error(
-            confidence[sel], correct[sel])}
-  return result
-
-
 def evaluate_measured(workdir, index_csv, output, checkpoint="best",
                       preprocessing: resample.Preprocessing | None = None,
                       batch_size=256, reference="auto", indexing=True,
@@ -310,7 +295,16 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
                 f"{np.mean(cs_labels[sel] == predicted):.1%}")
       # Who answered each scan, how well, and whether its probability means what it says.
       confidence = out["crystal_system"].max(-1)
-      by_route = route_metrics(routes[sel], hit[sel], model_hit[sel], confidence[sel])
+      # Per route (and over all scans): scans, accuracy, the model's own accuracy, mean
+      # confidence and expected calibration error.
+      by_route = {}
+      for name in identification.ROUTES + ("all",):
+        on = sel & (routes == name) if name != "all" else sel
+        by_route[name] = {
+            "scans": int(on.sum()), "accuracy": _mean(hit, on),
+            "model_accuracy": _mean(model_hit, on), "mean_confidence": _mean(confidence, on),
+            "expected_calibration_error": calibration_report.expected_calibration_error(
+                confidence[on], hit[on])}
       metrics["routes"] = by_route
       metrics["expected_calibration_error"] = by_route["all"]["expected_calibration_error"]
       metrics["accuracy_surest_half"] = calibration_report.accuracy_at_coverage(

@@ -227,14 +227,10 @@ class XRDEncoder(nn.Module):
                measured: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
     """Returns (tokens [B, 1 + T, D], token mask bool [B, 1 + T] or None when every token is
     real): the [CLS] embedding first, then one per XRD token (17 profile patches, or up to
-    `max_peaks` peaks with stem="peaks", the absent ones masked).
-
-    Args:
-      xrd: [B, 4250] pattern.
-      xrd_mask: optional bool [B, 17]; True tokens are replaced by the learned [MASK] token.
-      measured: optional bool [B] (or a scalar for the whole batch): True for a measured scan
-        (or a pattern augmented as one), False or None for a simulated pattern. Read only with
-        `measurement_embedding`.
+    `max_peaks` peaks with stem="peaks", the absent ones masked). xrd: [B, 4250] pattern;
+    xrd_mask: optional bool [B, 17], True tokens replaced by the learned [MASK] token; measured:
+    optional bool [B] (or a scalar for the whole batch), True for a measured scan (or a pattern
+    augmented as one), read only with `xrd_measurement_embedding`.
     """
     cfg = self.config.xrd
     dtype = self.layer_config.dtype

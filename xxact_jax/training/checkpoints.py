@@ -111,18 +111,6 @@ def tracked_best_step(directory: str) -> int | None:
   return None if best is None else best[1]
 
 
-def _jsonable(x):
-  if isinstance(x, bytes):
-    return {"__bytes__": x.decode("latin-1")}
-  return x
-
-
-def _from_jsonable(x):
-  if isinstance(x, dict) and set(x) == {"__bytes__"}:
-    return x["__bytes__"].encode("latin-1")
-  return x
-
-
 def _crc32(path: str) -> int:
   crc = 0
   with open(path, "rb") as f:
@@ -189,9 +177,7 @@ class Checkpointer:
   the best one)."""
 
   def __init__(self, workdir: str, keep: int, best_metric: str):
-    self.workdir = workdir
-    self.best_metric = best_metric
-    self.keep = keep
+    self.workdir, self.best_metric, self.keep = workdir, best_metric, keep
     # A step whose metrics file is damaged would stop the manager as it opens: set it aside
     # first, as any damaged step is (the resume then starts from the newest intact one).
     for step in _steps_newest_first(os.path.join(workdir, LATEST_DIR)):
@@ -204,7 +190,7 @@ class Checkpointer:
     self.latest = _manager(os.path.join(workdir, LATEST_DIR), keep, best_metric)
 
   def wait(self):
-    """Finishes the saves, then writes the checksums of finalised steps that have none (process 0)."""
+    """Finishes the saves; writes the checksums of finalised steps that have none (process 0)."""
     self.latest.wait_until_finished()
     if jax.process_index() != 0:
       return
@@ -228,7 +214,9 @@ class Checkpointer:
     self.latest.save(step, args=ocp.args.Composite(
         params=ocp.args.StandardSave(state["params"]),
         train=ocp.args.StandardSave({"step": state["step"], "opt_state": state["opt_state"]}),
-        data_iter=ocp.args.JsonSave({"state": _jsonable(data_state)}),
+        # An iterator state of bytes is stored as {"__bytes__": its latin-1 text}.
+        data_iter=ocp.args.JsonSave({"state": {"__bytes__": data_state.decode("latin-1")}
+                                     if isinstance(data_state, bytes) else data_state}),
         extra=ocp.args.JsonSave(extra)), metrics=metrics, force=True)
 
   def restore(self, abstract_state) -> tuple[Any, Any, dict]:
@@ -256,7 +244,10 @@ class Checkpointer:
           logging.warning("Resuming from step %d, the newest intact checkpoint", step)
         state = {"step": restored["train"]["step"], "params": restored["params"],
                  "opt_state": restored["train"]["opt_state"]}
-        return state, _from_jsonable(restored["data_iter"]["state"]), restored["extra"]
+        data_state = restored["data_iter"]["state"]
+        if isinstance(data_state, dict) and set(data_state) == {"__bytes__"}:
+          data_state = data_state["__bytes__"].encode("latin-1")
+        return state, data_state, restored["extra"]
       dest = _set_aside(self.workdir, step, problem)
       self.latest.close()   # reopened without the step set aside
       self.latest = _manager(os.path.join(self.workdir, LATEST_DIR), self.keep, self.best_metric)

@@ -15,8 +15,7 @@ class MetricWriter:
   def __init__(self, workdir: str, tensorboard: bool = True, resume_step: int | None = None):
     """`resume_step`: drop rows of metrics.jsonl after this step (a resumed run rewrites them)."""
     self.active = jax.process_index() == 0
-    self._jsonl = None
-    self._tb = None
+    self._jsonl = self._tb = None
     if not self.active:
       return
     path = os.path.join(workdir, "metrics.jsonl")
@@ -75,10 +74,8 @@ class RateTracker:
   """Steps/s, samples/s and ETA between logged steps."""
 
   def __init__(self, start_step: int, total_steps: int, batch_size: int):
-    self.total = total_steps
-    self.batch = batch_size
-    self._step = start_step
-    self._time = time.perf_counter()
+    self.total, self.batch = total_steps, batch_size
+    self._step, self._time = start_step, time.perf_counter()
 
   def update(self, step: int) -> dict:
     now = time.perf_counter()

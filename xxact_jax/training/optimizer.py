@@ -4,6 +4,15 @@ import jax
 import optax
 
 
+def learning_rate_schedule(opt_config, total_steps: int) -> optax.Schedule:
+  """Linear warmup init_lr → peak_lr over warmup_fraction of training, cosine decay to end_lr."""
+  warmup = max(1, int(round(opt_config.warmup_fraction * total_steps)))
+  return optax.warmup_cosine_decay_schedule(
+      init_value=opt_config.init_lr, peak_value=opt_config.peak_lr,
+      warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1),
+      end_value=opt_config.end_lr)
+
+
 def trainable_mask(params, trainable: str):
   """Pytree of bools: True for parameters that are updated. "" = all, "heads" = heads only."""
   if not trainable:
@@ -17,13 +26,7 @@ def trainable_mask(params, trainable: str):
 
 
 def make_optimizer(opt_config, total_steps: int, trainable: str = ""):
-  """(AdamW, its learning-rate schedule): linear warmup init_lr → peak_lr over warmup_fraction of
-  training, then cosine decay to end_lr."""
-  warmup = max(1, int(round(opt_config.warmup_fraction * total_steps)))
-  schedule = optax.warmup_cosine_decay_schedule(
-      init_value=opt_config.init_lr, peak_value=opt_config.peak_lr,
-      warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1),
-      end_value=opt_config.end_lr)
+  schedule = learning_rate_schedule(opt_config, total_steps)
   tx = optax.adamw(schedule, b1=opt_config.b1, b2=opt_config.b2,
                    weight_decay=opt_config.weight_decay)
   if opt_config.grad_clip_norm > 0:

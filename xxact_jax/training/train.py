@@ -275,15 +275,7 @@ def train_and_evaluate(config, workdir: str):
   model_config = defaults.model_of(config)
   data_path, ds_train, ds_eval = open_splits(config)
   target_stats = target_statistics(ds_train.metadata, config.targets, data_path)
-  scattering = None   # the atomic scattering parameters, with data.xrd_source="simulated"
-  if step_lib.simulates_xrd(config):
-    if not ds_train.has_structures:
-      extra = f", {config.data.extra_train}" if config.data.extra_train else ""
-      raise ValueError(
-          f'data.xrd_source="simulated" needs stored crystal structures, and the training data '
-          f"({data_path!r}{extra}) holds none: prepare it with --store_structures, or use "
-          f'data.xrd_source="stored"')
-    scattering = structures_lib.coefficient_table(ds_train.metadata)
+  scattering = scattering_parameters(config, ds_train, data_path)
   if config.global_batch_size > len(ds_train):
     raise ValueError(
         f"global_batch_size={config.global_batch_size} exceeds the {len(ds_train)} examples of the "
@@ -294,6 +286,20 @@ def train_and_evaluate(config, workdir: str):
     check_workdir(config, model_config, workdir)
     return _train(config, model_config, workdir, data_path, ds_train, ds_eval, target_stats,
                   scattering)
+
+
+def scattering_parameters(config, ds_train, data_path: str):
+  """The training data's atomic scattering parameters with data.xrd_source="simulated" (None
+  otherwise); a clear error when it stores no structures."""
+  if not step_lib.simulates_xrd(config):
+    return None
+  if not ds_train.has_structures:
+    extra = f", {config.data.extra_train}" if config.data.extra_train else ""
+    raise ValueError(
+        f'data.xrd_source="simulated" needs stored crystal structures, and the training data '
+        f"({data_path!r}{extra}) holds none: prepare it with --store_structures, or use "
+        f'data.xrd_source="stored"')
+  return structures_lib.coefficient_table(ds_train.metadata)
 
 
 def _train(config, model_config, workdir, data_path, ds_train, ds_eval, target_stats,
