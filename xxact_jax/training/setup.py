@@ -56,8 +56,8 @@ def create_train_state(config, model_config, mesh, max_elements: int, target_sta
   # Explicit shardings: state as given, the batch split along `data`, metrics replicated; the
   # incoming state is donated so its buffers are reused in place.
   train_step = jax.jit(
-      step_lib.make_train_step(model, tx, schedule, config, target_stats,
-                               num_shards=mesh.shape[sharding_lib.DATA_AXIS], scattering=scattering),
+      step_lib.make_train_step(model, tx, schedule, config, target_stats, scattering=scattering,
+                               num_shards=mesh.shape[sharding_lib.DATA_AXIS]),
       in_shardings=(shardings, sharding_lib.batch_sharding(mesh)),
       out_shardings=(shardings, sharding_lib.replicated(mesh)), donate_argnums=(0,))
   return TrainState(model, tx, schedule, init_fn, abstract_state, shardings, num_params,
