@@ -334,7 +334,8 @@ def test_an_ensemble_takes_members_whose_targets_differ_in_order(workdir, predic
 
   monkeypatch.setattr(model_lib, "load", reordered)
   ensemble = predictor_lib.load(f"{workdir},{copy}")
-  assert len(ensemble.members) == 1 and ensemble.members[0].targets != ensemble.targets
+  models = ensemble.ensemble.models
+  assert len(models) == 2 and models[1].targets != ensemble.targets
   with pytest.warns(UserWarning):
     alone = predictor.predict("NaCl", fixture("NaCl_CuKa.csv"))
   with pytest.warns(UserWarning):

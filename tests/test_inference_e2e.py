@@ -414,8 +414,8 @@ def test_an_ensemble_averages_its_models_outputs(workdir, predictor, test_split,
   copy = str(tmp_path / "copy")   # one run given twice is refused: a copy stands for a 2nd run
   shutil.copytree(workdir, copy)
   ensemble = xxact_jax.load(f"{workdir},{copy}")
-  assert len(ensemble.members) == 1
-  other = ensemble.members[0]
+  assert len(ensemble.ensemble.models) == 2
+  other = ensemble.ensemble.models[1]
   other.params = jax.tree.map(lambda x: x * 0.7, other.params)
   mine = predictor.predict_arrays(species, fractions, xrd)
   theirs = other.predict_arrays(species, fractions, xrd)

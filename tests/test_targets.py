@@ -14,13 +14,12 @@ def test_space_group_labels_map_to_class_indices_and_back():
   np.testing.assert_array_equal(index, [0, 229, -1, -1, 224])
   np.testing.assert_array_equal(sg.is_labelled(labels), [True, True, False, False, True])
   assert sg.label_of(224) == 225 and sg.head_width == 230 and not sg.is_regression
-  assert sg.class_name(0) == "1"
 
 
 def test_crystal_system_has_named_classes_and_no_offset():
   cs = targets.get("crystal_system")
   np.testing.assert_array_equal(cs.class_index(np.array([0, 6, -1])), [0, 6, -1])
-  assert cs.class_name(6) == "cubic" and cs.head_width == 7
+  assert cs.class_names[6] == "cubic" and cs.head_width == 7
 
 
 def test_regression_targets_standardise_and_back():

@@ -57,8 +57,7 @@ def parse(flag_values: flags.FlagValues, argv: Sequence[str] | None = None, doc:
 
 
 def input_errors(main):
-  """`main` answering an InputError (a bad file, record or field) with one `error:` line and
-  status 2."""
+  """`main` answering an InputError (a bad file, record or field): one `error:` line, status 2."""
   @functools.wraps(main)
   def wrapped(argv=None):
     try:

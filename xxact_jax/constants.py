@@ -27,12 +27,9 @@ def two_theta_grid() -> np.ndarray:
 
 # The targets are defined in targets.py (kinds, classes, label offsets, units); their names are
 # re-exported here for the modules that only need the lists.
-from xxact_jax.targets import ALL_TARGETS  # noqa: F401,E402  pylint: disable=g-import-not-at-top,unused-import
-from xxact_jax.targets import CLASSIFICATION_TARGETS  # noqa: F401,E402  pylint: disable=g-import-not-at-top,unused-import
-from xxact_jax.targets import CRYSTAL_SYSTEMS  # noqa: F401,E402  pylint: disable=g-import-not-at-top,unused-import
-from xxact_jax.targets import NUM_SPACE_GROUPS  # noqa: F401,E402  pylint: disable=g-import-not-at-top,unused-import
-from xxact_jax.targets import REGRESSION_TARGETS  # noqa: F401,E402  pylint: disable=g-import-not-at-top,unused-import
-from xxact_jax.targets import TARGET_UNITS  # noqa: F401,E402  pylint: disable=g-import-not-at-top,unused-import
+from xxact_jax.targets import (  # noqa: E402  pylint: disable=g-import-not-at-top,unused-import
+    ALL_TARGETS, CLASSIFICATION_TARGETS, CRYSTAL_SYSTEMS, NUM_SPACE_GROUPS,  # noqa: F401
+    REGRESSION_TARGETS, TARGET_UNITS)  # noqa: F401
 
 # Element symbols, index + 1 = atomic number; 0 is the padding id.
 ELEMENTS = (

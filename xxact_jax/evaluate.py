@@ -44,7 +44,7 @@ without the restriction, and `lattice_allows_label` is how often the lattice all
 --noindexing turns it off; with both off, the model answers alone.
 """
 
-import collections
+import dataclasses
 import os
 import sys
 import time
@@ -110,14 +110,13 @@ def read_index(path: str) -> list[dict]:
     raise InputError(f"no label column: expected one of {list(LABEL_COLUMNS)}", path=path)
   rows = []
   for line, row in table:
-    undecodable = inputs.undecodable_field(row)
+    row, undecodable = inputs.decode_row(row)
+    entry = {"id": row.get("id") or row["file"], "line": line, "index": path,
+             "path": os.path.join(base, row["file"] or "")}
     if undecodable:
-      row = {k: inputs.readable(v) if isinstance(v, str) else v for k, v in row.items()}
       column, problem = undecodable
-      rows.append({"id": row.get("id") or row["file"], "line": line, "index": path,
-                   "path": os.path.join(base, row["file"] or ""),
-                   "error": str(InputError(f"is not valid UTF-8 ({problem})", path=path,
-                                           line=line, field=column))})
+      rows.append(dict(entry, error=str(InputError(f"is not valid UTF-8 ({problem})", path=path,
+                                                   line=line, field=column))))
       continue
     label = (row.get("crystal_system") or "").strip().lower()
     if label and label not in constants.CRYSTAL_SYSTEMS:
@@ -135,10 +134,8 @@ def read_index(path: str) -> list[dict]:
         wavelength = wavelengths.parse_wavelength(wavelength)
       except ValueError as e:
         raise InputError(str(e), path=path, line=line, field="wavelength_angstrom") from None
-    rows.append({"id": row.get("id") or row["file"], "line": line, "index": path,
-                 "path": os.path.join(base, row["file"] or ""),
-                 "formula": (row["formula"] or "").strip(), "wavelength": wavelength or None,
-                 "crystal_system": label or None, "spacegroup_number": int(sg) if sg else None})
+    rows.append(dict(entry, formula=(row["formula"] or "").strip(), wavelength=wavelength or None,
+                     crystal_system=label or None, spacegroup_number=int(sg) if sg else None))
   if not rows:
     raise InputError("no rows", path=path)
   return rows
@@ -167,16 +164,15 @@ def load_inputs(predictor, rows):
           row["wavelength_assumed_angstrom"] = wavelengths.CU_KA
         else:
           warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-      arrays.append(prepared)
     except InputError as e:
       failed.append((row, str(e)))
-      continue
     except ValueError as e:   # the formula (shared parser): this row alone, as in predict
       failed.append((row, str(InputError(str(e), path=row.get("index"), line=row["line"],
                                          field="formula"))))
-      continue
-    row["scan"] = scan
-    kept.append(row)
+    else:
+      arrays.append(prepared)
+      row["scan"] = scan
+      kept.append(row)
   progress.update(len(rows), len(failed))
   return arrays, kept, failed
 
@@ -195,8 +191,7 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, name: 
   m[f"{name}_accuracy"] = float(np.mean(correct))
   m[f"{name}_accuracy_ci95"] = list(significance.wilson_interval(int(correct.sum()), len(y)))
   m[f"{name}_top5_accuracy"] = float(np.mean((top[:, :5] == y[:, None]).any(-1)))
-  counts = collections.Counter(y.tolist())
-  m[f"{name}_majority_rate"] = max(counts.values()) / len(y)
+  m[f"{name}_majority_rate"] = int(np.bincount(y).max()) / len(y)
   if class_names is not None:   # the classes the labels hold
     recall = report_metrics.per_class_accuracy(
         report_metrics.confusion_matrix(y, top[:, 0], len(class_names)))
@@ -205,44 +200,9 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, name: 
   return m
 
 
-def confusion_png(labels, predictions, path: str):
-  """The crystal-system confusion matrix of measured scans (report/plots.py's figure)."""
-  from xxact_jax.report import plots  # pylint: disable=g-import-not-at-top
-  names = constants.CRYSTAL_SYSTEMS
-  plots.plot_confusion(report_metrics.confusion_matrix(labels, predictions, len(names)), names, path,
-                       title=f"crystal system, {len(labels)} measured scans, accuracy "
-                             f"{np.mean(np.asarray(labels) == np.asarray(predictions)):.1%}")
-
-
-ROUTES = identification.ROUTES
-
-
-def route_metrics(routes, correct, model_correct, confidence) -> dict:
-  """Per route (who answered each scan): scans, accuracy, the model's own accuracy on them,
-  mean confidence and expected calibration error; and the same over all scans."""
-  routes = np.asarray(routes)
-  result = {}
-  for name in ROUTES + ("all",):
-    sel = np.ones(routes.shape, bool) if name == "all" else routes == name
-    result[name] = {
-        "scans": int(sel.sum()),
-        "accuracy": float(correct[sel].mean()) if sel.any() else None,
-        "model_accuracy": float(model_correct[sel].mean()) if sel.any() else None,
-        "mean_confidence": float(confidence[sel].mean()) if sel.any() else None,
-        "expected_calibration_error": calibration_report.expected_calibration_error(
-            confidence[sel], correct[sel])}
-  return result
-
-
-def route_table(by_route: dict) -> str:
-  """The per-route metrics as a few lines for the terminal."""
-  pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"
-  lines = ["route       scans  accuracy  model alone  confidence  ECE"]
-  for name, m in by_route.items():
-    ece = "–" if m["expected_calibration_error"] is None else f"{m['expected_calibration_error']:.3f}"
-    lines.append(f"{name:<10} {m['scans']:>6}  {pct(m['accuracy']):>8}  "
-                 f"{pct(m['model_accuracy']):>11}  {pct(m['mean_confidence']):>10}  {ece}")
-  return "\n".join(lines)
+def _mean(values: np.ndarray, sel: np.ndarray) -> float | None:
+  """The mean of `values` where `sel` holds; None where it holds nowhere."""
+  return float(values[sel].mean()) if sel.any() else None
 
 
 def evaluate_measured(workdir, index_csv, output, checkpoint="best",
@@ -281,20 +241,16 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
       warnings.simplefilter("ignore", resample.PartialCoverageWarning)
       identified.append(predictor.identify(row["formula"], row["scan"], row["wavelength"]))
     progress.advance(1)
-  matches = [d.match for d in identified] if predictor.reference is not None else []
   lattices = [d.lattice for d in identified]
-  for i, identification in enumerate(identified):
-    identification.apply(out, i)
+  for i, found in enumerate(identified):
+    found.apply(out, i)
   metrics = {"workdir": ",".join(os.path.abspath(w) for w in predictor.workdirs),
              "ensemble": len(predictor.ensemble.models), "index": os.path.abspath(index_csv),
              "checkpoint": checkpoint, "step": predictor.step,
-             "background": predictor.preprocessing.background,
-             "strip_ka2": predictor.preprocessing.strip_ka2,
-             "redraw_peaks": predictor.preprocessing.redraw_peaks,
-             "min_coverage_deg": predictor.preprocessing.min_coverage_deg,
+             **dataclasses.asdict(predictor.preprocessing),   # background, strip_ka2, ...
              "scans": len(rows), "scans_evaluated": len(kept), "scans_failed": len(failed),
              "reference": None, "indexing": None}
-  routes = [d.route for d in identified]
+  routes = np.array([d.route for d in identified])
   cs_labels = np.array([constants.CRYSTAL_SYSTEMS.index(r["crystal_system"])
                         if r["crystal_system"] else -1 for r in kept])
   space_group = targets_lib.get("spacegroup_number")
@@ -308,35 +264,47 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
     model_hit = model_out["crystal_system"].argmax(-1) == cs_labels
     hit = out["crystal_system"].argmax(-1) == cs_labels
     if predictor.reference is not None or predictor.indexing:
-      metrics["model_crystal_system_accuracy"] = float(model_hit[sel].mean()) if sel.any() else None
+      metrics["model_crystal_system_accuracy"] = _mean(model_hit, sel)
     if predictor.indexing:
       # The scans whose answer the lattice restricted: indexed, and no reference match.
-      indexed = np.array([d.route == "indexing" for d in identified]) & sel
+      indexed = (routes == "indexing") & sel
       metrics["indexing"] = {
           "indexed": int(indexed.sum()),
-          "crystal_system_accuracy_indexed": float(hit[indexed].mean()) if indexed.any() else None,
-          "model_crystal_system_accuracy_indexed": (float(model_hit[indexed].mean())
-                                                    if indexed.any() else None),
-          "lattice_allows_label": (float(np.mean([cs_labels[i] in lattices[i].crystal_systems
-                                                  for i in np.flatnonzero(indexed)]))
-                                   if indexed.any() else None)}
+          "crystal_system_accuracy_indexed": _mean(hit, indexed),
+          "model_crystal_system_accuracy_indexed": _mean(model_hit, indexed),
+          "lattice_allows_label": _mean(np.array([
+              d.lattice is not None and cs_labels[i] in d.lattice.crystal_systems
+              for i, d in enumerate(identified)]), indexed)}
     if predictor.reference is not None:
       # A row below the similarity threshold does not answer (reference.MIN_SIMILARITY).
-      matched = np.array([m is not None and m.answered for m in matches]) & sel
-      declined = np.array([m is not None and not m.answered for m in matches]) & sel
+      matched = np.array([d.answered for d in identified]) & sel
+      declined = np.array([d.match is not None and not d.answered for d in identified]) & sel
       metrics["reference"] = {
           "path": predictor.reference.path, "split": predictor.reference.split,
           "rows": len(predictor.reference), "matched": int(matched.sum()),
           "declined": int(declined.sum()), "min_similarity": reference_lib.MIN_SIMILARITY,
-          "crystal_system_accuracy_matched": float(hit[matched].mean()) if matched.any() else None,
-          "model_crystal_system_accuracy_matched": (float(model_hit[matched].mean())
-                                                    if matched.any() else None)}
+          "crystal_system_accuracy_matched": _mean(hit, matched),
+          "model_crystal_system_accuracy_matched": _mean(model_hit, matched)}
     if sel.any():
-      confusion_png(cs_labels[sel], out["crystal_system"][sel].argmax(-1),
-                    os.path.join(output, "confusion_crystal_system.png"))
+      from xxact_jax.report import plots  # pylint: disable=g-import-not-at-top
+      names, predicted = constants.CRYSTAL_SYSTEMS, out["crystal_system"][sel].argmax(-1)
+      plots.plot_confusion(
+          report_metrics.confusion_matrix(cs_labels[sel], predicted, len(names)), names,
+          os.path.join(output, "confusion_crystal_system.png"),
+          title=f"crystal system, {int(sel.sum())} measured scans, accuracy "
+                f"{np.mean(cs_labels[sel] == predicted):.1%}")
       # Who answered each scan, how well, and whether its probability means what it says.
       confidence = out["crystal_system"].max(-1)
-      by_route = route_metrics(np.asarray(routes)[sel], hit[sel], model_hit[sel], confidence[sel])
+      # Per route (and over all scans): scans, accuracy, the model's own accuracy, mean
+      # confidence and expected calibration error.
+      by_route = {}
+      for name in identification.ROUTES + ("all",):
+        on = sel & (routes == name) if name != "all" else sel
+        by_route[name] = {
+            "scans": int(on.sum()), "accuracy": _mean(hit, on),
+            "model_accuracy": _mean(model_hit, on), "mean_confidence": _mean(confidence, on),
+            "expected_calibration_error": calibration_report.expected_calibration_error(
+                confidence[on], hit[on])}
       metrics["routes"] = by_route
       metrics["expected_calibration_error"] = by_route["all"]["expected_calibration_error"]
       metrics["accuracy_surest_half"] = calibration_report.accuracy_at_coverage(
@@ -355,11 +323,17 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
                             ("uncalibrated", raw["crystal_system"]))}
       calibration_report.risk_coverage_png(
           {"all scans": (confidence[sel], hit[sel]),
-           **{f"{r} route": (confidence[sel][np.asarray(routes)[sel] == r],
-                             hit[sel][np.asarray(routes)[sel] == r]) for r in ROUTES}},
+           **{f"{r} route": (confidence[sel][routes[sel] == r], hit[sel][routes[sel] == r])
+              for r in identification.ROUTES}},
           os.path.join(output, "risk_coverage.png"),
           title="crystal system, measured scans")
-      print(route_table(by_route))
+      pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"
+      print("route       scans  accuracy  model alone  confidence  ECE")
+      for name, m in by_route.items():
+        ece = m["expected_calibration_error"]
+        print(f"{name:<10} {m['scans']:>6}  {pct(m['accuracy']):>8}  "
+              f"{pct(m['model_accuracy']):>11}  {pct(m['mean_confidence']):>10}  "
+              f"{'–' if ece is None else f'{ece:.3f}'}")
   if "spacegroup_number" in out:
     metrics.update(classification_metrics(out["spacegroup_number"], sg_labels,
                                           "spacegroup_number"))
@@ -369,7 +343,7 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
                 "label": {k: row[k] for k in LABEL_COLUMNS}}
       if "wavelength_assumed_angstrom" in row:
         record["wavelength_assumed_angstrom"] = row["wavelength_assumed_angstrom"]
-      record["route"] = routes[i]
+      record["route"] = str(routes[i])
       if "crystal_system" in out:
         record["crystal_system"] = constants.CRYSTAL_SYSTEMS[int(out["crystal_system"][i].argmax())]
         record["crystal_system_probabilities"] = {
@@ -386,9 +360,9 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
         record["indexing"] = answers.lattice_json(lattices[i])
       elif identified[i].indexed:
         record["indexing_note"] = answers.NONE_FOUND
-      if (matches and matches[i] is not None) or lattices[i] is not None:
-        if matches and matches[i] is not None:
-          record["reference"] = answers.match_json(matches[i])
+      if identified[i].match is not None or lattices[i] is not None:
+        if identified[i].match is not None:
+          record["reference"] = answers.match_json(identified[i].match)
         if "crystal_system" in out:
           record["model_crystal_system"] = constants.CRYSTAL_SYSTEMS[
               int(model_out["crystal_system"][i].argmax())]
@@ -443,34 +417,30 @@ def evaluate_dataset(workdir, data_path, output, split="test", checkpoint="best"
   result.update({k.removeprefix("eval/"): v for k, v in metrics.items()})
   if jax.process_index() == 0:
     os.makedirs(output, exist_ok=True)
-    _write_dataset_predictions(dataset, predictions, targets,
-                               os.path.join(output, "predictions.jsonl"))
+    path = os.path.join(output, "predictions.jsonl")
+    order = np.argsort(predictions["index"], kind="stable")
+    index = predictions["index"][order]
+    ids = dataset.material_ids(index)
+    with open(path + ".tmp", "w") as f:
+      for j, i in enumerate(order):
+        record = {"index": int(index[j]), "material_id": ids[j]}
+        for t in targets:
+          label, pred = predictions[f"label/{t}"][i], predictions[f"pred/{t}"][i]
+          if t == "crystal_system":
+            label, pred = (constants.CRYSTAL_SYSTEMS[int(v)] if 0 <= int(v) < 7 else None
+                           for v in (label, pred))
+          elif t in constants.CLASSIFICATION_TARGETS:
+            label, pred = int(label), int(pred)
+          else:
+            label = float(label) if np.isfinite(label) else None
+            pred = float(pred) if np.isfinite(pred) else None
+          record[t] = {"label": label, "prediction": pred}
+        f.write(outputs.dumps(record) + "\n")
+    os.replace(path + ".tmp", path)
     _dataset_figures(predictions, targets, output)
     with open(os.path.join(output, "metrics.json"), "w") as f:
       f.write(outputs.dumps(result, indent=1))
   return result
-
-
-def _write_dataset_predictions(dataset, predictions, targets, path):
-  order = np.argsort(predictions["index"], kind="stable")
-  index = predictions["index"][order]
-  ids = dataset.material_ids(index)
-  with open(path + ".tmp", "w") as f:
-    for j, i in enumerate(order):
-      record = {"index": int(index[j]), "material_id": ids[j]}
-      for t in targets:
-        label, pred = predictions[f"label/{t}"][i], predictions[f"pred/{t}"][i]
-        if t == "crystal_system":
-          label, pred = (constants.CRYSTAL_SYSTEMS[int(v)] if 0 <= int(v) < 7 else None
-                         for v in (label, pred))
-        elif t in constants.CLASSIFICATION_TARGETS:
-          label, pred = int(label), int(pred)
-        else:
-          label = float(label) if np.isfinite(label) else None
-          pred = float(pred) if np.isfinite(pred) else None
-        record[t] = {"label": label, "prediction": pred}
-      f.write(outputs.dumps(record) + "\n")
-  os.replace(path + ".tmp", path)
 
 
 def _dataset_figures(predictions, targets, output):

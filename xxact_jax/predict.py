@@ -78,11 +78,6 @@ flags.register_multi_flags_validator(
     "give exactly one of: --formula/--xrd, --cif, --input", flag_values=FLAGS)
 
 
-def _parse_args(argv):
-  cli.parse(FLAGS, argv, __doc__)
-  return FLAGS
-
-
 class Sample:
   """One input row: what the user gave, and later the model arrays."""
 
@@ -120,18 +115,15 @@ def samples_from_csv(path: str, default_wavelength=None,
 def _sample_of_row(row, line, path, resolve, default_wavelength, keep_bad_rows) -> Sample:
   from xxact_jax.inference import inputs  # pylint: disable=g-import-not-at-top
   source = {"input": path, "line": line}
-  undecodable = inputs.undecodable_field(row)
+  row, undecodable = inputs.decode_row(row)
+  if row.get("id"):
+    source["id"] = row["id"]
   if undecodable:
-    row = {k: inputs.readable(v) if isinstance(v, str) else v for k, v in row.items()}
     column, problem = undecodable
     error = InputError(f"is not valid UTF-8 ({problem})", path=path, line=line, field=column)
     if not keep_bad_rows:
       raise error
-    if row.get("id"):
-      source["id"] = row["id"]
     return Sample(source, error=error)
-  if row.get("id"):
-    source["id"] = row["id"]
   wavelength = (row.get("wavelength") or "").strip() or default_wavelength
   cif = (row.get("cif") or "").strip()
   if cif:
@@ -154,8 +146,7 @@ def prepare_sample(predictor, sample: Sample):
   """(species, fractions, xrd) of one sample; InputError naming its file, CSV line and field."""
   from xxact_jax.inference import resample  # pylint: disable=g-import-not-at-top
   from xxact_jax.inference import wavelengths  # pylint: disable=g-import-not-at-top
-  where = sample.source.get("input")
-  line = sample.source.get("line")
+  where, line = sample.source.get("input"), sample.source.get("line")
   if sample.error is not None:
     raise sample.error
   try:
@@ -193,7 +184,8 @@ def _row_error(sample: Sample, error: Exception) -> str:
 
 def run(argv=None) -> list[dict]:
   """Predicts and writes the records; returns them (failed CSV rows carry "error")."""
-  args = _parse_args(argv)
+  cli.parse(FLAGS, argv, __doc__)
+  args = FLAGS
   from xxact_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
   if args.output:
     # Before any work: a missing folder must not cost a whole batch's predictions at the end.
@@ -214,13 +206,12 @@ def run(argv=None) -> list[dict]:
       reference=args.reference, indexing=args.indexing)
   rows, errors = {}, {}
   for i, sample in enumerate(samples):
-    if not args.input:
-      rows[i] = prepare_sample(predictor, sample)   # a single input: its error stops the run
-      continue
-    # One bad CSV row must not cost the others their predictions: record it and go on.
     try:
       rows[i] = prepare_sample(predictor, sample)
     except Exception as e:  # pylint: disable=broad-except  (a reader's unforeseen failure too)
+      if not args.input:   # a single input: its error stops the run
+        raise
+      # One bad CSV row must not cost the others their predictions: record it and go on.
       errors[i] = _row_error(sample, e if isinstance(e, InputError)
                              else f"{type(e).__name__}: {e}")
   outputs = {}
@@ -265,25 +256,19 @@ def run(argv=None) -> list[dict]:
     os.replace(temporary, args.output)
   else:
     sys.stdout.write(text)
-  if errors:
-    _report_row_errors(dict(sorted(errors.items())), samples, args.output)
-  return results
-
-
-MAX_ROW_ERRORS_SHOWN = 20
-
-
-def _report_row_errors(errors: dict, samples: list[Sample], output):
+  errors = dict(sorted(errors.items()))
   for shown, message in enumerate(errors.values()):
-    if shown == MAX_ROW_ERRORS_SHOWN:
+    if shown == 20:
       print(f"error: ... {len(errors) - shown} more failed rows, each with an \"error\" in "
-            f"{output or 'the output'}", file=sys.stderr)
+            f"{args.output or 'the output'}", file=sys.stderr)
       break
     print(f"error: {message}", file=sys.stderr)
-  lines = [str(samples[i].source["line"]) for i in errors]
-  listed = ", ".join(lines[:10]) + (", ..." if len(lines) > 10 else "")
-  print(f"error: {len(errors)} of {len(samples)} rows failed (lines {listed}); "
-        f"{len(samples) - len(errors)} predicted", file=sys.stderr)
+  if errors:
+    lines = [str(samples[i].source["line"]) for i in errors]
+    listed = ", ".join(lines[:10]) + (", ..." if len(lines) > 10 else "")
+    print(f"error: {len(errors)} of {len(samples)} rows failed (lines {listed}); "
+          f"{len(samples) - len(errors)} predicted", file=sys.stderr)
+  return results
 
 
 @cli.input_errors

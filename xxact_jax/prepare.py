@@ -89,15 +89,6 @@ _SUBSET_OF = flags.DEFINE_string(
     "instead of featurising --input.", flag_values=FLAGS)
 
 
-def subset_main(inputs) -> None:
-  if inputs or not _OUTPUT.value or not _LIMIT.value:
-    cli.fail("--subset_of needs --limit and --output, and no --input.")
-  metadata = subset_lib.subset_dataset(_SUBSET_OF.value, _OUTPUT.value, _LIMIT.value,
-                                       seed=_SEED.value)
-  print(json.dumps({"output": _OUTPUT.value, "counts": metadata["counts"],
-                    "splits": metadata["splits"]}, indent=1))
-
-
 def main(argv=None):
   # Paths given after `--input=a` without a comma arrive as extra arguments.
   extra = cli.parse(FLAGS, argv, __doc__, positional=True)
@@ -105,7 +96,12 @@ def main(argv=None):
   logging.set_verbosity(logging.INFO)
   try:
     if _SUBSET_OF.value:
-      return subset_main(inputs)
+      if inputs or not _OUTPUT.value or not _LIMIT.value:
+        cli.fail("--subset_of needs --limit and --output, and no --input.")
+      metadata = subset_lib.subset_dataset(_SUBSET_OF.value, _OUTPUT.value, _LIMIT.value,
+                                           seed=_SEED.value)
+      return print(json.dumps({"output": _OUTPUT.value, "counts": metadata["counts"],
+                               "splits": metadata["splits"]}, indent=1))
     if not inputs or not _OUTPUT.value:
       cli.fail("--input and --output are required.")
     summary = build_dataset.prepare_dataset(

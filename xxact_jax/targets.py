@@ -74,9 +74,6 @@ class Target:
     """The stored label of a class index (e.g. space group = index + 1)."""
     return index + self.label_offset
 
-  def class_name(self, index: int) -> str:
-    return self.class_names[index] if self.class_names else str(self.label_of(index))
-
   @staticmethod
   def standardise(values, stats: dict):
     """Values in the unit -> the standardised scale the model predicts."""

@@ -61,7 +61,14 @@ class Identification:
         if name in outputs:
           outputs[name][row] = override(outputs[name][row], label, self.match.weight)
     elif self.lattice is not None:
-      for name, allowed in _masks(self.lattice).items():
+      # The classes the lattice allows: bool over crystal systems and over space-group indices.
+      systems = np.zeros(len(constants.CRYSTAL_SYSTEMS), bool)
+      systems[list(self.lattice.crystal_systems)] = True
+      groups = np.zeros(targets_lib.NUM_SPACE_GROUPS, bool)
+      for s in self.lattice.crystal_systems:
+        first, last = targets_lib.SYSTEM_SPACEGROUPS[constants.CRYSTAL_SYSTEMS[s]]
+        groups[first - 1:last] = True
+      for name, allowed in (("crystal_system", systems), ("spacegroup_number", groups)):
         if name in outputs:
           # The crystal system carries the lattice's reliability; the space-group ranking stays
           # within the lattice's systems.
@@ -87,8 +94,8 @@ def identify(composition, scan, wavelength=None, *, targets, reference=None, ind
     with warnings.catch_warnings():
       # Coverage and an assumed wavelength were reported when the scan was prepared for the
       # model; a second, raw copy of each was printed from here.
-      warnings.simplefilter("ignore", resample.PartialCoverageWarning)
-      warnings.simplefilter("ignore", resample.WavelengthAssumedWarning)
+      for category in (resample.PartialCoverageWarning, resample.WavelengthAssumedWarning):
+        warnings.simplefilter("ignore", category)
       # The reference holds background-free patterns: the scan loses its background likewise.
       pattern = inputs.pattern_on_grid(
           scan, wavelength, dataclasses.replace(preprocessing, background="snip"))
@@ -103,9 +110,9 @@ def index(scan, wavelength=None, preprocessing: resample.Preprocessing | None = 
   doublet) and SNIP background removal, whatever the model's preprocessing."""
   with warnings.catch_warnings():
     # A scan at a single wavelength has no Kα2 to strip; coverage was reported for the model.
-    warnings.simplefilter("ignore", resample.PreprocessingWarning)
-    warnings.simplefilter("ignore", resample.PartialCoverageWarning)
-    warnings.simplefilter("ignore", resample.WavelengthAssumedWarning)
+    for category in (resample.PreprocessingWarning, resample.PartialCoverageWarning,
+                     resample.WavelengthAssumedWarning):
+      warnings.simplefilter("ignore", category)
     pattern = inputs.pattern_on_grid(
         scan, wavelength, dataclasses.replace(preprocessing or resample.Preprocessing(),
                                               strip_ka2=True, background="none",
@@ -135,14 +142,3 @@ def restrict(probabilities: np.ndarray, allowed: np.ndarray, weight: float = 1.0
   total = p.sum()
   p = p / total if total > 0 else allowed / allowed.sum()
   return (weight * p + (1.0 - weight) * p_model).astype(np.asarray(probabilities).dtype)
-
-
-def _masks(lattice: indexing_lib.Indexing) -> dict[str, np.ndarray]:
-  """The classes a lattice allows: bool over crystal systems and over space-group indices."""
-  systems = np.zeros(len(constants.CRYSTAL_SYSTEMS), bool)
-  systems[list(lattice.crystal_systems)] = True
-  groups = np.zeros(targets_lib.NUM_SPACE_GROUPS, bool)
-  for s in lattice.crystal_systems:
-    first, last = targets_lib.SYSTEM_SPACEGROUPS[constants.CRYSTAL_SYSTEMS[s]]
-    groups[first - 1:last] = True
-  return {"crystal_system": systems, "spacegroup_number": groups}

@@ -41,7 +41,7 @@ def read_csv_table(path: str, aliases: dict[str, str] | None = None
   `aliases` ({other name: name}) renames columns; a CSV with both names is refused.
 
   A byte that is not UTF-8 in the header raises InputError naming line 1. In a data row it is
-  kept as a lone surrogate (surrogateescape), which `undecodable_field` finds, so that the row
+  kept as a lone surrogate (surrogateescape), which `decode_row` finds, so that the row
   alone fails with its own line number (the decoder used to stop the whole file at "line 0").
   """
   if not os.path.isfile(path):
@@ -69,13 +69,15 @@ def read_csv_table(path: str, aliases: dict[str, str] | None = None
     raise InputError(f"not readable as CSV ({e})", path=path, line=reader.line_num) from None
 
 
-def undecodable_field(row: dict) -> tuple[str, str] | None:
-  """(column, "byte 0x..") of the first field of a read_csv_table row that is not UTF-8."""
+def decode_row(row: dict) -> tuple[dict, tuple[str, str] | None]:
+  """A read_csv_table row with undecodable bytes shown as U+FFFD (`readable`), and (column,
+  "byte 0x..") of its first field that is not UTF-8, or None."""
   for column, value in row.items():
     problem = _undecodable(value) if isinstance(value, str) else None
     if problem:
-      return column, problem
-  return None
+      shown = {k: readable(v) if isinstance(v, str) else v for k, v in row.items()}
+      return shown, (column, problem)
+  return row, None
 
 
 def readable(text: str) -> str:
@@ -91,34 +93,6 @@ def _undecodable(text: str) -> str | None:
     return f"byte 0x{ord(text[e.start]) - 0xdc00:02x}"
 
 
-def composition_amounts(value: CompositionLike) -> dict[str, float]:
-  """{symbol: amount} from a formula string, a dict, or a pymatgen Composition.
-
-  Raises:
-    ValueError: naming the formula, for bad syntax, an unknown element, or an element given a
-      zero or negative amount (parse_formula alone would drop "Fe0" silently).
-  """
-  if isinstance(value, str):
-    amounts = composition_lib.parse_formula(value)
-    zeros = composition_lib.zero_amount_symbols(value)
-    if zeros:
-      raise ValueError(f"Bad formula {value!r}: zero amount of {', '.join(zeros)}; every "
-                       "element needs a positive amount")
-    return amounts
-  if hasattr(value, "get_el_amt_dict"):   # pymatgen Composition, duck-typed
-    amounts = {str(k): float(v) for k, v in value.get_el_amt_dict().items()}
-  elif isinstance(value, dict):
-    amounts = {str(k): float(v) for k, v in value.items()}
-  else:
-    raise ValueError(f"composition {value!r}: expected a formula string, a {{symbol: amount}} "
-                     "dict or a pymatgen Composition")
-  bad = [s for s, a in amounts.items() if not (a > 0 and np.isfinite(a))]
-  if bad:
-    raise ValueError(f"Bad composition {amounts!r}: zero, negative or non-finite amount of "
-                     f"{', '.join(bad)}; every element needs a positive amount")
-  return amounts
-
-
 def check_supported(symbols, what: str) -> None:
   """ValueError `what: ...` when an element lies outside `SUPPORTED_ELEMENTS`."""
   beyond = [s for s in symbols if constants.ATOMIC_NUMBER.get(s, 0) > MAX_SUPPORTED_Z]
@@ -130,8 +104,28 @@ def check_supported(symbols, what: str) -> None:
 
 
 def encode(value: CompositionLike, max_elements: int) -> tuple[np.ndarray, np.ndarray]:
-  """(species int32[K], fractions float32[K]); ValueError naming the formula or symbol."""
-  amounts = composition_amounts(value)
+  """(species int32[K], fractions float32[K]) of a formula string, a {symbol: amount} dict or a
+  pymatgen Composition. A ValueError names the formula for bad syntax, an unknown element, an
+  element outside SUPPORTED_ELEMENTS, or a zero or negative amount (parse_formula alone would
+  drop "Fe0" silently)."""
+  if isinstance(value, str):
+    amounts = composition_lib.parse_formula(value)
+    zeros = composition_lib.zero_amount_symbols(value)
+    if zeros:
+      raise ValueError(f"Bad formula {value!r}: zero amount of {', '.join(zeros)}; every "
+                       "element needs a positive amount")
+  else:
+    if hasattr(value, "get_el_amt_dict"):   # pymatgen Composition, duck-typed
+      amounts = {str(k): float(v) for k, v in value.get_el_amt_dict().items()}
+    elif isinstance(value, dict):
+      amounts = {str(k): float(v) for k, v in value.items()}
+    else:
+      raise ValueError(f"composition {value!r}: expected a formula string, a {{symbol: amount}} "
+                       "dict or a pymatgen Composition")
+    bad = [s for s, a in amounts.items() if not (a > 0 and np.isfinite(a))]
+    if bad:
+      raise ValueError(f"Bad composition {amounts!r}: zero, negative or non-finite amount of "
+                       f"{', '.join(bad)}; every element needs a positive amount")
   check_supported(amounts, f"Bad formula {value!r}" if isinstance(value, str)
                   else f"Bad composition {amounts!r}")
   return composition_lib.encode_composition(amounts, max_elements)
@@ -248,10 +242,7 @@ def featurize_cif_text(text: str, max_elements: int, source: str = "<cif>") -> d
   try:
     structure = featurize.structure_from_payload("cif", text)
     features = featurize.featurize_structure(structure, max_elements)
-  except ValueError as e:
-    raise InputError(f"cannot use this CIF ({e})", path=source) from None
-  features["formula"] = structure.composition.reduced_formula
-  try:
+    features["formula"] = structure.composition.reduced_formula
     check_supported([constants.ELEMENTS[z - 1] for z in features["species"] if z],
                     features["formula"])
   except ValueError as e:

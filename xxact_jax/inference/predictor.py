@@ -23,15 +23,11 @@ from xxact_jax.inference.errors import InputError
 class Predictor:
   """Predictions and embeddings of a trained model or ensemble (inference/ensemble.py).
 
-  Measured scans are prepared with `preprocessing` (resample.Preprocessing: background removal,
-  Kα2 stripping); change it with `predictor.preprocessing = Preprocessing(...)`. With a
-  `reference` (inference/reference.py), a scan whose composition the reference dataset holds gets
-  the crystal system and space group of its best-matching row (phase identification); the model
-  answers for the others. With `indexing` (default on), the model's answer for a scan that no
-  reference row matches is restricted to the crystal systems of the cubic, tetragonal, hexagonal
-  or orthorhombic lattice that indexes the scan's lines, when one does
-  (inference/identification.py). The first model's attributes (config, params, step, workdir,
-  max_elements, uses_xrd, embeddings, temperatures, ...) are the predictor's.
+  Measured scans are prepared with `preprocessing` (resample.Preprocessing; change it with
+  `predictor.preprocessing = Preprocessing(...)`) and identified with `reference` and `indexing`
+  as `load` describes (inference/identification.py). The first model's attributes (config,
+  params, step, workdir, max_elements, uses_xrd, embeddings, temperatures, ...) are the
+  predictor's.
   """
 
   def __init__(self, model: model_lib.Model | ensemble_lib.Ensemble,
@@ -48,11 +44,6 @@ class Predictor:
     if name == "ensemble":   # not set yet (copy, unpickling): no recursion
       raise AttributeError(name)
     return getattr(self.ensemble.first, name)
-
-  @property
-  def members(self) -> list[model_lib.Model]:
-    """The ensemble's models after the first."""
-    return self.ensemble.models[1:]
 
   @property
   def workdirs(self) -> list[str]:
@@ -100,8 +91,7 @@ class Predictor:
   def predict_batch(self, compositions, xrds=None, wavelength=None) -> dict[str, np.ndarray]:
     """Batched predictions for lists of compositions and patterns (see `prepare`); with a
     reference, the class probabilities of a scan it matches are its answer, as in `predict`."""
-    arrays, scans = self._stack(compositions, xrds, wavelength)
-    out = self.predict_arrays(*arrays, measured=[scan is not None for scan in scans])
+    out, scans = self._predict_stacked(compositions, xrds, wavelength)
     out = {k: v for k, v in out.items() if k not in self.embeddings}
     for i, (composition, scan) in enumerate(zip(compositions, scans)):
       if scan is not None:
@@ -137,21 +127,21 @@ class Predictor:
     single = not isinstance(compositions, (list, tuple))
     if single:
       compositions, xrds = [compositions], [xrds]
-    arrays, scans = self._stack(compositions, xrds, wavelength)
-    out = self.predict_arrays(*arrays, measured=[scan is not None for scan in scans])
+    out, _ = self._predict_stacked(compositions, xrds, wavelength)
     result = {k: out[k] for k in self.embeddings}
     return {k: v[0] for k, v in result.items()} if single else result
 
-  def _stack(self, compositions, xrds, wavelength):
-    """(stacked model arrays, each row's scan as prepare_and_parse gives it back, None where
-    none was given: every pattern given to the predictor is a measured scan)."""
+  def _predict_stacked(self, compositions, xrds, wavelength):
+    """(predict_arrays of the rows stacked, each row's scan as prepare_and_parse gives it back,
+    None where none was given: every pattern given to the predictor is a measured scan)."""
     compositions = list(compositions)
     xrds = [None] * len(compositions) if xrds is None else list(xrds)
     if len(xrds) != len(compositions):
       raise ValueError(f"{len(compositions)} compositions but {len(xrds)} patterns")
     rows = [self.prepare_and_parse(c, x, wavelength) for c, x in zip(compositions, xrds)]
-    return (tuple(np.stack(column) for column in zip(*(arrays for arrays, _ in rows))),
-            [scan for _, scan in rows])
+    scans = [scan for _, scan in rows]
+    arrays = (np.stack(column) for column in zip(*(arrays for arrays, _ in rows)))
+    return self.predict_arrays(*arrays, measured=[s is not None for s in scans]), scans
 
 
 def load(workdir="pretrained", checkpoint: str = "best", batch_size: int = 256,
@@ -173,10 +163,8 @@ def load(workdir="pretrained", checkpoint: str = "best", batch_size: int = 256,
   (inference/reference.py): "auto" (default) the training split of the checkpoint's dataset when
   it is still on disk, "none", or the path of a prepared dataset.
   `indexing`: whether the model's answer for a measured scan no reference row matches is
-  restricted to the systems of the lattice that indexes it (inference/indexing.py).
-
-  Raises:
-    InputError: naming the workdir when it holds no usable checkpoint.
+  restricted to the systems of the lattice that indexes it (inference/indexing.py). A workdir
+  without a usable checkpoint raises an InputError naming it.
   """
   from xxact_jax.inference import pretrained  # pylint: disable=g-import-not-at-top
   if workdir is None or workdir in pretrained.NAMES or pretrained.is_model_dir(workdir):

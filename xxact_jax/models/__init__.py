@@ -7,12 +7,8 @@ xxact_jax.models` prints them).
 """
 
 from xxact_jax.models.baselines import robust_l1
-from xxact_jax.models.config import build_model
-from xxact_jax.models.config import MODEL_NAMES
-from xxact_jax.models.config import model_class
-from xxact_jax.models.config import model_config
-from xxact_jax.models.encoders import check_inputs
-from xxact_jax.models.encoders import xrd_tokens
+from xxact_jax.models.config import build_model, MODEL_NAMES, model_class, model_config
+from xxact_jax.models.encoders import check_inputs, xrd_tokens
 
 __all__ = ["MODEL_NAMES", "build_model", "check_inputs", "model_class", "model_config",
            "robust_l1", "xrd_tokens"]

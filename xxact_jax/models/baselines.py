@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from xxact_jax import constants
+from xxact_jax import targets as targets_lib
 from xxact_jax.models import encoders
 from xxact_jax.models import heads
 from xxact_jax.models import layers
@@ -64,7 +65,7 @@ class _CrabNetHeads(nn.Module):
     out = {}
     for target in self.targets:
       regression = target in constants.REGRESSION_TARGETS
-      width = 3 if regression else heads.target_width(target)
+      width = 3 if regression else targets_lib.get(target).head_width
       y = masked_mean(ResidualNetwork(self.hidden, width, self.layer_config, name=target)(tokens),
                       mask)
       if regression:
@@ -113,9 +114,7 @@ def robust_l1(prediction: jax.Array, log_std: jax.Array, target: jax.Array,
               valid: jax.Array | None = None) -> jax.Array:
   """CrabNet's RobustL1: mean of sqrt(2) |y - t| exp(-log_std) + log_std over valid entries.
 
-  Args:
-    prediction, log_std, target: float [B].
-    valid: optional bool [B]; defaults to the entries where target is not NaN.
+  All float [B]; `valid` (bool [B]) defaults to the entries where target is not NaN.
   """
   if valid is None:
     valid = ~jnp.isnan(target)

@@ -17,7 +17,6 @@ from xxact_jax import stored_config
 from xxact_jax import targets as targets_lib
 from xxact_jax.models import baselines
 from xxact_jax.models import encoders
-from xxact_jax.models import heads
 from xxact_jax.models import layers
 from xxact_jax.models import xxact
 
@@ -138,7 +137,7 @@ class ModelConfig:
         raise ValueError(f"Unknown model.{field} {value!r}; known: {list(known)}")
     layers.compute_dtype(self.dtype)
     for target in self.targets:
-      heads.target_width(target)  # Unknown targets fail here, before any tracing.
+      targets_lib.get(target)  # Unknown targets fail here, before any tracing.
 
   @classmethod
   def from_config(cls, config: "ModelConfig | ml_collections.ConfigDict | dict") -> "ModelConfig":

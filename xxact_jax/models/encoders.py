@@ -28,20 +28,10 @@ XRD_INTENSITIES = ("linear", "sqrt")
 
 # Input checks.
 
-def _is_concrete(x) -> bool:
-  """True for values that can be read now (not tracers or abstract shapes)."""
-  if isinstance(x, jax.core.Tracer):
-    return False
-  return isinstance(x, (np.ndarray, np.generic, jax.Array, list, tuple))
-
-
 def check_inputs(species, fractions, xrd, xrd_mask=None, *, needs_composition: bool = True,
                  needs_xrd: bool = True) -> None:
-  """Checks shapes (always, from static shapes) and atomic numbers (when the values are concrete).
-
-  Raises:
-    ValueError: naming the array, its shape and what was expected.
-  """
+  """Checks shapes (always, from static shapes) and atomic numbers (when the values are concrete);
+  a ValueError names the array, its shape and what was expected."""
   shapes = {"species": np.shape(species), "fractions": np.shape(fractions), "xrd": np.shape(xrd)}
   if xrd_mask is not None:
     shapes["xrd_mask"] = np.shape(xrd_mask)
@@ -64,7 +54,9 @@ def check_inputs(species, fractions, xrd, xrd_mask=None, *, needs_composition: b
                  and (needs_xrd or k not in ("xrd", "xrd_mask"))}
   if len(set(batch_sizes.values())) > 1:
     raise ValueError(f"Inputs disagree on the batch size: {described}")
-  if needs_composition and _is_concrete(species):
+  # Values are read where they can be now (not tracers or abstract shapes).
+  if (needs_composition and not isinstance(species, jax.core.Tracer)
+      and isinstance(species, (np.ndarray, np.generic, jax.Array, list, tuple))):
     values = np.asarray(species)
     if not np.issubdtype(values.dtype, np.integer):
       raise ValueError(f"species must hold integer atomic numbers; got dtype {values.dtype}")
@@ -74,6 +66,13 @@ def check_inputs(species, fractions, xrd, xrd_mask=None, *, needs_composition: b
       raise ValueError(
           f"species holds atomic number {values[row, col]} at [{row}, {col}] (batch row {row}); "
           f"valid ids are 0 (padding) to {constants.NUM_ELEMENTS}")
+
+
+def prepend_cls(module: nn.Module, x: jax.Array, dtype) -> jax.Array:
+  """[B, T, D] -> [B, 1 + T, D]: `module`'s learnable [CLS] token (param "cls") first."""
+  cls = module.param("cls", nn.initializers.normal(0.02), (x.shape[-1],), jnp.float32)
+  return jnp.concatenate([jnp.broadcast_to(cls.astype(dtype), (x.shape[0], 1, x.shape[-1])), x],
+                         axis=1)
 
 
 # Composition.
@@ -104,14 +103,8 @@ def fractional_encoding(fractions: jax.Array, dim: int, resolution: int,
   x = min(0.0025 * log2(fraction)^2, 1), and x clipped below at 1/resolution. Computing the same
   row on the fly avoids a 5000 x 256 constant in every program.
 
-  Args:
-    fractions: float [..., K] element fractions (0 for padding).
-    dim: encoding width (d_model // 2).
-    resolution: table size (5000 in CrabNet).
-    log_scale: use the log2 transform.
-
-  Returns:
-    float32 [..., K, dim].
+  fractions: float [..., K] (0 for padding); dim: the encoding width (d_model // 2); resolution:
+  the table size (5000 in CrabNet). Returns float32 [..., K, dim].
   """
   x = fractions.astype(jnp.float32)
   if log_scale:
@@ -130,7 +123,6 @@ class CompositionEncoder(nn.Module):
 
   Attributes:
     config: the composition transformer's sizes and fractional-encoding resolution.
-    layer_config: dropout, dtype, remat, deterministic.
     use_cls: prepend a learnable [CLS] token (the paper's encoder); CrabNet alone has none.
     output_dim: if set, the tokens are projected to this width (the fusion width in XxaCT-NN).
   """
@@ -159,9 +151,7 @@ class CompositionEncoder(nn.Module):
     x = x * (2.0 ** emb_scale).astype(dtype) + encoding.astype(dtype)
     mask = species > 0
     if self.use_cls:
-      cls = self.param("cls", nn.initializers.normal(0.02), (d_model,), jnp.float32)
-      cls = jnp.broadcast_to(cls.astype(dtype), (x.shape[0], 1, d_model))
-      x = jnp.concatenate([cls, x], axis=1)
+      x = prepend_cls(self, x, dtype)
       mask = jnp.concatenate([jnp.ones_like(mask[:, :1]), mask], axis=1)
     x = layers.TransformerEncoder(cfg.num_layers, cfg.num_heads, cfg.d_ff, self.layer_config,
                                   name="transformer")(x, mask)
@@ -224,14 +214,8 @@ class XRDEncoder(nn.Module):
   """Transformer over XRD tokens with a learnable [CLS] and learnable positional embeddings.
 
   Attributes:
-    config: the model config: `xrd` (the transformer's sizes) and the `xrd_*` fields: the input
-      scale and intensity transform (`xrd_input`), the stem ("patch": the paper's linear
-      projection per 250-point token, "conv": `conv_stem`, "peaks": one token per peak found in
-      the pattern, models/peak_tokens.py, invariant by construction to background, peak shape and
-      scan range, with its peak count and training-time peak drop), and the measurement
-      embedding (a learned vector of the pattern's source, simulated or measured, added to every
-      token, so that one model can read ideal patterns as ideal and measured scans as measured).
-    layer_config: dropout, dtype, remat, deterministic.
+    config: the model config: `xrd` (the transformer's sizes) and the `xrd_*` fields (input
+      scale and intensity, stem, peaks, measurement embedding; models/config.py says each).
     output_dim: if set, the tokens are projected to this width (the fusion width in XxaCT-NN).
   """
   config: "config_lib.ModelConfig"
@@ -243,14 +227,10 @@ class XRDEncoder(nn.Module):
                measured: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
     """Returns (tokens [B, 1 + T, D], token mask bool [B, 1 + T] or None when every token is
     real): the [CLS] embedding first, then one per XRD token (17 profile patches, or up to
-    `max_peaks` peaks with stem="peaks", the absent ones masked).
-
-    Args:
-      xrd: [B, 4250] pattern.
-      xrd_mask: optional bool [B, 17]; True tokens are replaced by the learned [MASK] token.
-      measured: optional bool [B] (or a scalar for the whole batch): True for a measured scan
-        (or a pattern augmented as one), False or None for a simulated pattern. Read only with
-        `measurement_embedding`.
+    `max_peaks` peaks with stem="peaks", the absent ones masked). xrd: [B, 4250] pattern;
+    xrd_mask: optional bool [B, 17], True tokens replaced by the learned [MASK] token; measured:
+    optional bool [B] (or a scalar for the whole batch), True for a measured scan (or a pattern
+    augmented as one), read only with `xrd_measurement_embedding`.
     """
     cfg = self.config.xrd
     dtype = self.layer_config.dtype
@@ -267,9 +247,7 @@ class XRDEncoder(nn.Module):
       x = conv_stem(tokens, cfg.d_model, dtype)
     else:
       x = layers.dense_general(cfg.d_model, "input_projection", dtype)(tokens)
-    cls = self.param("cls", nn.initializers.normal(0.02), (cfg.d_model,), jnp.float32)
-    cls = jnp.broadcast_to(cls.astype(dtype), (x.shape[0], 1, cfg.d_model))
-    x = jnp.concatenate([cls, x], axis=1)
+    x = prepend_cls(self, x, dtype)
     positions = self.param("positional_embedding", nn.initializers.normal(0.02),
                            (constants.XRD_NUM_TOKENS + 1, cfg.d_model), jnp.float32)
     x = x + positions.astype(dtype)
@@ -291,9 +269,7 @@ class XRDEncoder(nn.Module):
     h = nn.gelu(layers.dense_general(cfg.d_model, "peak_embedding", dtype)(features.astype(dtype)))
     x = layers.dense_general(cfg.d_model, "input_projection", dtype)(h)
     x = jnp.where(valid[..., None], x, jnp.zeros((), dtype))
-    cls = self.param("cls", nn.initializers.normal(0.02), (cfg.d_model,), jnp.float32)
-    cls = jnp.broadcast_to(cls.astype(dtype), (x.shape[0], 1, cfg.d_model))
-    x = jnp.concatenate([cls, x], axis=1)
+    x = prepend_cls(self, x, dtype)
     mask = jnp.concatenate([jnp.ones_like(valid[:, :1]), valid], axis=1)
     return self._encode(x, mask, measured)
 

@@ -15,24 +15,16 @@ from xxact_jax.models import layers
 CONTRASTIVE_INIT_TEMPERATURE = 0.07
 
 
-def target_width(target: str) -> int:
-  """Output width of a target's head: 1 for regression, the class count for classification."""
-  return targets_lib.get(target).head_width
-
-
 class Heads(nn.Module):
   """Linear heads on the [CLS] embedding; optional MXM and contrastive parameters.
 
   Attributes:
-    targets: the targets to predict.
-    mxm: add activation(Linear(d -> 250)) on each XRD token (masked XRD modelling).
-    mxm_activation: "softplus", "relu" (the paper's) or "linear" (model config).
+    mxm: add mxm_activation(Linear(d -> 250)) on each XRD token (masked XRD modelling).
     contrastive: add the learnable log(1/temperature), initialised to log(1/0.07).
     layer_config: its dtype is the compute dtype (the heads have no dropout).
     log_std: regression targets also output `<target>_log_std` (a second linear layer), the
       predicted log σ that CrabNet's RobustL1 loss needs.
-    hidden: widths of ReLU layers before each target's output layer; () is the paper's linear
-      head.
+    hidden: widths of ReLU layers before each target's output layer; () is the paper's.
   """
   targets: Sequence[str]
   mxm: bool
@@ -49,11 +41,12 @@ class Heads(nn.Module):
     dtype = self.layer_config.dtype
     out = {}
     for target in self.targets:
-      width = target_width(target)
       h = embedding
       for i, features in enumerate(self.hidden):
         h = nn.relu(layers.dense_general(features, f"{target}_hidden{i}", dtype)(h))
-      y = layers.dense_general(width, target, dtype)(h).astype(jnp.float32)
+      # Width 1 for regression, the class count for classification.
+      y = layers.dense_general(targets_lib.get(target).head_width, target, dtype)(h).astype(
+          jnp.float32)
       regression = targets_lib.get(target).is_regression
       out[target] = y[:, 0] if regression else y
       if self.log_std and regression:

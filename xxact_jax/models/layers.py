@@ -42,9 +42,8 @@ class LayerConfig:
     dropout_bits: 32 draws one 32-bit random number per element (flax's nn.Dropout); 16 or 8
       split each 32-bit draw into 2 or 4 narrower ones, with the keep probability rounded to
       a multiple of 2^-bits and the scale matched to it, so the output stays unbiased.
-    fused_attention, fused_norm, fused_bias_grad: the Pallas kernels of models/kernels/ for the
-      transformer layers' attention, LayerNorm(x + dropout(h)) and dense bias gradients (same
-      parameters; dropout drawn by the kernels' own hash at the same rate). Off by default.
+    fused_attention, fused_norm, fused_bias_grad: the Pallas kernels of models/kernels/
+      (models/config.py `ModelConfig`); dropout drawn by the kernels' own hash at the same rate.
   """
   dropout: float
   dtype: Dtype
@@ -166,15 +165,9 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None,
            dropout_module: nn.Module) -> jax.Array:
   """Scaled dot-product attention.
 
-  Args:
-    q: [B, Q, H, Dh] queries.
-    k: [B, K, H, Dh] keys.
-    v: [B, K, H, Dh] values.
-    key_mask: optional bool [B, K], True where a key may be attended to.
-    dropout_module: applied to the attention weights (as PyTorch's MultiheadAttention).
-
-  Returns:
-    [B, Q, H, Dh] in the dtype of `v`.
+  q: [B, Q, H, Dh] queries; k, v: [B, K, H, Dh] keys and values; key_mask: optional bool [B, K],
+  True where a key may be attended to; dropout_module: applied to the attention weights (as
+  PyTorch's MultiheadAttention). Returns [B, Q, H, Dh] in the dtype of `v`.
   """
   q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)

@@ -37,7 +37,6 @@ BACKGROUND_WINDOW = 50
 # Fourier frequencies of the position features: 2^0 ... 2^10 cycles over the range, so that the
 # finest resolves ~0.04° in 2θ.
 NUM_FREQUENCIES = 11
-NUM_FEATURES = 4 * NUM_FREQUENCIES + 4
 
 
 def _log_inverse_d(two_theta, xp=jnp):
@@ -109,7 +108,7 @@ def find_peaks(xrd: jax.Array, max_peaks: int, min_relative_height: float = 0.01
 
 
 def peak_features(two_theta: jax.Array, height: jax.Array, width: jax.Array) -> jax.Array:
-  """float32 [..., NUM_FEATURES]: what each peak token is made of (module docstring)."""
+  """float32 [..., 4 * NUM_FREQUENCIES + 4]: what each peak token is made of (module docstring)."""
   lo, hi = constants.TWO_THETA_MIN, constants.TWO_THETA_MAX
   u = (two_theta - lo) / (hi - lo)
   log_q = _log_inverse_d(jnp.clip(two_theta, lo, hi))

@@ -19,9 +19,7 @@ class FusionDecoder(nn.Module):
 
   XRD tokens are the queries (and the self-attended sequence); composition tokens the memory.
 
-  Attributes:
-    config: the fusion transformer's sizes.
-    layer_config: dropout, dtype, remat, deterministic.
+  `config` holds the fusion transformer's sizes.
   """
   config: "config_lib.TransformerConfig"
   layer_config: layers.LayerConfig

@@ -23,20 +23,6 @@ from xxact_jax.report import plots
 DEFAULT_METRICS = ("eval/formation_energy_per_atom_mae", "eval/crystal_system_accuracy")
 
 
-def total_steps(workdir: str, records: list[dict]) -> int:
-  """Planned training length: config.json's num_train_steps, else the last logged step."""
-  config_path = os.path.join(workdir, "config.json")
-  if os.path.isfile(config_path):
-    with open(config_path) as f:
-      try:
-        planned = json.load(f).get("num_train_steps", -1)
-      except (json.JSONDecodeError, AttributeError):
-        planned = -1
-    if isinstance(planned, int) and planned > 0:
-      return planned
-  return max(int(r["step"]) for r in records)
-
-
 def compare(workdirs: list[str], metric: str, fraction: float = 0.25,
             threshold: float | None = None, names: list[str] | None = None) -> dict:
   """Threshold, steps to reach it and speed-up versus the first run, for one metric."""
@@ -50,8 +36,17 @@ def compare(workdirs: list[str], metric: str, fraction: float = 0.25,
       raise InputError(f"metric {metric!r} never logged; logged metrics: "
                        + ", ".join(curves.metric_keys(records)),
                        path=os.path.join(workdir, "metrics.jsonl"))
+    # The planned training length: config.json's num_train_steps, else the last logged step.
+    planned = -1
+    if os.path.isfile(os.path.join(workdir, "config.json")):
+      with open(os.path.join(workdir, "config.json")) as f:
+        try:
+          planned = json.load(f).get("num_train_steps", -1)
+        except (json.JSONDecodeError, AttributeError):
+          pass
     runs.append({"name": name, "workdir": workdir, "steps": steps, "values": values,
-                 "total_steps": total_steps(workdir, records)})
+                 "total_steps": planned if isinstance(planned, int) and planned > 0
+                                else max(int(r["step"]) for r in records)})
   reference = runs[0]
   threshold_step = None
   if threshold is None:   # the evaluation nearest `fraction` of training (the earlier on ties)
@@ -81,13 +76,6 @@ def to_markdown(result: dict) -> str:
     speedup = f"{run['speedup']:.2f}×" if run["speedup"] is not None else "—"
     lines.append(f"| {run['name']} | {int(run['steps'][-1])} | {best:.6g} | {reach} | {speedup} |")
   return "\n".join(lines) + "\n"
-
-
-def _json_ready(result: dict) -> dict:
-  out = {k: v for k, v in result.items() if k != "runs"}
-  out["runs"] = [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in run.items()}
-                 for run in result["runs"]]
-  return out
 
 
 FLAGS = flags.FlagValues()
@@ -139,7 +127,9 @@ def main(argv=None) -> int:
   with open(os.path.join(output_dir, "compare.md"), "w") as f:
     f.write(text)
   with open(os.path.join(output_dir, "compare.json"), "w") as f:
-    json.dump([_json_ready(r) for r in results], f, indent=2)
+    json.dump([dict(r, runs=[{k: v.tolist() if isinstance(v, np.ndarray) else v
+                              for k, v in run.items()} for run in r["runs"]]) for r in results],
+              f, indent=2)
   print(text)
   print(f"wrote {output_dir}")
   return 0

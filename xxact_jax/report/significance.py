@@ -84,16 +84,6 @@ def compare(path_a: str, path_b: str, target: str = "crystal_system",
   return result
 
 
-def compare_pooled(pairs, target: str = "crystal_system", route: str | None = None) -> dict:
-  """compare of each (A, B) pair, and one McNemar test of their discordant scans together."""
-  each = [compare(a, b, target, route) for a, b in pairs]
-  only_a = sum(r["right_by_a_alone"] for r in each)
-  only_b = sum(r["right_by_b_alone"] for r in each)
-  return {"target": target, "route": route, "pairs": each, "paired": sum(r["paired"] for r in each),
-          "right_by_a_alone": only_a, "right_by_b_alone": only_b,
-          "mcnemar_p": mcnemar_exact(only_a, only_b)}
-
-
 FLAGS = flags.FlagValues()
 flags.DEFINE_string("target", "crystal_system", "The label compared.", flag_values=FLAGS)
 flags.DEFINE_enum("route", None, ("reference", "indexing", "model"), "Only the scans this route "
@@ -107,13 +97,18 @@ def main(argv=None) -> int:
   if len(files) % 2:
     raise InputError(f"predictions files come in pairs (A B), got {len(files)}")
   pairs = list(zip(files[::2], files[1::2]))
-  result = (compare_pooled(pairs, FLAGS.target, FLAGS.route) if len(pairs) > 1
-            else compare(*pairs[0], FLAGS.target, FLAGS.route))
-  if len(pairs) > 1:
+  if len(pairs) > 1:   # each pair compared, and one McNemar test of their discordant scans
+    each = [compare(a, b, FLAGS.target, FLAGS.route) for a, b in pairs]
+    only_a = sum(r["right_by_a_alone"] for r in each)
+    only_b = sum(r["right_by_b_alone"] for r in each)
+    result = {"target": FLAGS.target, "route": FLAGS.route, "pairs": each,
+              "paired": sum(r["paired"] for r in each), "right_by_a_alone": only_a,
+              "right_by_b_alone": only_b, "mcnemar_p": mcnemar_exact(only_a, only_b)}
     print(f"{len(pairs)} pairs, {result['paired']} paired scans: right by A alone "
           f"{result['right_by_a_alone']}, by B alone {result['right_by_b_alone']}; pooled "
           f"McNemar p = {result['mcnemar_p']:.3g}", file=sys.stderr)
   else:
+    result = compare(*pairs[0], FLAGS.target, FLAGS.route)
     print(f"A {result['a_accuracy']:.1%} [{result['a_accuracy_ci95'][0]:.1%}, "
           f"{result['a_accuracy_ci95'][1]:.1%}]  B {result['b_accuracy']:.1%} "
           f"[{result['b_accuracy_ci95'][0]:.1%}, {result['b_accuracy_ci95'][1]:.1%}]  on "

@@ -45,12 +45,6 @@ class CheckpointError(RuntimeError):
   """A checkpoint that cannot be used (missing, truncated, or from another model)."""
 
 
-def _only_metric(metrics: dict) -> float:
-  """The one metric a step is saved with (the trainer's best_metric), for reading a workdir
-  without knowing its name."""
-  return next(iter(metrics.values()))
-
-
 def _manager(directory: str, keep: int, best_metric: str | None = None,
              create: bool = True) -> ocp.CheckpointManager:
   """The workdir's manager: the newest `keep` steps, and the best on `best_metric` (lower is
@@ -101,16 +95,6 @@ def step_metrics(step_dir: str) -> tuple[dict | None, str | None]:
   return metrics, None
 
 
-def damaged_metrics(directory: str) -> dict[int, str]:
-  """{step: problem} of a checkpoint directory's steps whose metrics file is unreadable."""
-  problems = {}
-  for step in _steps_newest_first(directory):
-    _, problem = step_metrics(os.path.join(directory, str(step)))
-    if problem is not None:
-      problems[step] = problem
-  return problems
-
-
 def tracked_best_step(directory: str) -> int | None:
   """The step with the lowest metric among a checkpoint directory's steps saved with one
   (None if none was); as Orbax's best_step, the later step on a tie. Read without Orbax, so a
@@ -121,21 +105,10 @@ def tracked_best_step(directory: str) -> int | None:
     if problem is not None:
       logging.warning("Checkpoint %s: %s; not a candidate for the best step",
                       os.path.join(directory, str(step)), problem)
-    if metrics is not None and (best is None or _only_metric(metrics) < best[0]):
-      best = (_only_metric(metrics), step)
+    # A step is saved with one metric (the trainer's best_metric), whatever its name.
+    if metrics is not None and (best is None or next(iter(metrics.values())) < best[0]):
+      best = (next(iter(metrics.values())), step)
   return None if best is None else best[1]
-
-
-def _jsonable(x):
-  if isinstance(x, bytes):
-    return {"__bytes__": x.decode("latin-1")}
-  return x
-
-
-def _from_jsonable(x):
-  if isinstance(x, dict) and set(x) == {"__bytes__"}:
-    return x["__bytes__"].encode("latin-1")
-  return x
 
 
 def _crc32(path: str) -> int:
@@ -146,20 +119,13 @@ def _crc32(path: str) -> int:
   return crc
 
 
-def _step_files(step_dir: str) -> list[str]:
-  files = []
-  for root, _, names in os.walk(step_dir):
-    files.extend(os.path.relpath(os.path.join(root, n), step_dir) for n in names
-                 if n != CHECKSUM_FILE)
-  return sorted(files)
-
-
 def write_checksums(step_dir: str) -> None:
   """Records size and CRC-32 of every file of a finalised step (atomically)."""
   table = {}
-  for rel in _step_files(step_dir):
-    path = os.path.join(step_dir, rel)
-    table[rel] = [os.path.getsize(path), _crc32(path)]
+  for root, _, names in os.walk(step_dir):
+    for path in (os.path.join(root, n) for n in names if n != CHECKSUM_FILE):
+      table[os.path.relpath(path, step_dir)] = [os.path.getsize(path), _crc32(path)]
+  table = dict(sorted(table.items()))
   tmp = os.path.join(step_dir, CHECKSUM_FILE + ".tmp")
   with open(tmp, "w") as f:
     json.dump({"algorithm": "crc32", "files": table}, f)
@@ -211,22 +177,21 @@ class Checkpointer:
   the best one)."""
 
   def __init__(self, workdir: str, keep: int, best_metric: str):
-    self.workdir = workdir
-    self.best_metric = best_metric
-    self.keep = keep
+    self.workdir, self.best_metric, self.keep = workdir, best_metric, keep
     # A step whose metrics file is damaged would stop the manager as it opens: set it aside
     # first, as any damaged step is (the resume then starts from the newest intact one).
-    for step, problem in damaged_metrics(os.path.join(workdir, LATEST_DIR)).items():
+    for step in _steps_newest_first(os.path.join(workdir, LATEST_DIR)):
+      _, problem = step_metrics(os.path.join(workdir, LATEST_DIR, str(step)))
+      if problem is None:
+        continue
       dest = _set_aside(workdir, step, problem)
       logging.warning("Checkpoint %s is damaged (%s); moved to %s",
                       os.path.join(workdir, LATEST_DIR, str(step)), problem, dest)
     self.latest = _manager(os.path.join(workdir, LATEST_DIR), keep, best_metric)
 
-  def latest_step(self) -> int | None:
-    return self.latest.latest_step()
-
-  def _checksum_finished_steps(self) -> None:
-    """Writes the checksums of finalised steps that have none (process 0; saves are finished)."""
+  def wait(self):
+    """Finishes the saves; writes the checksums of finalised steps that have none (process 0)."""
+    self.latest.wait_until_finished()
     if jax.process_index() != 0:
       return
     for name in (LATEST_DIR, BEST_DIR):    # checkpoints_best/: a workdir of an earlier version
@@ -235,20 +200,6 @@ class Checkpointer:
         step_dir = os.path.join(directory, str(step))
         if not os.path.exists(os.path.join(step_dir, CHECKSUM_FILE)):
           write_checksums(step_dir)
-
-  def _move_aside(self, step: int, reason: str) -> str:
-    """Moves a damaged latest step to WORKDIR/checkpoints_damaged/ (process 0) and reloads."""
-    dest = _set_aside(self.workdir, step, reason)
-    self.latest.close()
-    self.latest = _manager(os.path.join(self.workdir, LATEST_DIR), self.keep, self.best_metric)
-    return dest
-
-  def _args(self, state, data_state, extra):
-    return ocp.args.Composite(
-        params=ocp.args.StandardSave(state["params"]),
-        train=ocp.args.StandardSave({"step": state["step"], "opt_state": state["opt_state"]}),
-        data_iter=ocp.args.JsonSave({"state": _jsonable(data_state)}),
-        extra=ocp.args.JsonSave(extra))
 
   def save(self, step: int, state, data_state, extra: dict, eval_metrics: dict | None = None):
     # Orbax finishes the previous asynchronous save before it starts this one anyway.
@@ -260,7 +211,13 @@ class Checkpointer:
     metrics = None
     if eval_metrics is not None and self.best_metric in eval_metrics:
       metrics = {self.best_metric: float(eval_metrics[self.best_metric])}
-    self.latest.save(step, args=self._args(state, data_state, extra), metrics=metrics, force=True)
+    self.latest.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(state["params"]),
+        train=ocp.args.StandardSave({"step": state["step"], "opt_state": state["opt_state"]}),
+        # An iterator state of bytes is stored as {"__bytes__": its latin-1 text}.
+        data_iter=ocp.args.JsonSave({"state": {"__bytes__": data_state.decode("latin-1")}
+                                     if isinstance(data_state, bytes) else data_state}),
+        extra=ocp.args.JsonSave(extra)), metrics=metrics, force=True)
 
   def restore(self, abstract_state) -> tuple[Any, Any, dict]:
     """Restores the newest intact step onto `abstract_state`'s shapes and shardings.
@@ -287,17 +244,18 @@ class Checkpointer:
           logging.warning("Resuming from step %d, the newest intact checkpoint", step)
         state = {"step": restored["train"]["step"], "params": restored["params"],
                  "opt_state": restored["train"]["opt_state"]}
-        return state, _from_jsonable(restored["data_iter"]["state"]), restored["extra"]
-      dest = self._move_aside(step, problem)
+        data_state = restored["data_iter"]["state"]
+        if isinstance(data_state, dict) and set(data_state) == {"__bytes__"}:
+          data_state = data_state["__bytes__"].encode("latin-1")
+        return state, data_state, restored["extra"]
+      dest = _set_aside(self.workdir, step, problem)
+      self.latest.close()   # reopened without the step set aside
+      self.latest = _manager(os.path.join(self.workdir, LATEST_DIR), self.keep, self.best_metric)
       logging.warning("Checkpoint %s is damaged (%s); moved to %s", path, problem, dest)
       failures.append(f"{path}: {problem}")
     raise CheckpointError(
         "No intact checkpoint to resume from: " + "; ".join(failures) + ". The damaged ones are "
         f"in {os.path.join(self.workdir, DAMAGED_DIR)}; train into a new --workdir.")
-
-  def wait(self):
-    self.latest.wait_until_finished()
-    self._checksum_finished_steps()
 
   def close(self):
     self.latest.close()
@@ -365,11 +323,8 @@ def restore_checkpoint(workdir: str, checkpoint: str = "best") -> RestoredCheckp
     extra = dict(restored["extra"])
     params = jax.tree.map(np.asarray, restored["params"])
     logging.info("Restored parameters of step %d from %s", step, path)
-    config = ml_collections.ConfigDict(extra["config"])
-    stored_config.upgrade(config)
-    return RestoredCheckpoint(params=params, config=config,
-                              target_stats=extra["target_stats"], step=step, path=path,
-                              extra=extra)
+    config = stored_config.upgrade(ml_collections.ConfigDict(extra["config"]))
+    return RestoredCheckpoint(params, config, extra["target_stats"], step, path, extra)
   raise CheckpointError("Cannot restore parameters from any checkpoint: " + "; ".join(failures))
 
 

@@ -59,8 +59,9 @@ OPTIMIZER_FIELDS = ("init_lr", "peak_lr", "end_lr", "warmup_fraction", "b1", "b2
                     "weight_decay", "grad_clip_norm")
 
 
-def check_recipe(recipe: dict) -> None:
-  """ValueError naming what a config file's RECIPE lacks or has in excess."""
+def base_config(*, model, objective: str, recipe: dict, targets=(),
+                runlocal: bool = False) -> ml_collections.ConfigDict:
+  """The common trainer configuration around a config file's recipe (see RECIPE_FIELDS)."""
   for fields, given, where in ((RECIPE_FIELDS, recipe, "RECIPE"),
                                (OPTIMIZER_FIELDS, recipe.get("optimizer", {}),
                                 "RECIPE['optimizer']")):
@@ -68,12 +69,6 @@ def check_recipe(recipe: dict) -> None:
     extra = [f for f in given if f not in fields]
     if missing or extra:
       raise ValueError(f"{where}: missing {missing}, unknown {extra}; expected {list(fields)}")
-
-
-def base_config(*, model, objective: str, recipe: dict, targets=(),
-                runlocal: bool = False) -> ml_collections.ConfigDict:
-  """The common trainer configuration around a config file's recipe (see RECIPE_FIELDS)."""
-  check_recipe(recipe)
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.objective = objective            # supervised | mxm | contrastive | mxm_contrastive
@@ -200,7 +195,6 @@ def experiment(model_name: str, objective: str, arg: str | None, *, recipe: dict
 
   `size` picks the model size (models/config.py: paper, small, tiny); runlocal implies tiny.
   `loss` sets the regression loss (mse | l1 | robust_l1; robust_l1 adds the log-std outputs).
-
   `targets` may be "paper" (formation energy + crystal system, the paper's multi-target setting),
   "all", or target names joined by "+".
   """

@@ -14,47 +14,27 @@ def batch_keys(targets) -> tuple[str, ...]:
   return INPUT_KEYS + tuple(targets)
 
 
-def iterate_eval_batches(ds, batch_size: int, keys):
-  """Yields local batches of `batch_size // process_count` rows with a `valid` flag (last padded).
-
-  Every process yields the same number of batches, as the jitted step needs all of them.
-  """
-  pc, pi = jax.process_count(), jax.process_index()
-  local_bs = batch_size // pc
-  rows = np.arange(len(ds))
-  per_process = int(np.ceil(len(rows) / pc))
-  mine = rows[pi * per_process:(pi + 1) * per_process]
-  num_batches = int(np.ceil(per_process / local_bs))
-  for b in range(num_batches):
-    idx = mine[b * local_bs:(b + 1) * local_bs]
-    valid = np.zeros(local_bs, bool)
-    valid[:len(idx)] = True
-    padded = np.concatenate([idx, np.full(local_bs - len(idx), rows[0], idx.dtype)])
-    data = ds.read_batch(padded)
-    batch = {k: np.asarray(data[k]) for k in keys}
-    batch["valid"] = valid
-    batch["index"] = padded
-    yield batch
-
-
-def _fetch(tree):
-  if jax.process_count() > 1:
-    return multihost_utils.process_allgather(tree, tiled=True)
-  return jax.tree.map(np.asarray, tree)
-
-
 def evaluate(eval_step, params, ds, config, mesh, return_predictions: bool = False):
   """Runs `eval_step` (jitted) over all of `ds`; returns {"eval/...": value} (and predictions)."""
   targets = tuple(config.targets)
   sharding = sharding_lib.batch_sharding(mesh)
   outs = []
-  for batch in iterate_eval_batches(ds, config.eval_batch_size, batch_keys(targets)):
-    index = batch.pop("index")
-    res = eval_step(params, sharding_lib.global_batch(batch, sharding))
-    res = _fetch(res)
-    res["index"] = (multihost_utils.process_allgather(index, tiled=True)
-                    if jax.process_count() > 1 else index)
-    outs.append(res)
+  # Local batches of eval_batch_size // process_count rows with a `valid` flag (the last padded);
+  # every process runs the same number of batches, as the jitted step needs all of them.
+  pc, pi = jax.process_count(), jax.process_index()
+  local_bs = config.eval_batch_size // pc
+  rows = np.arange(len(ds))
+  per_process = int(np.ceil(len(rows) / pc))
+  mine = rows[pi * per_process:(pi + 1) * per_process]
+  for b in range(int(np.ceil(per_process / local_bs))):
+    idx = mine[b * local_bs:(b + 1) * local_bs]
+    index = np.concatenate([idx, np.full(local_bs - len(idx), rows[0], idx.dtype)])
+    data = ds.read_batch(index)
+    batch = {k: np.asarray(data[k]) for k in batch_keys(targets)}
+    batch["valid"] = np.arange(local_bs) < len(idx)
+    res = dict(eval_step(params, sharding_lib.global_batch(batch, sharding)), index=index)
+    outs.append(multihost_utils.process_allgather(res, tiled=True) if jax.process_count() > 1
+                else jax.tree.map(np.asarray, res))
   per_example = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]
                  if not k.startswith("batch/")}
   valid = per_example["valid"]

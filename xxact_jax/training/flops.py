@@ -30,15 +30,6 @@ def peak_flops_per_device(device: jax.Device) -> float | None:
   return None
 
 
-def _dot_flops(eqn) -> float:
-  (lhs_contract, _), (lhs_batch, _) = eqn.params["dimension_numbers"]
-  lhs, rhs = (v.aval.shape for v in eqn.invars)
-  out = eqn.outvars[0].aval.shape
-  contracted = math.prod(lhs[d] for d in lhs_contract)
-  del rhs, lhs_batch  # The output holds the batch and free dimensions.
-  return 2.0 * math.prod(out) * contracted
-
-
 def jaxpr_matmul_flops(jaxpr) -> float:
   """2·M·N·K summed over every dot_general and convolution of a (closed) jaxpr, entering
   sub-jaxprs (jit, custom_vjp, remat, cond branches at their maximum, scan × its length)."""
@@ -46,11 +37,14 @@ def jaxpr_matmul_flops(jaxpr) -> float:
   total = 0.0
   for eqn in jaxpr.eqns:
     name = eqn.primitive.name
-    if name == "dot_general":
-      total += _dot_flops(eqn)
-    elif name == "conv_general_dilated":
+    if name in ("dot_general", "conv_general_dilated"):
       lhs, rhs = (v.aval.shape for v in eqn.invars)
       out = eqn.outvars[0].aval.shape
+    if name == "dot_general":
+      (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+      # The output holds the batch and free dimensions.
+      total += 2.0 * math.prod(out) * math.prod(lhs[d] for d in lhs_contract)
+    elif name == "conv_general_dilated":
       dn = eqn.params["dimension_numbers"]
       # Every output element takes (input features / groups) × kernel spatial size MACs.
       kernel_spatial = math.prod(rhs[d] for d in dn.rhs_spec[2:])

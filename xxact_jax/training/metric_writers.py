@@ -15,8 +15,7 @@ class MetricWriter:
   def __init__(self, workdir: str, tensorboard: bool = True, resume_step: int | None = None):
     """`resume_step`: drop rows of metrics.jsonl after this step (a resumed run rewrites them)."""
     self.active = jax.process_index() == 0
-    self._jsonl = None
-    self._tb = None
+    self._jsonl = self._tb = None
     if not self.active:
       return
     path = os.path.join(workdir, "metrics.jsonl")
@@ -75,10 +74,8 @@ class RateTracker:
   """Steps/s, samples/s and ETA between logged steps."""
 
   def __init__(self, start_step: int, total_steps: int, batch_size: int):
-    self.total = total_steps
-    self.batch = batch_size
-    self._step = start_step
-    self._time = time.perf_counter()
+    self.total, self.batch = total_steps, batch_size
+    self._step, self._time = start_step, time.perf_counter()
 
   def update(self, step: int) -> dict:
     now = time.perf_counter()
@@ -90,7 +87,7 @@ class RateTracker:
             "eta_seconds": remaining}
 
 
-def format_console(step: int, total: int, metrics: dict) -> str:
+def log_console(step: int, total: int, metrics: dict):
   eta = metrics.get("eta_seconds", float("nan"))
   eta_s = (time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) and eta < 86400 * 30
            else "?")
@@ -101,8 +98,5 @@ def format_console(step: int, total: int, metrics: dict) -> str:
     parts.append(f"{metrics['steps_per_sec']:.2f} steps/s {metrics['samples_per_sec']:.0f} samples/s")
   if "mfu" in metrics:
     parts.append(f"MFU={100 * metrics['mfu']:.1f}%")
-  return f"step {step}/{total} ({100 * step / max(total, 1):.1f}%) " + " ".join(parts) + f" ETA {eta_s}"
-
-
-def log_console(step, total, metrics):
-  logging.info("%s", format_console(step, total, metrics))
+  logging.info("%s", f"step {step}/{total} ({100 * step / max(total, 1):.1f}%) "
+               + " ".join(parts) + f" ETA {eta_s}")

@@ -95,8 +95,7 @@ def mxm_loss(reconstruction, xrd, mask, xrd_scale=1.0, xrd_intensity="linear"):
 
   The target is the pattern in the model's input units (models/encoders.py `xrd_input`).
   """
-  per_sample = mxm_per_sample(reconstruction, xrd, mask, xrd_scale, xrd_intensity)
-  return jnp.mean(per_sample)
+  return jnp.mean(mxm_per_sample(reconstruction, xrd, mask, xrd_scale, xrd_intensity))
 
 
 def mxm_per_sample(reconstruction, xrd, mask, xrd_scale=1.0, xrd_intensity="linear"):

@@ -53,17 +53,15 @@ def create_train_state(config, model_config, mesh, max_elements: int, target_sta
   abstract_state = jax.eval_shape(init_fn, jax.random.key(config.seed))
   shardings = sharding_lib.state_shardings(mesh, abstract_state, config.sharding.fsdp)
   num_params = int(parameter_overview.count_parameters(abstract_state["params"]))
-  train_step = step_lib.jit_train_step(model, tx, schedule, config, target_stats, mesh,
-                                       shardings, scattering)
+  # Explicit shardings: state as given, the batch split along `data`, metrics replicated; the
+  # incoming state is donated so its buffers are reused in place.
+  train_step = jax.jit(
+      step_lib.make_train_step(model, tx, schedule, config, target_stats, scattering=scattering,
+                               num_shards=mesh.shape[sharding_lib.DATA_AXIS]),
+      in_shardings=(shardings, sharding_lib.batch_sharding(mesh)),
+      out_shardings=(shardings, sharding_lib.replicated(mesh)), donate_argnums=(0,))
   return TrainState(model, tx, schedule, init_fn, abstract_state, shardings, num_params,
                     train_step)
-
-
-def train_batch_keys(config) -> tuple[str, ...]:
-  """The loader fields the train step reads: the evaluation's inputs and targets, and with
-  data.xrd_source="simulated" the stored structures."""
-  structures = dataset_lib.STRUCTURE_FIELDS if step_lib.simulates_xrd(config) else ()
-  return eval_lib.batch_keys(config.targets) + structures
 
 
 class TrainBatches:
@@ -76,7 +74,9 @@ class TrainBatches:
   """
 
   def __init__(self, config, dataset, batch_sharding, data_state=None):
-    self.keys = train_batch_keys(config)
+    # The evaluation's inputs and targets, and with data.xrd_source="simulated" the structures.
+    self.keys = eval_lib.batch_keys(config.targets) + (
+        dataset_lib.STRUCTURE_FIELDS if step_lib.simulates_xrd(config) else ())
     self.batch_sharding = batch_sharding
     loader = data_lib.make_loader(
         dataset, batch_size=config.global_batch_size // jax.process_count(), seed=config.seed,

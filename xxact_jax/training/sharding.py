@@ -15,9 +15,7 @@ def maybe_initialize_distributed():
   """Initialises jax.distributed when launched as one of several processes (SLURM / env vars)."""
   if jax.distributed.is_initialized():
     return
-  multi = (int(os.environ.get("SLURM_NTASKS", "1")) > 1
-           or "JAX_COORDINATOR_ADDRESS" in os.environ)
-  if multi:
+  if int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "JAX_COORDINATOR_ADDRESS" in os.environ:
     jax.distributed.initialize()
     logging.info("jax.distributed: process %d of %d, %d local / %d global devices",
                  jax.process_index(), jax.process_count(), jax.local_device_count(),

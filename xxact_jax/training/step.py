@@ -62,12 +62,6 @@ def _microbatches(batch, num, num_shards):
   return jax.tree.map(split, batch)
 
 
-def train_base_key(config) -> jax.Array:
-  """The key each step folds its step number into (threefry: on an H100 XLA's RngBitGenerator
-  was no faster for this step, benchmarks/RESULTS.md)."""
-  return jax.random.key(config.seed + 1)
-
-
 def make_train_step(model, tx, schedule, config, target_stats, num_shards: int = 1,
                     scattering=None):
   """(state, batch) -> (state, metrics): forward, loss, backward, AdamW update.
@@ -75,7 +69,9 @@ def make_train_step(model, tx, schedule, config, target_stats, num_shards: int =
   scattering: f32[Z + 1, 4, 2] atomic scattering parameters (structures.coefficient_table),
   needed with data.xrd_source="simulated".
   """
-  base_rng = train_base_key(config)
+  # Each step folds its number into this key (threefry: on an H100 XLA's RngBitGenerator was no
+  # faster for this step, benchmarks/RESULTS.md).
+  base_rng = jax.random.key(config.seed + 1)
   accum = config.grad_accum_steps
 
   augment_config = config.get("augment")
@@ -176,15 +172,3 @@ def make_eval_step(model, config, target_stats):
     return res
 
   return eval_step
-
-
-def jit_train_step(model, tx, schedule, config, target_stats, mesh, state_shardings,
-                   scattering=None):
-  """The train step jitted with explicit shardings: state as given, the batch split along `data`,
-  metrics replicated; the incoming state is donated so its buffers are reused in place."""
-  from xxact_jax.training import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-  return jax.jit(
-      make_train_step(model, tx, schedule, config, target_stats,
-                      num_shards=mesh.shape[sharding_lib.DATA_AXIS], scattering=scattering),
-      in_shardings=(state_shardings, sharding_lib.batch_sharding(mesh)),
-      out_shardings=(state_shardings, sharding_lib.replicated(mesh)), donate_argnums=(0,))

@@ -88,12 +88,6 @@ def workdir_lock(workdir: str):
     f.close()
 
 
-def _preemption_service() -> bool:
-  """Whether JAX's preemption service runs: with several processes (jax.distributed), unless
-  jax_enable_preemption_service is off. A single process never asks it."""
-  return jax.process_count() > 1 and bool(jax.config.jax_enable_preemption_service)
-
-
 class StopSignals:
   """Records SIGTERM/SIGINT (what SLURM and Ctrl-C send) while installed, instead of dying.
 
@@ -108,7 +102,10 @@ class StopSignals:
   def __init__(self):
     self.received = None
     self._previous = {}
-    self.preemption_service = _preemption_service()
+    # JAX's preemption service runs with several processes (jax.distributed), unless
+    # jax_enable_preemption_service is off; a single process never asks it.
+    self.preemption_service = (jax.process_count() > 1
+                               and bool(jax.config.jax_enable_preemption_service))
 
   def _handle(self, signum, frame):
     del frame
@@ -224,8 +221,7 @@ def check_workdir(config, model_config, workdir: str):
   new = ckpt_lib.config_to_json(config, model_config)
   if os.path.exists(path):
     with open(path) as f:
-      old = json.load(f)
-    old = json.loads(json.dumps(stored_config.upgrade(old)))
+      old = json.loads(json.dumps(stored_config.upgrade(json.load(f))))
     diffs = _differences(old.get("model", {}), new["model"], "model.")
     if diffs:
       key, there, now = diffs[0]
@@ -273,12 +269,6 @@ def merge_pretrained(params, pretrained, exclude=()):
   return merged, len(taken), fresh
 
 
-def total_train_steps(config, num_train_examples: int) -> int:
-  if config.num_train_steps > 0:
-    return int(config.num_train_steps)
-  return max(1, int(config.num_epochs * num_train_examples // config.global_batch_size))
-
-
 def train_and_evaluate(config, workdir: str):
   """Trains `config` into `workdir`, resuming from its latest checkpoint; returns final eval metrics."""
   sharding_lib.maybe_initialize_distributed()
@@ -321,24 +311,24 @@ def _train(config, model_config, workdir, data_path, ds_train, ds_eval, target_s
   sharding_lib.check_batch_divisible(config.global_batch_size, mesh, config.grad_accum_steps)
   sharding_lib.check_batch_divisible(config.eval_batch_size, mesh)
   batch_sharding = sharding_lib.batch_sharding(mesh)
-  total_steps = total_train_steps(config, len(ds_train))
+  total_steps = int(config.num_train_steps) if config.num_train_steps > 0 else max(
+      1, int(config.num_epochs * len(ds_train) // config.global_batch_size))
 
   trainer = setup_lib.create_train_state(config, model_config, mesh, max_elements, target_stats,
                                          total_steps, scattering)
   model, tx, state_shardings = trainer.model, trainer.tx, trainer.shardings
-  rng = jax.random.key(config.seed)
   logging.info("Model %s: %.2f M parameters; %d train / %d eval examples; %d steps of %d",
                config.model.name, trainer.num_params / 1e6, len(ds_train), len(ds_eval),
                total_steps, config.global_batch_size)
 
   checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints, config.best_metric)
   data_state = None
-  if checkpointer.latest_step() is not None:
+  if checkpointer.latest.latest_step() is not None:
     state, data_state, extra = checkpointer.restore(trainer.abstract_with_shardings())
     target_stats = extra.get("target_stats", target_stats)
     logging.info("Resumed from %s at step %d", workdir, int(state["step"]))
   else:
-    state = trainer.init(rng)
+    state = trainer.init(jax.random.key(config.seed))
     if config.init_from:
       pretrained, _, _ = ckpt_lib.restore_params(config.init_from, config.init_checkpoint)
       params, loaded, skipped = merge_pretrained(jax.device_get(state["params"]), pretrained,
