@@ -413,7 +413,7 @@ def evaluate_dataset(workdir, data_path, output, split="test", checkpoint="best"
         file=sys.stderr, flush=True)
   result = {"workdir": os.path.abspath(workdir), "data": os.path.abspath(data_path),
             "split": split, "checkpoint": checkpoint, "step": restored.step,
-            "model": config.model.name, "regression_loss": config.get("regression_loss", "mse")}
+            "model": config.model.name, "regression_loss": config.regression_loss}
   result.update({k.removeprefix("eval/"): v for k, v in metrics.items()})
   if jax.process_index() == 0:
     os.makedirs(output, exist_ok=True)

@@ -14,7 +14,7 @@ ADDED_FIELDS = {
     "model.xrd_max_peaks": 32, "model.xrd_peak_drop": 0.1, "model.fused_attention": False,
     "model.fused_norm": False, "model.fused_bias_grad": False,
     "data.train_fraction": 1.0, "data.fraction_seed": 0, "data.extra_train": "",
-    "data.xrd_source": "stored",
+    "data.xrd_source": "stored", "regression_loss": "mse",
     "augment.structure": lambda: __import__(
         "xxact_jax.data.resimulate", fromlist=["default_config"]).default_config().to_dict(),
     "init_checkpoint": "latest",

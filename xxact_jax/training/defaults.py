@@ -168,10 +168,10 @@ def model_of(config: ml_collections.ConfigDict):
     raise ValueError(f"config.targets {list(targets)} names a target twice")
   if config.objective == "supervised" and not targets:
     raise ValueError("objective='supervised' needs config.targets")
-  loss = config.get("regression_loss", "mse")
+  loss = config.regression_loss
   if loss not in REGRESSION_LOSSES:
     raise ValueError(f"Unknown regression_loss {loss!r}; known: {list(REGRESSION_LOSSES)}")
-  source = config.data.get("xrd_source", "stored")
+  source = config.data.xrd_source
   if source not in XRD_SOURCES:
     raise ValueError(f"Unknown data.xrd_source {source!r}; known: {list(XRD_SOURCES)}")
   model = model_config_lib.ModelConfig.from_config(config.model)

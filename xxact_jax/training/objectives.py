@@ -141,7 +141,7 @@ def objective_loss(outputs, batch, config, target_stats: Mapping, rng, xrd_mask=
   total = jnp.zeros((), jnp.float32)
   if objective == "supervised":
     total, metrics = supervised_loss(outputs, batch, config.targets, target_stats, rng,
-                                     config.task_sampling, config.get("regression_loss", "mse"))
+                                     config.task_sampling, config.regression_loss)
   if "mxm" in objective:
     mloss = mxm_loss(outputs["mxm"], batch["xrd"], xrd_mask, config.model.xrd_scale,
                      config.model.xrd_intensity)

@@ -22,7 +22,7 @@ STRUCTURE_STREAM = 0x73696d75
 
 def simulates_xrd(config) -> bool:
   """Whether the train step computes its patterns from stored structures."""
-  return config.data.get("xrd_source", "stored") == "simulated"
+  return config.data.xrd_source == "simulated"
 
 
 def batch_struct(batch_size: int, max_elements: int, targets=constants.ALL_TARGETS):
@@ -151,7 +151,7 @@ def make_eval_step(model, config, target_stats):
     res = {"valid": batch["valid"]}
     if targets:
       res["losses"] = objectives.per_example_losses(outputs, batch, targets, target_stats,
-                                                    config.get("regression_loss", "mse"))
+                                                    config.regression_loss)
       res["labelled"] = jnp.stack([objectives.label_mask(batch, t) for t in targets], -1)
     for t in targets:
       target = targets_lib.get(t)
