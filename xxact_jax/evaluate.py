@@ -205,6 +205,32 @@ def _mean(values: np.ndarray, sel: np.ndarray) -> float | None:
   return float(values[sel].mean()) if sel.any() else None
 
 
+def route_metrics(routes, sel, hit, model_hit, confidence) -> dict:
+  """Per route (who answered each scan) and over all scans, of the labelled scans `sel`: scans,
+  accuracy, the model's own accuracy, mean confidence and expected calibration error."""
+  by_route = {}
+  for name in identification.ROUTES + ("all",):
+    on = sel & (routes == name) if name != "all" else sel
+    by_route[name] = {
+        "scans": int(on.sum()), "accuracy": _mean(hit, on),
+        "model_accuracy": _mean(model_hit, on), "mean_confidence": _mean(confidence, on),
+        "expected_calibration_error": calibration_report.expected_calibration_error(
+            confidence[on], hit[on])}
+  return by_route
+
+
+def route_table(by_route: dict) -> str:
+  """route_metrics as a few lines for the terminal."""
+  pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"
+  lines = ["route       scans  accuracy  model alone  confidence  ECE"]
+  for name, m in by_route.items():
+    ece = m["expected_calibration_error"]
+    lines.append(f"{name:<10} {m['scans']:>6}  {pct(m['accuracy']):>8}  "
+                 f"{pct(m['model_accuracy']):>11}  {pct(m['mean_confidence']):>10}  "
+                 f"{'–' if ece is None else f'{ece:.3f}'}")
+  return "\n".join(lines)
+
+
 def evaluate_measured(workdir, index_csv, output, checkpoint="best",
                       preprocessing: resample.Preprocessing | None = None,
                       batch_size=256, reference="auto", indexing=True,
@@ -241,7 +267,6 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
       warnings.simplefilter("ignore", resample.PartialCoverageWarning)
       identified.append(predictor.identify(row["formula"], row["scan"], row["wavelength"]))
     progress.advance(1)
-  lattices = [d.lattice for d in identified]
   for i, found in enumerate(identified):
     found.apply(out, i)
   metrics = {"workdir": ",".join(os.path.abspath(w) for w in predictor.workdirs),
@@ -295,16 +320,7 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
                 f"{np.mean(cs_labels[sel] == predicted):.1%}")
       # Who answered each scan, how well, and whether its probability means what it says.
       confidence = out["crystal_system"].max(-1)
-      # Per route (and over all scans): scans, accuracy, the model's own accuracy, mean
-      # confidence and expected calibration error.
-      by_route = {}
-      for name in identification.ROUTES + ("all",):
-        on = sel & (routes == name) if name != "all" else sel
-        by_route[name] = {
-            "scans": int(on.sum()), "accuracy": _mean(hit, on),
-            "model_accuracy": _mean(model_hit, on), "mean_confidence": _mean(confidence, on),
-            "expected_calibration_error": calibration_report.expected_calibration_error(
-                confidence[on], hit[on])}
+      by_route = route_metrics(routes, sel, hit, model_hit, confidence)
       metrics["routes"] = by_route
       metrics["expected_calibration_error"] = by_route["all"]["expected_calibration_error"]
       metrics["accuracy_surest_half"] = calibration_report.accuracy_at_coverage(
@@ -327,18 +343,12 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
               for r in identification.ROUTES}},
           os.path.join(output, "risk_coverage.png"),
           title="crystal system, measured scans")
-      pct = lambda v: "–" if v is None else f"{100 * v:.1f} %"
-      print("route       scans  accuracy  model alone  confidence  ECE")
-      for name, m in by_route.items():
-        ece = m["expected_calibration_error"]
-        print(f"{name:<10} {m['scans']:>6}  {pct(m['accuracy']):>8}  "
-              f"{pct(m['model_accuracy']):>11}  {pct(m['mean_confidence']):>10}  "
-              f"{'–' if ece is None else f'{ece:.3f}'}")
+      print(route_table(by_route))
   if "spacegroup_number" in out:
     metrics.update(classification_metrics(out["spacegroup_number"], sg_labels,
                                           "spacegroup_number"))
   with open(os.path.join(output, "predictions.jsonl"), "w") as f:
-    for i, row in enumerate(kept):
+    for i, (row, found) in enumerate(zip(kept, identified)):
       record = {"id": row["id"], "file": row["path"], "formula": row["formula"],
                 "label": {k: row[k] for k in LABEL_COLUMNS}}
       if "wavelength_assumed_angstrom" in row:
@@ -356,13 +366,13 @@ def evaluate_measured(workdir, index_csv, output, checkpoint="best",
       for t in constants.REGRESSION_TARGETS:
         if t in out:
           record[t] = float(out[t][i])
-      if lattices[i] is not None:
-        record["indexing"] = answers.lattice_json(lattices[i])
-      elif identified[i].indexed:
+      if found.lattice is not None:
+        record["indexing"] = answers.lattice_json(found.lattice)
+      elif found.indexed:
         record["indexing_note"] = answers.NONE_FOUND
-      if identified[i].match is not None or lattices[i] is not None:
-        if identified[i].match is not None:
-          record["reference"] = answers.match_json(identified[i].match)
+      if found.match is not None or found.lattice is not None:
+        if found.match is not None:
+          record["reference"] = answers.match_json(found.match)
         if "crystal_system" in out:
           record["model_crystal_system"] = constants.CRYSTAL_SYSTEMS[
               int(model_out["crystal_system"][i].argmax())]

@@ -5,6 +5,12 @@ needs a fallback."""
 
 import copy
 
+
+def _structure_effects_default() -> dict:
+  from xxact_jax.data import resimulate  # pylint: disable=g-import-not-at-top  (imports JAX)
+  return resimulate.default_config().to_dict()
+
+
 # Dotted paths into the stored config; a callable is called for its value (a default that needs
 # an import).
 ADDED_FIELDS = {
@@ -15,8 +21,7 @@ ADDED_FIELDS = {
     "model.fused_norm": False, "model.fused_bias_grad": False,
     "data.train_fraction": 1.0, "data.fraction_seed": 0, "data.extra_train": "",
     "data.xrd_source": "stored", "regression_loss": "mse",
-    "augment.structure": lambda: __import__(
-        "xxact_jax.data.resimulate", fromlist=["default_config"]).default_config().to_dict(),
+    "augment.structure": _structure_effects_default,
     "init_checkpoint": "latest",
 }
 RENAMED_FIELDS = {"init_which": "init_checkpoint"}
